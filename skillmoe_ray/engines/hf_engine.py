@@ -1,0 +1,189 @@
+"""transformers engine: ``generate`` on CPU or GPU, with per-request seeded sampling.
+
+Used where vLLM is unavailable (a GPU machine without it), and for DSMoE steering, which needs
+hooks on the model's router. Sleeping moves the weights to pinned host memory and waking moves
+them back; on the CPU the weights already live in host memory, so both are no-ops.
+
+Sampling is done by :class:`SeededSampler`, a logits processor that draws each row's next token
+from that row's own ``torch.Generator``; ``generate`` then runs greedily over the one-hot result.
+That keeps every request's output independent of its batch, like vLLM's per-request seeds.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import logging
+
+from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
+from skillmoe_ray.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class SeededSampler:
+    """Logits processor: temperature + top-p sampling with one generator per batch row."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+        import torch
+
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.temperature <= 0:
+            return scores
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs > self.top_p
+            sorted_probs[outside] = 0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        picks = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)]
+        forced = torch.full_like(scores, float("-inf"))
+        forced.scatter_(1, torch.stack(picks), 0.0)
+        return forced
+
+
+class HFEngine(Engine):
+    """One transformers causal LM for one expert model."""
+
+    name = "hf"
+    OPTIONS = {
+        # "auto" picks cuda when available, else cpu
+        "device": "auto",
+        # requests generated together in one generate() call
+        "batch_size": 16,
+        # attention implementation passed to from_pretrained (null: transformers' default)
+        "attn_implementation": None,
+        # keep sleeping weights in pinned host memory (faster wake on CUDA)
+        "pin_memory": True,
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model = None
+        self.tokenizer = None
+        self.device = None
+
+    @property
+    def can_sleep(self) -> bool:
+        return True
+
+    def prepare(self) -> None:
+        import transformers  # noqa: F401
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = self.options["device"]
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        spec = self.spec
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code, padding_side="left"
+            )
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.model_path,
+                revision=spec.revision,
+                trust_remote_code=spec.trust_remote_code,
+                dtype=getattr(torch, self.dtype),
+                attn_implementation=self.options["attn_implementation"],
+            ).to(self.device)
+        except Exception as exc:
+            raise EngineError(f"transformers could not load expert {spec.name!r} from {spec.path!r}: {exc}") from exc
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.info.device = self.device
+        self.info.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
+        outputs: list[GenOutput | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: self._batch_key(requests[i]))
+        for _, group in itertools.groupby(order, key=lambda i: self._batch_key(requests[i])):
+            group = list(group)
+            for start in range(0, len(group), self.options["batch_size"]):
+                batch = group[start : start + self.options["batch_size"]]
+                for i, out in zip(batch, self._generate_batch([requests[i] for i in batch])):
+                    outputs[i] = out
+        return outputs
+
+    @staticmethod
+    def _batch_key(request: GenRequest) -> tuple:
+        s = request.sampling
+        return (s.max_tokens, s.temperature, s.top_p)
+
+    def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
+        import torch
+
+        prompts = [
+            self.tokenizer.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True) for r in requests
+        ]
+        # The chat template already holds any BOS token: adding special tokens again would double it.
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampling = requests[0].sampling
+        sampler = SeededSampler([r.sampling.seed for r in requests], sampling.temperature, sampling.top_p, self.device)
+        with torch.no_grad():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=sampling.max_tokens,
+                do_sample=False,
+                logits_processor=[sampler],
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        stop_ids = self._stop_ids()
+        results = []
+        for row, mask in zip(new_tokens.tolist(), enc["attention_mask"]):
+            cut = next((j for j, t in enumerate(row) if t in stop_ids), None)
+            ids = row if cut is None else row[:cut]
+            results.append(
+                GenOutput(
+                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                    prompt_tokens=int(mask.sum()),
+                    output_tokens=len(ids),
+                    finish_reason="length" if cut is None else "stop",
+                )
+            )
+        return results
+
+    def _stop_ids(self) -> set[int]:
+        """Token ids that end a reply: the generation config's EOS (an id or a list) and the tokenizer's."""
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _sleep(self) -> None:
+        if self.device == "cpu":
+            return
+        import torch
+
+        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
+            host = tensor.data.to("cpu")
+            tensor.data = host.pin_memory() if self.options["pin_memory"] else host
+        torch.cuda.empty_cache()
+
+    def _wake(self) -> None:
+        if self.device == "cpu":
+            return
+        import torch
+
+        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
+            tensor.data = tensor.data.to(self.device, non_blocking=True)
+        torch.cuda.synchronize()
+
+    def _unload(self) -> None:
+        self.model = None
+        self.tokenizer = None
+        gc.collect()
+        if self.device and self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()

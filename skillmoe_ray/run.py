@@ -1,0 +1,109 @@
+"""Entry point: ``python -m skillmoe_ray.run +experiment=gpqa [key=value ...]``.
+
+The composition root: Hydra composes the config from ``conf/``; this module validates it, builds
+the demo models if asked, loads the data (failing fast on bad input, before any model loads),
+starts Ray, runs the DriverActor and prints the summary. Errors caused by input are printed as one
+line naming the problem, without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from skillmoe_ray.config import RunConfig, check_model_paths, load_config
+from skillmoe_ray.errors import SkillMoEError
+
+log = logging.getLogger("skillmoe_ray")
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+def _has_cuda() -> bool:
+    return shutil.which("nvidia-smi") is not None and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
+
+
+def start_ray(cfg: RunConfig) -> None:
+    """Connect to the configured cluster, or start a local one (logical GPUs where there are none)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.resources.ray_address:
+        ray.init(address=cfg.resources.ray_address, logging_level=logging.WARNING)
+        return
+    ray.init(
+        num_cpus=cfg.resources.num_cpus,
+        num_gpus=None if _has_cuda() else cfg.resources.gpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+    )
+
+
+def run_pipeline(cfg: RunConfig, val, test, show_progress: bool) -> dict:
+    """Run the DriverActor on the local node and return results.json's content."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from actors.driver import DriverActor
+
+    start_ray(cfg)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    driver = ray.remote(DriverActor).options(num_cpus=0, scheduling_strategy=here).remote(cfg, show_progress)
+    try:
+        return ray.get(driver.run.remote(val, test))
+    except ray.exceptions.RayTaskError as exc:
+        cause = _user_error(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _user_error(exc: BaseException) -> SkillMoEError | None:
+    """The user-caused error inside a chain of Ray task errors, if there is one."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, SkillMoEError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return None
+
+
+def execute(tree: dict, run_dir: str) -> dict | None:
+    """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
+    from skillmoe_ray.data import load_data
+    from skillmoe_ray.summary import format_summary
+
+    cfg = load_config(tree, run_dir)
+    if cfg.demo.build_models:
+        from skillmoe_ray.demo import ensure_demo_models
+
+        ensure_demo_models(cfg.demo)
+    check_model_paths(cfg.pool)
+    val, test = load_data(cfg.data, cfg.seed)
+    log.info("loaded %d validation and %d test instances", len(val), len(test))
+    results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty())
+    print(format_summary(results, run_dir), flush=True)
+    return results
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        execute(OmegaConf.to_container(cfg, resolve=True), run_dir)
+    except SkillMoEError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""What each generating stage asks of which model: pure builders of (expert, request) pairs.
+
+Seeds follow one rule so that identical work is identical requests across stages, methods and
+runs: the s-th sampled answer of any model to instance i uses ``derive_seed(seed, "answer", i, s)``.
+A model recruited twice for one instance answers with samples 0 and 1; a model that answered a
+question for its profile and is asked again elsewhere reuses sample 0 from the cache.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from skillmoe_ray.aggregate import aggregator_messages, expert_messages
+from skillmoe_ray.config import GenerationConfig, ModelSpec, SkillsConfig
+from skillmoe_ray.data.instances import Instance
+from skillmoe_ray.engines.base import GenRequest, Sampling
+from skillmoe_ray.profiles import synthetic_aggregation_task
+from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.seeding import derive_seed
+from skillmoe_ray.skills import keyword_messages
+
+Pair = tuple[str, GenRequest]
+
+
+def _max_tokens(gen: GenerationConfig, spec: ModelSpec) -> int:
+    return min(gen.max_tokens, spec.max_tokens) if gen.max_tokens else spec.max_tokens
+
+
+def skill_requests(instances: Sequence[Instance], spec: ModelSpec, cfg: SkillsConfig, seed: int) -> list[Pair]:
+    """``cfg.samples`` sampled keyword requests per instance, all for the keyword model."""
+    return [
+        (
+            spec.name,
+            GenRequest.make(
+                keyword_messages(inst, spec.system_role),
+                Sampling(cfg.max_tokens, cfg.temperature, 1.0, derive_seed(seed, "skills", inst.id, s)),
+                f"skills/{inst.id}/{s}",
+            ),
+        )
+        for inst in instances
+        for s in range(cfg.samples)
+    ]
+
+
+def answer_request(inst: Instance, spec: ModelSpec, gen: GenerationConfig, seed: int, sample: int = 0) -> GenRequest:
+    """The chain-of-thought answer of one model to one instance, sample number ``sample``."""
+    sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, "answer", inst.id, sample))
+    return GenRequest.make(expert_messages(inst, spec.system_role), sampling, f"answer/{inst.id}/{sample}")
+
+
+def profile_requests(
+    instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig, seed: int
+) -> list[Pair]:
+    """Every expert answers every validation instance once (sample 0)."""
+    return [(spec.name, answer_request(inst, spec, gen, seed)) for spec in experts for inst in instances]
+
+
+def inference_requests(
+    instances: Sequence[Instance],
+    recruitments: Sequence[Recruitment],
+    pool: Mapping[str, ModelSpec],
+    gen: GenerationConfig,
+    seed: int,
+) -> list[tuple[str, int, Pair]]:
+    """(instance id, slot, (expert, request)) for every recruited slot.
+
+    An expert recruited twice for one instance answers with samples 0 and 1.
+    """
+    by_id = {inst.id: inst for inst in instances}
+    out = []
+    for rec in recruitments:
+        seen: dict[str, int] = {}
+        for slot, expert in enumerate(rec.experts):
+            sample = seen.get(expert, 0)
+            seen[expert] = sample + 1
+            request = answer_request(by_id[rec.instance_id], pool[expert], gen, seed, sample)
+            out.append((rec.instance_id, slot, (expert, request)))
+    return out
+
+
+def synthetic_tasks(
+    instances: Sequence[Instance],
+    texts: Mapping[str, Mapping[str, str]],
+    correct: Mapping[str, Mapping[str, bool]],
+    seed: int,
+) -> dict[str, list[str]]:
+    """One shuffled 1-correct/2-incorrect response set per validation instance.
+
+    ``texts[model][instance]`` and ``correct[model][instance]`` come from the profile stage.
+    """
+    tasks = {}
+    for inst in instances:
+        responses = {m: by_inst[inst.id] for m, by_inst in texts.items() if inst.id in by_inst}
+        graded = {m: correct[m][inst.id] for m in responses}
+        rng = random.Random(derive_seed(seed, "synthetic", inst.id))
+        tasks[inst.id] = synthetic_aggregation_task(responses, graded, rng)
+    return tasks
+
+
+def aggregation_request(
+    inst: Instance, responses: Sequence[str], spec: ModelSpec, gen: GenerationConfig, think_end_tag: str, seed: int, purpose: str
+) -> GenRequest:
+    """The aggregator's request for one instance; ``purpose`` separates selection from final aggregation."""
+    sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, purpose, inst.id))
+    messages = aggregator_messages(inst, responses, think_end_tag, spec.system_role)
+    return GenRequest.make(messages, sampling, f"{purpose}/{inst.id}")

@@ -1,0 +1,47 @@
+"""The one-screen summary printed at the end of a run."""
+
+from __future__ import annotations
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    line = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths))  # noqa: E731
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths), *map(line, cells[1:])])
+
+
+def format_summary(results: dict, run_dir: str) -> str:
+    """Methods, stages (time, cached), experts (activations, recruitment) in one screen."""
+    methods = _table(
+        ["method", "accuracy", *sorted(next(iter(results["methods"].values()))["per_task"])],
+        [
+            [name, f"{m['accuracy']:.3f}", *(f"{a:.3f}" for _, a in sorted(m["per_task"].items()))]
+            for name, m in results["methods"].items()
+        ],
+    )
+    stages = _table(
+        ["stage", "seconds", "cached", "requests", "generated", "groups run"],
+        [
+            [
+                name, f"{s['seconds']:.1f}", "yes" if s["cached"] else "no", s.get("requests", "-"),
+                s.get("generated", "-"), s.get("expert_groups", 0) - s.get("expert_groups_cached", 0)
+                if "expert_groups" in s else "-",
+            ]
+            for name, s in results["stages"].items()
+        ],
+    )
+    per_expert = results.get("per_expert", {})
+    experts = _table(
+        ["expert", "activations", "recruited", "accuracy"],
+        [
+            [e, results["activations"].get(e, 0), per_expert.get(e, {}).get("recruited", 0),
+             f"{per_expert[e]['accuracy']:.3f}" if e in per_expert else "-"]
+            for e in sorted(set(results["activations"]) | set(per_expert))
+        ],
+    )
+    head = (
+        f"experiment {results['experiment']}: {results['n_instances']} test / {results['n_validation']} validation "
+        f"instances, k={results['k']}, aggregator {results['aggregator']['selected']}, "
+        f"{results['wall_seconds']:.1f} s"
+    )
+    return "\n\n".join([head, methods, stages, experts, f"run directory: {run_dir}"])
