@@ -274,7 +274,7 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
 def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:
     if name is not None and name not in cfg.pool:
         raise ConfigError(
-            f"{key}: unknown expert {name!r}; experts in the pool: {', '.join(sorted(cfg.pool))}"
+            f"{key}: unknown model {name!r}; models in the pool: {', '.join(sorted(cfg.pool))}"
         )
 
 

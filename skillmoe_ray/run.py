@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from skillmoe_ray.config import RunConfig, check_model_paths, load_config
-from skillmoe_ray.errors import SkillMoEError
+from skillmoe_ray.errors import ConfigError, SkillMoEError
 
 log = logging.getLogger("skillmoe_ray")
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
@@ -97,9 +97,15 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from hydra.core.hydra_config import HydraConfig
 
+    from omegaconf.errors import MissingMandatoryValue
+
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        execute(OmegaConf.to_container(cfg, resolve=True), run_dir)
+        try:
+            tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as exc:
+            raise ConfigError(f"missing value for {exc.full_key} (set it on the command line: {exc.full_key}=...)") from None
+        execute(tree, run_dir)
     except SkillMoEError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)

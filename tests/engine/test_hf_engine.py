@@ -1,0 +1,71 @@
+"""The transformers engine on a tiny random-weight model: seeded, batch-independent, templated once."""
+
+from __future__ import annotations
+
+import pytest
+
+from skillmoe_ray.config import ModelSpec
+from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenRequest, Sampling
+from skillmoe_ray.engines.hf_engine import HFEngine
+
+pytestmark = pytest.mark.engine
+
+
+def request(text: str, seed: int, temperature: float = 0.7) -> GenRequest:
+    return GenRequest.make([{"role": "user", "content": text}], Sampling(12, temperature, 1.0, seed))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    eng = HFEngine(ModelSpec(name="tiny", path=str(tiny_model_dir)), {"batch_size": 4}, "float32")
+    eng.load()
+    yield eng
+    eng.unload()
+
+
+def test_generates_text_with_token_counts(engine):
+    out = engine.generate([request("What is the derivative of x squared?", 1)])[0]
+    assert out.text.strip()
+    assert 0 < out.output_tokens <= 12
+    assert out.finish_reason in ("stop", "length")
+
+
+def test_same_seed_same_output_whatever_the_batch(engine):
+    alone = engine.generate([request("Which enzyme digests starch?", 7)])[0]
+    batched = engine.generate([request("A different, longer question about genetics and probability?", 3),
+                               request("Which enzyme digests starch?", 7),
+                               request("Another one", 9)])[1]
+    assert batched.text == alone.text
+
+
+def test_different_seeds_sample_differently(engine):
+    texts = {engine.generate([request("Name a skill", seed)])[0].text for seed in range(6)}
+    assert len(texts) > 1
+
+
+def test_chat_template_is_applied_exactly_once(engine):
+    """The template already holds BOS; tokenizing must not add a second one (a defect of the original code)."""
+    messages = [{"role": "user", "content": "hello"}]
+    templated = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = engine.tokenizer(templated, add_special_tokens=False)["input_ids"]
+    assert ids.count(engine.tokenizer.bos_token_id) == 1
+    out = engine.generate([GenRequest.make(messages, Sampling(4, 0.0, 1.0, 0))])[0]
+    assert out.prompt_tokens == len(ids)
+
+
+def test_sleep_and_wake_keep_the_engine_usable(engine):
+    before = engine.generate([request("stable?", 5, temperature=0.0)])[0].text
+    engine.sleep()
+    assert engine.info.state == SLEEPING
+    engine.wake()
+    assert engine.info.state == ACTIVE
+    assert engine.generate([request("stable?", 5, temperature=0.0)])[0].text == before
+
+
+def test_unload_then_generate_is_refused(tiny_model_dir):
+    eng = HFEngine(ModelSpec(name="tiny", path=str(tiny_model_dir)), {}, "float32")
+    eng.load()
+    eng.unload()
+    assert eng.info.state == UNLOADED and eng.model is None
+    with pytest.raises(RuntimeError, match="unloaded"):
+        eng.generate([request("x", 1)])

@@ -1,0 +1,52 @@
+"""The command line as a user meets it: composed config printing and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def test_cfg_job_prints_the_gpqa_config_with_the_16_model_pool():
+    proc = run_cli(["+experiment=gpqa", "--cfg", "job"], cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "experiment: gpqa" in proc.stdout
+    for model in ["meta-llama/Llama-3.1-8B-Instruct", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "ContactDoctor/Bio-Medical-Llama-3-8B"]:
+        assert model in proc.stdout
+    assert proc.stdout.count("max_model_len:") == 16
+
+
+def _bad_rows(tmp_path):
+    good = tmp_path / "val.jsonl"
+    good.write_text(json.dumps({"question": "1+1?", "gold_answer": "2"}) + "\n")
+    bad = tmp_path / "test.jsonl"
+    bad.write_text(json.dumps({"question": "ok", "gold_answer": "1"}) + "\n" + json.dumps({"question": "no gold"}) + "\n")
+    return [f"data.val.path={good}", f"data.test.path={bad}"], f"{bad}:2: missing field 'gold_answer'"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown_group", "unknown_expert", "k_zero", "missing_file", "malformed_row", "missing_model_path", "missing_value"],
+)
+def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
+    base = ["+experiment=demo", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    args, expected = {
+        "unknown_group": (["pool=nope"], "Available options in 'pool'"),
+        "unknown_expert": (["skills.keyword_model=nope", "demo.build_models=false"], "unknown model 'nope'; models in the pool: tiny-aggregator"),
+        "k_zero": (["recruit.k=0"], "recruit.k must be >= 1, got 0"),
+        "missing_file": (["data=local", "data.test.path=/no/such.jsonl", "data.val.path=/no/such.jsonl", "demo.build_models=false", "pool=fake"],
+                         "data file not found: /no/such.jsonl"),
+        "malformed_row": (["data=local", "demo.build_models=false", "pool=fake"], None),
+        "missing_model_path": (["demo.build_models=false", f"demo.models_dir={tmp_path / 'absent'}"],
+                               "expert 'tiny-llama-a': model path"),
+        "missing_value": (["data=local", "demo.build_models=false"], "missing value for data.test.path"),
+    }[case]
+    if case == "malformed_row":
+        extra, expected = _bad_rows(tmp_path)
+        args = args + extra
+    proc = run_cli(base + args, cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

@@ -1,0 +1,87 @@
+"""Config composition and validation: the Hydra tree becomes checked dataclasses, or a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from skillmoe_ray.config import ModelSpec, check_model_paths, load_config
+from skillmoe_ray.errors import ConfigError
+from tests.conftest import compose_tree, make_config
+
+
+def test_gpqa_experiment_has_the_papers_16_models():
+    cfg = load_config(compose_tree(["+experiment=gpqa"]), "/tmp/run")
+    assert len(cfg.pool) == 16
+    assert cfg.pool["qwen2.5-7b-instruct"].path == "Qwen/Qwen2.5-7B-Instruct"
+    assert cfg.skills.keyword_model == "qwen2.5-7b-instruct"
+    assert cfg.data.test.config == "gpqa_diamond"
+    assert all(not spec.is_local for spec in cfg.pool.values())
+
+
+@pytest.mark.parametrize("experiment", ["gpqa", "mmlu_pro", "aime24", "medmcqa", "demo"])
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = load_config(compose_tree([f"+experiment={experiment}"]), "/tmp/run")
+    assert cfg.experiment == experiment
+    assert set(cfg.aggregator_candidates()) <= set(cfg.pool)
+
+
+def test_demo_pool_has_four_experts_plus_keyword_and_aggregator(tmp_path):
+    cfg = load_config(compose_tree(["+experiment=demo", f"cache_dir={tmp_path}"]), "/tmp/run")
+    assert len(cfg.experts) >= 4
+    assert not cfg.pool["tiny-keyword"].expert and not cfg.pool["tiny-aggregator"].expert
+    assert all(spec.path.startswith(str(tmp_path)) for spec in cfg.pool.values())
+
+
+def test_k_below_one_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"recruit.k must be >= 1, got 0"):
+        make_config(tmp_path, ["recruit.k=0"])
+
+
+def test_unknown_keyword_model_lists_the_pool(tmp_path):
+    with pytest.raises(ConfigError, match=r"skills.keyword_model: unknown model 'nope'.*tiny-llama-a"):
+        make_config(tmp_path, ["skills.keyword_model=nope"])
+
+
+def test_unknown_aggregator_candidate_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="aggregator.candidates: unknown model 'ghost'"):
+        make_config(tmp_path, ["aggregator.candidates=[ghost]"])
+
+
+def test_unknown_key_lists_valid_keys():
+    tree = compose_tree(["+experiment=gpqa"])
+    tree["recruit"]["kk"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key config.recruit.kk; valid keys of config.recruit: .*k, policy"):
+        load_config(tree, "/tmp/run")
+
+
+def test_wrong_type_names_the_key():
+    tree = compose_tree(["+experiment=gpqa"])
+    tree["recruit"]["k"] = "three"
+    with pytest.raises(ConfigError, match="config.recruit.k must be a number"):
+        load_config(tree, "/tmp/run")
+
+
+def test_missing_local_model_path_names_the_expert(tmp_path):
+    spec = ModelSpec(name="lost", path=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"expert 'lost': model path .*nowhere' does not exist"):
+        check_model_paths({"lost": spec})
+
+
+def test_hub_ids_are_not_checked_on_disk():
+    check_model_paths({"hub": ModelSpec(name="hub", path="Qwen/Qwen2.5-7B-Instruct")})
+
+
+def test_unknown_engine_option_names_valid_options(tmp_path):
+    from skillmoe_ray.engines import create_engine
+
+    cfg = make_config(tmp_path, ["+engine.options.bogus=1"])
+    with pytest.raises(ConfigError, match=r"engine.options.bogus: not an option of the fake engine; valid options: .*delay_s"):
+        create_engine(cfg.engine, cfg.pool["tiny-llama-a"])
+
+
+def test_unknown_engine_name_lists_engines(tmp_path):
+    from skillmoe_ray.engines import create_engine
+
+    cfg = make_config(tmp_path, ["engine.name=turbo"])
+    with pytest.raises(ConfigError, match="unknown engine 'turbo'; valid engines: fake, hf, vllm"):
+        create_engine(cfg.engine, cfg.pool["tiny-llama-a"])

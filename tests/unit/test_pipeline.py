@@ -1,0 +1,116 @@
+"""The whole pipeline in-process (fake engine, no Ray): artifacts, caching, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from skillmoe_ray.data import load_data
+from skillmoe_ray.engines import create_engine
+from skillmoe_ray.executor import LocalExpert, SlotExecutor
+from skillmoe_ray.pipeline import Pipeline
+from tests.conftest import make_config
+
+
+def fake_embedder(name):
+    """Deterministic bag-of-letters embeddings: no model download."""
+
+    def embed(texts):
+        vecs = np.zeros((len(texts), 26))
+        for i, t in enumerate(texts):
+            for ch in t:
+                if ch.isalpha() and ch.isascii():
+                    vecs[i, ord(ch.lower()) - 97] += 1
+        return vecs + 1e-3
+
+    return embed
+
+
+def run_pipeline(cfg):
+    executor = SlotExecutor(lambda name: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
+    val, test = load_data(cfg.data, cfg.seed)
+    return Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test), executor
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return make_config(tmp_path)
+
+
+def test_run_writes_every_artifact_and_results(cfg, tmp_path):
+    results, _ = run_pipeline(cfg)
+    run = tmp_path / "run"
+    for name in ["skills.jsonl", "profiles.json", "aggregator.json", "recruitment.jsonl",
+                 "expert_outputs.jsonl", "final_answers.jsonl", "results.json", "vocabulary.json"]:
+        assert (run / name).is_file(), name
+    on_disk = json.loads((run / "results.json").read_text())
+    assert on_disk["experiment"] == "demo" and on_disk["n_instances"] == 40
+    for method in ("symbolic_moe", "majority_vote"):
+        assert 0.0 <= on_disk["methods"][method]["accuracy"] <= 1.0
+    assert set(on_disk["stages"]) >= {"skills", "profiles", "mapping", "recruitment", "aggregator_selection", "inference", "aggregation"}
+    assert all({"seconds", "cached"} <= set(s) for s in on_disk["stages"].values())
+    assert {"expert", "stage", "slot", "start", "end"} <= set(on_disk["timeline"][0])
+    assert sum(on_disk["activations"].values()) == len([t for t in on_disk["timeline"] if t["kind"] != "resident"])
+
+
+def test_profiles_and_recruitment_files_have_the_documented_shape(cfg, tmp_path):
+    run_pipeline(cfg)
+    profiles = json.loads((tmp_path / "run" / "profiles.json").read_text())
+    assert set(profiles) == {s.name for s in cfg.experts}
+    assert all(isinstance(v, int) for p in profiles.values() for v in p.values())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()]
+    assert len(rows) == 40
+    for row in rows:
+        assert {"instance_id", "skills", "experts", "probabilities"} <= set(row)
+        assert len(row["experts"]) == cfg.recruit.k
+        assert set(row["probabilities"]) == {s.name for s in cfg.experts}
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_every_recruited_slot_gets_exactly_one_expert_output(cfg, tmp_path):
+    run_pipeline(cfg)
+    recruited = [json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()]
+    outputs = [json.loads(line) for line in (tmp_path / "run" / "expert_outputs.jsonl").read_text().splitlines()]
+    expected = sorted((r["instance_id"], slot, e) for r in recruited for slot, e in enumerate(r["experts"]))
+    assert sorted((o["id"], o["slot"], o["expert"]) for o in outputs) == expected
+
+
+def test_no_expert_is_activated_twice_in_a_stage(cfg):
+    results, _ = run_pipeline(cfg)
+    for stage, counts in results["activations_per_stage"].items():
+        assert max(counts.values()) == 1, stage
+
+
+def test_second_run_is_fully_cached_and_activates_nothing(cfg, tmp_path):
+    first, _ = run_pipeline(cfg)
+    second, executor = run_pipeline(cfg)
+    assert all(s["cached"] for s in second["stages"].values())
+    assert executor.handles == {} and second["timeline"] == []
+    assert second["methods"] == first["methods"]
+
+
+def test_a_sweep_over_k_reuses_the_profile_stage(tmp_path):
+    run_pipeline(make_config(tmp_path, ["recruit.k=3"], run_dir=tmp_path / "k3"))
+    results, _ = run_pipeline(make_config(tmp_path, ["recruit.k=1"], run_dir=tmp_path / "k1"))
+    assert results["stages"]["profiles"]["cached"] and results["stages"]["skills"]["cached"]
+    assert not results["stages"]["recruitment"]["cached"]
+
+
+def test_resume_after_losing_a_stage_regenerates_only_missing_groups(cfg, tmp_path):
+    first, _ = run_pipeline(cfg)
+    cache = tmp_path / "cache"
+    for path in (cache / "stages" / "inference").glob("*.json"):
+        path.unlink()
+    inference_experts = {t["expert"] for t in first["timeline"] if t["stage"] == "inference"}
+    lost = sorted(inference_experts)[0]
+    shards = list((cache / "generations").glob(f"{lost}-*/*.jsonl"))
+    inference_shard = max(shards, key=lambda p: sum(1 for line in p.read_text().splitlines() if '"answer/test' in line))
+    inference_shard.unlink()
+    second, _ = run_pipeline(cfg)
+    stage = second["stages"]["inference"]
+    assert not stage["cached"]
+    assert [t["expert"] for t in second["timeline"] if t["stage"] == "inference"] == [lost]
+    assert stage["expert_groups_cached"] == len(inference_experts) - 1
+    assert second["methods"] == first["methods"]
