@@ -7,6 +7,8 @@ lives in the library. Its process survives unloads, so the backend's import cost
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from skillmoe_ray.config import EngineConfig, ModelSpec
 from skillmoe_ray.engines import create_engine
@@ -16,7 +18,9 @@ from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
 class ExpertActor:
     """An expert model's engine inside a Ray worker process."""
 
-    def __init__(self, spec: ModelSpec, engine: EngineConfig):
+    def __init__(self, spec: ModelSpec, engine: EngineConfig, log_path: str | None = None):
+        if log_path:
+            redirect_output(log_path)
         logging.basicConfig(level=logging.WARNING)
         self.engine = create_engine(engine, spec)
         self.engine.prepare()
@@ -38,3 +42,18 @@ class ExpertActor:
 
     def info(self) -> EngineInfo:
         return self.engine.info
+
+
+def redirect_output(path: str) -> None:
+    """Send this process's stdout and stderr (engine warnings, native-library messages) to a file.
+
+    Engines print a great deal while loading; in the run's console that would bury the driver's
+    progress lines, so each expert's output goes to its own log file in the run directory.
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)

@@ -82,7 +82,7 @@ class PlacementScheduler(SlotExecutor):
                 max_restarts=0,
                 runtime_env={"env_vars": env},
             )
-            .remote(spec, self.cfg.engine)
+            .remote(spec, self.cfg.engine, os.path.join(self.cfg.run_dir, "logs", f"expert-{name}.log"))
         )
-        log.info("started actor for expert %s (%s)", name, spec.path)
+        log.info("started actor for expert %s (%s); engine log: logs/expert-%s.log", name, spec.path, name)
         return RayExpert(actor)

@@ -112,6 +112,9 @@ def build_model(out_dir: Path, recipe: dict, tokenizer) -> None:
 
 def ensure_demo_models(demo: DemoConfig) -> list[Path]:
     """Build every demo model that is missing or was built from a different recipe."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     root = Path(demo.models_dir).expanduser()
     tokenizer = None
     built = []
