@@ -91,16 +91,16 @@ def extract_choice(text: str, letters: str) -> str | None:
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}), with nested braces balanced."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    pos = text.index("{", start) + 1
-    depth, begin = 1, pos
-    while pos < len(text) and depth:
-        depth += {"{": 1, "}": -1}.get(text[pos], 0)
-        pos += 1
-    return text[begin : pos - 1].strip() if depth == 0 else None
+    """Content of the last complete \\boxed{...} (or \\fbox{...}), with nested braces balanced."""
+    starts = sorted(m.end() for m in re.finditer(r"\\(?:boxed|fbox)\{", text))
+    for begin in reversed(starts):
+        depth, pos = 1, begin
+        while pos < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[pos], 0)
+            pos += 1
+        if depth == 0:
+            return text[begin : pos - 1].strip()
+    return None
 
 
 def extract_answer(text: str, inst: Instance, think_end_tag: str = "</think>") -> str | None:
@@ -133,7 +133,7 @@ def is_correct(answer: str | None, inst: Instance) -> bool:
 
 def majority_vote(answers: Sequence[str | None]) -> str | None:
     """The most common non-empty answer; ties go to the one given first."""
-    normalized = [" ".join(a.split()) for a in answers if a]
+    normalized = [n for n in (" ".join(a.split()) for a in answers if a) if n]
     if not normalized:
         return None
     counts = Counter(normalized)

@@ -96,7 +96,6 @@ def execute(tree: dict, run_dir: str) -> dict | None:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from hydra.core.hydra_config import HydraConfig
-
     from omegaconf.errors import MissingMandatoryValue
 
     run_dir = HydraConfig.get().runtime.output_dir

@@ -61,17 +61,18 @@ def normalize_keyword(keyword: str) -> str:
 def parse_keywords(text: str, max_chars: int = 20) -> list[str]:
     """Keywords of one keyword-model reply, normalized, short ones only, without repeats.
 
-    The reply's last "Skills: a, b, c" line is used; without such a line the last non-empty line
-    is. Items are split on commas and semicolons.
+    The reply's last "Skills: a, b, c" line is used (or, when that line is empty, the lines after
+    it, for replies that list one skill per line); without such a line the last non-empty line is.
+    Items are split on commas and semicolons.
     """
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return []
     body = lines[-1]
-    for line in reversed(lines):
-        match = _KEYWORD_LINE_RE.match(line)
+    for index in range(len(lines) - 1, -1, -1):
+        match = _KEYWORD_LINE_RE.match(lines[index])
         if match:
-            body = match.group(1)
+            body = match.group(1) or ",".join(line.lstrip("-*• ") for line in lines[index + 1 :])
             break
     keywords = []
     for item in re.split(r"[,;]", body):

@@ -65,7 +65,7 @@ def _skip(text: str, pos: int, chars: str) -> int:
 
 
 def gold_to_str(value: object, where: str) -> str:
-    """Gold answers are kept as strings; numbers are written back exactly as JSON had them."""
+    """Gold answers are kept as strings: numbers become their decimal text ("204", not int 204)."""
     if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
         raise DataError(f"{where}: gold_answer must be a string or a number, got {value!r}")
     text = str(value).strip()
@@ -98,7 +98,7 @@ def row_to_instance(row: dict, where: str, task: str, default_id: str, answer_ty
         raise DataError(f"{where}: gold_answer {gold!r} is not one of the letters of its {len(choices)} choices")
     row_task = str(row.get("task") or task)
     return Instance(
-        id=str(row.get("id") or default_id),
+        id=str(row["id"]) if row.get("id") not in (None, "") else default_id,
         task=row_task,
         question=question.strip(),
         gold=gold,
