@@ -1,12 +1,12 @@
 # skillmoe-ray: set-up, demo, tests, benchmarks.
 # `make demo` and `make test` create .venv and install everything on first use.
-# On a GPU machine: make setup EXTRAS=gpu,serve,tracking,dev TORCH=torch
+# On a GPU machine: make setup EXTRAS=gpu,serving,tracking,dev TORCH=torch
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Optional dependency groups installed into .venv (see pyproject.toml)
-EXTRAS ?= cpu,serve,dev
+EXTRAS ?= cpu,serving,dev
 # The torch requirement installed first (the CPU build on a CPU-only machine)
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
