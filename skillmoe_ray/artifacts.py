@@ -6,7 +6,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from skillmoe_ray.cache import write_json, write_jsonl
+from skillmoe_ray.compare import write_comparison
 from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.testtime import PlanRun, PlanRunner
+
+
+def final_answer_rows(runner: PlanRunner, runs: Mapping[str, PlanRun]) -> list[dict]:
+    """Per test instance: gold, every method's answer and correctness, and Symbolic-MoE's final text."""
+    correct = {name: runner.correct(run) for name, run in runs.items()}
+    sym = runs["symbolic_moe"]
+    rows = []
+    for iid, inst in runner.by_id.items():
+        key = sym.final_keys.get(iid)
+        rows.append({
+            "id": iid,
+            "task": inst.task,
+            "gold": inst.gold,
+            "answers": {name: run.answers.get(iid) for name, run in runs.items()},
+            "correct": {name: flags.get(iid) for name, flags in correct.items()},
+            "key": key,
+            "text": runner.records[key]["text"] if key else None,
+        })
+    return rows
 
 
 def write_run(
@@ -16,16 +37,12 @@ def write_run(
     mapping: dict,
     recruitments: Sequence[Recruitment],
     selection: dict,
-    inference: dict,
-    final: dict,
-    majority: Mapping[str, str | None],
+    runner: PlanRunner,
+    runs: Mapping[str, PlanRun],
+    expert_rows: Sequence[dict],
     results: dict,
-    texts: Mapping[str, str],
 ) -> None:
-    """Write skills, profiles, aggregator choice, recruitment, expert outputs, final answers, results.
-
-    ``texts`` maps generation keys to generated text, for the expert outputs and final answers.
-    """
+    """Write skills, profiles, aggregator choice, recruitment, expert outputs, final answers, results."""
     run_dir.mkdir(parents=True, exist_ok=True)
     mapped = mapping["mapped"]
     write_jsonl(
@@ -43,9 +60,8 @@ def write_run(
     )
     write_json(run_dir / "aggregator.json", selection)
     write_jsonl(run_dir / "recruitment.jsonl", [r.to_dict() for r in recruitments])
-    write_jsonl(run_dir / "expert_outputs.jsonl", [{**r, "text": texts.get(r["key"])} for r in inference["outputs"]])
-    write_jsonl(
-        run_dir / "final_answers.jsonl",
-        [{**r, "majority_vote": majority.get(r["id"]), "text": texts.get(r["key"])} for r in final["outputs"]],
-    )
+    write_jsonl(run_dir / "expert_outputs.jsonl", [{**r, "text": runner.records[r["key"]]["text"]} for r in expert_rows])
+    write_jsonl(run_dir / "final_answers.jsonl", final_answer_rows(runner, runs))
+    if results.get("mode") == "compare":
+        write_comparison(run_dir, results)
     write_json(run_dir / "results.json", results)

@@ -17,7 +17,7 @@ from typing import Any
 
 from skillmoe_ray.errors import ConfigError
 
-MODES = ("run",)
+MODES = ("run", "compare")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 
 
@@ -121,6 +121,26 @@ class RecruitConfig:
 
 
 @dataclass(frozen=True)
+class MoAConfig:
+    """Mixture-of-Agents baseline: proposers (null: the k best on validation), layers, aggregator."""
+
+    layers: int = 2
+    proposers: tuple[str, ...] | None = None
+    aggregator: str | None = None
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Methods run by mode=compare, and the baselines' own settings."""
+
+    methods: tuple[str, ...] = (
+        "single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa", "symbolic_moe",
+    )
+    moa: MoAConfig = field(default_factory=MoAConfig)
+    self_model: str | None = None
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
     """How experts are activated and deactivated on the GPU slots."""
 
@@ -166,6 +186,7 @@ class RunConfig:
     recruit: RecruitConfig
     scheduler: SchedulerConfig
     resources: ResourcesConfig
+    compare: CompareConfig = field(default_factory=CompareConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     tracking: dict = field(default_factory=dict)
 
@@ -303,6 +324,10 @@ def validate(cfg: RunConfig) -> None:
     _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
     for name in cfg.aggregator.candidates or ():
         _require_expert(cfg, name, "aggregator.candidates")
+    _require_expert(cfg, cfg.compare.moa.aggregator, "compare.moa.aggregator")
+    _require_expert(cfg, cfg.compare.self_model, "compare.self_model")
+    for name in cfg.compare.moa.proposers or ():
+        _require_expert(cfg, name, "compare.moa.proposers")
     for spec in cfg.pool.values():
         if spec.max_tokens < 1:
             raise ConfigError(f"pool.models.{spec.name}.max_tokens must be >= 1")

@@ -24,7 +24,8 @@ from skillmoe_ray.progress import ProgressFactory, no_progress
 
 log = logging.getLogger(__name__)
 
-GroupDone = Callable[[ExpertGroup, list[GenOutput]], None]
+# Called with the group, its outputs and the seconds its generate call took.
+GroupDone = Callable[[ExpertGroup, list[GenOutput], float], None]
 
 
 class ExpertHandle(Protocol):
@@ -141,7 +142,7 @@ class SlotExecutor:
             end = self.now()
             with self._lock:
                 self.generate_calls += 1
-                on_group_done(group, outputs)
+                on_group_done(group, outputs, end - ready)
                 self.timeline.append(
                     {
                         "expert": group.expert,
@@ -152,6 +153,7 @@ class SlotExecutor:
                         "kind": kind,
                         "activation_seconds": round(ready - start, 3),
                         "requests": len(group.requests),
+                        "output_tokens": sum(o.output_tokens for o in outputs),
                     }
                 )
                 if kind != "resident":

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from skillmoe_ray import artifacts
-from skillmoe_ray.aggregate import extract_answer, is_correct, majority_vote
+from skillmoe_ray.aggregate import extract_answer, is_correct
 from skillmoe_ray.cache import GenerationStore, StageCache
+from skillmoe_ray.compare import comparison_summary
 from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.engines.base import GenRequest
-from skillmoe_ray.evaluate import evaluate
+from skillmoe_ray.evaluate import evaluate, validation_accuracy
 from skillmoe_ray.executor import SlotExecutor
+from skillmoe_ray.measurements import Measurements
+from skillmoe_ray.methods import MethodContext, build_plans
 from skillmoe_ray.plan import ExpertGroup, group_by_expert
 from skillmoe_ray.profiles import (
     build_profiles,
@@ -40,16 +43,12 @@ from skillmoe_ray.skills import (
     parse_keywords,
     vote_keywords,
 )
-from skillmoe_ray.stages import (
-    aggregation_request,
-    inference_requests,
-    profile_requests,
-    skill_requests,
-    synthetic_tasks,
-)
+from skillmoe_ray.stages import aggregation_request, profile_requests, skill_requests, synthetic_tasks
+from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 log = logging.getLogger(__name__)
 STAGE_VERSION = 1  # bump when a stage's output format or rule changes, to invalidate old entries
+RUN_METHODS = ("symbolic_moe", "majority_vote")  # what mode=run reports; mode=compare runs compare.methods
 
 
 class Pipeline:
@@ -64,6 +63,7 @@ class Pipeline:
         self.run_dir = Path(cfg.run_dir)
         self.fingerprints = {name: model_fingerprint(spec, cfg.engine) for name, spec in cfg.pool.items()}
         self.stages: dict[str, dict] = {}
+        self.measurements = Measurements(cfg.cache_dir)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -111,10 +111,13 @@ class Pipeline:
         )
         if groups:
 
-            def on_group_done(group: ExpertGroup, outputs: list) -> None:
+            def on_group_done(group: ExpertGroup, outputs: list, seconds: float) -> None:
                 fp = self.fingerprints[group.expert]
+                tokens = sum(out.output_tokens for out in outputs) or len(outputs)
                 rows = [
-                    {"key": req.key(fp), "tag": req.tag, **asdict(out)} for req, out in zip(group.requests, outputs)
+                    {"key": req.key(fp), "tag": req.tag, **asdict(out),
+                     "seconds": round(seconds * (out.output_tokens or 1) / tokens, 6)}
+                    for req, out in zip(group.requests, outputs)
                 ]
                 self.store.save(fp, rows)
                 found.update({row["key"]: row for row in rows})
@@ -236,49 +239,39 @@ class Pipeline:
 
         return self._stage("aggregator_selection", self._keys(pairs), compute)
 
-    def infer(self, test: Sequence[Instance], recruitments: Sequence[Recruitment], aggregator: str) -> dict:
-        """Recruited experts answer their instances, grouped so each expert runs once."""
-        slots = inference_requests(test, recruitments, self.cfg.pool, self.cfg.inference, self.cfg.seed)
-        pairs = [pair for _, _, pair in slots]
-        by_id = {inst.id: inst for inst in test}
+    def _timed_generate(self, stage: str, pairs: list[tuple[str, GenRequest]], next_experts: list[str]) -> list[dict]:
+        """A test-time phase: generation shared by all methods, cached per request in the store."""
+        start = time.perf_counter()
+        record: dict = {}
+        outputs = self._generate(stage, pairs, record, next_experts)
+        record.update(
+            key=self.cache.key(stage, self._keys(pairs)),
+            cached=record["generated"] == 0,
+            seconds=round(time.perf_counter() - start, 3),
+        )
+        self.stages[stage] = record
+        return outputs
 
-        def compute(record: dict) -> dict:
-            outputs = self._generate("inference", pairs, record, [aggregator])
-            rows = []
-            for (iid, slot, (expert, _)), out in zip(slots, outputs):
-                answer = extract_answer(out["text"], by_id[iid], self.cfg.aggregator.think_end_tag)
-                rows.append({
-                    "id": iid, "slot": slot, "expert": expert, "key": out["key"], "answer": answer,
-                    "correct": is_correct(answer, by_id[iid]), "output_tokens": out["output_tokens"],
-                })
-            return {"outputs": rows}
-
-        return self._stage("inference", self._keys(pairs), compute)
-
-    def aggregate(self, test: Sequence[Instance], expert_rows: list[dict], aggregator: str) -> dict:
-        """The aggregator synthesizes each instance's final answer from its experts' replies."""
-        agg = self.cfg.aggregator
-        responses: dict[str, list[str]] = {inst.id: [] for inst in test}
-        for row in sorted(expert_rows, key=lambda r: (r["id"], r["slot"])):
-            fp = self.fingerprints[row["expert"]]
-            responses[row["id"]].append(self.store.lookup(fp, [row["key"]])[row["key"]]["text"])
-        gen = self._aggregator_generation()
-        spec = self.cfg.pool[aggregator]
-        pairs = [
-            (aggregator, aggregation_request(inst, responses[inst.id], spec, gen, agg.think_end_tag, self.cfg.seed, "aggregate"))
-            for inst in test
-        ]
-
-        def compute(record: dict) -> dict:
-            outputs = self._generate("aggregation", pairs, record)
-            rows = []
-            for inst, out in zip(test, outputs):
-                answer = extract_answer(out["text"], inst, agg.think_end_tag)
-                rows.append({"id": inst.id, "key": out["key"], "answer": answer, "correct": is_correct(answer, inst),
-                             "output_tokens": out["output_tokens"]})
-            return {"outputs": rows}
-
-        return self._stage("aggregation", self._keys(pairs), compute)
+    def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],
+                    aggregator: str, profiles: dict) -> tuple[PlanRunner, dict[str, PlanRun]]:
+        """Build the configured methods' plans and run them together on the test set."""
+        cc = self.cfg.compare
+        ctx = MethodContext(
+            test=test,
+            experts=[s.name for s in self.cfg.experts],
+            recruitments={r.instance_id: r for r in recruitments},
+            aggregator=aggregator,
+            val_accuracy=validation_accuracy(val, profiles["correct"]),
+            k=self.cfg.recruit.k,
+            seed=self.cfg.seed,
+            moa_layers=cc.moa.layers,
+            moa_proposers=cc.moa.proposers,
+            moa_aggregator=cc.moa.aggregator,
+            self_model=cc.self_model,
+        )
+        names = cc.methods if self.cfg.mode == "compare" else RUN_METHODS
+        runner = PlanRunner(self.cfg, test, self._timed_generate)
+        return runner, runner.run(build_plans(names, ctx))
 
     # -- the whole run --------------------------------------------------------------------------
 
@@ -293,31 +286,13 @@ class Pipeline:
         recruitments = self.recruit(test, mapping["mapped"], profiles)
         recruited = {e for r in recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
-        aggregator = selection["selected"]
-        inference = self.infer(test, recruitments, aggregator)
-        final = self.aggregate(test, inference["outputs"], aggregator)
-        majority = {
-            inst.id: majority_vote([r["answer"] for r in inference["outputs"] if r["id"] == inst.id]) for inst in test
-        }
-        results = evaluate(
-            self.cfg, val, test, recruitments, inference["outputs"], final["outputs"], majority, mapping["mapped"]
-        )
-        results.update(
-            aggregator=selection,
-            stages=self.stages,
-            **self.executor.summary(),
-            wall_seconds=round(time.perf_counter() - start, 3),
-        )
-        texts = self._texts(inference["outputs"] + final["outputs"], aggregator)
-        artifacts.write_run(
-            self.run_dir, skills, profiles, mapping, recruitments, selection, inference, final, majority, results, texts
-        )
+        runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles)
+        summary = self.executor.summary()
+        self.measurements.record_timeline(summary["timeline"], self.fingerprints)
+        measured = lambda expert: self.measurements.activation_seconds(self.fingerprints[expert])  # noqa: E731
+        results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured)
+        results.update(aggregator=selection, stages=self.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
+        if self.cfg.mode == "compare":
+            results["comparison"] = comparison_summary(results)
+        artifacts.write_run(self.run_dir, skills, profiles, mapping, recruitments, selection, runner, runs, rows, results)
         return results
-
-    def _texts(self, rows: Sequence[dict], aggregator: str) -> dict[str, str]:
-        """Generated text of every output row (rows name their expert, or are the aggregator's)."""
-        out = {}
-        for row in rows:
-            fp = self.fingerprints[row.get("expert", aggregator)]
-            out[row["key"]] = self.store.lookup(fp, [row["key"]]).get(row["key"], {}).get("text", "")
-        return out

@@ -16,7 +16,6 @@ from skillmoe_ray.config import GenerationConfig, ModelSpec, SkillsConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines.base import GenRequest, Sampling
 from skillmoe_ray.profiles import synthetic_aggregation_task
-from skillmoe_ray.recruit import Recruitment
 from skillmoe_ray.seeding import derive_seed
 from skillmoe_ray.skills import keyword_messages
 
@@ -54,29 +53,6 @@ def profile_requests(
 ) -> list[Pair]:
     """Every expert answers every validation instance once (sample 0)."""
     return [(spec.name, answer_request(inst, spec, gen, seed)) for spec in experts for inst in instances]
-
-
-def inference_requests(
-    instances: Sequence[Instance],
-    recruitments: Sequence[Recruitment],
-    pool: Mapping[str, ModelSpec],
-    gen: GenerationConfig,
-    seed: int,
-) -> list[tuple[str, int, Pair]]:
-    """(instance id, slot, (expert, request)) for every recruited slot.
-
-    An expert recruited twice for one instance answers with samples 0 and 1.
-    """
-    by_id = {inst.id: inst for inst in instances}
-    out = []
-    for rec in recruitments:
-        seen: dict[str, int] = {}
-        for slot, expert in enumerate(rec.experts):
-            sample = seen.get(expert, 0)
-            seen[expert] = sample + 1
-            request = answer_request(by_id[rec.instance_id], pool[expert], gen, seed, sample)
-            out.append((rec.instance_id, slot, (expert, request)))
-    return out
 
 
 def synthetic_tasks(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from skillmoe_ray.compare import comparison_rows, fmt
+
 
 def _table(headers: list[str], rows: list[list]) -> str:
     cells = [[str(c) for c in row] for row in [headers, *rows]]
@@ -12,13 +14,8 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 def format_summary(results: dict, run_dir: str) -> str:
     """Methods, stages (time, cached), experts (activations, recruitment) in one screen."""
-    methods = _table(
-        ["method", "accuracy", *sorted(next(iter(results["methods"].values()))["per_task"])],
-        [
-            [name, f"{m['accuracy']:.3f}", *(f"{a:.3f}" for _, a in sorted(m["per_task"].items()))]
-            for name, m in results["methods"].items()
-        ],
-    )
+    header, rows = comparison_rows(results)
+    methods = _table(header, [[fmt(v) for v in row] for row in rows])
     stages = _table(
         ["stage", "seconds", "cached", "requests", "generated", "groups run"],
         [
@@ -44,4 +41,11 @@ def format_summary(results: dict, run_dir: str) -> str:
         f"instances, k={results['k']}, aggregator {results['aggregator']['selected']}, "
         f"{results['wall_seconds']:.1f} s"
     )
-    return "\n\n".join([head, methods, stages, experts, f"run directory: {run_dir}"])
+    parts = [head, methods]
+    if "comparison" in results:
+        c = results["comparison"]
+        parts.append(
+            f"test-time expert activations: {c['activations_actual']} here, "
+            f"{c['activations_if_run_separately']} if each method ran on its own"
+        )
+    return "\n\n".join([*parts, stages, experts, f"run directory: {run_dir}"])

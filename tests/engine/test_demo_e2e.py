@@ -12,6 +12,11 @@ from tests.conftest import run_cli
 pytestmark = [pytest.mark.engine, pytest.mark.ray, pytest.mark.slow]
 
 
+def accuracies(results: dict) -> dict:
+    """Accuracy per method and task (cost columns legitimately differ between a run and its cached rerun)."""
+    return {name: (m["accuracy"], m["per_task"]) for name, m in results["methods"].items()}
+
+
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
@@ -47,4 +52,4 @@ def test_rerun_is_all_cached_and_four_times_faster(demo_runs):
     assert all(stage["cached"] for stage in second["stages"].values())
     assert second["activations"] == {}
     assert second_seconds < first_seconds / 4, (first_seconds, second_seconds)
-    assert second["methods"] == first["methods"]
+    assert accuracies(second) == accuracies(first)
