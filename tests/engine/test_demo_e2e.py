@@ -21,17 +21,18 @@ def accuracies(results: dict) -> dict:
 def demo_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     runs = []
-    for name in ("first", "second"):
+    for name, extra in (("first", []), ("second", []), ("compare", ["mode=compare"])):
         start = time.perf_counter()
-        proc = run_cli(["+experiment=demo", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / name}"], cwd=tmp, timeout=900)
+        proc = run_cli(["+experiment=demo", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / name}", *extra],
+                       cwd=tmp, timeout=900)
         seconds = time.perf_counter() - start
         assert proc.returncode == 0, proc.stderr[-4000:]
         runs.append((json.loads((tmp / name / "results.json").read_text()), seconds, proc.stdout))
-    return runs
+    return runs, tmp
 
 
 def test_first_run_writes_the_specified_results(demo_runs):
-    results, _, stdout = demo_runs[0]
+    results, _, stdout = demo_runs[0][0]
     assert results["experiment"] == "demo" and results["n_instances"] == 40
     assert {"symbolic_moe", "majority_vote"} <= set(results["methods"])
     assert all(0 <= m["accuracy"] <= 1 for m in results["methods"].values())
@@ -40,7 +41,7 @@ def test_first_run_writes_the_specified_results(demo_runs):
 
 
 def test_no_expert_twice_per_stage_and_never_two_at_once(demo_runs):
-    results, _, _ = demo_runs[0]
+    results, _, _ = demo_runs[0][0]
     for stage, counts in results["activations_per_stage"].items():
         assert max(counts.values()) == 1, stage
     spans = sorted((t["start"], t["end"]) for t in results["timeline"])
@@ -48,8 +49,22 @@ def test_no_expert_twice_per_stage_and_never_two_at_once(demo_runs):
 
 
 def test_rerun_is_all_cached_and_four_times_faster(demo_runs):
-    (first, first_seconds, _), (second, second_seconds, _) = demo_runs
+    (first, first_seconds, _), (second, second_seconds, _), _ = demo_runs[0]
     assert all(stage["cached"] for stage in second["stages"].values())
     assert second["activations"] == {}
     assert second_seconds < first_seconds / 4, (first_seconds, second_seconds)
     assert accuracies(second) == accuracies(first)
+
+
+def test_compare_mode_runs_all_eight_methods_offline_and_writes_the_table(demo_runs):
+    (_, _, _), (_, _, _), (compared, _, stdout) = demo_runs[0]
+    methods = {"single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa", "symbolic_moe"}
+    assert methods <= set(compared["methods"])
+    for name in methods:
+        assert {"accuracy", "generated_tokens", "gpu_seconds", "activations", "wall_seconds"} <= set(compared["methods"][name])
+    table = (demo_runs[1] / "compare" / "comparison.md").read_text()
+    assert all(f"| {name} |" in table for name in methods)
+    assert (demo_runs[1] / "compare" / "comparison.csv").is_file()
+    assert compared["stages"]["profiles"]["cached"]  # preparation shared with the plain runs
+    sharing = compared["comparison"]
+    assert sharing["activations_actual"] < sharing["activations_if_run_separately"]

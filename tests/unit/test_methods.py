@@ -115,8 +115,8 @@ def test_unknown_method_lists_the_valid_ones():
 
 @pytest.fixture
 def compared(tmp_path):
-    from tests.unit.test_pipeline import run_pipeline
     from tests.conftest import make_config
+    from tests.unit.test_pipeline import run_pipeline
 
     results, _ = run_pipeline(make_config(tmp_path, ["mode=compare", "compare.moa.layers=3"]))
     return results, tmp_path / "run"
