@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, softmax
 
 from skillmoe_ray.assignment_checks import AssignmentError, InfeasibleAssignment, Problem, validated_problem
 from skillmoe_ray.expert_sets import Candidate, count_sets, enumerate_sets, greedy_set
@@ -91,7 +90,7 @@ def unified_scores(suitability: np.ndarray, alpha: float = 0.5, temperature: flo
         raise AssignmentError(f"temperature must be a positive number, got {temperature!r}")
     if values.size == 0:
         return np.zeros(values.shape)
-    return alpha * _expert_view(values) + (1.0 - alpha) * softmax(values / temperature, axis=1)
+    return alpha * _expert_view(values) + (1.0 - alpha) * _row_softmax(values / temperature)
 
 
 def _expert_view(values: np.ndarray) -> np.ndarray:
@@ -99,7 +98,14 @@ def _expert_view(values: np.ndarray) -> np.ndarray:
     constant = values.max(axis=0) == values.min(axis=0)  # exact: a std of ~1e-17 is not spread
     std = np.where(constant, 1.0, values.std(axis=0))
     z = np.where(constant, 0.0, (values - values.mean(axis=0)) / std)
-    return expit(z)
+    small = np.exp(-np.abs(z))  # in (0, 1]: no overflow for any z
+    return np.where(z >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
+
+
+def _row_softmax(values: np.ndarray) -> np.ndarray:
+    """Softmax of every row (shifted by the row maximum so exp cannot overflow)."""
+    weights = np.exp(values - values.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def assignment_objective(

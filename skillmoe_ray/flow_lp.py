@@ -19,11 +19,12 @@ differ by less than that may be exchanged.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.optimize import linprog
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 INTEGRALITY_TOL = 1e-6  # a vertex of the TU polytope is 0/1 up to the solver's round-off
 PRICING_TOL = 1e-9  # relative: a left-out pair enters when its reduced gain exceeds this
@@ -99,6 +100,9 @@ def _solve_restricted(
     Returns the candidates' values and every pair's reduced gain (how much the objective would
     rise per unit of that pair entering at the current duals), or None if infeasible.
     """
+    import scipy.sparse as sp  # scipy costs ~0.3 s to import: only when an LP is solved
+    from scipy.optimize import linprog
+
     rows, experts = scores.shape
     flat = np.flatnonzero(candidates)
     row_of, col_of = np.divmod(flat, experts)
@@ -139,6 +143,8 @@ def _constraint_blocks(
 
     Bounds that cannot bind (k_max >= experts, k_min = 0, capacity >= rows) are left out.
     """
+    import scipy.sparse as sp
+
     n = row_of.size
     ones = np.ones(n)
     by_row = sp.csr_array((ones, (row_of, np.arange(n))), shape=(rows, n))
