@@ -21,7 +21,7 @@ from skillmoe_ray.assignment import (
 from skillmoe_ray.errors import SkillMoEError
 
 MAX_BRUTE_FORCE_MATRICES = 2**17  # keeps each brute force under ~0.1 s
-EXAMPLES = 40  # per constraint combination; the whole file runs in well under 30 s on 2 cores
+EXAMPLES = 100  # per constraint combination; the whole file runs in well under 30 s on 2 cores
 
 # --- brute force ---------------------------------------------------------------------------------
 
