@@ -258,7 +258,8 @@ def _search_expert_sets(problem: Problem, inner: _InnerSolver, limit: int) -> tu
     if count_sets(problem.experts, sizes) <= limit:
         return enumerate_sets(problem.experts, sizes, evaluate, feasible), "subset_enumeration", True
     start = _greedy_start(problem, most, feasible)
-    return greedy_set(problem.experts, most, start, evaluate, feasible), "greedy", False
+    removals = problem.activation_cost is not None
+    return greedy_set(problem.experts, most, start, evaluate, feasible, removals), "greedy", False
 
 
 def _set_feasible(problem: Problem, allowed: np.ndarray, most: int) -> bool:

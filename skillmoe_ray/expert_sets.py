@@ -58,13 +58,19 @@ def enumerate_sets(n_experts: int, sizes: Iterable[int], evaluate: Evaluate, fea
 
 
 def greedy_set(
-    n_experts: int, max_size: int, start: np.ndarray, evaluate: Evaluate, feasible: Feasible
+    n_experts: int,
+    max_size: int,
+    start: np.ndarray,
+    evaluate: Evaluate,
+    feasible: Feasible,
+    removals: bool = True,
 ) -> Candidate:
     """A good expert set by greedy addition from ``start``, then best-move local search.
 
     ``start`` must be feasible. Additions stop when no expert improves the objective or the set
     has ``max_size`` experts; the local search then repeatedly makes the best improving move
-    among adding, removing and swapping one expert, until none improves.
+    among adding, removing (only if ``removals``: without activation costs a smaller set never
+    scores more) and swapping one expert, until none improves.
     """
     cached = _memoized(evaluate)
     current = start.copy()
@@ -75,7 +81,7 @@ def greedy_set(
             break
         current, best = move
     for _ in range(MAX_LOCAL_SEARCH_ROUNDS):
-        moves = _local_moves(current, max_size)
+        moves = _local_moves(current, max_size, removals)
         move = _best_move(moves, best, cached, feasible)
         if move is None:
             break
@@ -123,10 +129,10 @@ def _additions(current: np.ndarray) -> list[np.ndarray]:
     return [_with(current, add=j) for j in np.flatnonzero(~current)]
 
 
-def _local_moves(current: np.ndarray, max_size: int) -> list[np.ndarray]:
-    """Every set one addition, one removal or one swap away from ``current`` (within max_size)."""
+def _local_moves(current: np.ndarray, max_size: int, removals: bool) -> list[np.ndarray]:
+    """Every set one addition, removal (if ``removals``) or swap away from ``current``."""
     inside, outside = np.flatnonzero(current), np.flatnonzero(~current)
-    moves = [_with(current, drop=i) for i in inside]
+    moves = [_with(current, drop=i) for i in inside] if removals else []
     if inside.size < max_size:
         moves += _additions(current)
     moves += [_with(current, drop=i, add=j) for i in inside for j in outside]
