@@ -14,6 +14,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from skillmoe_ray.assignment import Assignment, assign_budgeted, unified_scores  # noqa: F401 (re-exported)
 from skillmoe_ray.seeding import derive_seed
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks, each runnable as ``python -m skillmoe_ray.bench.<name>``; none of them is a test."""
