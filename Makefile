@@ -12,13 +12,14 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
-.PHONY: setup demo test test-fast lint clean-cache help
+.PHONY: setup demo test test-fast lint bench bench-assign clean-cache help
 
 help:
 	@echo "make demo   - set up .venv if needed, then run the offline demo experiment"
 	@echo "make test   - set up .venv if needed, then run the whole test suite"
 	@echo "make test-fast - unit tests only (no Ray, no engines)"
 	@echo "make lint   - ruff"
+	@echo "make bench  - benchmarks (prints figures; no pass/fail)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,11 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m ruff check skillmoe_ray actors tests
+
+bench: bench-assign
+
+bench-assign: setup
+	$(PY) -m skillmoe_ray.bench.assignment
 
 clean-cache:
 	rm -rf .cache/skillmoe

@@ -19,6 +19,7 @@ from skillmoe_ray.errors import ConfigError
 
 MODES = ("run", "compare")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
+RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,28 @@ class AggregatorConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """Settings of the budgeted (USMoE-style) policy; see skillmoe_ray.assignment."""
+
+    per_instance: float = 2.0
+    k_min: int = 1
+    k_max: int | None = None
+    capacity: int | None = None
+    max_experts: int | None = None
+    activation_cost: float = 0.0
+    alpha: float = 0.5
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
 class RecruitConfig:
     """Recruitment policy and its settings."""
 
     policy: str = "symbolic_moe"
     k: int = 3
     competence_temperature: float = 0.5
+    skip_aggregator_single: bool = False
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 @dataclass(frozen=True)
@@ -305,6 +322,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"mode: unknown mode {cfg.mode!r}; valid modes: {', '.join(MODES)}")
     if cfg.recruit.k < 1:
         raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
+    if cfg.recruit.policy not in RECRUIT_POLICIES:
+        raise ConfigError(f"recruit.policy: unknown policy {cfg.recruit.policy!r}; valid: {', '.join(RECRUIT_POLICIES)}")
+    if cfg.recruit.budget.per_instance <= 0 or cfg.recruit.budget.k_min < 1:
+        raise ConfigError("recruit.budget.per_instance must be > 0 and recruit.budget.k_min >= 1")
     if cfg.recruit.competence_temperature <= 0:
         raise ConfigError("recruit.competence_temperature must be > 0")
     if cfg.skills.samples < 1 or not 1 <= cfg.skills.min_votes <= cfg.skills.samples:

@@ -56,6 +56,7 @@ class MethodContext:
     moa_proposers: Sequence[str] | None = None
     moa_aggregator: str | None = None
     self_model: str | None = None
+    skip_aggregator_single: bool = False
 
 
 def with_samples(models: Sequence[str]) -> list[Slot]:
@@ -88,9 +89,17 @@ def _same_for_all(ctx: MethodContext, slots: list[Slot], aggregator: str | None)
 
 
 def plan_symbolic_moe(ctx: MethodContext) -> list[MethodPlan]:
-    """The recruited experts answer; the selected aggregator synthesizes."""
+    """The recruited experts answer; the selected aggregator synthesizes.
+
+    With ``skip_aggregator_single``, an instance whose recruits are one expert takes that
+    expert's answer (majority of its samples) without an aggregation call.
+    """
     slots = {iid: with_samples(r.experts) for iid, r in ctx.recruitments.items()}
-    return [MethodPlan("symbolic_moe", slots, {iid: ctx.aggregator for iid in slots})]
+    aggregators = {
+        iid: None if ctx.skip_aggregator_single and len({m for m, _ in s}) == 1 else ctx.aggregator
+        for iid, s in slots.items()
+    }
+    return [MethodPlan("symbolic_moe", slots, aggregators)]
 
 
 def plan_majority_vote(ctx: MethodContext) -> list[MethodPlan]:

@@ -184,23 +184,24 @@ class Pipeline:
 
         return self._stage("mapping", [vocabulary, test_skills, self.cfg.skills.embedding_model], compute)
 
-    def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]], profiles: dict) -> list[Recruitment]:
-        """Draw k experts per test instance with the configured policy."""
+    def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]], profiles: dict) -> tuple[list[Recruitment], dict]:
+        """Recruit experts for every test instance with the configured policy; returns them and its report."""
         rc = self.cfg.recruit
         pool = [s.name for s in self.cfg.experts]
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
 
         def compute(record: dict) -> dict:
             policy = POLICIES[rc.policy]
-            recs = policy(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc.k, self.cfg.seed)
-            return {"recruitments": [r.to_dict() for r in recs]}
+            result = policy(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc, self.cfg.seed)
+            return {"recruitments": [r.to_dict() for r in result.recruitments], "info": result.info}
 
         inputs = [instance_skills, profiles["profiles"], profiles["distribution"], pool, asdict(rc), self.cfg.seed]
         result = self._stage("recruitment", inputs, compute)
-        return [
+        recruitments = [
             Recruitment(r["instance_id"], tuple(r["skills"]), tuple(r["experts"]), r["probabilities"])
             for r in result["recruitments"]
         ]
+        return recruitments, result["info"]
 
     def _aggregator_generation(self) -> GenerationConfig:
         agg = self.cfg.aggregator
@@ -268,6 +269,7 @@ class Pipeline:
             moa_proposers=cc.moa.proposers,
             moa_aggregator=cc.moa.aggregator,
             self_model=cc.self_model,
+            skip_aggregator_single=self.cfg.recruit.skip_aggregator_single,
         )
         names = cc.methods if self.cfg.mode == "compare" else RUN_METHODS
         runner = PlanRunner(self.cfg, test, self._timed_generate)
@@ -283,7 +285,7 @@ class Pipeline:
         test_skills = {inst.id: skills["skills"][inst.id] for inst in test}
         profiles = self.build_profiles(val, val_skills)
         mapping = self.map_skills(val_skills, test_skills)
-        recruitments = self.recruit(test, mapping["mapped"], profiles)
+        recruitments, recruitment_info = self.recruit(test, mapping["mapped"], profiles)
         recruited = {e for r in recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
         runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles)
@@ -291,7 +293,7 @@ class Pipeline:
         self.measurements.record_timeline(summary["timeline"], self.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.fingerprints[expert])  # noqa: E731
         results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured)
-        results.update(aggregator=selection, stages=self.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
+        results.update(recruitment=recruitment_info, aggregator=selection, stages=self.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
         if self.cfg.mode == "compare":
             results["comparison"] = comparison_summary(results)
         artifacts.write_run(self.run_dir, skills, profiles, mapping, recruitments, selection, runner, runs, rows, results)

@@ -1,4 +1,4 @@
-"""Recruitment: which k experts answer each test instance.
+"""Recruitment: which experts answer each test instance.
 
 DESIGN section 3, step 5 (Symbolic-MoE). The local score of a model for an instance is the sum of
 its profile over the instance's skills; models with no profile entry for any of them do not take
@@ -6,6 +6,10 @@ part. If some local score is positive, the candidates are the positive models we
 local x global competence; otherwise every participant, weighted by (local - min + 1) x global.
 k experts are drawn with replacement from that distribution, seeded per instance. An instance
 without skills (or without participants) gets k uniform draws over the pool.
+
+The ``budgeted`` policy (DESIGN section 6, USMoE) turns the same distributions into a suitability
+matrix, mixes an instance view and an expert view of it (:func:`unified_scores`), and chooses all
+(instance, expert) pairs at once under a global budget with :func:`assign_budgeted`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from skillmoe_ray.assignment import Assignment, assign_budgeted, unified_scores  # noqa: F401 (re-exported)
+from skillmoe_ray.config import RecruitConfig
 from skillmoe_ray.seeding import derive_seed
 
 
@@ -71,21 +78,79 @@ def draw_experts(probabilities: Mapping[str, float], k: int, rng: random.Random)
     return tuple(rng.choices(models, weights=[probabilities[m] for m in models], k=k))
 
 
+@dataclass(frozen=True)
+class RecruitResult:
+    """Recruitments of every test instance, and what the policy reports about them."""
+
+    recruitments: list[Recruitment]
+    info: dict
+
+
+def summarize(recruitments: Sequence[Recruitment], policy: str, budget: int, **extra) -> dict:
+    """Policy, budget, mean k and distinct experts of a recruitment, for results.json."""
+    n = max(len(recruitments), 1)
+    return {
+        "policy": policy,
+        "budget": budget,
+        "mean_k": round(sum(len(r.experts) for r in recruitments) / n, 4),
+        "distinct_experts": len({e for r in recruitments for e in r.experts}),
+        **extra,
+    }
+
+
 def recruit_symbolic_moe(
     instance_skills: Mapping[str, Sequence[str]],
     profiles: Mapping[str, Mapping[str, int]],
     global_dist: Mapping[str, float],
     pool: Sequence[str],
-    k: int,
+    rc: RecruitConfig,
     seed: int,
-) -> list[Recruitment]:
+) -> RecruitResult:
     """Recruit k experts for every instance (in the order of ``instance_skills``)."""
     out = []
     for iid, skills in instance_skills.items():
         probs = recruitment_distribution(profiles, skills, global_dist, pool)
         rng = random.Random(derive_seed(seed, "recruit", iid))
-        out.append(Recruitment(iid, tuple(skills), draw_experts(probs, k, rng), probs))
-    return out
+        out.append(Recruitment(iid, tuple(skills), draw_experts(probs, rc.k, rng), probs))
+    return RecruitResult(out, summarize(out, "symbolic_moe", rc.k * len(out)))
 
 
-POLICIES = {"symbolic_moe": recruit_symbolic_moe}
+def recruit_budgeted(
+    instance_skills: Mapping[str, Sequence[str]],
+    profiles: Mapping[str, Mapping[str, int]],
+    global_dist: Mapping[str, float],
+    pool: Sequence[str],
+    rc: RecruitConfig,
+    seed: int,
+) -> RecruitResult:
+    """Choose all (instance, expert) pairs at once under the configured budget.
+
+    Suitability is the Symbolic-MoE recruitment distribution of each instance; each chosen expert
+    answers once, and an instance's experts are listed by unified score, best first.
+    """
+    b = rc.budget
+    ids = list(instance_skills)
+    dists = [recruitment_distribution(profiles, instance_skills[i], global_dist, pool) for i in ids]
+    suitability = np.array([[d[m] for m in pool] for d in dists])
+    scores = unified_scores(suitability, b.alpha, b.temperature)
+    budget = int(round(b.per_instance * len(ids)))
+    n_experts = len(pool)
+    result = assign_budgeted(
+        scores,
+        budget,
+        b.k_min,
+        b.k_max or rc.k,
+        capacity=np.full(n_experts, b.capacity) if b.capacity is not None else None,
+        max_experts=b.max_experts,
+        activation_cost=np.full(n_experts, b.activation_cost) if b.activation_cost else None,
+    )
+    out = []
+    for row, (iid, dist) in enumerate(zip(ids, dists)):
+        chosen = sorted(np.flatnonzero(result.matrix[row]), key=lambda j: -scores[row, j])
+        out.append(Recruitment(iid, tuple(instance_skills[iid]), tuple(pool[j] for j in chosen), dist))
+    info = summarize(out, "budgeted", budget, objective=round(float(result.objective), 6),
+                     method=result.method, exact=result.exact)
+    return RecruitResult(out, info)
+
+
+POLICIES = {"symbolic_moe": recruit_symbolic_moe, "budgeted": recruit_budgeted}

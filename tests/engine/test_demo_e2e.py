@@ -21,7 +21,8 @@ def accuracies(results: dict) -> dict:
 def demo_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     runs = []
-    for name, extra in (("first", []), ("second", []), ("compare", ["mode=compare"])):
+    for name, extra in (("first", []), ("second", []), ("compare", ["mode=compare"]),
+                        ("budgeted", ["recruit=budgeted", "recruit.budget.max_experts=2"])):
         start = time.perf_counter()
         proc = run_cli(["+experiment=demo", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / name}", *extra],
                        cwd=tmp, timeout=900)
@@ -49,7 +50,7 @@ def test_no_expert_twice_per_stage_and_never_two_at_once(demo_runs):
 
 
 def test_rerun_is_all_cached_and_four_times_faster(demo_runs):
-    (first, first_seconds, _), (second, second_seconds, _), _ = demo_runs[0]
+    (first, first_seconds, _), (second, second_seconds, _) = demo_runs[0][:2]
     assert all(stage["cached"] for stage in second["stages"].values())
     assert second["activations"] == {}
     assert second_seconds < first_seconds / 4, (first_seconds, second_seconds)
@@ -57,7 +58,7 @@ def test_rerun_is_all_cached_and_four_times_faster(demo_runs):
 
 
 def test_compare_mode_runs_all_eight_methods_offline_and_writes_the_table(demo_runs):
-    (_, _, _), (_, _, _), (compared, _, stdout) = demo_runs[0]
+    compared = demo_runs[0][2][0]
     methods = {"single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa", "symbolic_moe"}
     assert methods <= set(compared["methods"])
     for name in methods:
@@ -68,3 +69,12 @@ def test_compare_mode_runs_all_eight_methods_offline_and_writes_the_table(demo_r
     assert compared["stages"]["profiles"]["cached"]  # preparation shared with the plain runs
     sharing = compared["comparison"]
     assert sharing["activations_actual"] < sharing["activations_if_run_separately"]
+
+
+def test_budgeted_policy_with_max_experts_activates_fewer_experts(demo_runs):
+    default, budgeted = demo_runs[0][0][0], demo_runs[0][3][0]
+    recruited = lambda r: {e for e in r["per_expert"]}  # noqa: E731
+    assert len(recruited(budgeted)) <= 2 < len(recruited(default))
+    info = budgeted["recruitment"]
+    assert info["policy"] == "budgeted" and info["budget"] == 80 and info["mean_k"] == 2.0
+    assert isinstance(info["objective"], float) and info["exact"] is True

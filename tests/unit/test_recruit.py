@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from skillmoe_ray.config import RecruitConfig
 from skillmoe_ray.recruit import (
     POLICIES,
     Recruitment,
@@ -87,6 +88,11 @@ def test_distribution_non_participant_gets_zero():
 # --- recruit_symbolic_moe ------------------------------------------------------------------------
 
 
+def _sym(instance_skills, profiles, global_dist, pool, k, seed):
+    """The Symbolic-MoE policy with recruit.k=k; its recruitments."""
+    return recruit_symbolic_moe(instance_skills, profiles, global_dist, pool, RecruitConfig(k=k), seed).recruitments
+
+
 def _instances(n: int, skills: list[str]) -> dict[str, list[str]]:
     return {f"i{j}": list(skills) for j in range(n)}
 
@@ -94,7 +100,7 @@ def _instances(n: int, skills: list[str]) -> dict[str, list[str]]:
 def test_recruit_k_experts_per_instance_in_order():
     """Exactly k experts per instance, one Recruitment per instance, in input order."""
     inst = {"z": ["a", "b"], "y": ["a"], "x": []}
-    out = recruit_symbolic_moe(inst, PROFILES_POS, GLOBAL_POS, POOL_POS, k=3, seed=0)
+    out = _sym(inst, PROFILES_POS, GLOBAL_POS, POOL_POS, k=3, seed=0)
     assert [r.instance_id for r in out] == ["z", "y", "x"]
     assert all(len(r.experts) == 3 for r in out)
     assert out[0].skills == ("a", "b")
@@ -102,7 +108,7 @@ def test_recruit_k_experts_per_instance_in_order():
 
 def test_recruit_draws_with_replacement():
     """Two candidates and k=5: some expert must be recruited more than once."""
-    out = recruit_symbolic_moe(_instances(5, ["a", "b"]), PROFILES_POS, GLOBAL_POS, POOL_POS, k=5, seed=1)
+    out = _sym(_instances(5, ["a", "b"]), PROFILES_POS, GLOBAL_POS, POOL_POS, k=5, seed=1)
     for r in out:
         assert len(r.experts) == 5
         assert max(Counter(r.experts).values()) >= 2
@@ -111,16 +117,16 @@ def test_recruit_draws_with_replacement():
 def test_recruit_reproducible_and_seed_dependent():
     """The same seed gives the same experts; another seed gives different draws."""
     inst = _instances(40, ["a"])
-    a = recruit_symbolic_moe(inst, PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=11)
-    b = recruit_symbolic_moe(inst, PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=11)
-    c = recruit_symbolic_moe(inst, PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=12)
+    a = _sym(inst, PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=11)
+    b = _sym(inst, PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=11)
+    c = _sym(inst, PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=12)
     assert [r.experts for r in a] == [r.experts for r in b]
     assert [r.experts for r in a] != [r.experts for r in c]
 
 
 def test_recruit_only_positive_probability_models_drawn():
     """Models with probability 0 are never recruited."""
-    out = recruit_symbolic_moe(_instances(300, ["a", "b"]), PROFILES_POS, GLOBAL_POS, POOL_POS, k=3, seed=2)
+    out = _sym(_instances(300, ["a", "b"]), PROFILES_POS, GLOBAL_POS, POOL_POS, k=3, seed=2)
     drawn = {e for r in out for e in r.experts}
     assert drawn == {"m1", "m3"}
     assert all(r.probabilities["m2"] == 0.0 for r in out)
@@ -128,7 +134,7 @@ def test_recruit_only_positive_probability_models_drawn():
 
 def test_recruit_empirical_frequencies_match_distribution():
     """Over many instances, draw frequencies approach the recruitment distribution."""
-    out = recruit_symbolic_moe(_instances(2000, ["a"]), PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=3)
+    out = _sym(_instances(2000, ["a"]), PROFILES_NEG, GLOBAL_NEG, POOL_NEG, k=3, seed=3)
     counts = Counter(e for r in out for e in r.experts)
     total = sum(counts.values())
     assert total == 6000
@@ -140,7 +146,7 @@ def test_recruit_empirical_frequencies_match_distribution():
 
 def test_recruit_no_skills_draws_uniformly_over_pool():
     """No skills: k uniform draws over the pool (every pool model shows up, roughly equally)."""
-    out = recruit_symbolic_moe(_instances(600, []), PROFILES_POS, GLOBAL_POS, POOL_POS, k=3, seed=4)
+    out = _sym(_instances(600, []), PROFILES_POS, GLOBAL_POS, POOL_POS, k=3, seed=4)
     counts = Counter(e for r in out for e in r.experts)
     assert set(counts) == set(POOL_POS)
     for m in POOL_POS:
