@@ -20,6 +20,14 @@ class DriverActor:
         self.cfg = cfg
         self.progress = ray_progress if show_progress else no_progress
 
+    def prepare(self, val: list[Instance]) -> dict:
+        """The validation-side stages online serving needs (cached after a batch run)."""
+        scheduler = PlacementScheduler(self.cfg, self.progress, t0=time.perf_counter())
+        try:
+            return Pipeline(self.cfg, scheduler).prepare(val)
+        finally:
+            scheduler.close()
+
     def run(self, val: list[Instance], test: list[Instance]) -> dict:
         """Every stage of the batch pipeline; returns the content of results.json."""
         scheduler = PlacementScheduler(self.cfg, self.progress, t0=time.perf_counter())

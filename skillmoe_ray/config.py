@@ -17,7 +17,7 @@ from typing import Any
 
 from skillmoe_ray.errors import ConfigError
 
-MODES = ("run", "compare")
+MODES = ("run", "compare", "serve")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 
@@ -176,6 +176,19 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """The HTTP service: address, micro-batching window, bounds and timeouts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    window_ms: float = 50.0
+    max_batch: int = 64
+    max_queue: int = 256
+    request_timeout_s: float = 600.0
+    max_body_bytes: int = 1_000_000
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """Offline demo: build tiny random-weight models and a local tokenizer before the run."""
 
@@ -204,6 +217,7 @@ class RunConfig:
     scheduler: SchedulerConfig
     resources: ResourcesConfig
     compare: CompareConfig = field(default_factory=CompareConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     tracking: dict = field(default_factory=dict)
 
@@ -332,6 +346,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"
         )
+    if cfg.serve.max_queue < 1 or cfg.serve.max_batch < 1 or not 0 < cfg.serve.port < 65536:
+        raise ConfigError("serve.max_queue and serve.max_batch must be >= 1 and serve.port in 1..65535")
     if cfg.resources.gpus < 1:
         raise ConfigError(f"resources.gpus must be >= 1, got {cfg.resources.gpus}")
     if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:

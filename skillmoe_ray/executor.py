@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # Called with the group, its outputs and the seconds its generate call took.
 GroupDone = Callable[[ExpertGroup, list[GenOutput], float], None]
+# Called with a group whose activation or generation raised, and the exception.
+GroupFailed = Callable[[ExpertGroup, Exception], None]
 
 
 class ExpertHandle(Protocol):
@@ -106,9 +108,19 @@ class SlotExecutor:
             self._handle(expert)
 
     def run_stage(
-        self, stage: str, groups: Sequence[ExpertGroup], next_experts: Iterable[str], on_group_done: GroupDone
+        self,
+        stage: str,
+        groups: Sequence[ExpertGroup],
+        next_experts: Iterable[str],
+        on_group_done: GroupDone,
+        on_group_error: GroupFailed | None = None,
     ) -> None:
-        """Run every group of a stage; ``on_group_done`` is called as each group finishes."""
+        """Run every group of a stage; ``on_group_done`` is called as each group finishes.
+
+        Without ``on_group_error`` a failing group fails the stage (batch runs crash and resume);
+        with it, the failure is reported, the expert discarded, and the other groups still run
+        (online serving answers the affected requests with an error and stays up).
+        """
         resident = [e for e in self.slot_active if e is not None]
         ordered = order_groups(groups, resident, next_experts)
         self.prepare(g.expert for g in ordered)
@@ -116,10 +128,10 @@ class SlotExecutor:
         bar = self.progress(sum(len(g.requests) for g in ordered), f"{stage}")
         try:
             if self.n_slots == 1:
-                self._run_queue(stage, 0, queues[0], on_group_done, bar)
+                self._run_queue(stage, 0, queues[0], on_group_done, on_group_error, bar)
             else:
                 threads = [
-                    threading.Thread(target=self._run_queue, args=(stage, i, q, on_group_done, bar))
+                    threading.Thread(target=self._run_queue, args=(stage, i, q, on_group_done, on_group_error, bar))
                     for i, q in enumerate(queues)
                 ]
                 for t in threads:
@@ -129,16 +141,25 @@ class SlotExecutor:
         finally:
             bar.close()
 
-    def _run_queue(self, stage: str, slot: int, queue: list[ExpertGroup], on_group_done: GroupDone, bar) -> None:
+    def _run_queue(self, stage: str, slot: int, queue: list[ExpertGroup], on_group_done: GroupDone,
+                   on_group_error: GroupFailed | None, bar) -> None:
         for group in queue:
             start = self.now()
-            kind = self._activate(slot, group.expert)
-            ready = self.now()
-            log.info(
-                "[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
-                stage, group.expert, slot, kind, ready - start, len(group.requests),
-            )
-            outputs = self._handle(group.expert).generate(group.requests)
+            try:
+                kind = self._activate(slot, group.expert)
+                ready = self.now()
+                log.info(
+                    "[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
+                    stage, group.expert, slot, kind, ready - start, len(group.requests),
+                )
+                outputs = self._handle(group.expert).generate(group.requests)
+            except Exception as exc:
+                if on_group_error is None:
+                    raise
+                log.error("[%s] expert %s failed: %s", stage, group.expert, exc)
+                self._discard(slot, group.expert)
+                on_group_error(group, exc)
+                continue
             end = self.now()
             with self._lock:
                 self.generate_calls += 1
@@ -187,6 +208,20 @@ class SlotExecutor:
         self.state[expert] = ACTIVE
         self.slot_active[slot] = expert
         return kind
+
+    def _discard(self, slot: int, expert: str) -> None:
+        """Drop a failed expert: release its handle (a fresh one is opened on next use)."""
+        with self._lock:
+            handle = self.handles.pop(expert, None)
+            self.state.pop(expert, None)
+            self.sleeping_bytes.pop(expert, None)
+        if self.slot_active[slot] == expert:
+            self.slot_active[slot] = None
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception as exc:  # a dead actor cannot be unloaded; it is gone either way
+                log.warning("releasing failed expert %s: %s", expert, exc)
 
     def _deactivate(self, expert: str) -> None:
         """Sleep when the engine can and the host-RAM budget allows; unload otherwise."""

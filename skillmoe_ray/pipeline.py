@@ -51,6 +51,12 @@ STAGE_VERSION = 1  # bump when a stage's output format or rule changes, to inval
 RUN_METHODS = ("symbolic_moe", "majority_vote")  # what mode=run reports; mode=compare runs compare.methods
 
 
+def failed_record(key: str, message: str) -> dict:
+    """Stands in for an output whose expert failed (online serving only; never stored)."""
+    return {"key": key, "tag": "", "text": "", "prompt_tokens": 0, "output_tokens": 0, "finish_reason": "error",
+            "seconds": 0.0, "error": message}
+
+
 class Pipeline:
     """Runs every stage for one configuration; the executor decides where experts run."""
 
@@ -64,6 +70,8 @@ class Pipeline:
         self.fingerprints = {name: model_fingerprint(spec, cfg.engine) for name, spec in cfg.pool.items()}
         self.stages: dict[str, dict] = {}
         self.measurements = Measurements(cfg.cache_dir)
+        # Online serving answers a failed expert's requests with an error; batch runs stop instead.
+        self.tolerate_failures = False
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -122,7 +130,15 @@ class Pipeline:
                 self.store.save(fp, rows)
                 found.update({row["key"]: row for row in rows})
 
-            self.executor.run_stage(stage, groups, next_experts, on_group_done)
+            failed: dict[str, str] = {}
+
+            def on_group_error(group: ExpertGroup, exc: Exception) -> None:
+                fp = self.fingerprints[group.expert]
+                failed.update({req.key(fp): f"expert {group.expert} failed: {exc}" for req in group.requests})
+
+            handler = on_group_error if self.tolerate_failures else None
+            self.executor.run_stage(stage, groups, next_experts, on_group_done, handler)
+            found.update({key: failed_record(key, message) for key, message in failed.items()})
         outputs = [found[k] for k in keys]
         record["prompt_tokens"] = sum(o["prompt_tokens"] for o in outputs)
         record["output_tokens"] = sum(o["output_tokens"] for o in outputs)
@@ -276,6 +292,24 @@ class Pipeline:
         return runner, runner.run(build_plans(names, ctx))
 
     # -- the whole run --------------------------------------------------------------------------
+
+    def prepare(self, val: list[Instance]) -> dict:
+        """What online serving needs from a batch run, built (or read from the cache) on validation data.
+
+        The vocabulary, the profiles and competence distribution, each model's validation accuracy
+        (for the baselines), and the selected aggregator.
+        """
+        skills = self.annotate_skills(val)
+        val_skills = {inst.id: skills["skills"][inst.id] for inst in val}
+        profiles = self.build_profiles(val, val_skills)
+        selection = self.select_aggregator(val, profiles, [])
+        return {
+            "vocabulary": build_vocabulary(val_skills),
+            "profiles": profiles["profiles"],
+            "distribution": profiles["distribution"],
+            "val_accuracy": validation_accuracy(val, profiles["correct"]),
+            "aggregator": selection["selected"],
+        }
 
     def run(self, val: list[Instance], test: list[Instance]) -> dict:
         """Every stage in order; writes the run directory's artifacts and returns results.json's content."""

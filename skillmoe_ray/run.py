@@ -45,8 +45,8 @@ def start_ray(cfg: RunConfig) -> None:
     )
 
 
-def run_pipeline(cfg: RunConfig, val, test, show_progress: bool) -> dict:
-    """Run the DriverActor on the local node and return results.json's content."""
+def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False):
+    """Call a DriverActor method on the local node; user errors inside it come back unwrapped."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -56,12 +56,17 @@ def run_pipeline(cfg: RunConfig, val, test, show_progress: bool) -> dict:
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     driver = ray.remote(DriverActor).options(num_cpus=0, scheduling_strategy=here).remote(cfg, show_progress)
     try:
-        return ray.get(driver.run.remote(val, test))
+        return ray.get(getattr(driver, method).remote(*args))
     except ray.exceptions.RayTaskError as exc:
         cause = _user_error(exc)
         if cause is not None:
             raise cause from None
         raise
+
+
+def run_pipeline(cfg: RunConfig, val, test, show_progress: bool) -> dict:
+    """Run the DriverActor on the local node and return results.json's content."""
+    return _on_driver(cfg, "run", val, test, show_progress=show_progress)
 
 
 def _user_error(exc: BaseException) -> SkillMoEError | None:
@@ -74,10 +79,9 @@ def _user_error(exc: BaseException) -> SkillMoEError | None:
     return None
 
 
-def execute(tree: dict, run_dir: str) -> dict | None:
-    """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
+def load_checked(tree: dict, run_dir: str):
+    """Validated config, demo models built if asked, model paths checked, and the data loaded."""
     from skillmoe_ray.data import load_data
-    from skillmoe_ray.summary import format_summary
 
     cfg = load_config(tree, run_dir)
     if cfg.demo.build_models:
@@ -87,6 +91,33 @@ def execute(tree: dict, run_dir: str) -> dict | None:
     check_model_paths(cfg.pool)
     val, test = load_data(cfg.data, cfg.seed)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
+    return cfg, val, test
+
+
+def prepare_service(overrides: list[str]) -> tuple[RunConfig, dict]:
+    """Config and serving preparation (profiles, vocabulary, aggregator) for ``serve run``'s builder."""
+    import time
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        tree = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+    run_dir = os.path.join("runs", str(tree.get("experiment", "default")), time.strftime("serve-%Y-%m-%d_%H-%M-%S"))
+    cfg, val, _ = load_checked({**tree, "mode": "serve"}, os.path.abspath(run_dir))
+    return cfg, _on_driver(cfg, "prepare", val)
+
+
+def execute(tree: dict, run_dir: str) -> dict | None:
+    """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
+    from skillmoe_ray.summary import format_summary
+
+    cfg, val, test = load_checked(tree, run_dir)
+    if cfg.mode == "serve":
+        from actors.serve import deploy
+
+        deploy(cfg, _on_driver(cfg, "prepare", val))
+        return None
     results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty())
     print(format_summary(results, run_dir), flush=True)
     return results

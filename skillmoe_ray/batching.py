@@ -1,0 +1,127 @@
+"""Online micro-batching with a bounded queue: the batch-mode idea applied to a stream of requests.
+
+Requests that arrive within ``window_s`` of each other are processed together (at most
+``max_batch``), so the router can group their work by expert and each expert serves them in one
+engine call. The queue is bounded: past ``max_queue`` waiting requests, :meth:`MicroBatcher.submit`
+raises :class:`QueueFull` at once (the HTTP layer answers 503 with Retry-After) instead of letting
+memory grow. One batch is processed at a time, in a worker thread, so the event loop stays free to
+accept (or reject) requests while engines generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The bounded request queue is full; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, depth: int, retry_after_s: int):
+        super().__init__(f"server busy: {depth} requests waiting; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class BatcherStats:
+    """Counters exposed by /v1/stats."""
+
+    submitted: int = 0
+    rejected: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    busy_seconds: float = 0.0
+    last_batch_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class MicroBatcher:
+    """Collects submitted items into batches and runs ``process(items) -> results`` on each batch."""
+
+    def __init__(
+        self,
+        process: Callable[[Sequence[Any]], Sequence[Any]],
+        window_s: float = 0.05,
+        max_batch: int = 64,
+        max_queue: int = 256,
+    ):
+        self.process = process
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.pending: list[tuple[Any, asyncio.Future]] = []
+        self.in_flight = 0
+        self.stats = BatcherStats()
+        self._wakeup: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting or being processed."""
+        return len(self.pending) + self.in_flight
+
+    def retry_after(self) -> int:
+        """Seconds a rejected client should wait: about one batch's processing time, at least 1."""
+        return max(1, round(self.stats.last_batch_seconds or 1.0))
+
+    async def submit(self, item: Any) -> Any:
+        """Queue ``item`` and wait for its result; raises QueueFull when the queue is at its bound."""
+        self._ensure_loop()
+        if len(self.pending) >= self.max_queue:
+            self.stats.rejected += 1
+            raise QueueFull(self.depth, self.retry_after())
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        self.stats.submitted += 1
+        self._wakeup.set()
+        return await future
+
+    def alive(self) -> bool:
+        """Whether the batching loop is running (or not started yet)."""
+        return self._loop_task is None or not self._loop_task.done()
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None:
+            self._wakeup = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            await asyncio.sleep(self.window_s)  # let the rest of a burst arrive
+            batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+            if not self.pending:
+                self._wakeup.clear()
+            batch = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if batch:
+                await self._process(batch)
+
+    async def _process(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        self.in_flight = len(batch)
+        start = time.perf_counter()
+        try:
+            results = await asyncio.to_thread(self.process, [item for item, _ in batch])
+        except Exception as exc:  # the batch failed as a whole: every request in it gets the error
+            log.exception("batch of %d failed", len(batch))
+            self.stats.errors = (self.stats.errors + [repr(exc)])[-5:]
+            results = [exc] * len(batch)
+        finally:
+            self.in_flight = 0
+        seconds = time.perf_counter() - start
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.busy_seconds += seconds
+        self.stats.last_batch_seconds = seconds
+        for (_, future), result in zip(batch, results):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -1,0 +1,160 @@
+"""Answering a micro-batch of online requests with the batch pipeline's own machinery.
+
+Each request becomes an Instance (its id a hash of the question, so a repeated question hits the
+generation cache). The keyword model annotates every question of the batch in one call; keywords map
+onto the validation vocabulary; each request is recruited for by its method; then the requests'
+method plans run through :class:`PlanRunner`, which groups every phase by expert, so each expert
+serves the whole batch in one engine call. Route-only requests stop after recruitment.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from skillmoe_ray.aggregate import extract_answer
+from skillmoe_ray.data.instances import CHOICE, MATH, Instance
+from skillmoe_ray.methods import MethodContext, build_plans
+from skillmoe_ray.openai_api import Job
+from skillmoe_ray.pipeline import Pipeline
+from skillmoe_ray.recruit import Recruitment, draw_experts, recruitment_distribution
+from skillmoe_ray.seeding import derive_seed, stable_hash
+from skillmoe_ray.skills import Embedder, map_keywords, parse_keywords, vote_keywords
+from skillmoe_ray.stages import skill_requests
+from skillmoe_ray.testtime import PlanRun, PlanRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What the service answers for one job: HTTP status, message content, usage, routing details."""
+
+    status: int
+    content: str = ""
+    finish_reason: str = "stop"
+    usage: dict = field(default_factory=dict)
+    skillmoe: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def job_instance(job: Job) -> Instance:
+    """The Instance a request asks about; identical questions share an id (and cached work)."""
+    iid = "q-" + stable_hash([job.question, job.choices], 16)
+    if job.answer_type != "auto":
+        kind = job.answer_type
+    else:  # options given, or written into the question as "(A) ...": a choice question
+        kind = CHOICE if job.choices or "(A)" in job.question else MATH
+    return Instance(iid, "all", job.question, "", kind, job.choices)
+
+
+class OnlineRouter:
+    """Serves micro-batches of jobs with a Pipeline (its executor, caches and stages)."""
+
+    def __init__(self, pipe: Pipeline, preparation: dict, embed: Embedder):
+        self.pipe = pipe
+        self.cfg = pipe.cfg
+        self.prep = preparation
+        self.embed = embed
+        self.experts = [s.name for s in self.cfg.experts]
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def _skills(self, instances: Sequence[Instance]) -> tuple[dict[str, list[str]], str | None]:
+        """Voted keywords per instance from one keyword-model call; an error message if it failed."""
+        sk = self.cfg.skills
+        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed)
+        records = self.pipe._timed_generate("online_skills", pairs, self.experts)
+        errors = [r["error"] for r in records if "error" in r]
+        samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
+        for (_, request), record in zip(pairs, records):
+            samples[request.tag.split("/")[1]].append(parse_keywords(record["text"], sk.max_chars))
+        return {iid: vote_keywords(s, sk.min_votes) for iid, s in samples.items()}, (errors[0] if errors else None)
+
+    def _map(self, skills: dict[str, list[str]]) -> dict[str, list[str]]:
+        keywords = sorted({k for ks in skills.values() for k in ks})
+        mapping = map_keywords(keywords, self.prep["vocabulary"], self.embed)
+        return {iid: list(dict.fromkeys(mapping[k] for k in ks if k in mapping)) for iid, ks in skills.items()}
+
+    def _recruit(self, iid: str, skills: list[str], k: int) -> Recruitment:
+        probs = recruitment_distribution(self.prep["profiles"], skills, self.prep["distribution"], self.experts)
+        rng = random.Random(derive_seed(self.cfg.seed, "online-recruit", iid, k))
+        return Recruitment(iid, tuple(skills), draw_experts(probs, k, rng), probs)
+
+    def _plans(self, jobs: Sequence[Job], instances: dict[str, Instance], recruits: dict) -> dict[tuple, object]:
+        """One plan per (method, k) over the jobs that asked for it."""
+        plans = {}
+        by_id = {inst.id: inst for inst in instances.values()}
+        for method, k in dict.fromkeys((j.method, j.k) for j in jobs):
+            ids = list(dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k) == (method, k)))
+            ctx = MethodContext(
+                test=[by_id[i] for i in ids], experts=self.experts,
+                recruitments={i: recruits[(i, k)] for i in ids}, aggregator=self.prep["aggregator"],
+                val_accuracy=self.prep["val_accuracy"], k=k, seed=self.cfg.seed,
+                moa_layers=self.cfg.compare.moa.layers, moa_proposers=self.cfg.compare.moa.proposers,
+                moa_aggregator=self.cfg.compare.moa.aggregator, self_model=self.cfg.compare.self_model,
+            )
+            plan = next(p for p in build_plans([method], ctx) if p.name == method)
+            plan.name = f"{method}/k{k}"
+            plans[(method, k)] = plan
+        return plans
+
+    # -- a batch --------------------------------------------------------------------------------
+
+    def answer(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Outcomes for a batch of jobs, in order."""
+        instances = {j.request_id: job_instance(j) for j in jobs}
+        unique = list({inst.id: inst for inst in instances.values()}.values())
+        skills, failure = self._skills(unique)
+        if failure:
+            return [Outcome(502, error=failure) for _ in jobs]
+        mapped = self._map(skills)
+        recruits = {(inst.id, j.k): self._recruit(inst.id, mapped[inst.id], j.k)
+                    for j in jobs for inst in [instances[j.request_id]]}
+        answering = [j for j in jobs if not j.route_only]
+        plans = self._plans(answering, instances, recruits)
+        runner = PlanRunner(self.cfg, unique, self.pipe._timed_generate)
+        runs = {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
+        return [self._outcome(j, instances[j.request_id], skills, mapped, recruits, runner, runs) for j in jobs]
+
+    def _outcome(self, job, inst, skills, mapped, recruits, runner, runs) -> Outcome:
+        rec = recruits[(inst.id, job.k)]
+        details = {"method": job.method, "skills": skills[inst.id], "mapped_skills": mapped[inst.id],
+                   "probabilities": rec.probabilities, "route_only": job.route_only}
+        if job.route_only:
+            details.update(experts=list(rec.experts), aggregator=self.prep["aggregator"],
+                           predicted_cost=self._predicted_cost(rec.experts))
+            return Outcome(200, content="", finish_reason="route_only", skillmoe=details)
+        run: PlanRun = runs[(job.method, job.k)]
+        keys = [key for _, key in run.first_round.get(inst.id, [])]
+        final_key = run.final_keys.get(inst.id)
+        records = [runner.records[k] for k in keys + ([final_key] if final_key else [])]
+        errors = [r["error"] for r in records if "error" in r]
+        if errors:
+            return Outcome(502, error=errors[0], skillmoe=details)
+        answer = run.answers.get(inst.id)
+        details.update(experts=[e for e, _ in run.first_round.get(inst.id, [])],
+                       aggregator=run.plan.aggregator.get(inst.id), answer=answer)
+        text = runner.records[final_key]["text"] if final_key else self._voted_text(run, inst, answer)
+        usage = {"prompt_tokens": sum(r["prompt_tokens"] for r in records),
+                 "completion_tokens": sum(r["output_tokens"] for r in records)}
+        finish = runner.records[final_key]["finish_reason"] if final_key else "stop"
+        return Outcome(200, content=text, finish_reason=finish or "stop", usage=usage, skillmoe=details)
+
+    def _voted_text(self, run: PlanRun, inst: Instance, answer: str | None) -> str:
+        """Without an aggregator, the reply is the first response that gave the voted answer."""
+        texts = run.responses.get(inst.id, [])
+        tag = self.cfg.aggregator.think_end_tag
+        return next((t for t in texts if extract_answer(t, inst, tag) == answer), texts[0] if texts else "")
+
+    def _predicted_cost(self, experts: Sequence[str]) -> dict:
+        """What answering would take: engine calls, an output-token bound, and experts not resident now."""
+        calls = sorted(set(experts)) + [self.prep["aggregator"]]
+        resident = set(self.pipe.executor.slot_active)
+        return {
+            "expert_calls": len(experts) + 1,
+            "max_output_tokens": sum(self.cfg.pool[e].max_tokens for e in [*experts, self.prep["aggregator"]]),
+            "cold_experts": [e for e in dict.fromkeys(calls) if e not in resident],
+        }

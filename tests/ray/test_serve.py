@@ -1,0 +1,142 @@
+"""The Ray Serve application over real HTTP on loopback: tiny models (transformers engine) on the CPU."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import make_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.engine, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Serve keeps the HTTP proxy of its first start: redeployments in this module reuse the port.
+PORT = free_port()
+
+
+def post(url: str, body: bytes | dict, timeout: float = 300) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of a POST to /v1/chat/completions."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(f"{url}{path}", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def ask(question: str, model: str = "symbolic-moe", **skillmoe) -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": question}]}
+    return {**body, "skillmoe": skillmoe} if skillmoe else body
+
+
+def deploy(tmp_path, overrides: list[str], fake: bool = False) -> str:
+    """Prepare and deploy the service; returns its base URL."""
+    from actors.serve import deploy as serve_deploy
+    from skillmoe_ray.run import _on_driver, load_checked
+    from tests.conftest import FAKE_DEMO, compose_tree
+
+    port = PORT
+    base = FAKE_DEMO if fake else ["+experiment=demo", "engine=hf"]
+    tree = compose_tree([*base, "mode=serve", f"cache_dir={tmp_path / 'cache'}", f"serve.port={port}", *overrides])
+    cfg, val, _ = load_checked(tree, str(tmp_path / "run"))
+    serve_deploy(cfg, _on_driver(cfg, "prepare", val), blocking=False)
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster, tmp_path_factory):
+    from ray import serve
+
+    url = deploy(tmp_path_factory.mktemp("serve"), [])
+    yield url
+    serve.shutdown()
+
+
+QUESTION = "A fair die is rolled twice. What is the probability that the sum is a prime number?"
+
+
+def test_answers_a_question_in_the_openai_shape_with_routing_details(service):
+    status, body, _ = post(service, ask(QUESTION))
+    assert status == 200, body
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert isinstance(body["choices"][0]["message"]["content"], str) and body["choices"][0]["message"]["content"]
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] > 0
+    details = body["skillmoe"]
+    assert isinstance(details["skills"], list) and len(details["experts"]) == 3
+    assert details["aggregator"] == "tiny-aggregator"
+    assert sum(details["probabilities"].values()) == pytest.approx(1)
+
+
+def test_32_concurrent_requests_all_succeed_with_fewer_engine_calls_than_requests_times_k(service):
+    before = get(service, "/v1/stats")
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda i: post(service, ask(f"{QUESTION} (variant {i})")), range(32)))
+    assert [status for status, _, _ in answers] == [200] * 32
+    after = get(service, "/v1/stats")
+    calls = after["engine_generate_calls"] - before["engine_generate_calls"]
+    assert calls < 32 * 3, calls
+    assert after["largest_batch"] > 1
+
+
+@pytest.mark.parametrize("case", ["malformed_json", "missing_messages", "empty_question", "oversized"])
+def test_bad_requests_get_400_with_a_clear_message_and_the_service_goes_on(service, case):
+    body, expected = {
+        "malformed_json": (b'{"messages": [', "not valid JSON"),
+        "missing_messages": (json.dumps({"model": "symbolic-moe"}).encode(), "'messages' is required"),
+        "empty_question": (json.dumps(ask("   ")).encode(), "the question (the last user message) is empty"),
+        "oversized": (json.dumps(ask("x" * 2_000_000)).encode(), "the limit is 1000000"),
+    }[case]
+    status, reply, _ = post(service, body)
+    assert status == 400 and expected in reply["error"]["message"]
+    assert post(service, ask("What is 2 + 2?"))[0] == 200
+
+
+def test_models_health_stats_and_route_only(service):
+    ids = [m["id"] for m in get(service, "/v1/models")["data"]]
+    assert {"symbolic-moe", "symbolic-moe-k5", "majority-vote", "moa"} <= set(ids)
+    assert get(service, "/healthz") == {"status": "ok"}
+    status, body, _ = post(service, ask(QUESTION, "symbolic-moe-k2", route_only=True))
+    assert status == 200 and body["choices"][0]["finish_reason"] == "route_only"
+    assert len(body["skillmoe"]["experts"]) == 2 and "predicted_cost" in body["skillmoe"]
+    stats = get(service, "/v1/stats")
+    assert {"requests", "engine_generate_calls", "activations", "queue_depth"} <= set(stats)
+
+
+def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_cluster, tmp_path, service):
+    url = deploy(tmp_path, ["serve.max_queue=2", "serve.max_batch=2", "serve.window_ms=1000",
+                            "engine.options.delay_s=1.0"], fake=True)
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda i: post(url, ask(f"{QUESTION} (burst {i})"), timeout=120), range(16)))
+    statuses = [status for status, _, _ in replies]
+    assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
+    rejected = next(r for r in replies if r[0] == 503)
+    assert int(rejected[2]["retry-after"]) >= 1 and "busy" in rejected[1]["error"]["message"]
+    assert post(url, ask("After the burst: what is 3 + 4?"))[0] == 200
+    assert get(url, "/v1/stats")["rejected"] == statuses.count(503)
+
+
+def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(ray_cluster, tmp_path, service):
+    deploy(tmp_path, [], fake=True)  # healthy preparation fills the cache
+    url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]"], fake=True)
+    status, body, _ = post(url, ask(QUESTION))
+    assert status == 502 and "failed" in body["error"]["message"]
+    assert get(url, "/healthz") == {"status": "ok"}
+    status, body, _ = post(url, ask(QUESTION, route_only=True))
+    assert status == 200

@@ -1,0 +1,88 @@
+"""Online answering in-process (fake engine, no Ray): batching by expert, routing, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from skillmoe_ray.data import load_data
+from skillmoe_ray.engines import create_engine
+from skillmoe_ray.executor import LocalExpert, SlotExecutor
+from skillmoe_ray.online import OnlineRouter
+from skillmoe_ray.openai_api import parse_request
+from skillmoe_ray.pipeline import Pipeline
+from tests.conftest import make_config
+from tests.unit.test_pipeline import fake_embedder
+
+
+def router_for(tmp_path, overrides=()):
+    cfg = make_config(tmp_path, list(overrides))
+    executor = SlotExecutor(lambda name: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
+    pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder)
+    val, _ = load_data(cfg.data, cfg.seed)
+    prep = pipe.prepare(val)
+    pipe.tolerate_failures = True
+    return OnlineRouter(pipe, prep, fake_embedder("x")), executor
+
+
+def job(question, model="symbolic-moe", **skillmoe):
+    import json
+
+    body = {"model": model, "messages": [{"role": "user", "content": question}]}
+    if skillmoe:
+        body["skillmoe"] = skillmoe
+    return parse_request(json.dumps(body).encode(), 1 << 20, default_k=3)
+
+
+QUESTIONS = [f"What is {n} times {n + 1}? Think about algebra and number theory." for n in range(12)]
+
+
+def test_a_batch_is_answered_with_one_engine_call_per_expert(tmp_path):
+    router, executor = router_for(tmp_path)
+    calls_before = executor.generate_calls
+    outcomes = router.answer([job(q) for q in QUESTIONS])
+    assert [o.status for o in outcomes] == [200] * len(QUESTIONS)
+    assert all(o.content and o.skillmoe["experts"] and o.skillmoe["aggregator"] for o in outcomes)
+    calls = executor.generate_calls - calls_before
+    distinct = len({e for o in outcomes for e in o.skillmoe["experts"]})
+    assert calls == 1 + distinct + 1  # keyword model, each recruited expert once, the aggregator
+    assert calls < len(QUESTIONS) * 3
+
+
+def test_route_only_recruits_without_generating_answers(tmp_path):
+    router, executor = router_for(tmp_path)
+    outcome = router.answer([job(QUESTIONS[0], route_only=True)])[0]
+    assert outcome.status == 200 and outcome.content == "" and outcome.finish_reason == "route_only"
+    details = outcome.skillmoe
+    assert len(details["experts"]) == 3 and sum(details["probabilities"].values()) == pytest.approx(1)
+    assert details["predicted_cost"]["expert_calls"] == 4
+    assert "inference" not in router.pipe.stages
+
+
+def test_model_field_selects_k_and_baselines(tmp_path):
+    router, _ = router_for(tmp_path)
+    k5, majority, single = router.answer([job(QUESTIONS[1], "symbolic-moe-k5"), job(QUESTIONS[1], "majority-vote"),
+                                          job(QUESTIONS[1], "single")])
+    assert len(k5.skillmoe["experts"]) == 5 and k5.skillmoe["aggregator"]
+    assert len(majority.skillmoe["experts"]) == 3 and majority.skillmoe["aggregator"] is None
+    assert len(single.skillmoe["experts"]) == 1
+
+
+def test_a_repeated_question_is_served_from_the_cache(tmp_path):
+    router, executor = router_for(tmp_path)
+    first = router.answer([job(QUESTIONS[2])])[0]
+    calls = executor.generate_calls
+    again = router.answer([job(QUESTIONS[2])])[0]
+    assert executor.generate_calls == calls and again.content == first.content
+
+
+def test_a_failing_expert_fails_only_the_requests_that_need_it(tmp_path):
+    healthy, _ = router_for(tmp_path)  # fills the cache, and shows who is recruited for what
+    routes = [o.skillmoe["experts"] for o in healthy.answer([job(q, route_only=True) for q in QUESTIONS])]
+    culprit = next(e for e in sorted({e for r in routes for e in r}) if 0 < sum(e in r for r in routes) < len(routes))
+    router, _ = router_for(tmp_path, [f"+engine.options.fail_models=[{culprit}]"])
+    outcomes = router.answer([job(q) for q in QUESTIONS])
+    for route, outcome in zip(routes, outcomes):
+        if culprit in route:
+            assert outcome.status == 502 and culprit in outcome.error
+        else:
+            assert outcome.status == 200 and outcome.content
