@@ -23,7 +23,13 @@ from actors.placement import PlacementScheduler
 from skillmoe_ray.batching import MicroBatcher, QueueFull
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.online import OnlineRouter
-from skillmoe_ray.openai_api import BadRequest, completion_response, error_body, models_response, parse_request
+from skillmoe_ray.openai_api import (
+    BadRequest,
+    completion_response,
+    error_body,
+    models_response,
+    parse_request,
+)
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.skills import load_embedder
 

@@ -10,8 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import make_config
-
 pytestmark = [pytest.mark.ray, pytest.mark.engine, pytest.mark.slow]
 
 
