@@ -1,0 +1,83 @@
+"""The micro-batcher: bursts become batches, the queue is bounded, failures reach every caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from skillmoe_ray.batching import MicroBatcher, QueueFull
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_burst_within_the_window_is_processed_as_one_batch():
+    seen = []
+
+    def process(items):
+        seen.append(list(items))
+        return [i * 10 for i in items]
+
+    async def main():
+        batcher = MicroBatcher(process, window_s=0.05, max_batch=64, max_queue=64)
+        return await asyncio.gather(*(batcher.submit(i) for i in range(20))), batcher
+
+    results, batcher = run(main())
+    assert results == [i * 10 for i in range(20)]
+    assert seen == [list(range(20))] and batcher.stats.batches == 1 and batcher.stats.largest_batch == 20
+
+
+def test_batches_are_capped_at_max_batch():
+    sizes = []
+
+    async def main():
+        batcher = MicroBatcher(lambda items: sizes.append(len(items)) or list(items), 0.01, max_batch=4, max_queue=64)
+        await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+
+    run(main())
+    assert sizes == [4, 4, 2]
+
+
+def test_the_queue_is_bounded_and_rejects_at_once_with_a_retry_hint():
+    release = threading.Event()
+
+    def slow(items):
+        release.wait(5)
+        return list(items)
+
+    async def main():
+        batcher = MicroBatcher(slow, window_s=0.01, max_batch=1, max_queue=2)
+        first = asyncio.ensure_future(batcher.submit("a"))
+        await asyncio.sleep(0.05)  # "a" is being processed; two more fill the queue
+        queued = [asyncio.ensure_future(batcher.submit(x)) for x in ("b", "c")]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as rejected:
+            await batcher.submit("d")
+        release.set()
+        return rejected.value, await asyncio.gather(first, *queued), batcher
+
+    error, done, batcher = run(main())
+    assert error.retry_after_s >= 1 and "3 requests waiting" in str(error)
+    assert done == ["a", "b", "c"] and batcher.stats.rejected == 1
+
+
+def test_a_failing_batch_fails_its_callers_and_the_loop_keeps_going():
+    calls = []
+
+    def flaky(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise RuntimeError("engine exploded")
+        return list(items)
+
+    async def main():
+        batcher = MicroBatcher(flaky, window_s=0.01, max_batch=8, max_queue=8)
+        with pytest.raises(RuntimeError, match="engine exploded"):
+            await batcher.submit("x")
+        return await batcher.submit("y"), batcher.alive(), batcher
+
+    result, alive, batcher = run(main())
+    assert result == "y" and alive and batcher.stats.errors

@@ -1,0 +1,68 @@
+"""Request validation and response shapes of the OpenAI-compatible API (no server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from skillmoe_ray.openai_api import BadRequest, completion_response, model_names, parse_request, resolve_model
+
+
+def body(**fields) -> bytes:
+    return json.dumps({"messages": [{"role": "user", "content": "What is 2+2?"}], **fields}).encode()
+
+
+def test_a_valid_request_becomes_a_job_with_the_default_method():
+    job = parse_request(body(), 10_000, default_k=3)
+    assert (job.method, job.k, job.question, job.route_only) == ("symbolic_moe", 3, "What is 2+2?", False)
+    assert job.request_id.startswith("chatcmpl-")
+
+
+def test_the_question_is_the_last_user_message():
+    raw = json.dumps({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first"},
+                                   {"role": "assistant", "content": "?"}, {"role": "user", "content": "second"}]})
+    assert parse_request(raw.encode(), 10_000, 3).question == "second"
+
+
+@pytest.mark.parametrize("name, expected", [("symbolic-moe-k5", ("symbolic_moe", 5)), ("moa", ("moa", 3)),
+                                            ("majority-vote", ("majority_vote", 3))])
+def test_model_names_select_method_and_k(name, expected):
+    assert resolve_model(name, 3) == expected
+    assert name in model_names(3)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"{nope", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (json.dumps({"model": "symbolic-moe"}).encode(), "'messages' is required"),
+        (json.dumps({"messages": [{"role": "system", "content": "x"}]}).encode(), "no user message"),
+        (json.dumps({"messages": [{"content": "x"}]}).encode(), "messages[0] must be an object with 'role' and 'content'"),
+        (body(messages=[{"role": "user", "content": "  "}]), "the question (the last user message) is empty"),
+        (body(model="gpt-4"), "unknown model 'gpt-4'; valid models: symbolic-moe"),
+        (body(model="symbolic-moe-k99"), "unknown model"),
+        (body(skillmoe={"route": True}), "unknown skillmoe option 'route'"),
+        (body(skillmoe={"choices": ["only one"]}), "skillmoe.choices must be a list of 2 to 10"),
+        (body(skillmoe={"answer_type": "essay"}), "answer_type must be auto, choice or math"),
+    ],
+)
+def test_malformed_requests_are_rejected_with_a_message_naming_the_problem(raw, message):
+    with pytest.raises(BadRequest, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        parse_request(raw, 10_000, 3)
+
+
+def test_an_oversized_body_is_rejected_before_parsing():
+    with pytest.raises(BadRequest, match="request body is 20001 bytes; the limit is 20000"):
+        parse_request(b"x" * 20_001, 20_000, 3)
+
+
+def test_the_response_has_the_openai_shape_and_the_routing_details():
+    job = parse_request(body(model="symbolic-moe-k2"), 10_000, 3)
+    reply = completion_response(job, "The answer is \\boxed{4}", "stop", {"prompt_tokens": 10, "completion_tokens": 5},
+                                {"experts": ["a", "b"]})
+    assert reply["object"] == "chat.completion" and reply["model"] == "symbolic-moe-k2"
+    assert reply["choices"][0]["message"] == {"role": "assistant", "content": "The answer is \\boxed{4}"}
+    assert reply["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    assert reply["skillmoe"] == {"experts": ["a", "b"]}
