@@ -2,7 +2,7 @@
 
 The composition root: Hydra composes the config from ``conf/``; this module validates it, builds
 the demo models if asked, loads the data (failing fast on bad input, before any model loads),
-starts Ray, runs the DriverActor and prints the summary. Errors caused by input are printed as one
+starts Ray, runs the DriverActor, prints the summary, and writes the report. Errors caused by input are printed as one
 line naming the problem, without a traceback.
 """
 
@@ -74,6 +74,24 @@ def _user_error(exc: BaseException) -> SkillMoEError | None:
     return None
 
 
+def write_report_line(run_dir: str, results: dict):
+    """Write the run's report and print one line saying where (or why it has no plots, or failed).
+
+    results.json is on disk before this runs, so a failing plot costs the report, never the results.
+    """
+    from skillmoe_ray.report import write_report
+
+    try:
+        report = write_report(run_dir, results)
+    except Exception as exc:  # any failure here must leave the finished run intact
+        log.exception("writing the report failed")
+        print(f"report: not written ({type(exc).__name__}: {exc}); the results are in {run_dir}", flush=True)
+        return None
+    note = f" (tables only: {report.missing_plots})" if report.missing_plots else ""
+    print(f"report: {report.path}{note}", flush=True)
+    return report
+
+
 def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
     from skillmoe_ray.data import load_data
@@ -89,6 +107,7 @@ def execute(tree: dict, run_dir: str) -> dict | None:
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty())
     print(format_summary(results, run_dir), flush=True)
+    write_report_line(run_dir, results)
     return results
 
 
