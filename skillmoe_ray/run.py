@@ -2,7 +2,8 @@
 
 The composition root: Hydra composes the config from ``conf/``; this module validates it, builds
 the demo models if asked, loads the data (failing fast on bad input, before any model loads),
-starts Ray, runs the DriverActor, prints the summary, and writes the report. Errors caused by input are printed as one
+starts Ray, runs the DriverActor, prints the summary, writes the report, and logs the run to W&B
+(:mod:`skillmoe_ray.tracking`) once results.json is on disk. Errors caused by input are printed as one
 line naming the problem, without a traceback.
 """
 
@@ -12,12 +13,16 @@ import logging
 import os
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from skillmoe_ray.config import RunConfig, check_model_paths, load_config
 from skillmoe_ray.errors import ConfigError, SkillMoEError
+
+if TYPE_CHECKING:
+    from skillmoe_ray.report import Report
 
 log = logging.getLogger("skillmoe_ray")
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
@@ -74,7 +79,7 @@ def _user_error(exc: BaseException) -> SkillMoEError | None:
     return None
 
 
-def write_report_line(run_dir: str, results: dict):
+def write_report_line(run_dir: str, results: dict) -> Report | None:
     """Write the run's report and print one line saying where (or why it has no plots, or failed).
 
     results.json is on disk before this runs, so a failing plot costs the report, never the results.
@@ -96,6 +101,7 @@ def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
     from skillmoe_ray.data import load_data
     from skillmoe_ray.summary import format_summary
+    from skillmoe_ray.tracking import track_run
 
     cfg = load_config(tree, run_dir)
     if cfg.demo.build_models:
@@ -107,7 +113,8 @@ def execute(tree: dict, run_dir: str) -> dict | None:
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty())
     print(format_summary(results, run_dir), flush=True)
-    write_report_line(run_dir, results)
+    report = write_report_line(run_dir, results)
+    print(track_run(cfg.tracking, run_dir, tree, results, report.plots if report else {}), flush=True)
     return results
 
 
