@@ -33,13 +33,18 @@ def _has_cuda() -> bool:
 
 
 def start_ray(cfg: RunConfig) -> None:
-    """Connect to the configured cluster, or start a local one (logical GPUs where there are none)."""
+    """Connect to the configured cluster, or start a local one (logical GPUs where there are none).
+
+    A run submitted as a Ray Job finds its cluster in ``RAY_ADDRESS`` (set by the job supervisor) and
+    joins it; in a Hydra multirun the cluster started for the first job serves all of them.
+    """
     import ray
 
     if ray.is_initialized():
         return
-    if cfg.resources.ray_address:
-        ray.init(address=cfg.resources.ray_address, logging_level=logging.WARNING)
+    address = cfg.resources.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
         return
     ray.init(
         num_cpus=cfg.resources.num_cpus,
