@@ -47,6 +47,7 @@ def start_ray(cfg: RunConfig) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
         return
     ray.init(
+        address="local",  # a new cluster, even where `ray start` left one that ray.init() would join
         num_cpus=cfg.resources.num_cpus,
         num_gpus=None if _has_cuda() else cfg.resources.gpus,
         include_dashboard=False,
