@@ -95,7 +95,7 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
             "accuracy", "skill (test instances)",
         ),
         "expert_usage": plots.heatmap(
-            rows, columns, counts, f"Expert usage: recruited answers per skill ({len(rows)} most used skills)",
+            rows, columns, counts, f"Expert usage: recruited answers ({len(rows)} most used skills)",
             "expert", "skill", "recruited answers",
         ),
         "timeline": plots.gantt(
