@@ -95,7 +95,7 @@ def write_report_line(run_dir: str, results: dict) -> Report | None:
     try:
         report = write_report(run_dir, results)
     except Exception as exc:  # any failure here must leave the finished run intact
-        log.exception("writing the report failed")
+        log.debug("writing the report failed", exc_info=True)  # shown with hydra.verbose=true
         print(f"report: not written ({type(exc).__name__}: {exc}); the results are in {run_dir}", flush=True)
         return None
     note = f" (tables only: {report.missing_plots})" if report.missing_plots else ""

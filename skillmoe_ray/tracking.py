@@ -215,7 +215,7 @@ def track_run(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping, re
         tracker.finish()
         return tracker.status()
     except Exception as exc:  # the run's files are written; losing the tracking must not fail the run
-        log.exception("tracking failed")
+        log.debug("tracking failed", exc_info=True)  # the traceback with hydra.verbose=true; the user sees one line
         if tracker is not None:
             tracker.abort()
         return f"tracking: failed ({type(exc).__name__}: {exc}); the run's results are in {run_dir}"

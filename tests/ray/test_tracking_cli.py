@@ -79,3 +79,13 @@ def test_without_wandb_installed_the_run_completes_and_says_so_once(tmp_path):
     assert status_lines(proc.stdout) == ["tracking: off (wandb is not installed: pip install 'skillmoe-ray[tracking]')"]
     assert mentions_of_tracking(proc.stdout, tmp_path) == status_lines(proc.stdout)
     assert "Traceback" not in proc.stderr
+
+
+def test_a_tracking_failure_is_one_line_and_the_run_still_succeeds(tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    proc, run_dir = run_demo(tmp_path, "tracking.mode=offline", f"tracking.dir={not_a_directory}")
+    assert (run_dir / "results.json").is_file() and (run_dir / "report.md").is_file()
+    (line,) = status_lines(proc.stdout)
+    assert line.startswith("tracking: failed (FileExistsError: ") and line.endswith(f"the run's results are in {run_dir}")
+    assert "Traceback" not in proc.stdout + proc.stderr
