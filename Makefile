@@ -5,8 +5,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Optional dependency groups installed into .venv (see pyproject.toml)
-EXTRAS ?= cpu,serving,dev
+# Optional dependency groups installed into .venv (see pyproject.toml); tracking = wandb and matplotlib
+EXTRAS ?= cpu,serving,tracking,dev
 # The torch requirement installed first (the CPU build on a CPU-only machine)
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
@@ -43,7 +43,7 @@ test-fast: setup
 	$(PY) -m pytest tests/unit
 
 lint: setup
-	$(PY) -m ruff check skillmoe_ray actors tests
+	$(PY) -m ruff check skillmoe_ray actors tests jobs
 
 bench: bench-assign
 

@@ -20,6 +20,7 @@ from skillmoe_ray.errors import ConfigError
 MODES = ("run", "compare", "serve")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
+TRACKING_MODES = ("auto", "online", "offline", "disabled")
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,18 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Weights & Biases tracking of a run: mode, where the run is filed, where offline runs live."""
+
+    mode: str = "auto"
+    project: str = "skillmoe-ray"
+    entity: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+    dir: str | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs, validated."""
 
@@ -219,7 +232,7 @@ class RunConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
-    tracking: dict = field(default_factory=dict)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def experts(self) -> list[ModelSpec]:
@@ -312,7 +325,6 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
     pool = build_pool((tree.pop("pool", None) or {}).get("models"))
     cache_dir = str(Path(os.path.expanduser(str(tree.pop("cache_dir", ".cache/skillmoe")))).absolute())
     demo = tree.pop("demo", None) or {}
-    tree.setdefault("tracking", {})
     cfg = build(
         RunConfig,
         {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo},
@@ -334,6 +346,10 @@ def validate(cfg: RunConfig) -> None:
     """Check the cross-field rules that types alone do not express."""
     if cfg.mode not in MODES:
         raise ConfigError(f"mode: unknown mode {cfg.mode!r}; valid modes: {', '.join(MODES)}")
+    if cfg.tracking.mode not in TRACKING_MODES:
+        raise ConfigError(
+            f"tracking.mode: unknown mode {cfg.tracking.mode!r}; valid modes: {', '.join(TRACKING_MODES)}"
+        )
     if cfg.recruit.k < 1:
         raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
     if cfg.recruit.policy not in RECRUIT_POLICIES:

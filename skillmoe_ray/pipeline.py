@@ -177,15 +177,13 @@ class Pipeline:
                 correct[expert][inst.id] = is_correct(answers[expert][inst.id], inst)
                 keys[expert][inst.id] = out["key"]
             profiles = build_profiles(val_skills, correct)
-            competence = global_competence(profiles)
-            dist = competence_distribution(competence, self.cfg.recruit.competence_temperature)
-            return {
-                "answers": answers, "correct": correct, "keys": keys,
-                "profiles": profiles, "competence": competence, "distribution": dist,
-            }
+            return {"answers": answers, "correct": correct, "keys": keys,
+                    "profiles": profiles, "competence": global_competence(profiles)}
 
-        inputs = [self._keys(pairs), val_skills, self.cfg.recruit.competence_temperature]
-        return self._stage("profiles", inputs, compute)
+        result = self._stage("profiles", [self._keys(pairs), val_skills], compute)
+        # Derived, not cached: a sweep over the temperature reuses the profile stage as it is.
+        dist = competence_distribution(result["competence"], self.cfg.recruit.competence_temperature)
+        return {**result, "distribution": dist}
 
     def map_skills(self, val_skills: dict[str, list[str]], test_skills: dict[str, list[str]]) -> dict:
         """Validation keywords form the vocabulary; test keywords map to their nearest vocabulary skill."""

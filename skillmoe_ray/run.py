@@ -2,7 +2,8 @@
 
 The composition root: Hydra composes the config from ``conf/``; this module validates it, builds
 the demo models if asked, loads the data (failing fast on bad input, before any model loads),
-starts Ray, runs the DriverActor and prints the summary. Errors caused by input are printed as one
+starts Ray, runs the DriverActor, prints the summary, writes the report, and logs the run to W&B
+(:mod:`skillmoe_ray.tracking`) once results.json is on disk. Errors caused by input are printed as one
 line naming the problem, without a traceback.
 """
 
@@ -12,12 +13,16 @@ import logging
 import os
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from skillmoe_ray.config import RunConfig, check_model_paths, load_config
 from skillmoe_ray.errors import ConfigError, SkillMoEError
+
+if TYPE_CHECKING:
+    from skillmoe_ray.report import Report
 
 log = logging.getLogger("skillmoe_ray")
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
@@ -28,15 +33,21 @@ def _has_cuda() -> bool:
 
 
 def start_ray(cfg: RunConfig) -> None:
-    """Connect to the configured cluster, or start a local one (logical GPUs where there are none)."""
+    """Connect to the configured cluster, or start a local one (logical GPUs where there are none).
+
+    A run submitted as a Ray Job finds its cluster in ``RAY_ADDRESS`` (set by the job supervisor) and
+    joins it; in a Hydra multirun the cluster started for the first job serves all of them.
+    """
     import ray
 
     if ray.is_initialized():
         return
-    if cfg.resources.ray_address:
-        ray.init(address=cfg.resources.ray_address, logging_level=logging.WARNING)
+    address = cfg.resources.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
         return
     ray.init(
+        address="local",  # a new cluster, even where `ray start` left one that ray.init() would join
         num_cpus=cfg.resources.num_cpus,
         num_gpus=None if _has_cuda() else cfg.resources.gpus,
         include_dashboard=False,
@@ -79,6 +90,24 @@ def _user_error(exc: BaseException) -> SkillMoEError | None:
     return None
 
 
+def write_report_line(run_dir: str, results: dict) -> Report | None:
+    """Write the run's report and print one line saying where (or why it has no plots, or failed).
+
+    results.json is on disk before this runs, so a failing plot costs the report, never the results.
+    """
+    from skillmoe_ray.report import write_report
+
+    try:
+        report = write_report(run_dir, results)
+    except Exception as exc:  # any failure here must leave the finished run intact
+        log.debug("writing the report failed", exc_info=True)  # shown with hydra.verbose=true
+        print(f"report: not written ({type(exc).__name__}: {exc}); the results are in {run_dir}", flush=True)
+        return None
+    note = f" (tables only: {report.missing_plots})" if report.missing_plots else ""
+    print(f"report: {report.path}{note}", flush=True)
+    return report
+
+
 def load_checked(tree: dict, run_dir: str):
     """Validated config, demo models built if asked, model paths checked, and the data loaded."""
     from skillmoe_ray.data import load_data
@@ -112,6 +141,8 @@ def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
     from skillmoe_ray.summary import format_summary
 
+    from skillmoe_ray.tracking import track_run
+
     cfg, val, test = load_checked(tree, run_dir)
     if cfg.mode == "serve":
         from actors.serve import deploy
@@ -120,6 +151,8 @@ def execute(tree: dict, run_dir: str) -> dict | None:
         return None
     results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty())
     print(format_summary(results, run_dir), flush=True)
+    report = write_report_line(run_dir, results)
+    print(track_run(cfg.tracking, run_dir, tree, results, report.plots if report else {}), flush=True)
     return results
 
 

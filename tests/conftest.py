@@ -16,6 +16,10 @@ FAKE_DEMO = ["+experiment=demo", "engine=fake", "pool=fake", "demo.build_models=
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# W&B never goes online from a test, even where the developer is logged in, and prints nothing.
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_API_KEY", None)
 
 
 def compose_tree(overrides: list[str]) -> dict:
@@ -38,12 +42,42 @@ def make_config(tmp_path: Path, overrides: list[str] = (), run_dir: Path | None 
 
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m skillmoe_ray.run ARGS`` in a subprocess, as a user would run it."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """``python -m skillmoe_ray.run ARGS`` in a subprocess, as a user would run it (``env`` None values unset)."""
+    merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {k: v for k, v in merged.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-m", "skillmoe_ray.run", f"hydra.searchpath=[file://{TEST_CONF}]", *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wandb_sandbox(tmp_path_factory):
+    """W&B's own settings, cache and staging directories under a temporary directory, not the home.
+
+    Every process a test starts inherits them, so a W&B process that outlives its test can be found
+    by its environment (see :func:`wandb_processes`). The in-process W&B service is torn down at the end.
+    """
+    root = tmp_path_factory.mktemp("wandb-home")
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        os.environ[var] = str(root / var.lower())
+    yield root
+    if "wandb" in sys.modules and sys.modules["wandb"] is not None:
+        sys.modules["wandb"].teardown()
+
+
+def wandb_processes(sandbox: Path) -> list:
+    """Live processes started under this test session's W&B sandbox (wandb-core and its helpers)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if "wandb" in (proc.info["name"] or "") and proc.environ().get("WANDB_CONFIG_DIR", "").startswith(str(sandbox)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +96,6 @@ def ray_cluster():
     """A local Ray cluster with 2 CPUs and 4 logical GPUs, shut down after the session."""
     import ray
 
-    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

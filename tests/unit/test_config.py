@@ -85,3 +85,29 @@ def test_unknown_engine_name_lists_engines(tmp_path):
     cfg = make_config(tmp_path, ["engine.name=turbo"])
     with pytest.raises(ConfigError, match="unknown engine 'turbo'; valid engines: fake, hf, vllm"):
         create_engine(cfg.engine, cfg.pool["tiny-llama-a"])
+
+
+def test_tracking_defaults_to_wandb_in_auto_mode_with_the_run_directory(tmp_path):
+    cfg = make_config(tmp_path)
+    assert cfg.tracking.mode == "auto" and cfg.tracking.project == "skillmoe-ray"
+    assert cfg.tracking.dir is None and cfg.tracking.tags == ()
+
+
+@pytest.mark.parametrize("mode", ["online", "offline", "disabled"])
+def test_tracking_mode_is_selectable_on_the_command_line(tmp_path, mode):
+    assert make_config(tmp_path, [f"tracking.mode={mode}", "tracking.tags=[a,b]"]).tracking.tags == ("a", "b")
+    assert make_config(tmp_path, [f"tracking.mode={mode}"]).tracking.mode == mode
+
+
+def test_tracking_disabled_group_option_still_works(tmp_path):
+    assert make_config(tmp_path, ["tracking=disabled"]).tracking.mode == "disabled"
+
+
+def test_unknown_tracking_mode_lists_the_valid_modes(tmp_path):
+    with pytest.raises(ConfigError, match=r"tracking.mode: unknown mode 'onlin'; valid modes: auto, online, offline, disabled"):
+        make_config(tmp_path, ["tracking.mode=onlin"])
+
+
+def test_unknown_tracking_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key config.tracking.projet; valid keys of config.tracking: dir, entity"):
+        make_config(tmp_path, ["+tracking.projet=x"])

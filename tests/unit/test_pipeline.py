@@ -119,3 +119,10 @@ def test_resume_after_losing_a_stage_regenerates_only_missing_groups(cfg, tmp_pa
     assert [t["expert"] for t in second["timeline"] if t["stage"] == "inference"] == [lost]
     assert stage["expert_groups_cached"] == len(inference_experts) - 1
     assert accuracies(second) == accuracies(first)
+
+
+def test_a_sweep_over_the_competence_temperature_reuses_the_profile_stage(tmp_path):
+    run_pipeline(make_config(tmp_path, ["recruit.competence_temperature=0.5"], run_dir=tmp_path / "t05"))
+    results, _ = run_pipeline(make_config(tmp_path, ["recruit.competence_temperature=1.0"], run_dir=tmp_path / "t10"))
+    assert results["stages"]["profiles"]["cached"]
+    assert not results["stages"]["recruitment"]["cached"]

@@ -1,0 +1,221 @@
+"""Experiment tracking with Weights & Biases behind a small facade.
+
+:func:`track_run` is called by the entry point in the main process once the pipeline has written
+results.json and the report, so tracking sees only finished files and can never lose them. It
+opens a tracker for ``tracking.mode`` (auto: ``$WANDB_MODE`` if set, else online when logged in and
+offline otherwise), logs the run and finishes it, and returns the one line the user sees. A W&B run
+holds the resolved Hydra config as its config, the accuracies, stage timings and expert
+activations as its summary, the per-instance predictions and per-skill accuracy as tables, the
+report's plots as images, and profiles.json and results.json as artifacts. Without wandb installed,
+or with ``tracking.mode=disabled``, a :class:`NullTracker` says that tracking is off and why. wandb is
+imported here only, and only when a run is tracked.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from skillmoe_ray.compare import COST_COLUMNS
+from skillmoe_ray.config import TrackingConfig
+from skillmoe_ray.report import read_jsonl
+
+log = logging.getLogger(__name__)
+WANDB_ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline", "run": "online"}
+ARTIFACTS = {"profiles.json": "profiles", "results.json": "results"}  # run-directory file -> W&B artifact type
+
+
+def logged_in(environ: Mapping[str, str] = os.environ) -> bool:
+    """True when W&B has credentials: ``WANDB_API_KEY``, or a netrc entry for the W&B API host."""
+    if environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    path = environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str, environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """The mode W&B runs in (online, offline or disabled) and the reason, for the status line."""
+    if mode != "auto":
+        return mode, f"tracking.mode={mode}"
+    env_mode = environ.get("WANDB_MODE", "")
+    if env_mode in WANDB_ENV_MODES:
+        return WANDB_ENV_MODES[env_mode], f"WANDB_MODE={env_mode}"
+    if logged_in(environ):
+        return "online", "logged in to W&B"
+    return "offline", "not logged in to W&B"
+
+
+def primitive(value: Any) -> Any:
+    """``value`` with only JSON types: dicts with string keys, lists, str, int, float, bool, None."""
+    if isinstance(value, Mapping):
+        return {str(k): primitive(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [primitive(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def summary_values(results: dict) -> dict[str, Any]:
+    """The W&B summary: accuracy per method and task, costs, stage seconds and cache hits, activations.
+
+    Keys are ``/``-separated so the W&B UI groups them (``accuracy/symbolic_moe``,
+    ``accuracy/symbolic_moe/gpqa_diamond``, ``stage/profiles/seconds``, ``activations/<expert>``);
+    sweep specs name ``accuracy/symbolic_moe`` as their metric.
+    """
+    out: dict[str, Any] = {"n_instances": results["n_instances"], "wall_seconds": results.get("wall_seconds")}
+    for name, method in results["methods"].items():
+        out[f"accuracy/{name}"] = method["accuracy"]
+        out.update({f"accuracy/{name}/{task}": acc for task, acc in method["per_task"].items()})
+        out.update({f"cost/{name}/{c}": method[c] for c in COST_COLUMNS if method.get(c) is not None})
+    for stage, record in results["stages"].items():
+        out[f"stage/{stage}/seconds"] = record["seconds"]
+        out[f"stage/{stage}/cached"] = bool(record["cached"])
+    out.update({f"activations/{expert}": n for expert, n in results.get("activations", {}).items()})
+    out["activations_total"] = sum(results.get("activations", {}).values())
+    out.update({f"recruited/{expert}": e["recruited"] for expert, e in results.get("per_expert", {}).items()})
+    return out
+
+
+def prediction_table(final_answers: list[dict], recruitments: list[dict]) -> tuple[list[str], list[list]]:
+    """Columns and rows of the per-instance predictions: gold, each method's answer and correctness,
+    and the instance's skills and recruited experts."""
+    methods = list(dict.fromkeys(m for row in final_answers for m in row["answers"]))
+    recruited = {r["instance_id"]: r for r in recruitments}
+    columns = ["id", "task", "gold", "skills", "experts"]
+    columns += [c for m in methods for c in (f"{m} answer", f"{m} correct")]
+    rows = []
+    for row in final_answers:
+        r = recruited.get(row["id"], {})
+        cells = [row["id"], row["task"], str(row["gold"]), ", ".join(r.get("skills", [])), ", ".join(r.get("experts", []))]
+        for m in methods:
+            answer = row["answers"].get(m)
+            cells += [None if answer is None else str(answer), row["correct"].get(m)]
+        rows.append(cells)
+    return columns, rows
+
+
+def artifact_name(experiment: str, kind: str) -> str:
+    """A W&B artifact name (letters, digits, '-', '_', '.') for one experiment's file of ``kind``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{experiment}-{kind}")
+
+
+class Tracker(Protocol):
+    """What the entry point needs from a tracker."""
+
+    def log_run(self, run_dir: Path, results: dict, plots: Mapping[str, Path]) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def status(self) -> str: ...
+
+
+@dataclass
+class NullTracker:
+    """Tracking is off; ``reason`` says why (disabled, or wandb not installed)."""
+
+    reason: str
+
+    def log_run(self, run_dir: Path, results: dict, plots: Mapping[str, Path]) -> None:
+        """Nothing to log."""
+
+    def finish(self) -> None:
+        """Nothing to finish."""
+
+    def abort(self) -> None:
+        """Nothing to abort."""
+
+    def status(self) -> str:
+        return f"tracking: off ({self.reason})"
+
+
+class WandbTracker:
+    """One W&B run, opened with the run's config; logs the finished run's results and files."""
+
+    def __init__(self, wandb: Any, run: Any, mode: str, reason: str):
+        self.wandb, self.run, self.mode, self.reason = wandb, run, mode, reason
+
+    def log_run(self, run_dir: Path, results: dict, plots: Mapping[str, Path]) -> None:
+        """Summary values, the predictions and per-skill tables, the plots, and the artifacts."""
+        wandb = self.wandb
+        self.run.summary.update({**summary_values(results), "run_dir": str(run_dir)})
+        columns, rows = prediction_table(read_jsonl(run_dir / "final_answers.jsonl"), read_jsonl(run_dir / "recruitment.jsonl"))
+        skills = [[skill, s["n"], s["accuracy"]] for skill, s in results["per_skill"].items()]
+        payload = {
+            "predictions": wandb.Table(columns=columns, data=rows),
+            "per_skill": wandb.Table(columns=["skill", "instances", "accuracy"], data=skills),
+        }
+        payload.update({f"report/{name}": wandb.Image(str(path)) for name, path in plots.items()})
+        self.run.log(payload)
+        for filename, kind in ARTIFACTS.items():
+            artifact = wandb.Artifact(artifact_name(results["experiment"], kind), type=kind,
+                                      metadata={"run_dir": str(run_dir), "k": results.get("k")})
+            artifact.add_file(str(run_dir / filename))
+            self.run.log_artifact(artifact)
+
+    def finish(self) -> None:
+        self.run.finish()
+
+    def abort(self) -> None:
+        """Close the run as failed after an error (best effort: the first error is the one reported)."""
+        try:
+            self.run.finish(exit_code=1)
+        except Exception:
+            log.debug("finishing the failed W&B run failed too", exc_info=True)
+
+    def status(self) -> str:
+        if self.mode == "offline":
+            path = Path(self.run.dir).parent
+            return f"tracking: W&B offline run ({self.reason}) in {path}; upload it with: wandb sync {path}"
+        return f"tracking: W&B run {self.run.url}"
+
+
+def open_tracker(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping) -> Tracker:
+    """A tracker for ``cfg.mode``: a W&B run (online or offline) or, when off, a NullTracker saying why."""
+    mode, reason = resolve_mode(cfg.mode)
+    if mode == "disabled":
+        return NullTracker(reason)
+    try:
+        import wandb
+    except ImportError:
+        return NullTracker("wandb is not installed: pip install 'skillmoe-ray[tracking]'")
+    directory = Path(cfg.dir or run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    experiment = str(config_tree.get("experiment", "run"))
+    run = wandb.init(
+        mode=mode, project=cfg.project, entity=cfg.entity, group=cfg.group or experiment,
+        tags=list(dict.fromkeys([experiment, str(config_tree.get("mode", "run")), *cfg.tags])),
+        dir=str(directory), config=primitive(config_tree),
+        # The pipeline has ended: its console output and the machine's load are not the run's to record.
+        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+    )
+    return WandbTracker(wandb, run, mode, reason)
+
+
+def track_run(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping, results: dict,
+              plots: Mapping[str, Path]) -> str:
+    """Log a finished run and return the one status line; a tracking failure is reported, not raised."""
+    tracker: Tracker | None = None
+    try:
+        tracker = open_tracker(cfg, run_dir, config_tree)
+        tracker.log_run(Path(run_dir), results, plots)
+        tracker.finish()
+        return tracker.status()
+    except Exception as exc:  # the run's files are written; losing the tracking must not fail the run
+        log.debug("tracking failed", exc_info=True)  # the traceback with hydra.verbose=true; the user sees one line
+        if tracker is not None:
+            tracker.abort()
+        return f"tracking: failed ({type(exc).__name__}: {exc}); the run's results are in {run_dir}"

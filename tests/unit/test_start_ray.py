@@ -1,0 +1,38 @@
+"""Which cluster a run uses: a new local one, the configured address, or the Ray Job's own cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from skillmoe_ray.run import start_ray
+from tests.conftest import make_config
+
+
+@pytest.fixture
+def ray_init(monkeypatch):
+    """ray.init replaced by a recorder; Ray is never started."""
+    import ray
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return calls
+
+
+def test_without_an_address_a_new_local_cluster_starts_even_beside_a_ray_start_cluster(ray_init, tmp_path):
+    start_ray(make_config(tmp_path, ["resources.gpus=2"]))
+    (call,) = ray_init
+    assert call["address"] == "local" and call["include_dashboard"] is False
+
+
+def test_a_configured_address_is_joined_without_local_resources(ray_init, tmp_path):
+    start_ray(make_config(tmp_path, ["resources.ray_address=auto"]))
+    assert ray_init == [{"address": "auto", "logging_level": ray_init[0]["logging_level"]}]
+
+
+def test_inside_a_ray_job_the_run_joins_the_jobs_cluster(ray_init, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_ADDRESS", "192.0.2.7:6379")
+    start_ray(make_config(tmp_path))
+    (call,) = ray_init
+    assert call["address"] == "192.0.2.7:6379" and "num_cpus" not in call and "num_gpus" not in call
