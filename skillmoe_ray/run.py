@@ -140,7 +140,6 @@ def prepare_service(overrides: list[str]) -> tuple[RunConfig, dict]:
 def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
     from skillmoe_ray.summary import format_summary
-
     from skillmoe_ray.tracking import track_run
 
     cfg, val, test = load_checked(tree, run_dir)
