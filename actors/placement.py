@@ -68,6 +68,11 @@ class PlacementScheduler(SlotExecutor):
             t0=t0,
         )
         self.cfg = cfg
+        self.gpu_share = cfg.scheduler.gpu_share
+        if ray.cluster_resources().get("GPU", 0) <= 0:
+            # e.g. `serve run` started Ray itself on a machine without GPUs: no logical GPUs exist
+            log.warning("the Ray cluster has no GPU resource: expert actors are placed without one")
+            self.gpu_share = 0.0
         if cfg.resources.gpus > 1:
             log.warning("fan-out over %d GPU slots does not pin experts to GPUs yet", cfg.resources.gpus)
 
@@ -78,7 +83,7 @@ class PlacementScheduler(SlotExecutor):
             ray.remote(ExpertActor)
             .options(
                 num_cpus=0,
-                num_gpus=self.cfg.scheduler.gpu_share * spec.tensor_parallel_size,
+                num_gpus=self.gpu_share * spec.tensor_parallel_size,
                 max_restarts=0,
                 runtime_env={"env_vars": env},
             )
