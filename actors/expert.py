@@ -40,6 +40,12 @@ class ExpertActor:
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         return self.engine.generate(requests)
 
+    def probe(self) -> dict:
+        return self.engine.probe()
+
+    def prefetch(self) -> int:
+        return self.engine.prefetch()
+
     def info(self) -> EngineInfo:
         return self.engine.info
 

@@ -45,6 +45,12 @@ class RayExpert:
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         return ray.get(self.actor.generate.remote(requests))
 
+    def probe(self) -> dict:
+        return ray.get(self.actor.probe.remote())
+
+    def prefetch(self) -> None:
+        self.actor.prefetch.remote()  # fire and forget: the read-ahead overlaps another expert's work
+
     def info(self) -> EngineInfo:
         return ray.get(self.actor.info.remote())
 
@@ -66,28 +72,43 @@ class PlacementScheduler(SlotExecutor):
             host_ram_bytes=cfg.resources.host_ram_gb * 1e9,
             progress=progress,
             t0=t0,
+            probe=cfg.scheduler.probe_after_wake,
         )
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share
+        self.placement = None
         if ray.cluster_resources().get("GPU", 0) <= 0:
             # e.g. `serve run` started Ray itself on a machine without GPUs: no logical GPUs exist
             log.warning("the Ray cluster has no GPU resource: expert actors are placed without one")
             self.gpu_share = 0.0
-        if cfg.resources.gpus > 1:
-            log.warning("fan-out over %d GPU slots does not pin experts to GPUs yet", cfg.resources.gpus)
+        elif cfg.resources.gpus > 1:
+            self.placement = gpu_slots(cfg.resources.gpus)
 
-    def _open_expert(self, name: str) -> RayExpert:
+    def _open_expert(self, name: str, slot: int) -> RayExpert:
         spec = self.cfg.pool[name]
         env = {k: os.environ.get(k, v) for k, v in QUIET_ENGINE_ENV.items()}
-        actor = (
-            ray.remote(ExpertActor)
-            .options(
-                num_cpus=0,
-                num_gpus=self.gpu_share * spec.tensor_parallel_size,
-                max_restarts=0,
-                runtime_env={"env_vars": env},
-            )
-            .remote(spec, self.cfg.engine, os.path.join(self.cfg.run_dir, "logs", f"expert-{name}.log"))
-        )
-        log.info("started actor for expert %s (%s); engine log: logs/expert-%s.log", name, spec.path, name)
+        options = dict(num_cpus=0, num_gpus=self.gpu_share, max_restarts=0, runtime_env={"env_vars": env})
+        if self.placement is not None:  # pin the actor to its slot's GPU bundle
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=self.placement, placement_group_bundle_index=slot)
+        log_path = os.path.join(self.cfg.run_dir, "logs", f"expert-{name}.log")
+        actor = ray.remote(ExpertActor).options(**options).remote(spec, self.cfg.engine, log_path)
+        log.info("started actor for expert %s on slot %d (%s); engine log: logs/expert-%s.log", name, slot, spec.path, name)
         return RayExpert(actor)
+
+    def close(self) -> None:
+        super().close()
+        if self.placement is not None:
+            ray.util.remove_placement_group(self.placement)
+            self.placement = None
+
+
+def gpu_slots(n: int):
+    """A placement group of ``n`` one-GPU bundles: slot i is bundle i, one GPU each."""
+    from ray.util.placement_group import placement_group
+
+    group = placement_group([{"GPU": 1}] * n, strategy="PACK")
+    ray.get(group.ready(), timeout=120)
+    return group

@@ -17,7 +17,7 @@ from typing import Any
 
 from skillmoe_ray.errors import ConfigError
 
-MODES = ("run", "compare", "serve")
+MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
@@ -69,6 +69,7 @@ class SplitSpec:
     sample: int | None = None
     sample_per_subject: int | None = None
     where: dict = field(default_factory=dict)
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,11 +160,38 @@ class CompareConfig:
 
 
 @dataclass(frozen=True)
+class CostConfig:
+    """The cost model behind mode=plan when no measured figures exist (DESIGN section 4 anchors)."""
+
+    disk_gb_per_s: float = 1.4
+    host_to_device_gb_per_s: float = 55.0
+    engine_start_s: float = 20.0
+    warmup_s: float = 0.5
+    tokens_per_s: float = 1500.0
+    prefill_tokens_per_s: float = 20000.0
+    output_fraction: float = 0.5
+    prompt_tokens: float = 300.0
+    cpu_stage_s: float = 10.0
+    bytes_per_param: float = 2.0
+    default_params_b: float = 8.0
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
     """How experts are activated and deactivated on the GPU slots."""
 
     deactivate: str = "auto"
     gpu_share: float = 0.01
+    probe_after_wake: bool = True
+    cost: CostConfig = field(default_factory=CostConfig)
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """mode=plan: the GPU counts to predict for, and optionally a finished run to replay."""
+
+    gpus: tuple[int, ...] = (1, 2, 4, 8)
+    from_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +259,7 @@ class RunConfig:
     resources: ResourcesConfig
     compare: CompareConfig = field(default_factory=CompareConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -384,6 +413,9 @@ def validate(cfg: RunConfig) -> None:
     for spec in cfg.pool.values():
         if spec.max_tokens < 1:
             raise ConfigError(f"pool.models.{spec.name}.max_tokens must be >= 1")
+        if spec.tensor_parallel_size != 1:
+            raise ConfigError(f"pool.models.{spec.name}.tensor_parallel_size: only 1 is supported by the slot "
+                              "scheduler so far (one GPU per expert)")
 
 
 def check_model_paths(pool: dict[str, ModelSpec]) -> None:

@@ -1,12 +1,20 @@
 """Stage execution on GPU slots: activation, generation, deactivation, and the timeline.
 
 :class:`SlotExecutor` holds the scheduling semantics of DESIGN section 4 for any way of reaching
-an expert: in-process engines (:class:`LocalExpert`, for tests and debugging) or Ray actors (the
-``actors`` package wraps each ExpertActor in the same :class:`ExpertHandle` shape). On a slot at
-most one expert is active at a time; an expert is activated once per stage and generates its whole
-group in one call; an expert left resident by the previous stage is reused without activation.
-Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
-allows, and unloads it otherwise.
+an expert: in-process engines (:class:`LocalExpert`, for tests and benchmarks) or Ray actors (the
+``actors`` package wraps each ExpertActor in the same :class:`ExpertHandle` shape).
+
+- On a slot at most one expert is active at a time; an expert is activated once per stage and
+  generates its whole group in one call; an expert left resident by the previous stage is reused.
+- With several slots, groups run in parallel, one thread per slot. An expert resident or asleep on
+  a slot keeps that slot (its home); the others are placed longest work first.
+- Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
+  allows, and unloads it otherwise. After a wake, a one-token warm-up and a short greedy probe
+  compared with the probe recorded at first load catch a wake that corrupted weights; a failed
+  probe reloads the expert from disk.
+- While a group generates, the next expert of that slot reads its weight files ahead (page cache).
+- Follow-up work (a stage's consumer, such as the aggregator) can stream in: ``followup`` is asked
+  for newly ready groups whenever a group finishes, and they run on a free slot.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ log = logging.getLogger(__name__)
 GroupDone = Callable[[ExpertGroup, list[GenOutput], float], None]
 # Called with a group whose activation or generation raised, and the exception.
 GroupFailed = Callable[[ExpertGroup, Exception], None]
+# Returns groups that became ready to run (each returned once); [] when none are ready now.
+FollowUp = Callable[[], list[ExpertGroup]]
 
 
 class ExpertHandle(Protocol):
@@ -38,6 +48,8 @@ class ExpertHandle(Protocol):
     def wake(self) -> dict: ...
     def unload(self) -> dict: ...
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]: ...
+    def probe(self) -> dict: ...
+    def prefetch(self) -> None: ...
     def info(self) -> EngineInfo: ...
     def close(self) -> None: ...
 
@@ -63,6 +75,12 @@ class LocalExpert:
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         return self.engine.generate(requests)
 
+    def probe(self) -> dict:
+        return self.engine.probe()
+
+    def prefetch(self) -> None:
+        threading.Thread(target=self.engine.prefetch, daemon=True).start()
+
     def info(self) -> EngineInfo:
         return self.engine.info
 
@@ -75,37 +93,41 @@ class SlotExecutor:
 
     def __init__(
         self,
-        open_expert: Callable[[str], ExpertHandle],
+        open_expert: Callable[[str, int], ExpertHandle],
         n_slots: int = 1,
         deactivate: str = "auto",
         host_ram_bytes: float = float("inf"),
         progress: ProgressFactory = no_progress,
         t0: float | None = None,
+        probe: bool = True,
     ):
         self.open_expert = open_expert
         self.n_slots = n_slots
         self.deactivate_policy = deactivate
         self.host_ram_bytes = host_ram_bytes
         self.progress = progress
+        self.probe_after_wake = probe
         self.t0 = time.perf_counter() if t0 is None else t0
         self.handles: dict[str, ExpertHandle] = {}
+        self.handle_slot: dict[str, int] = {}
         self.state: dict[str, str] = {}
         self.sleeping_bytes: dict[str, int] = {}
+        self.probes: dict[str, str] = {}
         self.slot_active: list[str | None] = [None] * n_slots
         self.timeline: list[dict] = []
         self.activations: Counter[str] = Counter()
         self.stage_activations: dict[str, Counter[str]] = defaultdict(Counter)
         self.generate_calls = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
 
     def now(self) -> float:
         """Seconds since the run started (the timeline's clock)."""
         return time.perf_counter() - self.t0
 
-    def prepare(self, experts: Iterable[str]) -> None:
-        """Open handles early so that slow start-up (process, imports) overlaps other work."""
-        for expert in experts:
-            self._handle(expert)
+    def homes(self) -> dict[str, int]:
+        """Experts resident or asleep on a slot: they stay there."""
+        return {e: self.handle_slot[e] for e, s in self.state.items() if s in (ACTIVE, SLEEPING)}
 
     def run_stage(
         self,
@@ -114,6 +136,7 @@ class SlotExecutor:
         next_experts: Iterable[str],
         on_group_done: GroupDone,
         on_group_error: GroupFailed | None = None,
+        followup: FollowUp | None = None,
     ) -> None:
         """Run every group of a stage; ``on_group_done`` is called as each group finishes.
 
@@ -123,91 +146,117 @@ class SlotExecutor:
         """
         resident = [e for e in self.slot_active if e is not None]
         ordered = order_groups(groups, resident, next_experts)
-        self.prepare(g.expert for g in ordered)
-        queues = assign_slots(ordered, self.n_slots)
-        bar = self.progress(sum(len(g.requests) for g in ordered), f"{stage}")
+        queues = assign_slots(ordered, self.n_slots, self.homes())
+        for slot, queue in enumerate(queues):
+            for group in queue:
+                self._handle(group.expert, slot)  # start slow actors now, overlapping other work
+        bar = self.progress(sum(len(g.requests) for g in ordered), stage)
+        callbacks = (on_group_done, on_group_error)
         try:
-            if self.n_slots == 1:
-                self._run_queue(stage, 0, queues[0], on_group_done, on_group_error, bar)
+            if self.n_slots == 1 and followup is None:
+                self._run_queue(stage, 0, queues[0], callbacks, bar)
             else:
-                threads = [
-                    threading.Thread(target=self._run_queue, args=(stage, i, q, on_group_done, on_group_error, bar))
-                    for i, q in enumerate(queues)
-                ]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
+                _FanOut(self, stage, queues, callbacks, followup, bar).run()
         finally:
             bar.close()
 
-    def _run_queue(self, stage: str, slot: int, queue: list[ExpertGroup], on_group_done: GroupDone,
-                   on_group_error: GroupFailed | None, bar) -> None:
-        for group in queue:
-            start = self.now()
-            try:
-                kind = self._activate(slot, group.expert)
-                ready = self.now()
-                log.info(
-                    "[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
-                    stage, group.expert, slot, kind, ready - start, len(group.requests),
-                )
-                outputs = self._handle(group.expert).generate(group.requests)
-            except Exception as exc:
-                if on_group_error is None:
-                    raise
-                log.error("[%s] expert %s failed: %s", stage, group.expert, exc)
-                self._discard(slot, group.expert)
-                on_group_error(group, exc)
-                continue
-            end = self.now()
-            with self._lock:
-                self.generate_calls += 1
-                on_group_done(group, outputs, end - ready)
-                self.timeline.append(
-                    {
-                        "expert": group.expert,
-                        "stage": stage,
-                        "slot": slot,
-                        "start": round(start, 3),
-                        "end": round(end, 3),
-                        "kind": kind,
-                        "activation_seconds": round(ready - start, 3),
-                        "requests": len(group.requests),
-                        "output_tokens": sum(o.output_tokens for o in outputs),
-                    }
-                )
-                if kind != "resident":
-                    self.activations[group.expert] += 1
-                    self.stage_activations[stage][group.expert] += 1
-            bar.update(len(group.requests))
+    def _run_queue(self, stage: str, slot: int, queue: Sequence[ExpertGroup], callbacks, bar) -> None:
+        for index, group in enumerate(queue):
+            self._run_group(stage, slot, group, queue[index + 1] if index + 1 < len(queue) else None, callbacks, bar)
 
-    def _handle(self, expert: str) -> ExpertHandle:
+    def _run_group(self, stage: str, slot: int, group: ExpertGroup, upcoming: ExpertGroup | None, callbacks, bar) -> None:
+        """Activate the group's expert, read the next one's weights ahead, generate, record."""
+        on_group_done, on_group_error = callbacks
+        label = group.stage or stage
+        start = self.now()
+        try:
+            kind, phases = self._activate(slot, group.expert)
+            ready = self.now()
+            log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
+                     label, group.expert, slot, kind, ready - start, len(group.requests))
+            if upcoming is not None:
+                self._read_ahead(upcoming.expert, slot)
+            outputs = self._handle(group.expert, slot).generate(group.requests)
+        except Exception as exc:
+            if on_group_error is None:
+                raise
+            log.error("[%s] expert %s failed: %s", label, group.expert, exc)
+            self._discard(slot, group.expert)
+            on_group_error(group, exc)
+            return
+        end = self.now()
         with self._lock:
+            self.generate_calls += 1
+            on_group_done(group, outputs, end - ready)
+            self.timeline.append({
+                "expert": group.expert, "stage": label, "slot": slot,
+                "start": round(start, 3), "end": round(end, 3), "kind": kind,
+                "activation_seconds": round(ready - start, 3), "phases": phases,
+                "requests": len(group.requests),
+                "prompt_tokens": sum(o.prompt_tokens for o in outputs),
+                "output_tokens": sum(o.output_tokens for o in outputs),
+            })
+            if kind != "resident":
+                self.activations[group.expert] += 1
+                self.stage_activations[label][group.expert] += 1
+        bar.update(len(group.requests))
+
+    def _handle(self, expert: str, slot: int) -> ExpertHandle:
+        """The expert's handle on ``slot``; an unloaded expert moving slots gets a fresh one there."""
+        with self._lock:
+            if expert in self.handles and self.handle_slot[expert] != slot:
+                if self.state[expert] != UNLOADED:
+                    raise RuntimeError(f"expert {expert} is {self.state[expert]} on slot {self.handle_slot[expert]}")
+                self.handles.pop(expert).close()
             if expert not in self.handles:
-                self.handles[expert] = self.open_expert(expert)
+                self.handles[expert] = self.open_expert(expert, slot)
+                self.handle_slot[expert] = slot
                 self.state[expert] = UNLOADED
             return self.handles[expert]
 
-    def _activate(self, slot: int, expert: str) -> str:
-        """Make ``expert`` the active expert of ``slot``; returns load, wake or resident."""
-        current = self.slot_active[slot]
-        if current == expert:
-            return "resident"
-        if current is not None:
-            self._deactivate(current)
+    def _read_ahead(self, expert: str, slot: int) -> None:
+        """Warm the page cache with the next expert's weights if it will load from disk."""
+        if self.state.get(expert, UNLOADED) == UNLOADED:
+            try:
+                self._handle(expert, slot).prefetch()
+            except Exception as exc:  # read-ahead is an optimization; never fail the stage for it
+                log.debug("read-ahead of %s failed: %s", expert, exc)
+
+    def _activate(self, slot: int, expert: str) -> tuple[str, dict]:
+        """Make ``expert`` the active expert of ``slot``; returns (load | wake | reload | resident, phase seconds)."""
+        if self.slot_active[slot] == expert:
+            return "resident", {}
+        phases: dict[str, float] = {}
+        if self.slot_active[slot] is not None:
+            t = time.perf_counter()
+            self._deactivate(self.slot_active[slot])
+            phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
             self.slot_active[slot] = None
-        handle = self._handle(expert)
+        handle = self._handle(expert, slot)
         if self.state[expert] == SLEEPING:
-            handle.wake()
-            self.sleeping_bytes.pop(expert, None)
             kind = "wake"
+            phases.update(handle.wake())
+            self.sleeping_bytes.pop(expert, None)
+            if self.probe_after_wake and not self._probe_ok(expert, handle, phases):
+                log.error("expert %s failed its probe after waking: reloading it from disk", expert)
+                handle.unload()
+                phases.update(handle.load())
+                kind = "reload"
         else:
-            handle.load()
             kind = "load"
+            phases.update(handle.load())
+            if self.probe_after_wake:
+                probe = handle.probe()
+                self.probes[expert] = probe["text"]
+                phases["probe"] = probe["seconds"]
         self.state[expert] = ACTIVE
         self.slot_active[slot] = expert
-        return kind
+        return kind, {k: round(v, 3) for k, v in phases.items()}
+
+    def _probe_ok(self, expert: str, handle: ExpertHandle, phases: dict) -> bool:
+        probe = handle.probe()
+        phases["warmup_probe"] = probe["seconds"]
+        return expert not in self.probes or probe["text"] == self.probes[expert]
 
     def _discard(self, slot: int, expert: str) -> None:
         """Drop a failed expert: release its handle (a fresh one is opened on next use)."""
@@ -215,8 +264,8 @@ class SlotExecutor:
             handle = self.handles.pop(expert, None)
             self.state.pop(expert, None)
             self.sleeping_bytes.pop(expert, None)
-        if self.slot_active[slot] == expert:
-            self.slot_active[slot] = None
+            if self.slot_active[slot] == expert:
+                self.slot_active[slot] = None
         if handle is not None:
             try:
                 handle.close()
@@ -227,11 +276,14 @@ class SlotExecutor:
         """Sleep when the engine can and the host-RAM budget allows; unload otherwise."""
         handle = self.handles[expert]
         info = handle.info()
-        fits = sum(self.sleeping_bytes.values()) + info.weight_bytes <= self.host_ram_bytes
-        if self.deactivate_policy in ("auto", "sleep") and info.can_sleep and fits:
+        with self._lock:
+            fits = sum(self.sleeping_bytes.values()) + info.weight_bytes <= self.host_ram_bytes
+            sleep = self.deactivate_policy in ("auto", "sleep") and info.can_sleep and fits
+            if sleep:
+                self.sleeping_bytes[expert] = info.weight_bytes
+        if sleep:
             handle.sleep()
             self.state[expert] = SLEEPING
-            self.sleeping_bytes[expert] = info.weight_bytes
             return
         if self.deactivate_policy == "sleep":
             log.warning("expert %s cannot sleep here (engine or host-RAM budget); unloading it", expert)
@@ -255,4 +307,72 @@ class SlotExecutor:
             except Exception as exc:  # closing must not hide the run's own outcome
                 log.warning("closing expert %s failed: %s", expert, exc)
         self.handles.clear()
+        self.state.clear()
         self.slot_active = [None] * self.n_slots
+
+
+class _FanOut:
+    """One stage on several slots (one thread each), with streamed follow-up groups.
+
+    A follow-up group runs on its expert's slot: the home slot, or the slot its expert was given
+    in this stage, or else the slot that found it free. A slot that has finished its own queue
+    waits for follow-ups until every slot is done and nothing more can become ready.
+    """
+
+    def __init__(self, ex: SlotExecutor, stage: str, queues: list[list[ExpertGroup]], callbacks, followup, bar):
+        self.ex, self.stage, self.queues, self.callbacks, self.followup, self.bar = ex, stage, queues, callbacks, followup, bar
+        self.claimed = {**ex.homes(), **{g.expert: slot for slot, q in enumerate(queues) for g in q}}
+        self.waiting: list[list[ExpertGroup]] = [[] for _ in queues]
+        self.finished = 0
+        self.running = 0
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._worker, args=(slot,)) for slot in range(len(self.queues))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def _worker(self, slot: int) -> None:
+        try:
+            self.ex._run_queue(self.stage, slot, self.queues[slot], self.callbacks, self.bar)
+        except BaseException as exc:
+            self.errors.append(exc)
+        with self.ex._cond:
+            self.finished += 1
+            self.ex._cond.notify_all()
+        if self.followup is not None and not self.errors:
+            self._follow_ups(slot)
+
+    def _follow_ups(self, slot: int) -> None:
+        cond = self.ex._cond
+        while True:
+            with cond:
+                self._collect(slot)
+                if self.waiting[slot]:
+                    group = self.waiting[slot].pop(0)
+                    self.running += 1
+                elif self.finished == len(self.queues) and self.running == 0 and not any(self.waiting):
+                    cond.notify_all()
+                    return
+                else:
+                    cond.wait(0.05)
+                    continue
+            try:
+                self.ex._run_group(self.stage, slot, group, None, self.callbacks, self.bar)
+            except BaseException as exc:
+                self.errors.append(exc)
+            with cond:
+                self.running -= 1
+                cond.notify_all()
+            if self.errors:
+                return
+
+    def _collect(self, slot: int) -> None:
+        """Route newly ready follow-up groups to the slot that owns their expert."""
+        for group in self.followup():
+            target = self.claimed.setdefault(group.expert, slot)
+            self.waiting[target].append(group)

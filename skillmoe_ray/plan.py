@@ -8,7 +8,7 @@ and the experts the next stage needs go last (they stay resident across the boun
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from skillmoe_ray.engines.base import GenRequest
@@ -22,6 +22,7 @@ class ExpertGroup:
 
     expert: str
     requests: list[GenRequest] = field(default_factory=list)
+    stage: str | None = None  # timeline label when it differs from the running stage (streamed aggregation)
 
     @property
     def est_tokens(self) -> int:
@@ -53,18 +54,28 @@ def order_groups(
     return sorted(groups, key=lambda g: (band(g), -g.est_tokens, g.expert))
 
 
-def assign_slots(groups: Sequence[ExpertGroup], n_slots: int) -> list[list[ExpertGroup]]:
+def assign_slots(groups: Sequence[ExpertGroup], n_slots: int, homes: Mapping[str, int] | None = None) -> list[list[ExpertGroup]]:
     """Place ordered groups on ``n_slots`` GPU slots.
 
-    One slot keeps the given order. Several slots get longest-processing-time-first placement:
-    each group goes to the slot with the least work so far.
+    One slot keeps the given order. With several, an expert that has a home slot (it is resident
+    or asleep there, so its weights are on that GPU or in host memory next to it) stays on it;
+    the others go longest-processing-time first to the slot with the least work so far. Each
+    slot keeps the groups in the given order (resident first, next stage's experts last).
     """
     if n_slots <= 1:
         return [list(groups)]
+    homes = homes or {}
     slots: list[list[ExpertGroup]] = [[] for _ in range(n_slots)]
     load = [0] * n_slots
-    for group in sorted(groups, key=lambda g: -g.est_tokens):
+    placed: dict[int, int] = {}
+    for group in groups:
+        if homes.get(group.expert) is not None:
+            placed[id(group)] = homes[group.expert]
+            load[homes[group.expert]] += group.est_tokens
+    for group in sorted((g for g in groups if id(g) not in placed), key=lambda g: -g.est_tokens):
         target = load.index(min(load))
-        slots[target].append(group)
+        placed[id(group)] = target
         load[target] += group.est_tokens
+    for group in groups:
+        slots[placed[id(group)]].append(group)
     return slots

@@ -108,6 +108,16 @@ def write_report_line(run_dir: str, results: dict) -> Report | None:
     return report
 
 
+def plan_only(cfg: RunConfig) -> None:
+    """mode=plan: print the schedule and predicted makespans; loads no model and no hub dataset."""
+    from skillmoe_ray.data import load_data
+    from skillmoe_ray.planner import format_plan, make_plan
+
+    local = all(s.source in ("local", "demo") for s in (cfg.data.val, cfg.data.test))
+    val, test = load_data(cfg.data, cfg.seed) if local else (None, None)
+    print(format_plan(make_plan(cfg, val, test)), flush=True)
+
+
 def load_checked(tree: dict, run_dir: str):
     """Validated config, demo models built if asked, model paths checked, and the data loaded."""
     from skillmoe_ray.data import load_data
@@ -142,6 +152,9 @@ def execute(tree: dict, run_dir: str) -> dict | None:
     from skillmoe_ray.summary import format_summary
     from skillmoe_ray.tracking import track_run
 
+    if tree.get("mode") == "plan":
+        plan_only(load_config(tree, run_dir))
+        return None
     cfg, val, test = load_checked(tree, run_dir)
     if cfg.mode == "serve":
         from actors.serve import deploy

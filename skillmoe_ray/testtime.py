@@ -15,10 +15,11 @@ from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines.base import GenRequest
 from skillmoe_ray.methods import MethodPlan
+from skillmoe_ray.plan import ExpertGroup
 from skillmoe_ray.stages import aggregation_request, answer_request
 
-# (stage name, (expert, request) pairs, experts the next stage needs) -> output records aligned with pairs
-Generate = Callable[[str, list[tuple[str, GenRequest]], list[str]], list[dict]]
+# (stage name, (expert, request) pairs, experts the next stage needs[, follow-up]) -> records aligned with pairs
+Generate = Callable[..., list[dict]]
 
 
 @dataclass
@@ -40,10 +41,13 @@ class PlanRun:
 class PlanRunner:
     """Runs plans phase by phase through ``generate`` (the pipeline's cached, grouped generation)."""
 
-    def __init__(self, cfg: RunConfig, test: Sequence[Instance], generate: Generate):
+    def __init__(self, cfg: RunConfig, test: Sequence[Instance], generate: Generate,
+                 lookup: Callable[[str, GenRequest], dict | None] | None = None, streaming: bool = False):
         self.cfg = cfg
         self.by_id = {inst.id: inst for inst in test}
         self.generate = generate
+        self.lookup = lookup
+        self.streaming = streaming and lookup is not None
         self.records: dict[str, dict] = {}
 
     def run(self, plans: Sequence[MethodPlan]) -> dict[str, PlanRun]:
@@ -56,10 +60,12 @@ class PlanRunner:
             self._finalize(run)
         return runs
 
-    def _phase(self, stage: str, wanted: list[tuple[PlanRun, str, str, GenRequest]], next_experts: list[str]):
+    def _phase(self, stage: str, wanted: list[tuple[PlanRun, str, str, GenRequest]], next_experts: list[str],
+               followup=None):
         """Generate every (run, instance, expert, request) in one stage; requests that several
         methods share are generated once (the pipeline deduplicates by request key)."""
-        records = self.generate(stage, [(expert, request) for _, _, expert, request in wanted], next_experts)
+        pairs = [(expert, request) for _, _, expert, request in wanted]
+        records = self.generate(stage, pairs, next_experts, followup) if followup else self.generate(stage, pairs, next_experts)
         out = []
         for (run, iid, expert, _), record in zip(wanted, records):
             self.records[record["key"]] = record
@@ -75,7 +81,8 @@ class PlanRunner:
                 inst = self.by_id[iid]
                 for expert, sample in slots:
                     wanted.append((run, iid, expert, answer_request(inst, self.cfg.pool[expert], gen, self.cfg.seed, sample)))
-        answered = self._phase("inference", wanted, self._after_answers(runs))
+        followup = self._streamed_aggregation(wanted) if self.streaming and all(r.plan.layers == 1 for r in runs.values()) else None
+        answered = self._phase("inference", wanted, self._after_answers(runs), followup)
         for (run, iid, record), (_, _, expert, _) in zip(answered, wanted):
             run.first_round.setdefault(iid, []).append((expert, record["key"]))
             run.responses.setdefault(iid, []).append(record["text"])
@@ -107,6 +114,35 @@ class PlanRunner:
         ]
         for run, iid, record in self._phase("aggregation", wanted, []):
             run.final_keys[iid] = record["key"]
+
+    def _streamed_aggregation(self, wanted: list[tuple[PlanRun, str, str, GenRequest]]):
+        """A follow-up for the answers phase: each instance's aggregation, as soon as its answers exist.
+
+        The requests are the ones the aggregation phase builds later, so that phase finds them
+        generated; an instance whose answers are not all stored yet simply waits for that phase.
+        """
+        slots: dict[tuple[str, str], tuple[PlanRun, list]] = {}
+        for run, iid, expert, request in wanted:
+            if run.plan.aggregator.get(iid):
+                slots.setdefault((run.plan.name, iid), (run, []))[1].append((expert, request))
+        agg = self.cfg.aggregator
+        gen = GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
+
+        def followup() -> list[ExpertGroup]:
+            groups: dict[str, ExpertGroup] = {}
+            for key, (run, answers) in list(slots.items()):
+                records = [self.lookup(expert, request) for expert, request in answers]
+                if not all(records):
+                    continue
+                del slots[key]
+                model = run.plan.aggregator[key[1]]
+                request = self._combine(key[1], [r["text"] for r in records], model, gen, "aggregate")
+                group = groups.setdefault(model, ExpertGroup(model, stage="aggregation"))
+                if self.lookup(model, request) is None and request not in group.requests:
+                    group.requests.append(request)
+            return [g for g in groups.values() if g.requests]
+
+        return followup
 
     def _combine(self, iid: str, responses: list[str], model: str, gen: GenerationConfig, purpose: str) -> GenRequest:
         inst = self.by_id[iid]

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from skillmoe_ray.config import ModelSpec
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.seeding import stable_hash
 
 UNLOADED, ACTIVE, SLEEPING = "unloaded", "active", "sleeping"
+PROBE_PROMPT = "Count from one to ten."
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,44 @@ class Engine:
         if self.info.state != ACTIVE:
             raise RuntimeError(f"engine for {self.model_path} is {self.info.state}, not active")
         return self._generate(requests) if requests else []
+
+    def probe(self) -> dict:
+        """Warm up and fingerprint the loaded weights: a short greedy reply to a fixed prompt.
+
+        The first request after a wake is several times slower than later ones, so this also
+        serves as the warm-up. The executor compares the text with the one recorded at first load
+        to catch a wake that silently corrupted weights.
+        """
+        start = time.perf_counter()
+        request = GenRequest.make([{"role": "user", "content": PROBE_PROMPT}], Sampling(8, 0.0, 1.0, 0), "probe")
+        text = self.generate([request])[0].text
+        return {"text": text, "seconds": time.perf_counter() - start}
+
+    def weight_files(self) -> list[str]:
+        """The model's weight files on local disk (empty when they are not there yet)."""
+        root = self.model_path
+        if not os.path.isdir(root):
+            try:
+                from huggingface_hub import snapshot_download
+
+                root = snapshot_download(self.model_path, revision=self.spec.revision, local_files_only=True)
+            except Exception:  # not in the local hub cache: nothing to read ahead
+                return []
+        return sorted(str(p) for p in Path(root).glob("*.safetensors"))
+
+    def prefetch(self) -> int:
+        """Ask the kernel to read the weight files into the page cache now; returns the bytes asked for.
+
+        Called while another expert generates, so the next load reads from memory, not disk.
+        """
+        total = 0
+        for path in self.weight_files():
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(f.fileno(), 0, size, os.POSIX_FADV_WILLNEED)
+                total += size
+        return total
 
     def _record(self, phase: str, start: float) -> dict:
         seconds = time.perf_counter() - start

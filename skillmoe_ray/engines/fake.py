@@ -30,20 +30,29 @@ class FakeEngine(Engine):
         "load_delay_s": 0.0,
         # expert names whose generate() raises (to test failure handling)
         "fail_models": [],
+        # a wake corrupts the weights (to test the probe after wake)
+        "corrupt_on_wake": False,
     }
 
     @property
     def can_sleep(self) -> bool:
         return True
 
+    corrupted = False
+
     def _load(self) -> None:
         time.sleep(self.options["load_delay_s"])
+        self.corrupted = False
 
     def _sleep(self) -> None:
         pass
 
     def _wake(self) -> None:
-        pass
+        self.corrupted = bool(self.options["corrupt_on_wake"])
+
+    def probe(self) -> dict:
+        """Instant, and different once a wake has "corrupted" the weights."""
+        return {"text": "garbled" if self.corrupted else "one two three", "seconds": 0.0}
 
     def _unload(self) -> None:
         pass

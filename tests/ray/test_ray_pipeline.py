@@ -50,3 +50,16 @@ def test_expert_actors_release_their_gpu_shares_after_the_run(ray_cluster, ray_r
     while ray_cluster.available_resources().get("GPU", 0) < 4 and time.time() < deadline:
         time.sleep(0.2)
     assert ray_cluster.available_resources().get("GPU", 0) == pytest.approx(4)
+
+
+def test_four_logical_gpus_run_up_to_four_experts_at_once_and_never_more(ray_cluster, tmp_path):
+    from tests.unit.test_pipeline import max_concurrency
+
+    cfg = make_config(tmp_path, ["resources.gpus=4", "engine.options.delay_s=0.5"])
+    val, test = load_data(cfg.data, cfg.seed)
+    results = run_pipeline(cfg, val, test, show_progress=False)
+    assert max_concurrency(results["timeline"]) == 4
+    for stage, counts in results["activations_per_stage"].items():
+        assert set(counts.values()) == {1}, stage
+    slots = {t["expert"]: t["slot"] for t in results["timeline"] if t["stage"] == "profiles"}
+    assert sorted(set(slots.values())) == [0, 1, 2, 3]

@@ -39,7 +39,7 @@ def executor(sleepable=True, host_ram_bytes=float("inf"), n_slots=1):
     CountingEngine.calls = []
     CountingEngine.sleepable = sleepable
     return SlotExecutor(
-        lambda name: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+        lambda name, slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
         n_slots=n_slots,
         host_ram_bytes=host_ram_bytes,
     )
@@ -101,3 +101,111 @@ def test_close_unloads_everything():
     ex.close()
     assert ("unload", "b") in CountingEngine.calls
     assert ex.handles == {}
+
+
+def test_a_wake_that_corrupts_weights_is_caught_by_the_probe_and_reloaded():
+    spec = lambda n: ModelSpec(name=n, path=f"fake/{n}")  # noqa: E731
+    ex = SlotExecutor(lambda n, slot=0: LocalExpert(FakeEngine(spec(n), {"corrupt_on_wake": True})))
+    ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None)
+    ex.run_stage("s2", groups("a"), [], lambda g, o, t: None)
+    entry = ex.timeline[-1]
+    assert entry["kind"] == "reload" and "warmup_probe" in entry["phases"] and "load" in entry["phases"]
+
+
+def test_a_clean_wake_passes_the_probe():
+    ex = SlotExecutor(lambda n, slot=0: LocalExpert(FakeEngine(ModelSpec(name=n, path=f"fake/{n}"))))
+    ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None)
+    ex.run_stage("s2", groups("a"), [], lambda g, o, t: None)
+    assert ex.timeline[-1]["kind"] == "wake"
+
+
+def test_the_next_expert_reads_its_weights_ahead_while_one_generates():
+    prefetched = []
+
+    class Recording(FakeEngine):
+        def prefetch(self):
+            prefetched.append(self.spec.name)
+            return 0
+
+    ex = SlotExecutor(lambda n, slot=0: LocalExpert(Recording(ModelSpec(name=n, path=f"fake/{n}"))))
+    ex.run_stage("s1", groups("a", "b", "c"), [], lambda g, o, t: None)
+    order = [t["expert"] for t in ex.timeline]
+    import time
+
+    time.sleep(0.1)  # read-ahead runs in a background thread
+    assert sorted(prefetched) == sorted(order[1:])
+
+
+@pytest.mark.parametrize("slots", [2, 4])
+def test_several_slots_run_in_parallel_never_two_experts_on_one_slot(slots):
+    import time
+
+    class Slow(FakeEngine):
+        def _generate(self, requests):
+            time.sleep(0.05)
+            return super()._generate(requests)
+
+    ex = SlotExecutor(lambda n, slot=0: LocalExpert(Slow(ModelSpec(name=n, path=f"fake/{n}"))), n_slots=slots)
+    done = []
+    ex.run_stage("s1", groups(*"abcdefgh"), [], lambda g, o, t: done.append(g.expert))
+    assert sorted(done) == list("abcdefgh") and ex.stage_activations["s1"] == {e: 1 for e in "abcdefgh"}
+    by_slot = {}
+    for t in ex.timeline:
+        by_slot.setdefault(t["slot"], []).append((t["start"], t["end"]))
+    assert len(by_slot) == slots
+    for spans in by_slot.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert max_concurrency(ex.timeline) == slots
+
+
+def max_concurrency(timeline) -> int:
+    events = sorted([(t["start"], 1) for t in timeline] + [(t["end"], -1) for t in timeline], key=lambda e: (e[0], e[1]))
+    now = peak = 0
+    for _, delta in events:
+        now += delta
+        peak = max(peak, now)
+    return peak
+
+
+def test_experts_keep_their_home_slot_across_stages():
+    ex = SlotExecutor(lambda n, slot=0: LocalExpert(FakeEngine(ModelSpec(name=n, path=f"fake/{n}"))), n_slots=2)
+    ex.run_stage("s1", groups("a", "b", "c", "d"), [], lambda g, o, t: None)
+    first = {t["expert"]: t["slot"] for t in ex.timeline}
+    ex.run_stage("s2", groups("a", "b", "c", "d"), [], lambda g, o, t: None)
+    second = {t["expert"]: t["slot"] for t in ex.timeline if t["stage"] == "s2"}
+    assert second == first
+
+
+def test_follow_up_groups_start_on_a_free_slot_before_the_slowest_group_ends():
+    """The aggregator starts on instances whose experts are done, on the slot that became free."""
+    import time
+
+    class Timed(FakeEngine):
+        def _generate(self, requests):
+            time.sleep(0.05 * len(requests))
+            return super()._generate(requests)
+
+    def group(expert, n):
+        reqs = [GenRequest.make([{"role": "user", "content": f"Question: {expert}{i}"}], Sampling(8), f"{expert}/{i}")
+                for i in range(n)]
+        return ExpertGroup(expert, reqs)
+
+    ex = SlotExecutor(lambda n, slot=0: LocalExpert(Timed(ModelSpec(name=n, path=f"fake/{n}"))), n_slots=2)
+    finished, released = [], []
+
+    def followup():
+        ready = [e for e in finished if e not in released]
+        released.extend(ready)
+        return [ExpertGroup("agg", group(f"after-{e}", 1).requests, stage="aggregation") for e in ready]
+
+    def done(g, outputs, seconds):
+        if g.expert != "agg":
+            finished.append(g.expert)
+
+    ex.run_stage("s1", [group("a", 8), group("b", 1), group("c", 1), group("d", 1)], [], done, followup=followup)
+    agg = [t for t in ex.timeline if t["expert"] == "agg"]
+    slow = next(t for t in ex.timeline if t["expert"] == "a")
+    assert len(agg) >= 1 and sum(t["requests"] for t in agg) == 4
+    assert {t["stage"] for t in agg} == {"aggregation"} and len({t["slot"] for t in agg}) == 1
+    assert min(t["start"] for t in agg) < slow["end"]  # streamed, not after a barrier

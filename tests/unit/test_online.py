@@ -16,7 +16,7 @@ from tests.unit.test_pipeline import fake_embedder
 
 def router_for(tmp_path, overrides=()):
     cfg = make_config(tmp_path, list(overrides))
-    executor = SlotExecutor(lambda name: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
     pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder)
     val, _ = load_data(cfg.data, cfg.seed)
     prep = pipe.prepare(val)

@@ -29,7 +29,7 @@ def fake_embedder(name):
 
 
 def run_pipeline(cfg):
-    executor = SlotExecutor(lambda name: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
     val, test = load_data(cfg.data, cfg.seed)
     return Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test), executor
 
@@ -126,3 +126,44 @@ def test_a_sweep_over_the_competence_temperature_reuses_the_profile_stage(tmp_pa
     results, _ = run_pipeline(make_config(tmp_path, ["recruit.competence_temperature=1.0"], run_dir=tmp_path / "t10"))
     assert results["stages"]["profiles"]["cached"]
     assert not results["stages"]["recruitment"]["cached"]
+
+
+def max_concurrency(timeline) -> int:
+    """Most timeline entries overlapping at one moment."""
+    events = sorted([(t["start"], 1) for t in timeline] + [(t["end"], -1) for t in timeline], key=lambda e: (e[0], e[1]))
+    now = peak = 0
+    for _, delta in events:
+        now += delta
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4])
+def test_every_recruited_slot_gets_one_output_whatever_the_gpu_count(tmp_path, gpus):
+    cfg = make_config(tmp_path, [f"resources.gpus={gpus}", "engine.options.delay_s=0.02"])
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), n_slots=gpus)
+    val, test = load_data(cfg.data, cfg.seed)
+    results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
+    recruited = [json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()]
+    outputs = [json.loads(line) for line in (tmp_path / "run" / "expert_outputs.jsonl").read_text().splitlines()]
+    assert sorted((o["id"], o["slot"], o["expert"]) for o in outputs) == sorted(
+        (r["instance_id"], s, e) for r in recruited for s, e in enumerate(r["experts"]))
+    assert 1 <= max_concurrency(results["timeline"]) <= gpus
+    if gpus > 1:
+        assert max_concurrency(results["timeline"]) > 1
+    for stage, counts in results["activations_per_stage"].items():
+        assert max(counts.values()) == 1, stage
+    finals = [json.loads(line) for line in (tmp_path / "run" / "final_answers.jsonl").read_text().splitlines()]
+    assert all(row["key"] for row in finals)  # every instance was aggregated
+
+
+def test_with_several_gpus_aggregation_streams_into_the_inference_stage(tmp_path):
+    cfg = make_config(tmp_path, ["resources.gpus=4", "engine.options.delay_s=0.05"])
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), n_slots=4)
+    val, test = load_data(cfg.data, cfg.seed)
+    results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
+    inference_end = max(t["end"] for t in results["timeline"] if t["stage"] == "inference")
+    streamed = [t for t in results["timeline"] if t["stage"] == "aggregation" and t["start"] < inference_end + 1.0]
+    assert streamed, "aggregation groups ran inside the inference stage, on a free slot"
+    phase = results["stages"]["aggregation"]
+    assert phase["generated"] == 0 and phase["requests"] == 40  # the aggregation phase found them done

@@ -1,0 +1,87 @@
+"""mode=plan: the schedule and predicted makespan for 1..N GPUs, without loading any model.
+
+    python -m skillmoe_ray.run +experiment=gpqa mode=plan
+    python -m skillmoe_ray.run +experiment=demo mode=plan plan.from_run=runs/demo/<run>
+
+Local data is read to size the work; hub datasets are not downloaded (their configured ``size``
+is used). Measured per-model figures from earlier runs take precedence over the cost model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from skillmoe_ray.config import RunConfig
+from skillmoe_ray.engines import model_fingerprint
+from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.measurements import Measurements
+from skillmoe_ray.simulate import Simulation, expert_figures, simulate
+from skillmoe_ray.workload import estimate_stages, plan_sizes, stages_from_run
+
+
+def engine_can_sleep(cfg: RunConfig) -> bool:
+    """Whether the planned engine parks experts in host RAM: hf and CUDA vLLM yes, vLLM on the CPU no."""
+    if cfg.engine.name != "vllm":
+        return True
+    return "cpu_kvcache_gb" not in cfg.engine.options and cfg.engine.options.get("sleep_mode", True)
+
+
+def fingerprints(cfg: RunConfig) -> dict[str, str]:
+    """Model fingerprints, or the bare name for local models not built yet (nothing measured then)."""
+    out = {}
+    for name, spec in cfg.pool.items():
+        try:
+            out[name] = model_fingerprint(spec, cfg.engine)
+        except FileNotFoundError:
+            out[name] = name
+    return out
+
+
+def make_plan(cfg: RunConfig, val=None, test=None) -> dict:
+    """Workload, figures and a simulation for every GPU count of ``plan.gpus`` (and resources.gpus)."""
+    if cfg.plan.from_run:
+        path = Path(cfg.plan.from_run) / "results.json"
+        if not path.is_file():
+            raise ConfigError(f"plan.from_run: no results.json in {cfg.plan.from_run}")
+        stages = stages_from_run(json.loads(path.read_text()))
+        source = f"replay of {cfg.plan.from_run}"
+    else:
+        n_val, n_test, question_tokens = plan_sizes(cfg, val, test)
+        stages = estimate_stages(cfg, n_val, n_test, question_tokens)
+        source = f"estimate: {n_test} test / {n_val} validation instances, k={cfg.recruit.k}"
+    measured = Measurements(cfg.cache_dir).data
+    fps = fingerprints(cfg)
+    figures = expert_figures(cfg, measured, fps, engine_can_sleep(cfg))
+    counts = sorted({*cfg.plan.gpus, cfg.resources.gpus})
+    sims = {n: simulate(stages, figures, n, cfg.resources.host_ram_gb * 1e9) for n in counts}
+    return {
+        "source": source,
+        "measured_models": sorted(name for name, fp in fps.items() if fp in measured),
+        "simulations": sims,
+        "gpus": cfg.resources.gpus,
+    }
+
+
+def format_plan(plan: dict) -> str:
+    """The schedule at resources.gpus and the makespan table, one screen each."""
+    sims: dict[int, Simulation] = plan["simulations"]
+    chosen = sims[plan["gpus"]]
+    rows = [f"{'stage':<22}{'expert':<32}{'slot':>4}  {'kind':<8}{'requests':>9}{'activation s':>14}{'start s':>10}{'end s':>10}"]
+    for e in chosen.entries:
+        rows.append(f"{e['stage']:<22}{e['expert']:<32}{e['slot']:>4}  {e['kind']:<8}{e['requests']:>9}"
+                    f"{e['activation_seconds']:>14.1f}{e['start']:>10.1f}{e['end']:>10.1f}")
+    base = sims[min(sims)].makespan
+    table = [f"{'gpus':>4}{'makespan s':>12}{'activations':>13}{'speed-up':>10}"]
+    for n, sim in sims.items():
+        table.append(f"{n:>4}{sim.makespan:>12.1f}{sim.activations:>13}{base / sim.makespan if sim.makespan else 0:>10.2f}")
+    measured = ", ".join(plan["measured_models"]) or "none (cost model only)"
+    return "\n".join([
+        f"plan ({plan['source']}); measured figures for: {measured}",
+        "",
+        f"schedule on {plan['gpus']} GPU(s):",
+        *rows,
+        "",
+        "predicted makespan:",
+        *table,
+    ])
