@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
-.PHONY: setup demo test test-fast lint bench bench-assign clean-cache help
+.PHONY: setup demo test test-fast lint bench bench-assign bench-schedule clean-cache help
 
 help:
 	@echo "make demo   - set up .venv if needed, then run the offline demo experiment"
@@ -45,10 +45,13 @@ test-fast: setup
 lint: setup
 	$(PY) -m ruff check skillmoe_ray actors tests jobs
 
-bench: bench-assign
+bench: bench-assign bench-schedule
 
 bench-assign: setup
 	$(PY) -m skillmoe_ray.bench.assignment
+
+bench-schedule: setup
+	$(PY) -m skillmoe_ray.bench.schedule
 
 clean-cache:
 	rm -rf .cache/skillmoe

@@ -106,16 +106,21 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
 
 def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], n_slots: int,
              host_ram_bytes: float = float("inf")) -> Simulation:
-    """Replay the executor's decisions over ``stages`` on ``n_slots`` GPU slots; a barrier between stages."""
+    """Replay the executor's decisions over ``stages`` on ``n_slots`` GPU slots; a barrier between stages.
+
+    Streamed aggregation (several slots) is not modeled: the prediction is an upper bound there.
+    """
     sim = Simulation(n_slots, 0.0)
     resident: list[str | None] = [None] * n_slots
     sleeping: dict[str, float] = {}
+    home: dict[str, int] = {}
     now = 0.0
     for stage in stages:
         now += stage.cpu_seconds
         ordered = order_groups(list(stage.works), [e for e in resident if e], stage.next_experts)
+        homes = {e: s for e, s in home.items() if e in sleeping or e in resident}
         ends = [now]
-        for slot, queue in enumerate(assign_slots(ordered, n_slots)):
+        for slot, queue in enumerate(assign_slots(ordered, n_slots, homes)):
             clock = now
             for work in queue:
                 kind, activation = _activate(work.expert, slot, resident, sleeping, figures, host_ram_bytes)
@@ -124,6 +129,7 @@ def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], 
                                     "start": round(clock, 3), "activation_seconds": round(activation, 3),
                                     "end": round(clock + activation + generate, 3), "requests": work.requests})
                 clock += activation + generate
+                home[work.expert] = slot
             ends.append(clock)
         now = max(ends)
     sim.makespan = round(now, 3)

@@ -50,3 +50,20 @@ def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_plan_mode_prints_the_gpqa_schedule_and_makespans_without_loading_models(tmp_path):
+    import re
+
+    proc = run_cli(["+experiment=gpqa", "mode=plan", f"cache_dir={tmp_path / 'cache'}",
+                    f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "estimate: 198 test / 249 validation instances, k=3" in out
+    for model in ("deepseek-r1-distill-qwen-7b", "bio-medical-llama-3-8b", "qwen2.5-math-7b"):
+        assert model in out
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", out, re.M)
+    assert [int(r[0]) for r in rows] == [1, 2, 4, 8]
+    makespans = [float(r[1]) for r in rows]
+    assert makespans == sorted(makespans, reverse=True) and makespans[0] > makespans[-1]
+    assert "DriverActor" not in out + proc.stderr and not (tmp_path / "cache" / "generations").exists()

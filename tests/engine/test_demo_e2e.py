@@ -78,3 +78,22 @@ def test_budgeted_policy_with_max_experts_activates_fewer_experts(demo_runs):
     info = budgeted["recruitment"]
     assert info["policy"] == "budgeted" and info["budget"] == 80 and info["mean_k"] == 2.0
     assert isinstance(info["objective"], float) and info["exact"] is True
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_the_simulator_predicts_the_demo_makespan_within_25_percent(demo_runs, replay):
+    """With the figures the run measured: a replay of its timeline, and an estimate from the config."""
+    from skillmoe_ray.planner import make_plan
+    from tests.conftest import make_config
+
+    (first, _, _), tmp = demo_runs[0][0], demo_runs[1]
+    overrides = ["engine=vllm_cpu", "pool=demo", "demo.build_models=false", f"cache_dir={tmp / 'cache'}",
+                 f"demo.models_dir={tmp / 'cache' / 'demo-models'}"]
+    if replay:
+        overrides.append(f"plan.from_run={tmp / 'first'}")
+    cfg = make_config(tmp / "plan", overrides)
+    from skillmoe_ray.data import load_data
+
+    val, test = load_data(cfg.data, cfg.seed)
+    predicted = make_plan(cfg, val, test)["simulations"][1].makespan
+    assert abs(predicted - first["wall_seconds"]) <= 0.25 * first["wall_seconds"], (predicted, first["wall_seconds"])
