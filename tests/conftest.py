@@ -80,6 +80,16 @@ def wandb_processes(sandbox: Path) -> list:
     return found
 
 
+def max_concurrency(timeline) -> int:
+    """Most timeline entries overlapping at one moment (experts active at once)."""
+    events = sorted([(t["start"], 1) for t in timeline] + [(t["end"], -1) for t in timeline], key=lambda e: (e[0], e[1]))
+    now = peak = 0
+    for _, delta in events:
+        now += delta
+        peak = max(peak, now)
+    return peak
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random-weight Llama with the locally trained demo tokenizer (built, never downloaded)."""

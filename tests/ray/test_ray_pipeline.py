@@ -8,7 +8,7 @@ import pytest
 
 from skillmoe_ray.data import load_data
 from skillmoe_ray.run import run_pipeline
-from tests.conftest import make_config
+from tests.conftest import make_config, max_concurrency
 
 pytestmark = pytest.mark.ray
 
@@ -53,8 +53,6 @@ def test_expert_actors_release_their_gpu_shares_after_the_run(ray_cluster, ray_r
 
 
 def test_four_logical_gpus_run_up_to_four_experts_at_once_and_never_more(ray_cluster, tmp_path):
-    from tests.unit.test_pipeline import max_concurrency
-
     cfg = make_config(tmp_path, ["resources.gpus=4", "engine.options.delay_s=0.5"])
     val, test = load_data(cfg.data, cfg.seed)
     results = run_pipeline(cfg, val, test, show_progress=False)

@@ -9,6 +9,7 @@ from skillmoe_ray.engines.base import GenRequest, Sampling
 from skillmoe_ray.engines.fake import FakeEngine
 from skillmoe_ray.executor import LocalExpert, SlotExecutor
 from skillmoe_ray.plan import ExpertGroup
+from tests.conftest import max_concurrency
 
 
 class CountingEngine(FakeEngine):
@@ -159,13 +160,6 @@ def test_several_slots_run_in_parallel_never_two_experts_on_one_slot(slots):
     assert max_concurrency(ex.timeline) == slots
 
 
-def max_concurrency(timeline) -> int:
-    events = sorted([(t["start"], 1) for t in timeline] + [(t["end"], -1) for t in timeline], key=lambda e: (e[0], e[1]))
-    now = peak = 0
-    for _, delta in events:
-        now += delta
-        peak = max(peak, now)
-    return peak
 
 
 def test_experts_keep_their_home_slot_across_stages():

@@ -11,7 +11,7 @@ from skillmoe_ray.data import load_data
 from skillmoe_ray.engines import create_engine
 from skillmoe_ray.executor import LocalExpert, SlotExecutor
 from skillmoe_ray.pipeline import Pipeline
-from tests.conftest import make_config
+from tests.conftest import make_config, max_concurrency
 
 
 def fake_embedder(name):
@@ -128,14 +128,6 @@ def test_a_sweep_over_the_competence_temperature_reuses_the_profile_stage(tmp_pa
     assert not results["stages"]["recruitment"]["cached"]
 
 
-def max_concurrency(timeline) -> int:
-    """Most timeline entries overlapping at one moment."""
-    events = sorted([(t["start"], 1) for t in timeline] + [(t["end"], -1) for t in timeline], key=lambda e: (e[0], e[1]))
-    now = peak = 0
-    for _, delta in events:
-        now += delta
-        peak = max(peak, now)
-    return peak
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 4])
