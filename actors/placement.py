@@ -17,6 +17,7 @@ from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
 from skillmoe_ray.executor import SlotExecutor
 from skillmoe_ray.progress import ProgressFactory, no_progress
+from skillmoe_ray.residency import footprints_from_config
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class PlacementScheduler(SlotExecutor):
             progress=progress,
             t0=t0,
             probe=cfg.scheduler.probe_after_wake,
+            gpu_memory_bytes=None if cfg.resources.gpu_memory_gb is None else cfg.resources.gpu_memory_gb * 1e9,
+            footprint=footprints_from_config(cfg),
         )
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share

@@ -115,7 +115,7 @@ class SkillMoEService:
             "queue_depth": self.batcher.depth,
             "batches": b.batches,
             "largest_batch": b.largest_batch,
-            "resident_experts": [e for e in self.scheduler.slot_active if e],
+            "resident_experts": self.scheduler.resident_experts(),
         }
 
     def check_health(self) -> None:

@@ -182,6 +182,7 @@ class SchedulerConfig:
     deactivate: str = "auto"
     gpu_share: float = 0.01
     probe_after_wake: bool = True
+    memory_headroom: float = 1.2
     cost: CostConfig = field(default_factory=CostConfig)
 
 
@@ -199,6 +200,7 @@ class ResourcesConfig:
 
     gpus: int = 1
     host_ram_gb: float = 64.0
+    gpu_memory_gb: float | None = None
     num_cpus: int | None = None
     ray_address: str | None = None
 
@@ -334,6 +336,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("serve.max_queue and serve.max_batch must be >= 1 and serve.port in 1..65535")
     if cfg.resources.gpus < 1:
         raise ConfigError(f"resources.gpus must be >= 1, got {cfg.resources.gpus}")
+    if cfg.resources.gpu_memory_gb is not None and cfg.resources.gpu_memory_gb <= 0:
+        raise ConfigError(f"resources.gpu_memory_gb must be > 0 or null, got {cfg.resources.gpu_memory_gb}")
+    if cfg.scheduler.memory_headroom < 1:
+        raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {cfg.scheduler.memory_headroom}")
     if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:
         raise ConfigError(
             f"scheduler.deactivate: unknown policy {cfg.scheduler.deactivate!r}; "

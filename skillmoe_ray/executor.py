@@ -4,8 +4,11 @@
 an expert: in-process engines (:class:`LocalExpert`, for tests and benchmarks) or Ray actors (the
 ``actors`` package wraps each ExpertActor in the same :class:`ExpertHandle` shape).
 
-- On a slot at most one expert is active at a time; an expert is activated once per stage and
-  generates its whole group in one call; an expert left resident by the previous stage is reused.
+- On a slot one expert generates at a time; an expert is activated once per stage and generates
+  its whole group in one call; an expert left resident by the previous stage is reused.
+- A slot keeps one resident expert, or, when its GPU memory is known (``gpu_memory_bytes``), as
+  many as fit together (memory-aware co-residency, :mod:`skillmoe_ray.residency`): an incoming
+  expert evicts the residents not needed later first, then the least recently used.
 - With several slots, groups run in parallel, one thread per slot. An expert resident or asleep on
   a slot keeps that slot (its home); the others are placed longest work first.
 - Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
@@ -29,6 +32,7 @@ from typing import Protocol
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, Engine, EngineInfo, GenOutput, GenRequest
 from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups
 from skillmoe_ray.progress import ProgressFactory, no_progress
+from skillmoe_ray.residency import evictions
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class SlotExecutor:
         progress: ProgressFactory = no_progress,
         t0: float | None = None,
         probe: bool = True,
+        gpu_memory_bytes: float | None = None,
+        footprint: Callable[[str, int], float] | None = None,
     ):
         self.open_expert = open_expert
         self.n_slots = n_slots
@@ -107,13 +113,18 @@ class SlotExecutor:
         self.host_ram_bytes = host_ram_bytes
         self.progress = progress
         self.probe_after_wake = probe
+        self.gpu_memory_bytes = gpu_memory_bytes
+        # (expert, measured weight bytes or 0) -> device bytes it holds while resident
+        self.footprint = footprint or (lambda expert, weight_bytes: float(weight_bytes))
+        self.weight_bytes: dict[str, int] = {}
+        self.next_experts: set[str] = set()
         self.t0 = time.perf_counter() if t0 is None else t0
         self.handles: dict[str, ExpertHandle] = {}
         self.handle_slot: dict[str, int] = {}
         self.state: dict[str, str] = {}
         self.sleeping_bytes: dict[str, int] = {}
         self.probes: dict[str, str] = {}
-        self.slot_active: list[str | None] = [None] * n_slots
+        self.slot_resident: list[list[str]] = [[] for _ in range(n_slots)]  # least recently used first
         self.timeline: list[dict] = []
         self.activations: Counter[str] = Counter()
         self.stage_activations: dict[str, Counter[str]] = defaultdict(Counter)
@@ -124,6 +135,10 @@ class SlotExecutor:
     def now(self) -> float:
         """Seconds since the run started (the timeline's clock)."""
         return time.perf_counter() - self.t0
+
+    def resident_experts(self) -> list[str]:
+        """Experts whose weights are on a GPU slot now."""
+        return [e for slot in self.slot_resident for e in slot]
 
     def homes(self) -> dict[str, int]:
         """Experts resident or asleep on a slot: they stay there."""
@@ -144,8 +159,8 @@ class SlotExecutor:
         with it, the failure is reported, the expert discarded, and the other groups still run
         (online serving answers the affected requests with an error and stays up).
         """
-        resident = [e for e in self.slot_active if e is not None]
-        ordered = order_groups(groups, resident, next_experts)
+        self.next_experts = set(next_experts)
+        ordered = order_groups(groups, self.resident_experts(), self.next_experts)
         queues = assign_slots(ordered, self.n_slots, self.homes())
         for slot, queue in enumerate(queues):
             for group in queue:
@@ -162,20 +177,20 @@ class SlotExecutor:
 
     def _run_queue(self, stage: str, slot: int, queue: Sequence[ExpertGroup], callbacks, bar) -> None:
         for index, group in enumerate(queue):
-            self._run_group(stage, slot, group, queue[index + 1] if index + 1 < len(queue) else None, callbacks, bar)
+            self._run_group(stage, slot, group, queue[index + 1 :], callbacks, bar)
 
-    def _run_group(self, stage: str, slot: int, group: ExpertGroup, upcoming: ExpertGroup | None, callbacks, bar) -> None:
+    def _run_group(self, stage: str, slot: int, group: ExpertGroup, rest: Sequence[ExpertGroup], callbacks, bar) -> None:
         """Activate the group's expert, read the next one's weights ahead, generate, record."""
         on_group_done, on_group_error = callbacks
         label = group.stage or stage
         start = self.now()
         try:
-            kind, phases = self._activate(slot, group.expert)
+            kind, phases = self._activate(slot, group.expert, {g.expert for g in rest} | self.next_experts)
             ready = self.now()
             log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
                      label, group.expert, slot, kind, ready - start, len(group.requests))
-            if upcoming is not None:
-                self._read_ahead(upcoming.expert, slot)
+            if rest:
+                self._read_ahead(rest[0].expert, slot)
             outputs = self._handle(group.expert, slot).generate(group.requests)
         except Exception as exc:
             if on_group_error is None:
@@ -222,16 +237,25 @@ class SlotExecutor:
             except Exception as exc:  # read-ahead is an optimization; never fail the stage for it
                 log.debug("read-ahead of %s failed: %s", expert, exc)
 
-    def _activate(self, slot: int, expert: str) -> tuple[str, dict]:
-        """Make ``expert`` the active expert of ``slot``; returns (load | wake | reload | resident, phase seconds)."""
-        if self.slot_active[slot] == expert:
+    def _activate(self, slot: int, expert: str, keep: set[str]) -> tuple[str, dict]:
+        """Make ``expert`` resident on ``slot``; returns (load | wake | reload | resident, phase seconds).
+
+        ``keep``: experts needed later, evicted only when nothing else frees enough memory.
+        """
+        residents = self.slot_resident[slot]
+        if expert in residents:
+            residents.remove(expert)
+            residents.append(expert)
             return "resident", {}
         phases: dict[str, float] = {}
-        if self.slot_active[slot] is not None:
+        footprints = {e: self.footprint(e, self.weight_bytes.get(e, 0)) for e in [*residents, expert]}
+        evict = evictions(residents, footprints, expert, self.gpu_memory_bytes, keep)
+        if evict:
             t = time.perf_counter()
-            self._deactivate(self.slot_active[slot])
+            for previous in evict:
+                self._deactivate(previous)
+                residents.remove(previous)
             phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
-            self.slot_active[slot] = None
         handle = self._handle(expert, slot)
         if self.state[expert] == SLEEPING:
             kind = "wake"
@@ -249,8 +273,10 @@ class SlotExecutor:
                 probe = handle.probe()
                 self.probes[expert] = probe["text"]
                 phases["probe"] = probe["seconds"]
+            if self.gpu_memory_bytes is not None:
+                self.weight_bytes[expert] = handle.info().weight_bytes
         self.state[expert] = ACTIVE
-        self.slot_active[slot] = expert
+        residents.append(expert)
         return kind, {k: round(v, 3) for k, v in phases.items()}
 
     def _probe_ok(self, expert: str, handle: ExpertHandle, phases: dict) -> bool:
@@ -264,8 +290,8 @@ class SlotExecutor:
             handle = self.handles.pop(expert, None)
             self.state.pop(expert, None)
             self.sleeping_bytes.pop(expert, None)
-            if self.slot_active[slot] == expert:
-                self.slot_active[slot] = None
+            if expert in self.slot_resident[slot]:
+                self.slot_resident[slot].remove(expert)
         if handle is not None:
             try:
                 handle.close()
@@ -308,7 +334,7 @@ class SlotExecutor:
                 log.warning("closing expert %s failed: %s", expert, exc)
         self.handles.clear()
         self.state.clear()
-        self.slot_active = [None] * self.n_slots
+        self.slot_resident = [[] for _ in range(self.n_slots)]
 
 
 class _FanOut:
@@ -362,7 +388,7 @@ class _FanOut:
                     cond.wait(0.05)
                     continue
             try:
-                self.ex._run_group(self.stage, slot, group, None, self.callbacks, self.bar)
+                self.ex._run_group(self.stage, slot, group, (), self.callbacks, self.bar)
             except BaseException as exc:
                 self.errors.append(exc)
             with cond:

@@ -152,7 +152,7 @@ class OnlineRouter:
     def _predicted_cost(self, experts: Sequence[str]) -> dict:
         """What answering would take: engine calls, an output-token bound, and experts not resident now."""
         calls = sorted(set(experts)) + [self.prep["aggregator"]]
-        resident = set(self.pipe.executor.slot_active)
+        resident = set(self.pipe.executor.resident_experts())
         return {
             "expert_calls": len(experts) + 1,
             "max_output_tokens": sum(self.cfg.pool[e].max_tokens for e in [*experts, self.prep["aggregator"]]),

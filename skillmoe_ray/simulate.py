@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from skillmoe_ray.config import CostConfig, RunConfig
 from skillmoe_ray.plan import assign_slots, order_groups
+from skillmoe_ray.residency import evictions, footprint, weight_bytes_on_disk
 
 GB = 1e9
 
@@ -57,6 +58,7 @@ class ExpertFigures:
     tokens_per_s: float
     prefill_tokens_per_s: float = float("inf")
     weight_bytes: float = 0.0
+    footprint_bytes: float = 0.0  # device memory while resident (co-residency)
 
     def generate_s(self, work: Work) -> float:
         return work.output_tokens / self.tokens_per_s + work.prompt_tokens / self.prefill_tokens_per_s
@@ -94,36 +96,41 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
     for name, spec in cfg.pool.items():
         base = modeled_figures(cfg.scheduler.cost, spec.params_b, can_sleep)
         m = measured.get(fingerprints[name], {})
+        resident_bytes = footprint(spec, cfg.engine, cfg.resources.gpu_memory_gb, cfg.scheduler.cost,
+                                   cfg.scheduler.memory_headroom, weight_bytes_on_disk(spec))
         out[name] = ExpertFigures(
             load_s=m.get("load_seconds", base.load_s),
             wake_s=m.get("wake_seconds", base.wake_s) if can_sleep else None,
             tokens_per_s=m.get("tokens_per_second", base.tokens_per_s),
             prefill_tokens_per_s=float("inf") if "tokens_per_second" in m else base.prefill_tokens_per_s,
             weight_bytes=base.weight_bytes,
+            footprint_bytes=resident_bytes,
         )
     return out
 
 
 def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], n_slots: int,
-             host_ram_bytes: float = float("inf")) -> Simulation:
+             host_ram_bytes: float = float("inf"), gpu_memory_bytes: float | None = None) -> Simulation:
     """Replay the executor's decisions over ``stages`` on ``n_slots`` GPU slots; a barrier between stages.
 
-    Streamed aggregation (several slots) is not modeled: the prediction is an upper bound there.
+    ``gpu_memory_bytes`` (per slot) enables co-residency, as in the executor. Streamed aggregation
+    (several slots) is not modeled: the prediction is an upper bound there.
     """
     sim = Simulation(n_slots, 0.0)
-    resident: list[str | None] = [None] * n_slots
-    sleeping: dict[str, float] = {}
+    slots = _Slots([[] for _ in range(n_slots)], {}, figures, host_ram_bytes, gpu_memory_bytes)
     home: dict[str, int] = {}
     now = 0.0
     for stage in stages:
         now += stage.cpu_seconds
-        ordered = order_groups(list(stage.works), [e for e in resident if e], stage.next_experts)
-        homes = {e: s for e, s in home.items() if e in sleeping or e in resident}
+        resident = [e for slot in slots.resident for e in slot]
+        ordered = order_groups(list(stage.works), resident, stage.next_experts)
+        homes = {e: s for e, s in home.items() if e in slots.sleeping or e in resident}
         ends = [now]
         for slot, queue in enumerate(assign_slots(ordered, n_slots, homes)):
             clock = now
-            for work in queue:
-                kind, activation = _activate(work.expert, slot, resident, sleeping, figures, host_ram_bytes)
+            for index, work in enumerate(queue):
+                keep = {w.expert for w in queue[index + 1 :]} | set(stage.next_experts)
+                kind, activation = slots.activate(work.expert, slot, keep)
                 generate = figures[work.expert].generate_s(work)
                 sim.entries.append({"stage": stage.name, "expert": work.expert, "slot": slot, "kind": kind,
                                     "start": round(clock, 3), "activation_seconds": round(activation, 3),
@@ -136,18 +143,35 @@ def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], 
     return sim
 
 
-def _activate(expert: str, slot: int, resident: list, sleeping: dict, figures: Mapping[str, ExpertFigures],
-              host_ram_bytes: float) -> tuple[str, float]:
-    """Kind and seconds of making ``expert`` active on ``slot`` (the executor's rules)."""
-    if resident[slot] == expert:
-        return "resident", 0.0
-    previous = resident[slot]
-    if previous is not None:  # deactivate: sleep if possible and within the host-RAM budget
-        prev = figures[previous]
-        if prev.wake_s is not None and sum(sleeping.values()) + prev.weight_bytes <= host_ram_bytes:
-            sleeping[previous] = prev.weight_bytes
-    resident[slot] = expert
-    if expert in sleeping:
-        sleeping.pop(expert)
-        return "wake", figures[expert].wake_s
-    return "load", figures[expert].load_s
+@dataclass
+class _Slots:
+    """The simulator's view of the slots: resident experts (least recently used first), sleepers."""
+
+    resident: list[list[str]]
+    sleeping: dict[str, float]
+    figures: Mapping[str, ExpertFigures]
+    host_ram_bytes: float
+    gpu_memory_bytes: float | None
+
+    def activate(self, expert: str, slot: int, keep: set[str]) -> tuple[str, float]:
+        """Kind and seconds of making ``expert`` resident on ``slot`` (the executor's rules)."""
+        residents = self.resident[slot]
+        if expert in residents:
+            residents.remove(expert)
+            residents.append(expert)
+            return "resident", 0.0
+        footprints = {e: self.figures[e].footprint_bytes for e in [*residents, expert]}
+        for previous in evictions(residents, footprints, expert, self.gpu_memory_bytes, keep):
+            residents.remove(previous)
+            self._deactivate(previous)
+        residents.append(expert)
+        if expert in self.sleeping:
+            self.sleeping.pop(expert)
+            return "wake", self.figures[expert].wake_s
+        return "load", self.figures[expert].load_s
+
+    def _deactivate(self, expert: str) -> None:
+        """Sleep if the engine can and the host-RAM budget allows; otherwise it is unloaded."""
+        fig = self.figures[expert]
+        if fig.wake_s is not None and sum(self.sleeping.values()) + fig.weight_bytes <= self.host_ram_bytes:
+            self.sleeping[expert] = fig.weight_bytes

@@ -61,3 +61,14 @@ def test_four_logical_gpus_run_up_to_four_experts_at_once_and_never_more(ray_clu
         assert set(counts.values()) == {1}, stage
     slots = {t["expert"]: t["slot"] for t in results["timeline"] if t["stage"] == "profiles"}
     assert sorted(set(slots.values())) == [0, 1, 2, 3]
+
+
+def test_co_resident_experts_are_activated_once_for_the_whole_run(ray_cluster, ray_run, tmp_path):
+    """With GPU memory for the whole pool (~19 GB per 8B-sized fake expert), no expert is loaded twice."""
+    _, one_at_a_time, _ = ray_run
+    cfg = make_config(tmp_path, ["resources.gpus=1", "resources.gpu_memory_gb=200"])
+    val, test = load_data(cfg.data, cfg.seed)
+    results = run_pipeline(cfg, val, test, show_progress=False)
+    assert set(results["activations"].values()) == {1}
+    assert sum(results["activations"].values()) < sum(one_at_a_time["activations"].values())
+    assert results["methods"]["symbolic_moe"]["accuracy"] == one_at_a_time["methods"]["symbolic_moe"]["accuracy"]

@@ -1,0 +1,91 @@
+"""Memory-aware co-residency: which experts stay on a GPU slot when another one is activated.
+
+DESIGN section 4: "activate one expert (or as many as fit in memory together)". With a known GPU
+memory per slot (``resources.gpu_memory_gb``), experts whose device footprints fit together stay
+resident side by side, so an expert needed again (in a later stage, or by the next request batch)
+costs no switch at all. Without it, a slot holds one resident expert, as before.
+
+The eviction rule is a pure function shared by the executor (real runs) and the simulator
+(mode=plan), so that the plan predicts the decisions the executor makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec, RunConfig
+
+GB = 1e9
+
+
+def evictions(
+    residents: Sequence[str],
+    footprints: Mapping[str, float],
+    incoming: str,
+    capacity: float | None,
+    keep: Iterable[str] = (),
+) -> list[str]:
+    """The residents of a slot to deactivate so that ``incoming`` fits beside the others.
+
+    ``residents`` is ordered least recently used first. ``capacity`` is the slot's device memory
+    in bytes; None means one expert at a time (every resident goes). Experts in ``keep`` (needed
+    later in this stage or by the next one) are evicted last; among equals, the least recently
+    used goes first. An incoming expert larger than the whole slot evicts everyone and runs alone.
+    """
+    residents = [e for e in residents if e != incoming]
+    if capacity is None:
+        return residents
+    keep = set(keep)
+    used = sum(footprints[e] for e in residents)
+    order = sorted(range(len(residents)), key=lambda i: (residents[i] in keep, i))
+    out = []
+    for i in order:
+        if used + footprints[incoming] <= capacity:
+            break
+        out.append(residents[i])
+        used -= footprints[residents[i]]
+    return out
+
+
+def footprint(
+    spec: ModelSpec,
+    engine: EngineConfig,
+    gpu_memory_gb: float | None,
+    cost: CostConfig,
+    headroom: float,
+    weight_bytes: float = 0,
+) -> float:
+    """Device bytes an expert holds while resident on a GPU slot.
+
+    vLLM reserves a fixed share of the GPU (``gpu_memory_utilization``) whatever the model's size.
+    Other engines hold the weights plus working memory: ``headroom`` times the weight bytes, which
+    are the measured ones (``weight_bytes``: after a load, or the weight files' size on disk) or
+    else estimated from the pool's ``params_b``.
+    """
+    share = engine.options.get("gpu_memory_utilization")
+    if engine.name == "vllm" and share and gpu_memory_gb:
+        return float(share) * gpu_memory_gb * GB
+    if weight_bytes <= 0:
+        weight_bytes = (spec.params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
+    return weight_bytes * headroom
+
+
+def weight_bytes_on_disk(spec: ModelSpec) -> int:
+    """Size of a local model's safetensors files (0 for a hub id or a model not on disk)."""
+    root = Path(spec.path).expanduser()
+    return sum(p.stat().st_size for p in root.glob("*.safetensors")) if root.is_dir() else 0
+
+
+def footprints_from_config(cfg: RunConfig) -> Callable[[str, int], float]:
+    """(expert, measured weight bytes or 0) -> its resident footprint, for the executor.
+
+    Before an expert's first load, a local model's weight files on disk stand in for the measure.
+    """
+    on_disk = {name: weight_bytes_on_disk(spec) for name, spec in cfg.pool.items()}
+
+    def of(expert: str, weight_bytes: int) -> float:
+        return footprint(cfg.pool[expert], cfg.engine, cfg.resources.gpu_memory_gb, cfg.scheduler.cost,
+                         cfg.scheduler.memory_headroom, weight_bytes or on_disk[expert])
+
+    return of

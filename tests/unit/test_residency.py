@@ -1,0 +1,93 @@
+"""Co-residency: the eviction rule, footprints, and the executor and simulator following them."""
+
+from __future__ import annotations
+
+import pytest
+
+from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec
+from skillmoe_ray.executor import LocalExpert, SlotExecutor
+from skillmoe_ray.residency import evictions, footprint, weight_bytes_on_disk
+from skillmoe_ray.simulate import ExpertFigures, StageWork, Work, simulate
+from tests.unit.test_executor import CountingEngine, groups
+
+SIZES = {"a": 4.0, "b": 4.0, "c": 4.0, "big": 20.0}
+
+
+def test_without_a_known_gpu_memory_every_resident_goes():
+    assert evictions(["a", "b"], SIZES, "c", None) == ["a", "b"]
+
+
+def test_nothing_is_evicted_when_the_incoming_expert_fits():
+    assert evictions(["a", "b"], SIZES, "c", capacity=12.0) == []
+
+
+def test_least_recently_used_goes_first():
+    assert evictions(["a", "b"], SIZES, "c", capacity=8.0) == ["a"]
+
+
+def test_experts_needed_later_are_evicted_last():
+    assert evictions(["a", "b"], SIZES, "c", capacity=8.0, keep={"a"}) == ["b"]
+    assert evictions(["a", "b"], SIZES, "c", capacity=4.0, keep={"a"}) == ["b", "a"]
+
+
+def test_an_expert_larger_than_the_slot_runs_alone():
+    assert evictions(["a", "b"], SIZES, "big", capacity=10.0) == ["a", "b"]
+
+
+def test_vllm_footprint_is_its_reserved_share_and_others_scale_the_weights():
+    cost = CostConfig()
+    spec = ModelSpec(name="m", path="org/m", params_b=7.0)
+    vllm = EngineConfig("vllm", options={"gpu_memory_utilization": 0.4})
+    assert footprint(spec, vllm, 80.0, cost, 1.2) == pytest.approx(32e9)
+    hf = EngineConfig("hf")
+    assert footprint(spec, hf, 80.0, cost, 1.2) == pytest.approx(7e9 * cost.bytes_per_param * 1.2)
+    assert footprint(spec, hf, 80.0, cost, 1.5, weight_bytes=10e9) == pytest.approx(15e9)
+
+
+def test_weights_on_disk_are_the_safetensors_files(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "config.json").write_text("{}")
+    assert weight_bytes_on_disk(ModelSpec(name="m", path=str(tmp_path))) == 100
+    assert weight_bytes_on_disk(ModelSpec(name="m", path="org/not-here")) == 0
+
+
+def co_resident_executor(gpu_memory_bytes):
+    """CountingEngine experts weigh 10 bytes each once loaded; before that, 10 bytes are assumed."""
+    CountingEngine.calls = []
+    CountingEngine.sleepable = True
+    return SlotExecutor(
+        lambda name, slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+        gpu_memory_bytes=gpu_memory_bytes,
+        footprint=lambda expert, weight_bytes: float(weight_bytes or 10),
+    )
+
+
+@pytest.mark.parametrize("gpu_memory_bytes, activations", [(None, 5), (30, 3), (20, 4)])
+def test_co_resident_experts_are_reused_across_stages(gpu_memory_bytes, activations):
+    ex = co_resident_executor(gpu_memory_bytes)
+    for stage in ("s1", "s2"):
+        ex.run_stage(stage, groups("a", "b", "c"), [], lambda g, o, t: None)
+    assert sum(ex.activations.values()) == activations
+    assert len(ex.resident_experts()) == (1 if gpu_memory_bytes is None else gpu_memory_bytes // 10)
+    spans = sorted((t["start"], t["end"]) for t in ex.timeline)
+    assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:])), "one expert generates at a time"
+
+
+def test_co_residency_keeps_the_expert_the_next_stage_needs():
+    ex = co_resident_executor(20)
+    ex.run_stage("s1", groups("a", "b", "c"), ["a"], lambda g, o, t: None)
+    assert "a" in ex.resident_experts()
+    ex.run_stage("s2", groups("a"), [], lambda g, o, t: None)
+    assert ex.timeline[-1]["kind"] == "resident"
+
+
+@pytest.mark.parametrize("gpu_memory_bytes, activations", [(None, 5), (30, 3), (20, 4)])
+def test_the_simulator_predicts_the_executors_activations(gpu_memory_bytes, activations):
+    figures = {e: ExpertFigures(10.0, 1.0, 100.0, weight_bytes=10.0, footprint_bytes=10.0) for e in "abc"}
+    stage = tuple(Work(e, 2, 10, 16) for e in "abc")
+    sim = simulate([StageWork("s1", stage), StageWork("s2", stage)], figures, 1, gpu_memory_bytes=gpu_memory_bytes)
+    ex = co_resident_executor(gpu_memory_bytes)
+    for name in ("s1", "s2"):
+        ex.run_stage(name, groups("a", "b", "c"), [], lambda g, o, t: None)
+    assert sim.activations == activations == sum(ex.activations.values())
+    assert [(e["expert"], e["kind"]) for e in sim.entries] == [(t["expert"], t["kind"]) for t in ex.timeline]
