@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     grouped_ex = executor(pool, args.engine, options, args.gpus, args.deactivate, host_ram)
     grouped, grouped_out = run(grouped_ex, [group_by_expert(p for pairs in per_instance for p in pairs)])
+    print(f"grouped: {grouped:.2f} s; now the per-instance order", flush=True)
     naive_stages = [[ExpertGroup(e, [r])] for pairs in per_instance for e, r in pairs]
     naive_ex = executor(pool, args.engine, options, args.gpus, args.deactivate, host_ram)
     naive, naive_out = run(naive_ex, naive_stages)
