@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
-.PHONY: setup demo test test-fast lint bench bench-assign bench-schedule clean-cache help
+.PHONY: setup demo test test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
 
 help:
 	@echo "make demo   - set up .venv if needed, then run the offline demo experiment"
@@ -20,6 +20,7 @@ help:
 	@echo "make test-fast - unit tests only (no Ray, no engines)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (prints figures; no pass/fail)"
+	@echo "make bench-activation - one expert's load (cold, page cache), sleep/wake and warm-up costs (tiny, CPU)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,13 +46,16 @@ test-fast: setup
 lint: setup
 	$(PY) -m ruff check skillmoe_ray actors tests jobs
 
-bench: bench-assign bench-schedule
+bench: bench-assign bench-schedule bench-activation
 
 bench-assign: setup
 	$(PY) -m skillmoe_ray.bench.assignment
 
 bench-schedule: setup
 	$(PY) -m skillmoe_ray.bench.schedule
+
+bench-activation: setup
+	$(PY) -m skillmoe_ray.bench.activation --preset tiny --device cpu
 
 clean-cache:
 	rm -rf .cache/skillmoe

@@ -70,21 +70,32 @@ def build_tokenizer(out_dir: Path):
 
 
 def model_config(arch: str, vocab_size: int, recipe: dict):
-    """A tiny config of the given architecture (head dimension 32, as vLLM's CPU kernels need)."""
+    """The config of the given architecture; by default tiny (head dimension 32, as vLLM's CPU kernels need).
+
+    Optional recipe keys size it up to a real model's shapes: ``hidden_size``, ``intermediate_size``,
+    ``layers``, ``head_dim``, ``num_attention_heads``, ``num_key_value_heads`` and ``vocab_size`` (at least
+    the tokenizer's; the extra embedding rows only make the weight bytes realistic). Left out, each
+    has the value the demo always used, so existing recipes give the same config.
+    """
     import transformers
 
     classes = {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig"}
     if arch not in classes:
         raise ConfigError(f"demo.models: unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
     hidden = recipe.get("hidden_size", 128)
+    head_dim = recipe.get("head_dim", 32)
+    heads = recipe.get("num_attention_heads", hidden // head_dim)
+    vocab = recipe.get("vocab_size", vocab_size)
+    if vocab < vocab_size:
+        raise ConfigError(f"demo.models: vocab_size {vocab} is smaller than the tokenizer's {vocab_size} tokens")
     return getattr(transformers, classes[arch])(
-        vocab_size=vocab_size,
+        vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=recipe.get("intermediate_size", 2 * hidden),
         num_hidden_layers=recipe.get("layers", 2),
-        num_attention_heads=hidden // 32,
-        num_key_value_heads=max(1, hidden // 64),
-        head_dim=32,
+        num_attention_heads=heads,
+        num_key_value_heads=recipe.get("num_key_value_heads", max(1, heads // 2)),
+        head_dim=head_dim,
         max_position_embeddings=recipe.get("max_position_embeddings", 2048),
         initializer_range=recipe.get("initializer_range", 1.0),
         tie_word_embeddings=False,
@@ -94,20 +105,49 @@ def model_config(arch: str, vocab_size: int, recipe: dict):
     )
 
 
+BUILD_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def build_device(recipe: dict) -> str:
+    """Where the recipe's weights are drawn (``device``: cpu by default, or cuda for big models)."""
+    import torch
+
+    device = recipe.get("device", "cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigError(f"demo.models: device {device!r} is not cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"demo.models: device {device!r} asked for, but no CUDA GPU is available here")
+    return device
+
+
 def build_model(out_dir: Path, recipe: dict, tokenizer) -> None:
-    """Save a random-weight model (seeded) with the shared tokenizer into ``out_dir``."""
+    """Save a random-weight model (seeded, saved as bfloat16) with the shared tokenizer into ``out_dir``.
+
+    The weights are drawn on the recipe's ``device`` in its ``dtype`` (cpu and float32 by default):
+    a 7B-sized model built as bfloat16 on the GPU takes seconds and needs no 27 GB float32 copy.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    dtype = recipe.get("dtype", "float32")
+    if dtype not in BUILD_DTYPES:
+        raise ConfigError(f"demo.models: dtype {dtype!r} is not one of {', '.join(BUILD_DTYPES)}")
     config = model_config(recipe.get("arch", "llama"), len(tokenizer), recipe)
     torch.manual_seed(int(recipe.get("seed", 0)))
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.device(build_device(recipe)):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(float(recipe.get("logit_scale", 1.0)))
+        head = model.get_output_embeddings().weight
+        head.mul_(float(recipe.get("logit_scale", 1.0)))
+        # Padding rows have no token: a zero logit keeps them below the peaked real logits.
+        head[len(tokenizer) :].zero_()
     model.to(torch.bfloat16).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     model.generation_config.save_pretrained(out_dir)
     (out_dir / DONE_MARKER).write_text(json.dumps({**recipe, "version": RECIPE_VERSION}, sort_keys=True))
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def ensure_demo_models(demo: DemoConfig) -> list[Path]:
@@ -125,7 +165,7 @@ def ensure_demo_models(demo: DemoConfig) -> list[Path]:
             continue
         if tokenizer is None:
             tokenizer = build_tokenizer(root / "_tokenizer")
-        log.info("building tiny demo model %s (%s)", name, recipe.get("arch", "llama"))
+        log.info("building demo model %s (%s)", name, recipe.get("arch", "llama"))
         out.mkdir(parents=True, exist_ok=True)
         marker.unlink(missing_ok=True)
         build_model(out, dict(recipe), tokenizer)

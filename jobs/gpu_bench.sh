@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runbook for the GPU benchmarks (one H100 80 GB, 128 GB RAM, 64 GB disk), run from the repository root:
+#
+#   bash jobs/gpu_bench.sh activation   # ~3 min: builds the 7B-sized weights (GPU), then cold / page-cache / wake
+#   bash jobs/gpu_bench.sh schedule     # ~6 min: 8 experts sharing those weights, grouped vs per-instance loading
+#   bash jobs/gpu_bench.sh              # both (over 8 min: too long for one 10-minute device command)
+#
+# Figures and logs go to $OUT if set, else ./bench-out. The weights are built once into
+# .cache/skillmoe/bench-models (git-ignored, so they stay while the machine stays warm) and reused by
+# the second command. Only torch (CUDA), transformers, safetensors, tokenizers and numpy are needed;
+# carried wheels in .whl/ (../shared/tools/gpu-wheels.sh) are installed when present but the benches
+# do not import Ray, Hydra or vLLM. A dry run on a CPU machine, with tiny models:
+#   DEVICE=cpu PRESET=tiny PYTHON=.venv/bin/python bash jobs/gpu_bench.sh
+set -euo pipefail
+
+stage=${1:-all}
+case "$stage" in all|activation|schedule) ;; *) echo "usage: $0 [all|activation|schedule]" >&2; exit 2;; esac
+out=${OUT:-./bench-out}
+device=${DEVICE:-cuda}
+preset=${PRESET:-7b}
+py=${PYTHON:-python3}
+models=${MODELS_DIR:-.cache/skillmoe/bench-models}
+mkdir -p "$out" "$models"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  echo "no .whl/ carried: fine, the benchmarks need none of its packages"
+  export PYTHONPATH=$PWD
+fi
+
+# What the benchmarks import, checked up front so a missing package fails in seconds, by name.
+"$py" - "$device" <<'PY'
+import importlib, sys
+missing = []
+for name in ("torch", "transformers", "safetensors", "tokenizers", "numpy", "yaml"):
+    try:
+        mod = importlib.import_module(name)
+        print(f"ok  {name} {getattr(mod, '__version__', '')}")
+    except Exception as exc:
+        missing.append(f"{name} ({exc})")
+import torch
+if sys.argv[1] == "cpu":
+    print("dry run on the CPU")
+elif not torch.cuda.is_available():
+    missing.append("a CUDA GPU (torch.cuda.is_available() is False)")
+else:
+    print(f"ok  cuda: {torch.cuda.get_device_name(0)}, "
+          f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
+import skillmoe_ray.bench.activation, skillmoe_ray.bench.schedule, skillmoe_ray.engines.hf_engine  # noqa: E401
+heavy = [m for m in ("ray", "hydra", "omegaconf", "vllm", "math_verify", "scipy") if m in sys.modules]
+if heavy:
+    missing.append(f"the bench modules should not import {heavy}")
+if missing:
+    sys.exit("gpu_bench: cannot run here: " + "; ".join(missing))
+PY
+df -h "$models" | tail -1 | awk '{print "disk free for the models: " $4}'
+free -g | awk 'NR==2 {print "host RAM: " $2 " GB total, " $7 " GB available"}'
+
+if [[ $stage != schedule ]]; then
+  # 3 repeats of each phase; --drop-caches is tried as root and skipped silently where /proc/sys is read-only
+  # (fadvise DONTNEED still evicts; the log prints how much stayed cached).
+  drop=$([[ $device == cpu ]] || echo --drop-caches)
+  timeout 570 "$py" -m skillmoe_ray.bench.activation --preset "$preset" --device "$device" --repeats 3 $drop \
+    --models-dir "$models" --json "$out/activation.json" 2>&1 | tee "$out/activation.log"
+fi
+
+if [[ $stage != activation ]]; then
+  # Workload: 16 instances x k=3 = 48 requests over 8 experts (about 6 per expert), 32 tokens each.
+  # Grouped: 8 activations (~4-6 s each from the page cache) + 8 batched generates (~1-2 s) = ~1-1.5 min.
+  # Per-instance: ~47 switches (sleep or unload, then wake or load: ~5 s) + 48 single generates (~1 s)
+  # = ~4-5 min. Together ~6 min, inside the 10-minute command limit with the build already done.
+  # Host RAM: 48 GB of sleeping experts (3 x 13.5 GB); PyTorch's pinned-memory cache rounds blocks up to
+  # powers of two (~1.3x for these shapes), so that is ~50 GiB pinned of the 128 GB, leaving room for the
+  # page cache (13.5 GB) and the CPU copy a load makes.
+  timeout 570 "$py" -m skillmoe_ray.bench.schedule --preset "$preset" --experts 8 --share-weights --device "$device" \
+    --deactivate "${DEACTIVATE:-auto}" --host-ram-gb "${HOST_RAM_GB:-48}" \
+    --instances "${INSTANCES:-16}" --k 3 --max-tokens "${MAX_TOKENS:-32}" \
+    --models-dir "$models" --json "$out/schedule.json" 2>&1 | tee "$out/schedule.log"
+fi
+echo "figures and logs in $out"
