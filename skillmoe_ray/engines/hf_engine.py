@@ -93,6 +93,7 @@ class HFEngine(Engine):
                 trust_remote_code=spec.trust_remote_code,
                 dtype=getattr(torch, self.dtype),
                 attn_implementation=self.options["attn_implementation"],
+                **self._placement(),
             ).to(self.device)
         except Exception as exc:
             raise EngineError(f"transformers could not load expert {spec.name!r} from {spec.path!r}: {exc}") from exc
@@ -101,6 +102,16 @@ class HFEngine(Engine):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.info.device = self.device
         self.info.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def _placement(self) -> dict:
+        """Load straight onto the GPU where accelerate is installed, skipping a full copy in host RAM."""
+        if not self.device.startswith("cuda"):
+            return {}
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            return {}
+        return {"device_map": self.device}
 
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         outputs: list[GenOutput | None] = [None] * len(requests)
@@ -165,9 +176,12 @@ class HFEngine(Engine):
             return
         import torch
 
+        # Copy each tensor straight into a pinned host buffer: one device-to-host copy, no staging copy.
         for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
-            host = tensor.data.to("cpu")
-            tensor.data = host.pin_memory() if self.options["pin_memory"] else host
+            host = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=self.options["pin_memory"])
+            host.copy_(tensor.data, non_blocking=self.options["pin_memory"])
+            tensor.data = host
+        torch.cuda.synchronize()
         torch.cuda.empty_cache()
 
     def _wake(self) -> None:
