@@ -5,6 +5,13 @@ from __future__ import annotations
 from skillmoe_ray.compare import comparison_rows, fmt
 
 
+def _all_cached_note(results: dict) -> str:
+    """Says so when every stage came from the cache (the method rows then show the cost of computing them)."""
+    stages = results.get("stages", {}).values()
+    return " (every stage cached; method costs are those of the run that computed them)" if stages and all(
+        s.get("cached") for s in stages) else ""
+
+
 def _table(headers: list[str], rows: list[list]) -> str:
     cells = [[str(c) for c in row] for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -39,7 +46,7 @@ def format_summary(results: dict, run_dir: str) -> str:
     head = (
         f"experiment {results['experiment']}: {results['n_instances']} test / {results['n_validation']} validation "
         f"instances, k={results['k']}, aggregator {results['aggregator']['selected']}, "
-        f"{results['wall_seconds']:.1f} s"
+        f"pipeline {results['wall_seconds']:.1f} s{_all_cached_note(results)}"
     )
     parts = [head, methods]
     if "comparison" in results:
