@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from skillmoe_ray.config import CostConfig, RunConfig
 from skillmoe_ray.plan import assign_slots, order_groups
-from skillmoe_ray.residency import evictions, footprint, weight_bytes_on_disk
+from skillmoe_ray.residency import evictions, footprints_from_config
 
 GB = 1e9
 
@@ -93,18 +93,17 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
                    can_sleep: bool) -> dict[str, ExpertFigures]:
     """Per-model figures: measured values (by model fingerprint) override the modeled ones."""
     out = {}
+    footprint_of = footprints_from_config(cfg)
     for name, spec in cfg.pool.items():
         base = modeled_figures(cfg.scheduler.cost, spec.params_b, can_sleep)
         m = measured.get(fingerprints[name], {})
-        resident_bytes = footprint(spec, cfg.engine, cfg.resources.gpu_memory_gb, cfg.scheduler.cost,
-                                   cfg.scheduler.memory_headroom, weight_bytes_on_disk(spec))
         out[name] = ExpertFigures(
             load_s=m.get("load_seconds", base.load_s),
             wake_s=m.get("wake_seconds", base.wake_s) if can_sleep else None,
             tokens_per_s=m.get("tokens_per_second", base.tokens_per_s),
             prefill_tokens_per_s=float("inf") if "tokens_per_second" in m else base.prefill_tokens_per_s,
             weight_bytes=base.weight_bytes,
-            footprint_bytes=resident_bytes,
+            footprint_bytes=footprint_of(name, 0),
         )
     return out
 
