@@ -32,7 +32,7 @@ from typing import Protocol
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, Engine, EngineInfo, GenOutput, GenRequest
 from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups
 from skillmoe_ray.progress import ProgressFactory, no_progress
-from skillmoe_ray.residency import evictions
+from skillmoe_ray.residency import evictions, touch
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +243,7 @@ class SlotExecutor:
         ``keep``: experts needed later, evicted only when nothing else frees enough memory.
         """
         residents = self.slot_resident[slot]
-        if expert in residents:
-            residents.remove(expert)
-            residents.append(expert)
+        if touch(residents, expert):
             return "resident", {}
         phases: dict[str, float] = {}
         footprints = {e: self.footprint(e, self.weight_bytes.get(e, 0)) for e in [*residents, expert]}

@@ -19,6 +19,15 @@ from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec, RunConfig
 GB = 1e9
 
 
+def touch(residents: list[str], expert: str) -> bool:
+    """Mark ``expert`` most recently used if it is resident (``residents`` is LRU-ordered); False if not."""
+    if expert not in residents:
+        return False
+    residents.remove(expert)
+    residents.append(expert)
+    return True
+
+
 def evictions(
     residents: Sequence[str],
     footprints: Mapping[str, float],

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from skillmoe_ray.config import CostConfig, RunConfig
 from skillmoe_ray.plan import assign_slots, order_groups
-from skillmoe_ray.residency import evictions, footprints_from_config
+from skillmoe_ray.residency import evictions, footprints_from_config, touch
 
 GB = 1e9
 
@@ -155,9 +155,7 @@ class _Slots:
     def activate(self, expert: str, slot: int, keep: set[str]) -> tuple[str, float]:
         """Kind and seconds of making ``expert`` resident on ``slot`` (the executor's rules)."""
         residents = self.resident[slot]
-        if expert in residents:
-            residents.remove(expert)
-            residents.append(expert)
+        if touch(residents, expert):
             return "resident", 0.0
         footprints = {e: self.figures[e].footprint_bytes for e in [*residents, expert]}
         for previous in evictions(residents, footprints, expert, self.gpu_memory_bytes, keep):

@@ -6,11 +6,17 @@ import pytest
 
 from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec
 from skillmoe_ray.executor import LocalExpert, SlotExecutor
-from skillmoe_ray.residency import evictions, footprint, weight_bytes_on_disk
+from skillmoe_ray.residency import evictions, footprint, touch, weight_bytes_on_disk
 from skillmoe_ray.simulate import ExpertFigures, StageWork, Work, simulate
 from tests.unit.test_executor import CountingEngine, groups
 
 SIZES = {"a": 4.0, "b": 4.0, "c": 4.0, "big": 20.0}
+
+
+def test_touch_moves_a_resident_to_most_recently_used():
+    residents = ["a", "b", "c"]
+    assert touch(residents, "a") and residents == ["b", "c", "a"]
+    assert not touch(residents, "d") and residents == ["b", "c", "a"]
 
 
 def test_without_a_known_gpu_memory_every_resident_goes():
