@@ -12,7 +12,8 @@ an expert: in-process engines (:class:`LocalExpert`, for tests and benchmarks) o
 - With several slots, groups run in parallel, one thread per slot. An expert resident or asleep on
   a slot keeps that slot (its home); the others are placed longest work first.
 - Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
-  allows, and unloads it otherwise. After a wake, a one-token warm-up and a short greedy probe
+  allows, and unloads it otherwise; under ``auto``, an expert no later stage needs is unloaded
+  (``later``: a sleep would only cost a device-to-host copy and host RAM). After a wake, a one-token warm-up and a short greedy probe
   compared with the probe recorded at first load catch a wake that corrupted weights; a failed
   probe reloads the expert from disk.
 - While a group generates, the next expert of that slot reads its weight files ahead (page cache).
@@ -32,7 +33,7 @@ from typing import Protocol
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, Engine, EngineInfo, GenOutput, GenRequest
 from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups
 from skillmoe_ray.progress import ProgressFactory, no_progress
-from skillmoe_ray.residency import evictions, touch
+from skillmoe_ray.residency import evictions, needed_again, sleeps_on_deactivation, touch
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class SlotExecutor:
         self.footprint = footprint or (lambda expert, weight_bytes: float(weight_bytes))
         self.weight_bytes: dict[str, int] = {}
         self.next_experts: set[str] = set()
+        self.later: set[str] | None = None
         self.t0 = time.perf_counter() if t0 is None else t0
         self.handles: dict[str, ExpertHandle] = {}
         self.handle_slot: dict[str, int] = {}
@@ -128,6 +130,7 @@ class SlotExecutor:
         self.timeline: list[dict] = []
         self.activations: Counter[str] = Counter()
         self.stage_activations: dict[str, Counter[str]] = defaultdict(Counter)
+        self.deactivations: Counter[str] = Counter()  # sleep | unload
         self.generate_calls = 0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -152,14 +155,20 @@ class SlotExecutor:
         on_group_done: GroupDone,
         on_group_error: GroupFailed | None = None,
         followup: FollowUp | None = None,
+        later: Iterable[str] | None = None,
     ) -> None:
         """Run every group of a stage; ``on_group_done`` is called as each group finishes.
+
+        ``next_experts`` go last in the order (they stay resident into the next stage); ``later``
+        are the experts any later stage uses, or None when that is not known yet (every expert
+        may then be needed again, so none is unloaded for want of a future use).
 
         Without ``on_group_error`` a failing group fails the stage (batch runs crash and resume);
         with it, the failure is reported, the expert discarded, and the other groups still run
         (online serving answers the affected requests with an error and stays up).
         """
         self.next_experts = set(next_experts)
+        self.later = None if later is None else set(later)
         ordered = order_groups(groups, self.resident_experts(), self.next_experts)
         queues = assign_slots(ordered, self.n_slots, self.homes())
         for slot, queue in enumerate(queues):
@@ -251,7 +260,7 @@ class SlotExecutor:
         if evict:
             t = time.perf_counter()
             for previous in evict:
-                self._deactivate(previous)
+                self._deactivate(previous, needed_again(previous, keep, self.later))
                 residents.remove(previous)
             phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
         handle = self._handle(expert, slot)
@@ -296,29 +305,33 @@ class SlotExecutor:
             except Exception as exc:  # a dead actor cannot be unloaded; it is gone either way
                 log.warning("releasing failed expert %s: %s", expert, exc)
 
-    def _deactivate(self, expert: str) -> None:
-        """Sleep when the engine can and the host-RAM budget allows; unload otherwise."""
+    def _deactivate(self, expert: str, again: bool = True) -> None:
+        """Sleep when the policy, the engine and the host-RAM budget allow; unload otherwise."""
         handle = self.handles[expert]
         info = handle.info()
         with self._lock:
             fits = sum(self.sleeping_bytes.values()) + info.weight_bytes <= self.host_ram_bytes
-            sleep = self.deactivate_policy in ("auto", "sleep") and info.can_sleep and fits
+            sleep = sleeps_on_deactivation(self.deactivate_policy, info.can_sleep, fits, again)
             if sleep:
                 self.sleeping_bytes[expert] = info.weight_bytes
+            self.deactivations["sleep" if sleep else "unload"] += 1
         if sleep:
             handle.sleep()
             self.state[expert] = SLEEPING
             return
         if self.deactivate_policy == "sleep":
             log.warning("expert %s cannot sleep here (engine or host-RAM budget); unloading it", expert)
+        elif not again:
+            log.info("expert %s is not needed again: unloading it instead of sleeping", expert)
         handle.unload()
         self.state[expert] = UNLOADED
 
     def summary(self) -> dict:
-        """Activation counts (total and per stage), generate calls and the timeline."""
+        """Activation counts (total and per stage), deactivations by kind, generate calls and the timeline."""
         return {
             "activations": dict(self.activations),
             "activations_per_stage": {s: dict(c) for s, c in self.stage_activations.items()},
+            "deactivations": dict(self.deactivations),
             "generate_calls": self.generate_calls,
             "timeline": list(self.timeline),
         }

@@ -104,7 +104,7 @@ class Pipeline:
 
     def _generate(
         self, stage: str, pairs: Sequence[tuple[str, GenRequest]], record: dict, next_experts: Iterable[str] = (),
-        followup=None,
+        followup=None, later: Iterable[str] | None = None,
     ) -> list[dict]:
         """Outputs for ``pairs`` (aligned), generating only what the store does not hold yet."""
         keys = self._keys(pairs)
@@ -144,7 +144,7 @@ class Pipeline:
                 failed.update({req.key(fp): f"expert {group.expert} failed: {exc}" for req in group.requests})
 
             handler = on_group_error if self.tolerate_failures else None
-            self.executor.run_stage(stage, groups, next_experts, on_group_done, handler, followup)
+            self.executor.run_stage(stage, groups, next_experts, on_group_done, handler, followup, later)
             found.update({key: failed_record(key, message) for key, message in failed.items()})
         outputs = [found[k] for k in keys]
         record["prompt_tokens"] = sum(o["prompt_tokens"] for o in outputs)
@@ -262,11 +262,11 @@ class Pipeline:
         return self._stage("aggregator_selection", self._keys(pairs), compute)
 
     def _timed_generate(self, stage: str, pairs: list[tuple[str, GenRequest]], next_experts: list[str],
-                        followup=None) -> list[dict]:
+                        followup=None, later: list[str] | None = None) -> list[dict]:
         """A test-time phase: generation shared by all methods, cached per request in the store."""
         start = time.perf_counter()
         record: dict = {}
-        outputs = self._generate(stage, pairs, record, next_experts, followup)
+        outputs = self._generate(stage, pairs, record, next_experts, followup, later)
         record.update(
             key=self.cache.key(stage, self._keys(pairs)),
             cached=record["generated"] == 0,
@@ -294,7 +294,8 @@ class Pipeline:
             skip_aggregator_single=self.cfg.recruit.skip_aggregator_single,
         )
         names = cc.methods if self.cfg.mode == "compare" else RUN_METHODS
-        runner = PlanRunner(self.cfg, test, self._timed_generate, self.lookup, streaming=self.executor.n_slots > 1)
+        runner = PlanRunner(self.cfg, test, self._timed_generate, self.lookup,
+                            streaming=self.executor.n_slots > 1, final=True)
         return runner, runner.run(build_plans(names, ctx))
 
     # -- the whole run --------------------------------------------------------------------------

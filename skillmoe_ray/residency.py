@@ -57,6 +57,27 @@ def evictions(
     return out
 
 
+def sleeps_on_deactivation(policy: str, can_sleep: bool, fits_host_ram: bool, needed_again: bool) -> bool:
+    """Whether a deactivated expert sleeps (weights to host RAM) rather than unloads.
+
+    ``auto`` sleeps only an expert that may be needed again: sleeping one that is not costs a
+    device-to-host copy and host RAM that experts still to come could use. ``sleep`` sleeps
+    whenever it can; ``unload`` never sleeps.
+    """
+    if policy == "unload" or not (can_sleep and fits_host_ram):
+        return False
+    return policy == "sleep" or needed_again
+
+
+def needed_again(expert: str, keep: Iterable[str], later: Iterable[str] | None) -> bool:
+    """``expert`` is needed again: later in this stage (``keep``), or by a later stage.
+
+    ``later`` is None when the later stages' experts are not known yet (stages before
+    recruitment, online serving): then every expert may be needed again.
+    """
+    return later is None or expert in set(keep) or expert in set(later)
+
+
 def footprint(
     spec: ModelSpec,
     engine: EngineConfig,

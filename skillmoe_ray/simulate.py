@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 from skillmoe_ray.config import CostConfig, RunConfig
 from skillmoe_ray.plan import assign_slots, order_groups
-from skillmoe_ray.residency import evictions, footprints_from_config, touch
+from skillmoe_ray.residency import (
+    evictions,
+    footprints_from_config,
+    needed_again,
+    sleeps_on_deactivation,
+    touch,
+)
 
 GB = 1e9
 
@@ -41,12 +47,17 @@ class Work:
 
 @dataclass(frozen=True)
 class StageWork:
-    """A stage's expert work, the experts the next stage needs, and its driver-side seconds."""
+    """A stage's expert work, the experts the next stage needs, and its driver-side seconds.
+
+    ``later``: the experts any later stage uses, when the run knows them while this stage runs
+    (test-time phases, after recruitment); None before that, as in the executor.
+    """
 
     name: str
     works: tuple[Work, ...] = ()
     next_experts: tuple[str, ...] = ()
     cpu_seconds: float = 0.0
+    later: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,14 +120,16 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
 
 
 def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], n_slots: int,
-             host_ram_bytes: float = float("inf"), gpu_memory_bytes: float | None = None) -> Simulation:
+             host_ram_bytes: float = float("inf"), gpu_memory_bytes: float | None = None,
+             deactivate: str = "auto") -> Simulation:
     """Replay the executor's decisions over ``stages`` on ``n_slots`` GPU slots; a barrier between stages.
 
-    ``gpu_memory_bytes`` (per slot) enables co-residency, as in the executor. Streamed aggregation
+    ``gpu_memory_bytes`` (per slot) enables co-residency, and ``deactivate`` is the sleep-or-unload
+    policy (``scheduler.deactivate``), as in the executor. Streamed aggregation
     (several slots) is not modeled: the prediction is an upper bound there.
     """
     sim = Simulation(n_slots, 0.0)
-    slots = _Slots([[] for _ in range(n_slots)], {}, figures, host_ram_bytes, gpu_memory_bytes)
+    slots = _Slots([[] for _ in range(n_slots)], {}, figures, host_ram_bytes, gpu_memory_bytes, deactivate)
     home: dict[str, int] = {}
     now = 0.0
     for stage in stages:
@@ -129,7 +142,7 @@ def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], 
             clock = now
             for index, work in enumerate(queue):
                 keep = {w.expert for w in queue[index + 1 :]} | set(stage.next_experts)
-                kind, activation = slots.activate(work.expert, slot, keep)
+                kind, activation = slots.activate(work.expert, slot, keep, stage.later)
                 generate = figures[work.expert].generate_s(work)
                 sim.entries.append({"stage": stage.name, "expert": work.expert, "slot": slot, "kind": kind,
                                     "start": round(clock, 3), "activation_seconds": round(activation, 3),
@@ -151,8 +164,9 @@ class _Slots:
     figures: Mapping[str, ExpertFigures]
     host_ram_bytes: float
     gpu_memory_bytes: float | None
+    deactivate: str = "auto"
 
-    def activate(self, expert: str, slot: int, keep: set[str]) -> tuple[str, float]:
+    def activate(self, expert: str, slot: int, keep: set[str], later: Sequence[str] | None) -> tuple[str, float]:
         """Kind and seconds of making ``expert`` resident on ``slot`` (the executor's rules)."""
         residents = self.resident[slot]
         if touch(residents, expert):
@@ -160,15 +174,16 @@ class _Slots:
         footprints = {e: self.figures[e].footprint_bytes for e in [*residents, expert]}
         for previous in evictions(residents, footprints, expert, self.gpu_memory_bytes, keep):
             residents.remove(previous)
-            self._deactivate(previous)
+            self._deactivate(previous, needed_again(previous, keep, later))
         residents.append(expert)
         if expert in self.sleeping:
             self.sleeping.pop(expert)
             return "wake", self.figures[expert].wake_s
         return "load", self.figures[expert].load_s
 
-    def _deactivate(self, expert: str) -> None:
-        """Sleep if the engine can and the host-RAM budget allows; otherwise it is unloaded."""
+    def _deactivate(self, expert: str, again: bool) -> None:
+        """Sleep as the executor's policy would (``wake_s`` None: cannot sleep); else it is unloaded."""
         fig = self.figures[expert]
-        if fig.wake_s is not None and sum(self.sleeping.values()) + fig.weight_bytes <= self.host_ram_bytes:
+        fits = sum(self.sleeping.values()) + fig.weight_bytes <= self.host_ram_bytes
+        if sleeps_on_deactivation(self.deactivate, fig.wake_s is not None, fits, again):
             self.sleeping[expert] = fig.weight_bytes

@@ -18,7 +18,8 @@ from skillmoe_ray.methods import MethodPlan
 from skillmoe_ray.plan import ExpertGroup
 from skillmoe_ray.stages import aggregation_request, answer_request
 
-# (stage name, (expert, request) pairs, experts the next stage needs[, follow-up]) -> records aligned with pairs
+# (stage name, (expert, request) pairs, experts the next stage needs[, follow-up][, later=experts any
+# later stage needs]) -> records aligned with pairs
 Generate = Callable[..., list[dict]]
 
 
@@ -39,15 +40,22 @@ class PlanRun:
 
 
 class PlanRunner:
-    """Runs plans phase by phase through ``generate`` (the pipeline's cached, grouped generation)."""
+    """Runs plans phase by phase through ``generate`` (the pipeline's cached, grouped generation).
+
+    ``final``: no work follows these plans (a batch run), so each phase can tell the executor
+    which experts any later phase needs and the others are unloaded rather than put to sleep.
+    Online serving leaves it False: the next request batch may need any expert.
+    """
 
     def __init__(self, cfg: RunConfig, test: Sequence[Instance], generate: Generate,
-                 lookup: Callable[[str, GenRequest], dict | None] | None = None, streaming: bool = False):
+                 lookup: Callable[[str, GenRequest], dict | None] | None = None, streaming: bool = False,
+                 final: bool = False):
         self.cfg = cfg
         self.by_id = {inst.id: inst for inst in test}
         self.generate = generate
         self.lookup = lookup
         self.streaming = streaming and lookup is not None
+        self.final = final
         self.records: dict[str, dict] = {}
 
     def run(self, plans: Sequence[MethodPlan]) -> dict[str, PlanRun]:
@@ -61,11 +69,17 @@ class PlanRunner:
         return runs
 
     def _phase(self, stage: str, wanted: list[tuple[PlanRun, str, str, GenRequest]], next_experts: list[str],
-               followup=None):
+               followup=None, later: list[str] | None = None):
         """Generate every (run, instance, expert, request) in one stage; requests that several
-        methods share are generated once (the pipeline deduplicates by request key)."""
+        methods share are generated once (the pipeline deduplicates by request key).
+
+        ``later``: the experts any later phase needs (passed on only when ``final``).
+        """
         pairs = [(expert, request) for _, _, expert, request in wanted]
-        records = self.generate(stage, pairs, next_experts, followup) if followup else self.generate(stage, pairs, next_experts)
+        options = {"followup": followup} if followup else {}
+        if self.final and later is not None:
+            options["later"] = later
+        records = self.generate(stage, pairs, next_experts, **options)
         out = []
         for (run, iid, expert, _), record in zip(wanted, records):
             self.records[record["key"]] = record
@@ -82,7 +96,7 @@ class PlanRunner:
                 for expert, sample in slots:
                     wanted.append((run, iid, expert, answer_request(inst, self.cfg.pool[expert], gen, self.cfg.seed, sample)))
         followup = self._streamed_aggregation(wanted) if self.streaming and all(r.plan.layers == 1 for r in runs.values()) else None
-        answered = self._phase("inference", wanted, self._after_answers(runs), followup)
+        answered = self._phase("inference", wanted, self._after_answers(runs), followup, self._needed_after(runs, 1))
         for (run, iid, record), (_, _, expert, _) in zip(answered, wanted):
             run.first_round.setdefault(iid, []).append((expert, record["key"]))
             run.responses.setdefault(iid, []).append(record["text"])
@@ -98,7 +112,8 @@ class PlanRunner:
                     request = self._combine(iid, previous, proposer, self.cfg.inference, f"moa{layer}")
                     wanted.append((run, iid, proposer, request))
         new: dict[tuple[str, str], list[str]] = {}
-        for run, iid, record in self._phase(f"moa_layer_{layer}", wanted, self._aggregators(runs)):
+        for run, iid, record in self._phase(f"moa_layer_{layer}", wanted, self._aggregators(runs),
+                                            later=self._needed_after(runs, layer)):
             new.setdefault((run.plan.name, iid), []).append(record["text"])
         for (name, iid), texts in new.items():
             runs[name].responses[iid] = texts
@@ -112,7 +127,7 @@ class PlanRunner:
             for iid, model in run.plan.aggregator.items()
             if model is not None
         ]
-        for run, iid, record in self._phase("aggregation", wanted, []):
+        for run, iid, record in self._phase("aggregation", wanted, [], later=[]):
             run.final_keys[iid] = record["key"]
 
     def _streamed_aggregation(self, wanted: list[tuple[PlanRun, str, str, GenRequest]]):
@@ -165,6 +180,12 @@ class PlanRunner:
     def _after_answers(runs: dict[str, PlanRun]) -> list[str]:
         proposers = [p for run in runs.values() if run.plan.layers > 1 for p in run.plan.proposers]
         return proposers or PlanRunner._aggregators(runs)
+
+    @staticmethod
+    def _needed_after(runs: dict[str, PlanRun], layer: int) -> list[str]:
+        """Experts any phase after answer layer ``layer`` needs: deeper MoA proposers, aggregators."""
+        proposers = [p for run in runs.values() if run.plan.layers > layer for p in run.plan.proposers]
+        return sorted({*proposers, *PlanRunner._aggregators(runs)})
 
     @staticmethod
     def _aggregators(runs: dict[str, PlanRun]) -> list[str]:

@@ -54,9 +54,15 @@ def estimate_stages(cfg: RunConfig, n_val: int, n_test: int, question_tokens: fl
             _work(c, n_val, q + 3 * mean_answer, _replies(cfg, c, cfg.aggregator.max_tokens)) for c in candidates),
             tuple(experts)),
         StageWork("inference", tuple(_work(e, k * n_test * share[e], q, answer[e]) for e in experts if share[e] > 0),
-                  (aggregator,)),
-        StageWork("aggregation", (_work(aggregator, n_test, q + k * mean_answer, _replies(cfg, aggregator, cfg.aggregator.max_tokens)),)),
+                  (aggregator,), later=(aggregator,)),
+        StageWork("aggregation", (_work(aggregator, n_test, q + k * mean_answer, _replies(cfg, aggregator, cfg.aggregator.max_tokens)),),
+                  later=()),
     ]
+
+
+def is_test_time_phase(stage: str) -> bool:
+    """Stages that run after recruitment, when the experts of every later stage are known."""
+    return stage in ("inference", "aggregation") or stage.startswith("moa_layer_")
 
 
 def stages_from_run(results: dict) -> list[StageWork]:
@@ -76,8 +82,10 @@ def stages_from_run(results: dict) -> list[StageWork]:
         works = tuple(Work(e["expert"], e["requests"], e.get("prompt_tokens", 0), e.get("output_tokens", 0))
                       for e in entries)
         following = by_stage.get(names[i + 1], []) if i + 1 < len(names) else []
+        later = tuple(sorted({e["expert"] for n in names[i + 1 :] for e in by_stage.get(n, [])}))
         stages.append(StageWork(name, works, tuple(e["expert"] for e in following),
-                                max(0.0, results["stages"][name]["seconds"] - busy)))
+                                max(0.0, results["stages"][name]["seconds"] - busy),
+                                later if is_test_time_phase(name) else None))
     return stages
 
 

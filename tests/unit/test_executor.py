@@ -96,6 +96,27 @@ def test_deactivation_unloads_when_sleep_is_unavailable_or_ram_is_short(sleepabl
     assert CountingEngine.calls.count(("load", "a")) == 2
 
 
+def test_an_expert_no_later_stage_needs_is_unloaded_so_a_needed_one_can_sleep():
+    """Host RAM for one sleeper: ``a`` is never needed again, so ``b`` (needed in s2) gets the room."""
+    ex = executor(host_ram_bytes=10)
+    ex.run_stage("s1", groups("a", "b", "c"), [], lambda g, o, t: None, later=["b"])
+    assert ("unload", "a") in CountingEngine.calls and ("sleep", "b") in CountingEngine.calls
+    ex.run_stage("s2", groups("b"), [], lambda g, o, t: None, later=[])
+    assert [t["kind"] for t in ex.timeline] == ["load", "load", "load", "wake"]
+    assert ex.summary()["deactivations"] == {"unload": 2, "sleep": 1}  # c, never needed again, is unloaded too
+
+
+def test_without_knowing_later_stages_every_expert_sleeps_and_sleep_policy_always_sleeps():
+    ex = executor()
+    ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None)
+    assert ("sleep", "a") in CountingEngine.calls
+    ex = SlotExecutor(lambda name, slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+                      deactivate="sleep")
+    CountingEngine.calls = []
+    ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None, later=[])
+    assert ("sleep", "a") in CountingEngine.calls and ("unload", "a") not in CountingEngine.calls
+
+
 def test_close_unloads_everything():
     ex = executor()
     ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None)

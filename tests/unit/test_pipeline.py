@@ -60,6 +60,17 @@ def test_run_writes_every_artifact_and_results(cfg, tmp_path):
     assert sum(on_disk["activations"].values()) == len([t for t in on_disk["timeline"] if t["kind"] != "resident"])
 
 
+def test_test_time_experts_not_needed_again_are_unloaded_not_put_to_sleep(cfg):
+    """After recruitment the run knows every later stage's experts: the others are unloaded."""
+    results, executor = run_pipeline(cfg)
+    aggregator = results["aggregator"]["selected"]
+    inference = [t["expert"] for t in results["timeline"] if t["stage"] == "inference"]
+    asleep = {e for e, state in executor.state.items() if state == "sleeping"}
+    assert inference and not (set(inference) - {aggregator}) & asleep
+    assert results["deactivations"]["unload"] >= len(set(inference) - {aggregator}) > 0
+    assert results["deactivations"]["sleep"] > 0  # before recruitment, experts still sleep
+
+
 def test_profiles_and_recruitment_files_have_the_documented_shape(cfg, tmp_path):
     run_pipeline(cfg)
     profiles = json.loads((tmp_path / "run" / "profiles.json").read_text())

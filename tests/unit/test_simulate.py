@@ -43,6 +43,16 @@ def test_without_sleep_or_host_ram_a_second_activation_is_a_full_load():
     assert [e["kind"] for e in simulate(stages, FIG, 1, host_ram_bytes=0.5).entries] == ["load", "load", "load"]
 
 
+def test_an_expert_no_later_stage_needs_leaves_the_host_ram_to_one_that_is():
+    """As in the executor: with room for one sleeper, ``a`` (never needed again) is unloaded so ``b`` sleeps."""
+    s1 = (Work("a", 1, 0, 300), Work("b", 1, 0, 200), Work("c", 1, 0, 100))
+    known = [StageWork("s1", s1, later=("b",)), StageWork("s2", (Work("b", 1, 0, 0),), later=())]
+    unknown = [StageWork("s1", s1), StageWork("s2", (Work("b", 1, 0, 0),))]
+    assert simulate(known, FIG, 1, host_ram_bytes=1.0).entries[-1]["kind"] == "wake"
+    assert simulate(unknown, FIG, 1, host_ram_bytes=1.0).entries[-1]["kind"] == "load"
+    assert simulate(known, FIG, 1, host_ram_bytes=1.0, deactivate="unload").entries[-1]["kind"] == "load"
+
+
 def test_modeled_figures_follow_the_bandwidths(tmp_path):
     cost = make_config(tmp_path).scheduler.cost
     fig = modeled_figures(cost, params_b=7.5, can_sleep=True)
@@ -60,6 +70,8 @@ def test_estimated_work_follows_the_pipelines_rules(tmp_path):
     assert sum(w.requests for w in stages["inference"].works) == pytest.approx(3 * 30, abs=2)
     assert stages["aggregation"].works[0].requests == 30
     assert {w.expert for w in stages["aggregator_selection"].works} == set(cfg.aggregator_candidates())
+    assert stages["profiles"].later is None and stages["aggregation"].later == ()
+    assert stages["inference"].later == (stages["aggregation"].works[0].expert,)
 
 
 def test_a_finished_runs_timeline_becomes_the_same_work():
@@ -76,3 +88,5 @@ def test_a_finished_runs_timeline_becomes_the_same_work():
     assert stages[0].works == (Work("k", 50, 900, 150),) and stages[0].cpu_seconds == pytest.approx(2.0)
     assert stages[1].works == () and stages[1].cpu_seconds == pytest.approx(3.0)
     assert stages[2].cpu_seconds == pytest.approx(1.0) and len(stages[2].works) == 2
+    # before recruitment the later stages' experts are unknown; the last test-time phase needs none after it
+    assert stages[0].later is None and stages[2].later == ()
