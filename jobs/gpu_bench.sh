@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runbook for the GPU benchmarks (one H100 80 GB, 128 GB RAM, 64 GB disk), run from the repository root:
 #
-#   bash jobs/gpu_bench.sh activation   # ~3 min: builds the 7B-sized weights (GPU), then cold / page-cache / wake
-#   bash jobs/gpu_bench.sh schedule     # ~6 min: 8 experts sharing those weights, grouped vs per-instance loading
-#   bash jobs/gpu_bench.sh              # both (over 8 min: too long for one 10-minute device command)
+#   bash jobs/gpu_bench.sh check activation  # ~1 + 3 min: the CUDA tests (tests/gpu), then the 7B-sized weights
+#                                            # (built on the GPU) loaded cold / from page cache / woken
+#   bash jobs/gpu_bench.sh schedule          # ~6 min: 8 experts sharing those weights, grouped vs per-instance
+#   bash jobs/gpu_bench.sh                   # all three (over 9 min: too long for one 10-minute device command)
 #
 # Figures and logs go to $OUT if set, else ./bench-out. The weights are built once into
 # .cache/skillmoe/bench-models (git-ignored, so they stay while the machine stays warm) and reused by
@@ -13,8 +14,10 @@
 #   DEVICE=cpu PRESET=tiny PYTHON=.venv/bin/python bash jobs/gpu_bench.sh
 set -euo pipefail
 
-stage=${1:-all}
-case "$stage" in all|activation|schedule) ;; *) echo "usage: $0 [all|activation|schedule]" >&2; exit 2;; esac
+stages=" ${*:-check activation schedule} "
+for s in $stages; do
+  case "$s" in check|activation|schedule) ;; *) echo "usage: $0 [check] [activation] [schedule]" >&2; exit 2;; esac
+done
 out=${OUT:-./bench-out}
 device=${DEVICE:-cuda}
 preset=${PRESET:-7b}
@@ -35,7 +38,7 @@ fi
 "$py" - "$device" <<'PY'
 import importlib, sys
 missing = []
-for name in ("torch", "transformers", "safetensors", "tokenizers", "numpy", "yaml"):
+for name in ("torch", "transformers", "safetensors", "tokenizers", "numpy", "yaml", "pytest"):
     try:
         mod = importlib.import_module(name)
         print(f"ok  {name} {getattr(mod, '__version__', '')}")
@@ -59,7 +62,15 @@ PY
 df -h "$models" | tail -1 | awk '{print "disk free for the models: " $4}'
 free -g | awk 'NR==2 {print "host RAM: " $2 " GB total, " $7 " GB available"}'
 
-if [[ $stage != schedule ]]; then
+if [[ $stages == *" check "* ]]; then
+  # The CUDA code paths on a tiny model (sleep into pinned memory, wake, probe, accelerate loading): a
+  # broken path fails here in a minute instead of inside a long benchmark.
+  # A failure does not stop the benchmarks: their figures still tell what works.
+  timeout 300 "$py" -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$out/check.log" \
+    || echo "gpu_bench: CUDA CHECK FAILED (see $out/check.log); running the benchmarks anyway"
+fi
+
+if [[ $stages == *" activation "* ]]; then
   # 3 repeats of each phase; --drop-caches is tried as root and skipped silently where /proc/sys is read-only
   # (fadvise DONTNEED still evicts; the log prints how much stayed cached).
   drop=$([[ $device == cpu ]] || echo --drop-caches)
@@ -67,7 +78,7 @@ if [[ $stage != schedule ]]; then
     --models-dir "$models" --json "$out/activation.json" 2>&1 | tee "$out/activation.log"
 fi
 
-if [[ $stage != activation ]]; then
+if [[ $stages == *" schedule "* ]]; then
   # Workload: 20 instances x k=3 = 60 requests over 8 experts (7.5 per expert), 24 tokens each.
   # naive / grouped can be at most requests / experts (7.5x here, 6x at 16 instances): fewer instances
   # would put the 5x goal within noise. Grouped: 8 activations (~3-7 s each from the page cache)
