@@ -1,8 +1,8 @@
 """Stage execution on GPU slots: activation, generation, deactivation, and the timeline.
 
 :class:`SlotExecutor` holds the scheduling semantics of DESIGN section 4 for any way of reaching
-an expert: in-process engines (:class:`LocalExpert`, for tests and benchmarks) or Ray actors (the
-``actors`` package wraps each ExpertActor in the same :class:`ExpertHandle` shape).
+an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.handles`): in-process engines
+(``LocalExpert``, for tests and benchmarks) or Ray actors (``actors.placement.RayExpert``).
 
 - On a slot one expert generates at a time; an expert is activated once per stage and generates
   its whole group in one call; an expert left resident by the previous stage is reused.
@@ -28,9 +28,9 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
 
-from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, Engine, EngineInfo, GenOutput, GenRequest
+from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenOutput
+from skillmoe_ray.handles import ExpertHandle
 from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups
 from skillmoe_ray.progress import ProgressFactory, no_progress
 from skillmoe_ray.residency import evictions, needed_again, sleeps_on_deactivation, touch
@@ -43,54 +43,6 @@ GroupDone = Callable[[ExpertGroup, list[GenOutput], float], None]
 GroupFailed = Callable[[ExpertGroup, Exception], None]
 # Returns groups that became ready to run (each returned once); [] when none are ready now.
 FollowUp = Callable[[], list[ExpertGroup]]
-
-
-class ExpertHandle(Protocol):
-    """How the executor reaches one expert's engine (in-process or a Ray actor)."""
-
-    def load(self) -> dict: ...
-    def sleep(self) -> dict: ...
-    def wake(self) -> dict: ...
-    def unload(self) -> dict: ...
-    def generate(self, requests: list[GenRequest]) -> list[GenOutput]: ...
-    def probe(self) -> dict: ...
-    def prefetch(self) -> None: ...
-    def info(self) -> EngineInfo: ...
-    def close(self) -> None: ...
-
-
-class LocalExpert:
-    """An engine driven in the calling process."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def load(self) -> dict:
-        return self.engine.load()
-
-    def sleep(self) -> dict:
-        return self.engine.sleep()
-
-    def wake(self) -> dict:
-        return self.engine.wake()
-
-    def unload(self) -> dict:
-        return self.engine.unload()
-
-    def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
-        return self.engine.generate(requests)
-
-    def probe(self) -> dict:
-        return self.engine.probe()
-
-    def prefetch(self) -> None:
-        threading.Thread(target=self.engine.prefetch, daemon=True).start()
-
-    def info(self) -> EngineInfo:
-        return self.engine.info
-
-    def close(self) -> None:
-        self.engine.unload()
 
 
 class SlotExecutor:

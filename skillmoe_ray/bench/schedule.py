@@ -39,7 +39,8 @@ from skillmoe_ray.data.local import load_local
 from skillmoe_ray.demo import ensure_demo_models
 from skillmoe_ray.engines import create_engine
 from skillmoe_ray.engines.base import GenRequest, Sampling
-from skillmoe_ray.executor import LocalExpert, SlotExecutor
+from skillmoe_ray.executor import SlotExecutor
+from skillmoe_ray.handles import LocalExpert
 from skillmoe_ray.plan import ExpertGroup, group_by_expert
 from skillmoe_ray.seeding import derive_seed
 

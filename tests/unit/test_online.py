@@ -6,7 +6,8 @@ import pytest
 
 from skillmoe_ray.data import load_data
 from skillmoe_ray.engines import create_engine
-from skillmoe_ray.executor import LocalExpert, SlotExecutor
+from skillmoe_ray.executor import SlotExecutor
+from skillmoe_ray.handles import LocalExpert
 from skillmoe_ray.online import OnlineRouter
 from skillmoe_ray.openai_api import parse_request
 from skillmoe_ray.pipeline import Pipeline

@@ -9,7 +9,8 @@ import pytest
 
 from skillmoe_ray.data import load_data
 from skillmoe_ray.engines import create_engine
-from skillmoe_ray.executor import LocalExpert, SlotExecutor
+from skillmoe_ray.executor import SlotExecutor
+from skillmoe_ray.handles import LocalExpert
 from skillmoe_ray.pipeline import Pipeline
 from tests.conftest import make_config, max_concurrency
 

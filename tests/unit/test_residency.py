@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec
-from skillmoe_ray.executor import LocalExpert, SlotExecutor
+from skillmoe_ray.executor import SlotExecutor
+from skillmoe_ray.handles import LocalExpert
 from skillmoe_ray.residency import evictions, footprint, touch, weight_bytes_on_disk
 from skillmoe_ray.simulate import ExpertFigures, StageWork, Work, simulate
 from tests.unit.test_executor import CountingEngine, groups
