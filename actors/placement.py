@@ -76,6 +76,8 @@ class PlacementScheduler(SlotExecutor):
             probe=cfg.scheduler.probe_after_wake,
             gpu_memory_bytes=None if cfg.resources.gpu_memory_gb is None else cfg.resources.gpu_memory_gb * 1e9,
             footprint=footprints_from_config(cfg),
+            max_replicas=cfg.scheduler.max_replicas,
+            replica_min_requests=cfg.scheduler.replica_min_requests,
         )
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share

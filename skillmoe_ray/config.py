@@ -183,6 +183,8 @@ class SchedulerConfig:
     gpu_share: float = 0.01
     probe_after_wake: bool = True
     memory_headroom: float = 1.2
+    max_replicas: int = 1
+    replica_min_requests: int = 8
     cost: CostConfig = field(default_factory=CostConfig)
 
 
@@ -338,6 +340,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"resources.gpus must be >= 1, got {cfg.resources.gpus}")
     if cfg.resources.gpu_memory_gb is not None and cfg.resources.gpu_memory_gb <= 0:
         raise ConfigError(f"resources.gpu_memory_gb must be > 0 or null, got {cfg.resources.gpu_memory_gb}")
+    if cfg.scheduler.max_replicas < 1 or cfg.scheduler.replica_min_requests < 1:
+        raise ConfigError(f"scheduler.max_replicas and scheduler.replica_min_requests must be >= 1, got "
+                          f"{cfg.scheduler.max_replicas} and {cfg.scheduler.replica_min_requests}")
     if cfg.scheduler.memory_headroom < 1:
         raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {cfg.scheduler.memory_headroom}")
     if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:

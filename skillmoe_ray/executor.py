@@ -17,6 +17,9 @@ an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.handles`): in-process en
   compared with the probe recorded at first load catch a wake that corrupted weights; a failed
   probe reloads the expert from disk.
 - While a group generates, the next expert of that slot reads its weight files ahead (page cache).
+- With ``max_replicas`` > 1 and several slots, a group much larger than its fair share is split
+  over replicas of its expert on other slots (:func:`skillmoe_ray.plan.spread`). A replica is a
+  copy named ``expert#i``; it is unloaded, never put to sleep, when its slot needs the room.
 - Follow-up work (a stage's consumer, such as the aggregator) can stream in: ``followup`` is asked
   for newly ready groups whenever a group finishes, and they run on a free slot.
 """
@@ -31,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenOutput
 from skillmoe_ray.handles import ExpertHandle
-from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups
+from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups, spread
 from skillmoe_ray.progress import ProgressFactory, no_progress
 from skillmoe_ray.residency import evictions, needed_again, sleeps_on_deactivation, touch
 
@@ -59,6 +62,8 @@ class SlotExecutor:
         probe: bool = True,
         gpu_memory_bytes: float | None = None,
         footprint: Callable[[str, int], float] | None = None,
+        max_replicas: int = 1,
+        replica_min_requests: int = 8,
     ):
         self.open_expert = open_expert
         self.n_slots = n_slots
@@ -69,6 +74,9 @@ class SlotExecutor:
         self.gpu_memory_bytes = gpu_memory_bytes
         # (expert, measured weight bytes or 0) -> device bytes it holds while resident
         self.footprint = footprint or (lambda expert, weight_bytes: float(weight_bytes))
+        self.max_replicas = max_replicas
+        self.replica_min_requests = replica_min_requests
+        self.expert_of: dict[str, str] = {}  # copy (expert or expert#i) -> expert
         self.weight_bytes: dict[str, int] = {}
         self.next_experts: set[str] = set()
         self.later: set[str] | None = None
@@ -92,7 +100,7 @@ class SlotExecutor:
         return time.perf_counter() - self.t0
 
     def resident_experts(self) -> list[str]:
-        """Experts whose weights are on a GPU slot now."""
+        """Experts (and replicas, as expert#i) whose weights are on a GPU slot now."""
         return [e for slot in self.slot_resident for e in slot]
 
     def homes(self) -> dict[str, int]:
@@ -121,11 +129,12 @@ class SlotExecutor:
         """
         self.next_experts = set(next_experts)
         self.later = None if later is None else set(later)
+        groups = spread(groups, self.n_slots, self.max_replicas, self.replica_min_requests)
         ordered = order_groups(groups, self.resident_experts(), self.next_experts)
         queues = assign_slots(ordered, self.n_slots, self.homes())
         for slot, queue in enumerate(queues):
             for group in queue:
-                self._handle(group.expert, slot)  # start slow actors now, overlapping other work
+                self._handle(group.key, slot, group.expert)  # start slow actors now, overlapping other work
         bar = self.progress(sum(len(g.requests) for g in ordered), stage)
         callbacks = (on_group_done, on_group_error)
         try:
@@ -146,18 +155,18 @@ class SlotExecutor:
         label = group.stage or stage
         start = self.now()
         try:
-            kind, phases = self._activate(slot, group.expert, {g.expert for g in rest} | self.next_experts)
+            kind, phases = self._activate(slot, group.key, {g.key for g in rest} | self.next_experts)
             ready = self.now()
             log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
-                     label, group.expert, slot, kind, ready - start, len(group.requests))
+                     label, group.key, slot, kind, ready - start, len(group.requests))
             if rest:
-                self._read_ahead(rest[0].expert, slot)
-            outputs = self._handle(group.expert, slot).generate(group.requests)
+                self._read_ahead(rest[0], slot)
+            outputs = self._handle(group.key, slot, group.expert).generate(group.requests)
         except Exception as exc:
             if on_group_error is None:
                 raise
             log.error("[%s] expert %s failed: %s", label, group.expert, exc)
-            self._discard(slot, group.expert)
+            self._discard(slot, group.key)
             on_group_error(group, exc)
             return
         end = self.now()
@@ -171,32 +180,37 @@ class SlotExecutor:
                 "requests": len(group.requests),
                 "prompt_tokens": sum(o.prompt_tokens for o in outputs),
                 "output_tokens": sum(o.output_tokens for o in outputs),
+                **({"replica": group.replica} if group.replica else {}),
             })
             if kind != "resident":
                 self.activations[group.expert] += 1
                 self.stage_activations[label][group.expert] += 1
         bar.update(len(group.requests))
 
-    def _handle(self, expert: str, slot: int) -> ExpertHandle:
-        """The expert's handle on ``slot``; an unloaded expert moving slots gets a fresh one there."""
-        with self._lock:
-            if expert in self.handles and self.handle_slot[expert] != slot:
-                if self.state[expert] != UNLOADED:
-                    raise RuntimeError(f"expert {expert} is {self.state[expert]} on slot {self.handle_slot[expert]}")
-                self.handles.pop(expert).close()
-            if expert not in self.handles:
-                self.handles[expert] = self.open_expert(expert, slot)
-                self.handle_slot[expert] = slot
-                self.state[expert] = UNLOADED
-            return self.handles[expert]
+    def _handle(self, copy: str, slot: int, expert: str | None = None) -> ExpertHandle:
+        """The handle of ``copy`` (an expert, or its replica expert#i) on ``slot``.
 
-    def _read_ahead(self, expert: str, slot: int) -> None:
-        """Warm the page cache with the next expert's weights if it will load from disk."""
-        if self.state.get(expert, UNLOADED) == UNLOADED:
+        An unloaded copy moving slots gets a fresh handle there.
+        """
+        with self._lock:
+            if copy in self.handles and self.handle_slot[copy] != slot:
+                if self.state[copy] != UNLOADED:
+                    raise RuntimeError(f"expert {copy} is {self.state[copy]} on slot {self.handle_slot[copy]}")
+                self.handles.pop(copy).close()
+            if copy not in self.handles:
+                self.expert_of[copy] = expert or self.expert_of.get(copy, copy)
+                self.handles[copy] = self.open_expert(self.expert_of[copy], slot)
+                self.handle_slot[copy] = slot
+                self.state[copy] = UNLOADED
+            return self.handles[copy]
+
+    def _read_ahead(self, group: ExpertGroup, slot: int) -> None:
+        """Warm the page cache with the next group's expert weights if it will load from disk."""
+        if self.state.get(group.key, UNLOADED) == UNLOADED:
             try:
-                self._handle(expert, slot).prefetch()
+                self._handle(group.key, slot, group.expert).prefetch()
             except Exception as exc:  # read-ahead is an optimization; never fail the stage for it
-                log.debug("read-ahead of %s failed: %s", expert, exc)
+                log.debug("read-ahead of %s failed: %s", group.key, exc)
 
     def _activate(self, slot: int, expert: str, keep: set[str]) -> tuple[str, dict]:
         """Make ``expert`` resident on ``slot``; returns (load | wake | reload | resident, phase seconds).
@@ -207,12 +221,14 @@ class SlotExecutor:
         if touch(residents, expert):
             return "resident", {}
         phases: dict[str, float] = {}
-        footprints = {e: self.footprint(e, self.weight_bytes.get(e, 0)) for e in [*residents, expert]}
+        footprints = {e: self.footprint(self.expert_of.get(e, e), self.weight_bytes.get(e, 0))
+                      for e in [*residents, expert]}
         evict = evictions(residents, footprints, expert, self.gpu_memory_bytes, keep)
         if evict:
             t = time.perf_counter()
             for previous in evict:
-                self._deactivate(previous, needed_again(previous, keep, self.later))
+                is_replica = self.expert_of.get(previous, previous) != previous
+                self._deactivate(previous, not is_replica and needed_again(previous, keep, self.later))
                 residents.remove(previous)
             phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
         handle = self._handle(expert, slot)
@@ -310,7 +326,7 @@ class _FanOut:
 
     def __init__(self, ex: SlotExecutor, stage: str, queues: list[list[ExpertGroup]], callbacks, followup, bar):
         self.ex, self.stage, self.queues, self.callbacks, self.followup, self.bar = ex, stage, queues, callbacks, followup, bar
-        self.claimed = {**ex.homes(), **{g.expert: slot for slot, q in enumerate(queues) for g in q}}
+        self.claimed = {**ex.homes(), **{g.key: slot for slot, q in enumerate(queues) for g in q}}
         self.waiting: list[list[ExpertGroup]] = [[] for _ in queues]
         self.finished = 0
         self.running = 0
@@ -363,5 +379,5 @@ class _FanOut:
     def _collect(self, slot: int) -> None:
         """Route newly ready follow-up groups to the slot that owns their expert."""
         for group in self.followup():
-            target = self.claimed.setdefault(group.expert, slot)
+            target = self.claimed.setdefault(group.key, slot)
             self.waiting[target].append(group)

@@ -4,12 +4,18 @@ DESIGN sections 3.6 and 4. A stage's work is a list of (expert, request) pairs. 
 one group per expert lets each expert be activated once per stage and generate its whole group in
 one engine call. Groups are ordered so that an expert already resident goes first (no activation)
 and the experts the next stage needs go last (they stay resident across the boundary).
+
+On several GPU slots, a group much larger than its fair share of the stage can be spread over
+replicas of its expert on other slots (``scheduler.max_replicas``), so that one long group (a
+long-reasoning model's profile answers, the aggregator's stage) does not hold up the others.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from skillmoe_ray.engines.base import GenRequest
 
@@ -23,6 +29,7 @@ class ExpertGroup:
     expert: str
     requests: list[GenRequest] = field(default_factory=list)
     stage: str | None = None  # timeline label when it differs from the running stage (streamed aggregation)
+    replica: int = 0  # which copy of the expert runs this share of its group (0: the expert itself)
 
     @property
     def est_tokens(self) -> int:
@@ -30,6 +37,45 @@ class ExpertGroup:
         return sum(
             sum(len(c) for _, c in r.messages) // CHARS_PER_TOKEN + r.sampling.max_tokens for r in self.requests
         )
+
+    @property
+    def n_requests(self) -> int:
+        return len(self.requests)
+
+    @property
+    def key(self) -> str:
+        """The copy of the expert that runs this group: its name, or name#replica."""
+        return replica_key(self.expert, self.replica)
+
+    def split(self, parts: int) -> list[ExpertGroup]:
+        """``parts`` shards (replica 0..parts-1) taking every parts-th request: sizes stay even."""
+        return [replace(self, requests=self.requests[i::parts], replica=i) for i in range(parts)]
+
+
+def replica_key(expert: str, replica: int) -> str:
+    """Name of one copy of an expert on the slots: replica 0 is the expert itself."""
+    return expert if replica == 0 else f"{expert}#{replica}"
+
+
+Shardable = TypeVar("Shardable")  # ExpertGroup, or the simulator's Work: expert, est_tokens, n_requests, split()
+
+
+def spread(groups: Sequence[Shardable], n_slots: int, max_replicas: int = 1, min_requests: int = 8) -> list[Shardable]:
+    """Split each group larger than the stage's fair share of ``n_slots`` into replicas' shards.
+
+    A group of work W (estimated tokens) with a fair share F = total / n_slots runs on
+    ceil(W / F) replicas, at most ``max_replicas`` and ``n_slots``, and only so many that each
+    shard keeps ``min_requests`` requests (an extra activation must buy enough generation).
+    """
+    total = sum(g.est_tokens for g in groups)
+    if n_slots <= 1 or max_replicas <= 1 or total <= 0:
+        return list(groups)
+    fair = total / n_slots
+    out = []
+    for group in groups:
+        parts = min(max_replicas, n_slots, math.ceil(group.est_tokens / fair), group.n_requests // min_requests)
+        out.extend(group.split(parts) if parts > 1 else [group])
+    return out
 
 
 def group_by_expert(pairs: Iterable[tuple[str, GenRequest]]) -> list[ExpertGroup]:
@@ -47,11 +93,11 @@ def order_groups(
     resident, later = set(resident), set(next_experts)
 
     def band(group: ExpertGroup) -> int:
-        if group.expert in resident:
+        if group.key in resident:
             return 0
         return 2 if group.expert in later else 1
 
-    return sorted(groups, key=lambda g: (band(g), -g.est_tokens, g.expert))
+    return sorted(groups, key=lambda g: (band(g), -g.est_tokens, g.key))
 
 
 def assign_slots(groups: Sequence[ExpertGroup], n_slots: int, homes: Mapping[str, int] | None = None) -> list[list[ExpertGroup]]:
@@ -59,8 +105,9 @@ def assign_slots(groups: Sequence[ExpertGroup], n_slots: int, homes: Mapping[str
 
     One slot keeps the given order. With several, an expert that has a home slot (it is resident
     or asleep there, so its weights are on that GPU or in host memory next to it) stays on it;
-    the others go longest-processing-time first to the slot with the least work so far. Each
-    slot keeps the groups in the given order (resident first, next stage's experts last).
+    the others go longest-processing-time first to the slot with the least work so far, replicas
+    of one expert to different slots. Each slot keeps the groups in the given order (resident
+    first, next stage's experts last). ``homes`` is keyed by :attr:`ExpertGroup.key`.
     """
     if n_slots <= 1:
         return [list(groups)]
@@ -68,14 +115,18 @@ def assign_slots(groups: Sequence[ExpertGroup], n_slots: int, homes: Mapping[str
     slots: list[list[ExpertGroup]] = [[] for _ in range(n_slots)]
     load = [0] * n_slots
     placed: dict[int, int] = {}
+    taken: dict[str, set[int]] = {}  # expert -> slots holding one of its replicas
     for group in groups:
-        if homes.get(group.expert) is not None:
-            placed[id(group)] = homes[group.expert]
-            load[homes[group.expert]] += group.est_tokens
+        if homes.get(group.key) is not None:
+            placed[id(group)] = homes[group.key]
+            load[homes[group.key]] += group.est_tokens
+            taken.setdefault(group.expert, set()).add(homes[group.key])
     for group in sorted((g for g in groups if id(g) not in placed), key=lambda g: -g.est_tokens):
-        target = load.index(min(load))
+        free = [s for s in range(n_slots) if s not in taken.get(group.expert, ())] or list(range(n_slots))
+        target = min(free, key=lambda s: load[s])
         placed[id(group)] = target
         load[target] += group.est_tokens
+        taken.setdefault(group.expert, set()).add(target)
     for group in groups:
         slots[placed[id(group)]].append(group)
     return slots

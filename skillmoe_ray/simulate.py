@@ -15,10 +15,10 @@ finished run's timeline (:func:`stages_from_run`, to check the model against wha
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from skillmoe_ray.config import CostConfig, RunConfig
-from skillmoe_ray.plan import assign_slots, order_groups
+from skillmoe_ray.plan import assign_slots, order_groups, replica_key, spread
 from skillmoe_ray.residency import (
     evictions,
     footprints_from_config,
@@ -38,11 +38,25 @@ class Work:
     requests: int
     prompt_tokens: int
     output_tokens: int
+    replica: int = 0
 
     @property
     def est_tokens(self) -> int:
         """Same ordering key as ExpertGroup.est_tokens: prompt plus output tokens."""
         return self.prompt_tokens + self.output_tokens
+
+    @property
+    def n_requests(self) -> int:
+        return self.requests
+
+    @property
+    def key(self) -> str:
+        return replica_key(self.expert, self.replica)
+
+    def split(self, parts: int) -> list[Work]:
+        """Even shards, as ExpertGroup.split deals requests out."""
+        return [replace(self, requests=len(range(i, self.requests, parts)), prompt_tokens=self.prompt_tokens // parts,
+                        output_tokens=self.output_tokens // parts, replica=i) for i in range(parts)]
 
 
 @dataclass(frozen=True)
@@ -121,11 +135,11 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
 
 def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], n_slots: int,
              host_ram_bytes: float = float("inf"), gpu_memory_bytes: float | None = None,
-             deactivate: str = "auto") -> Simulation:
+             deactivate: str = "auto", max_replicas: int = 1, replica_min_requests: int = 8) -> Simulation:
     """Replay the executor's decisions over ``stages`` on ``n_slots`` GPU slots; a barrier between stages.
 
-    ``gpu_memory_bytes`` (per slot) enables co-residency, and ``deactivate`` is the sleep-or-unload
-    policy (``scheduler.deactivate``), as in the executor. Streamed aggregation
+    ``gpu_memory_bytes`` (per slot) enables co-residency, ``deactivate`` is the sleep-or-unload
+    policy (``scheduler.deactivate``), and ``max_replicas`` spreads large groups, as in the executor. Streamed aggregation
     (several slots) is not modeled: the prediction is an upper bound there.
     """
     sim = Simulation(n_slots, 0.0)
@@ -135,20 +149,22 @@ def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], 
     for stage in stages:
         now += stage.cpu_seconds
         resident = [e for slot in slots.resident for e in slot]
-        ordered = order_groups(list(stage.works), resident, stage.next_experts)
+        works = spread(list(stage.works), n_slots, max_replicas, replica_min_requests)
+        ordered = order_groups(works, resident, stage.next_experts)
         homes = {e: s for e, s in home.items() if e in slots.sleeping or e in resident}
         ends = [now]
         for slot, queue in enumerate(assign_slots(ordered, n_slots, homes)):
             clock = now
             for index, work in enumerate(queue):
-                keep = {w.expert for w in queue[index + 1 :]} | set(stage.next_experts)
-                kind, activation = slots.activate(work.expert, slot, keep, stage.later)
+                keep = {w.key for w in queue[index + 1 :]} | set(stage.next_experts)
+                kind, activation = slots.activate(work, slot, keep, stage.later)
                 generate = figures[work.expert].generate_s(work)
                 sim.entries.append({"stage": stage.name, "expert": work.expert, "slot": slot, "kind": kind,
                                     "start": round(clock, 3), "activation_seconds": round(activation, 3),
-                                    "end": round(clock + activation + generate, 3), "requests": work.requests})
+                                    "end": round(clock + activation + generate, 3), "requests": work.requests,
+                                    **({"replica": work.replica} if work.replica else {})})
                 clock += activation + generate
-                home[work.expert] = slot
+                home[work.key] = slot
             ends.append(clock)
         now = max(ends)
     sim.makespan = round(now, 3)
@@ -165,25 +181,28 @@ class _Slots:
     host_ram_bytes: float
     gpu_memory_bytes: float | None
     deactivate: str = "auto"
+    expert_of: dict[str, str] = field(default_factory=dict)  # copy (expert or expert#i) -> expert
 
-    def activate(self, expert: str, slot: int, keep: set[str], later: Sequence[str] | None) -> tuple[str, float]:
-        """Kind and seconds of making ``expert`` resident on ``slot`` (the executor's rules)."""
-        residents = self.resident[slot]
-        if touch(residents, expert):
+    def activate(self, work: Work, slot: int, keep: set[str], later: Sequence[str] | None) -> tuple[str, float]:
+        """Kind and seconds of making ``work``'s copy of its expert resident on ``slot`` (the executor's rules)."""
+        copy, residents = work.key, self.resident[slot]
+        self.expert_of[copy] = work.expert
+        if touch(residents, copy):
             return "resident", 0.0
-        footprints = {e: self.figures[e].footprint_bytes for e in [*residents, expert]}
-        for previous in evictions(residents, footprints, expert, self.gpu_memory_bytes, keep):
+        footprints = {e: self.figures[self.expert_of[e]].footprint_bytes for e in [*residents, copy]}
+        for previous in evictions(residents, footprints, copy, self.gpu_memory_bytes, keep):
             residents.remove(previous)
-            self._deactivate(previous, needed_again(previous, keep, later))
-        residents.append(expert)
-        if expert in self.sleeping:
-            self.sleeping.pop(expert)
-            return "wake", self.figures[expert].wake_s
-        return "load", self.figures[expert].load_s
+            is_replica = self.expert_of[previous] != previous
+            self._deactivate(previous, not is_replica and needed_again(previous, keep, later))
+        residents.append(copy)
+        if copy in self.sleeping:
+            self.sleeping.pop(copy)
+            return "wake", self.figures[work.expert].wake_s
+        return "load", self.figures[work.expert].load_s
 
-    def _deactivate(self, expert: str, again: bool) -> None:
+    def _deactivate(self, copy: str, again: bool) -> None:
         """Sleep as the executor's policy would (``wake_s`` None: cannot sleep); else it is unloaded."""
-        fig = self.figures[expert]
+        fig = self.figures[self.expert_of[copy]]
         fits = sum(self.sleeping.values()) + fig.weight_bytes <= self.host_ram_bytes
         if sleeps_on_deactivation(self.deactivate, fig.wake_s is not None, fits, again):
-            self.sleeping[expert] = fig.weight_bytes
+            self.sleeping[copy] = fig.weight_bytes

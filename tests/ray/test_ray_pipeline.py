@@ -72,3 +72,16 @@ def test_co_resident_experts_are_activated_once_for_the_whole_run(ray_cluster, r
     assert set(results["activations"].values()) == {1}
     assert sum(results["activations"].values()) < sum(one_at_a_time["activations"].values())
     assert results["methods"]["symbolic_moe"]["accuracy"] == one_at_a_time["methods"]["symbolic_moe"]["accuracy"]
+
+
+def test_replicas_of_the_keyword_model_run_as_separate_actors_on_four_gpus(ray_cluster, ray_run, tmp_path):
+    """The skills stage (one expert) spreads over four actors, one per logical GPU; answers are unchanged."""
+    _, one_gpu, _ = ray_run
+    cfg = make_config(tmp_path, ["resources.gpus=4", "scheduler.max_replicas=4", "engine.options.delay_s=0.2"])
+    val, test = load_data(cfg.data, cfg.seed)
+    results = run_pipeline(cfg, val, test, show_progress=False)
+    skills = [t for t in results["timeline"] if t["stage"] == "skills"]
+    assert sorted(t["slot"] for t in skills) == [0, 1, 2, 3]
+    assert sorted(t.get("replica", 0) for t in skills) == [0, 1, 2, 3]
+    assert max_concurrency(results["timeline"]) <= 4
+    assert results["methods"]["symbolic_moe"]["accuracy"] == one_gpu["methods"]["symbolic_moe"]["accuracy"]

@@ -184,6 +184,27 @@ def test_several_slots_run_in_parallel_never_two_experts_on_one_slot(slots):
 
 
 
+def test_a_dominant_group_runs_on_replicas_in_parallel_and_every_request_once():
+    import time
+
+    class Slow(FakeEngine):
+        def _generate(self, requests):
+            time.sleep(0.01 * len(requests))
+            return super()._generate(requests)
+
+    ex = SlotExecutor(lambda n, slot=0: LocalExpert(Slow(ModelSpec(name=n, path=f"fake/{n}"))), n_slots=4,
+                      max_replicas=4, replica_min_requests=4)
+    big = ExpertGroup("a", [GenRequest.make([{"role": "user", "content": f"Q{i}"}], Sampling(8), f"a/{i}") for i in range(32)])
+    answered = []
+    ex.run_stage("s1", [big, *groups("b", "c")], [], lambda g, outs, t: answered.extend(r.tag for r in g.requests))
+    assert sorted(answered) == sorted([f"a/{i}" for i in range(32)] + ["b/0", "b/1", "c/0", "c/1"])
+    a_slots = {t["slot"] for t in ex.timeline if t["expert"] == "a"}
+    assert len(a_slots) == 4 and 1 < max_concurrency(ex.timeline) <= 4
+    assert {t.get("replica", 0) for t in ex.timeline if t["expert"] == "a"} == {0, 1, 2, 3}
+    ex.run_stage("s2", groups("c", "d"), [], lambda g, o, t: None, later=[])
+    assert not any(e.startswith("a#") and s == "sleeping" for e, s in ex.state.items())  # replicas never sleep
+
+
 def test_experts_keep_their_home_slot_across_stages():
     ex = SlotExecutor(lambda n, slot=0: LocalExpert(FakeEngine(ModelSpec(name=n, path=f"fake/{n}"))), n_slots=2)
     ex.run_stage("s1", groups("a", "b", "c", "d"), [], lambda g, o, t: None)

@@ -161,6 +161,25 @@ def test_every_recruited_slot_gets_one_output_whatever_the_gpu_count(tmp_path, g
     assert all(row["key"] for row in finals)  # every instance was aggregated
 
 
+def test_replicas_spread_the_keyword_stage_and_change_no_output(tmp_path):
+    """Per-request seeds: the same outputs whichever copy of an expert generates them."""
+    def outputs(run_dir, options):
+        cfg = make_config(run_dir, ["resources.gpus=4"])
+        executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+                                n_slots=4, **options)
+        val, test = load_data(cfg.data, cfg.seed)
+        results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
+        rows = [json.loads(line) for line in (run_dir / "run" / "expert_outputs.jsonl").read_text().splitlines()]
+        return results, sorted((r["id"], r["slot"], r["expert"], r["text"]) for r in rows)
+
+    whole, plain = outputs(tmp_path / "whole", {})
+    spread, replicated = outputs(tmp_path / "spread", {"max_replicas": 4, "replica_min_requests": 8})
+    assert replicated == plain
+    skills = [t for t in spread["timeline"] if t["stage"] == "skills"]
+    assert len({t["slot"] for t in skills}) == 4 and sum(t["requests"] for t in skills) == whole["timeline"][0]["requests"]
+    assert 1 < max_concurrency(spread["timeline"]) <= 4
+
+
 def test_with_several_gpus_aggregation_streams_into_the_inference_stage(tmp_path):
     cfg = make_config(tmp_path, ["resources.gpus=4", "engine.options.delay_s=0.05"])
     executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), n_slots=4)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skillmoe_ray.engines.base import GenRequest, Sampling
-from skillmoe_ray.plan import ExpertGroup, assign_slots, group_by_expert, order_groups
+from skillmoe_ray.plan import ExpertGroup, assign_slots, group_by_expert, order_groups, spread
 
 
 def req(tag: str, max_tokens: int = 10) -> GenRequest:
@@ -30,3 +30,32 @@ def test_assign_slots_balances_work_longest_first():
     assert [[g.expert for g in s] for s in slots] == [["a", "d"], ["b", "c"]]
     assert loads[1] - loads[0] <= 10
     assert assign_slots(groups, 1) == [groups]
+
+
+def big_and_small():
+    return [ExpertGroup("big", [req(f"b{i}") for i in range(40)]), ExpertGroup("s1", [req("x")]), ExpertGroup("s2", [req("y")])]
+
+
+def test_spread_splits_a_dominant_group_into_replicas_covering_every_request_once():
+    shards = spread(big_and_small(), n_slots=4, max_replicas=4, min_requests=8)
+    big = [g for g in shards if g.expert == "big"]
+    assert [g.key for g in big] == ["big", "big#1", "big#2", "big#3"]
+    assert sorted(r.tag for g in big for r in g.requests) == sorted(f"b{i}" for i in range(40))
+    assert {len(g.requests) for g in big} == {10}
+    assert [g.key for g in shards if g.expert != "big"] == ["s1", "s2"]  # small groups stay whole
+
+
+def test_spread_respects_its_limits():
+    assert len(spread(big_and_small(), 4, max_replicas=1)) == 3  # off by default
+    assert len(spread(big_and_small(), 1, max_replicas=4)) == 3  # one slot: nothing to spread over
+    assert len(spread(big_and_small(), 8, max_replicas=2)) == 4  # at most max_replicas copies
+    assert len(spread(big_and_small(), 8, max_replicas=8, min_requests=20)) == 4  # shards keep 20 requests
+    even = [ExpertGroup(e, [req(f"{e}{i}") for i in range(10)]) for e in "abcd"]
+    assert len(spread(even, 4, max_replicas=4, min_requests=1)) == 4  # no group above its fair share
+
+
+def test_replicas_of_one_expert_go_to_different_slots():
+    slots = assign_slots(spread(big_and_small(), 4, max_replicas=4), 4, homes={"big": 2})
+    where = {g.key: i for i, s in enumerate(slots) for g in s}
+    assert where["big"] == 2  # the expert's home keeps the first share
+    assert len({where[f"big#{i}"] for i in (1, 2, 3)} | {2}) == 4

@@ -53,6 +53,16 @@ def test_an_expert_no_later_stage_needs_leaves_the_host_ram_to_one_that_is():
     assert simulate(known, FIG, 1, host_ram_bytes=1.0, deactivate="unload").entries[-1]["kind"] == "load"
 
 
+def test_replicas_split_a_dominant_stage_over_the_slots():
+    stages = [StageWork("s", (Work("a", 40, 0, 4000), Work("b", 2, 0, 100)))]
+    alone = simulate(stages, FIG, 4)
+    spread = simulate(stages, FIG, 4, max_replicas=4)
+    assert alone.makespan == pytest.approx(10 + 40)
+    # four copies of a (a load and 1000 tokens each) on the four slots, then b on the first slot
+    assert spread.makespan == pytest.approx(10 + 10 + 10 + 1)
+    assert sorted(e.get("replica", 0) for e in spread.entries if e["expert"] == "a") == [0, 1, 2, 3]
+
+
 def test_modeled_figures_follow_the_bandwidths(tmp_path):
     cost = make_config(tmp_path).scheduler.cost
     fig = modeled_figures(cost, params_b=7.5, can_sleep=True)
