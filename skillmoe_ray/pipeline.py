@@ -294,8 +294,10 @@ class Pipeline:
             skip_aggregator_single=self.cfg.recruit.skip_aggregator_single,
         )
         names = cc.methods if self.cfg.mode == "compare" else RUN_METHODS
-        runner = PlanRunner(self.cfg, test, self._timed_generate, self.lookup,
-                            streaming=self.executor.n_slots > 1, final=True)
+        # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
+        # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
+        streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
+        runner = PlanRunner(self.cfg, test, self._timed_generate, self.lookup, streaming=streaming, final=True)
         return runner, runner.run(build_plans(names, ctx))
 
     # -- the whole run --------------------------------------------------------------------------

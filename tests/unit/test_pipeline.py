@@ -178,6 +178,9 @@ def test_replicas_spread_the_keyword_stage_and_change_no_output(tmp_path):
     skills = [t for t in spread["timeline"] if t["stage"] == "skills"]
     assert len({t["slot"] for t in skills}) == 4 and sum(t["requests"] for t in skills) == whole["timeline"][0]["requests"]
     assert 1 < max_concurrency(spread["timeline"]) <= 4
+    # the aggregation stage runs after inference, dealt out over copies of the aggregator (not streamed)
+    aggregation = [t for t in spread["timeline"] if t["stage"] == "aggregation"]
+    assert len({t["slot"] for t in aggregation}) > 1 and spread["stages"]["aggregation"]["generated"] == 40
 
 
 def test_with_several_gpus_aggregation_streams_into_the_inference_stage(tmp_path):
