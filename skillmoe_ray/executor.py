@@ -13,9 +13,9 @@ an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.handles`): in-process en
   a slot keeps that slot (its home); the others are placed longest work first.
 - Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
   allows, and unloads it otherwise; under ``auto``, an expert no later stage needs is unloaded
-  (``later``: a sleep would only cost a device-to-host copy and host RAM). After a wake, a one-token warm-up and a short greedy probe
-  compared with the probe recorded at first load catch a wake that corrupted weights; a failed
-  probe reloads the expert from disk.
+  (``later``: a sleep would only cost a device-to-host copy and host RAM).
+- After a wake, a one-token warm-up and a short greedy probe compared with the probe recorded at
+  first load catch a wake that corrupted weights; a failed probe reloads the expert from disk.
 - While a group generates, the next expert of that slot reads its weight files ahead (page cache).
 - With ``max_replicas`` > 1 and several slots, a group much larger than its fair share is split
   over replicas of its expert on other slots (:func:`skillmoe_ray.plan.spread`). A replica is a
@@ -212,18 +212,19 @@ class SlotExecutor:
             except Exception as exc:  # read-ahead is an optimization; never fail the stage for it
                 log.debug("read-ahead of %s failed: %s", group.key, exc)
 
-    def _activate(self, slot: int, expert: str, keep: set[str]) -> tuple[str, dict]:
-        """Make ``expert`` resident on ``slot``; returns (load | wake | reload | resident, phase seconds).
+    def _activate(self, slot: int, copy: str, keep: set[str]) -> tuple[str, dict]:
+        """Make ``copy`` (an expert or a replica) resident on ``slot``; returns (load | wake | reload |
+        resident, phase seconds).
 
-        ``keep``: experts needed later, evicted only when nothing else frees enough memory.
+        ``keep``: copies needed later, evicted only when nothing else frees enough memory.
         """
         residents = self.slot_resident[slot]
-        if touch(residents, expert):
+        if touch(residents, copy):
             return "resident", {}
         phases: dict[str, float] = {}
         footprints = {e: self.footprint(self.expert_of.get(e, e), self.weight_bytes.get(e, 0))
-                      for e in [*residents, expert]}
-        evict = evictions(residents, footprints, expert, self.gpu_memory_bytes, keep)
+                      for e in [*residents, copy]}
+        evict = evictions(residents, footprints, copy, self.gpu_memory_bytes, keep)
         if evict:
             t = time.perf_counter()
             for previous in evict:
@@ -231,13 +232,13 @@ class SlotExecutor:
                 self._deactivate(previous, not is_replica and needed_again(previous, keep, self.later))
                 residents.remove(previous)
             phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
-        handle = self._handle(expert, slot)
-        if self.state[expert] == SLEEPING:
+        handle = self._handle(copy, slot)
+        if self.state[copy] == SLEEPING:
             kind = "wake"
             phases.update(handle.wake())
-            self.sleeping_bytes.pop(expert, None)
-            if self.probe_after_wake and not self._probe_ok(expert, handle, phases):
-                log.error("expert %s failed its probe after waking: reloading it from disk", expert)
+            self.sleeping_bytes.pop(copy, None)
+            if self.probe_after_wake and not self._probe_ok(copy, handle, phases):
+                log.error("expert %s failed its probe after waking: reloading it from disk", copy)
                 handle.unload()
                 phases.update(handle.load())
                 kind = "reload"
@@ -246,12 +247,12 @@ class SlotExecutor:
             phases.update(handle.load())
             if self.probe_after_wake:
                 probe = handle.probe()
-                self.probes[expert] = probe["text"]
+                self.probes[copy] = probe["text"]
                 phases["probe"] = probe["seconds"]
             if self.gpu_memory_bytes is not None:
-                self.weight_bytes[expert] = handle.info().weight_bytes
-        self.state[expert] = ACTIVE
-        residents.append(expert)
+                self.weight_bytes[copy] = handle.info().weight_bytes
+        self.state[copy] = ACTIVE
+        residents.append(copy)
         return kind, {k: round(v, 3) for k, v in phases.items()}
 
     def _probe_ok(self, expert: str, handle: ExpertHandle, phases: dict) -> bool:
