@@ -139,8 +139,9 @@ def simulate(stages: Sequence[StageWork], figures: Mapping[str, ExpertFigures], 
     """Replay the executor's decisions over ``stages`` on ``n_slots`` GPU slots; a barrier between stages.
 
     ``gpu_memory_bytes`` (per slot) enables co-residency, ``deactivate`` is the sleep-or-unload
-    policy (``scheduler.deactivate``), and ``max_replicas`` spreads large groups, as in the executor. Streamed aggregation
-    (several slots) is not modeled: the prediction is an upper bound there.
+    policy (``scheduler.deactivate``), and ``max_replicas`` spreads large groups, as in the executor.
+    Streamed aggregation (several slots, ``max_replicas`` 1) is not modeled: the prediction is an
+    upper bound there.
     """
     sim = Simulation(n_slots, 0.0)
     slots = _Slots([[] for _ in range(n_slots)], {}, figures, host_ram_bytes, gpu_memory_bytes, deactivate)
