@@ -21,7 +21,10 @@ from skillmoe_ray.workload import estimate_stages, plan_sizes, stages_from_run
 
 
 def engine_can_sleep(cfg: RunConfig) -> bool:
-    """Whether the planned engine parks experts in host RAM: hf and CUDA vLLM yes, vLLM on the CPU no."""
+    """Whether the planned engine parks experts in host RAM: hf and CUDA vLLM yes, vLLM on the CPU and
+    OpenAI-compatible servers no."""
+    if cfg.engine.name == "openai":
+        return False
     if cfg.engine.name != "vllm":
         return True
     return "cpu_kvcache_gb" not in cfg.engine.options and cfg.engine.options.get("sleep_mode", True)

@@ -127,7 +127,8 @@ def load_checked(tree: dict, run_dir: str):
         from skillmoe_ray.demo import ensure_demo_models
 
         ensure_demo_models(cfg.demo)
-    check_model_paths(cfg.pool)
+    if cfg.engine.name != "openai":  # served models live on their server, not on this disk
+        check_model_paths(cfg.pool)
     val, test = load_data(cfg.data, cfg.seed)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test

@@ -121,6 +121,8 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
     footprint_of = footprints_from_config(cfg)
     for name, spec in cfg.pool.items():
         base = modeled_figures(cfg.scheduler.cost, spec.params_b, can_sleep)
+        if cfg.engine.name == "openai":  # served elsewhere: an activation loads nothing here
+            base = replace(base, load_s=0.0, wake_s=None)
         m = measured.get(fingerprints[name], {})
         out[name] = ExpertFigures(
             load_s=m.get("load_seconds", base.load_s),

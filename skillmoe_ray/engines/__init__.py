@@ -21,6 +21,7 @@ __all__ = ["ENGINES", "Engine", "GenOutput", "GenRequest", "Sampling", "create_e
 ENGINES = {
     "vllm": "skillmoe_ray.engines.vllm_engine:VLLMEngine",
     "hf": "skillmoe_ray.engines.hf_engine:HFEngine",
+    "openai": "skillmoe_ray.engines.openai_engine:OpenAIEngine",
     "fake": "skillmoe_ray.engines.fake:FakeEngine",
 }
 
@@ -58,7 +59,7 @@ def model_fingerprint(spec: ModelSpec, engine: EngineConfig) -> str:
     Rebuilding a local model with different weights changes the fingerprint, so cached outputs of
     the old weights are never served for the new ones.
     """
-    if spec.is_local:
+    if spec.is_local and engine.name != "openai":  # a served model's path is a name on its server
         root = Path(os.path.expanduser(spec.path))
         files = sorted(p for p in root.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".model"))
         weights = {p.name: _file_digest(p) for p in files}

@@ -83,7 +83,7 @@ def test_unknown_engine_name_lists_engines(tmp_path):
     from skillmoe_ray.engines import create_engine
 
     cfg = make_config(tmp_path, ["engine.name=turbo"])
-    with pytest.raises(ConfigError, match="unknown engine 'turbo'; valid engines: fake, hf, vllm"):
+    with pytest.raises(ConfigError, match="unknown engine 'turbo'; valid engines: fake, hf, openai, vllm"):
         create_engine(cfg.engine, cfg.pool["tiny-llama-a"])
 
 

@@ -72,6 +72,14 @@ def test_modeled_figures_follow_the_bandwidths(tmp_path):
     assert modeled_figures(cost, 7.5, can_sleep=False).wake_s is None
 
 
+def test_experts_behind_an_openai_server_activate_for_free(tmp_path):
+    from skillmoe_ray.simulate import expert_figures
+
+    cfg = make_config(tmp_path, ["engine=openai"])
+    figures = expert_figures(cfg, {}, {name: name for name in cfg.pool}, can_sleep=False)
+    assert {f.load_s for f in figures.values()} == {0.0} and {f.wake_s for f in figures.values()} == {None}
+
+
 def test_estimated_work_follows_the_pipelines_rules(tmp_path):
     cfg = make_config(tmp_path)
     stages = {s.name: s for s in estimate_stages(cfg, n_val=40, n_test=30, question_tokens=50)}
