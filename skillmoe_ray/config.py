@@ -18,6 +18,7 @@ from skillmoe_ray.structured import build
 
 MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
+STEERING_ENGINES = ("hf", "fake")  # engines that reach an MoE model's routers (fake: orchestration tests)
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 
@@ -37,6 +38,7 @@ class ModelSpec:
     dtype: str | None = None
     system_role: bool = True
     params_b: float | None = None
+    moe: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -242,6 +244,16 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class SteeringConfig:
+    """DSMoE domain steering of the pool's MoE experts (``moe: true``); needs the hf engine."""
+
+    enabled: bool = False
+    alpha: float = 1.0
+    experts_per_layer: int = 2
+    count_weight: float = 0.5
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs, validated."""
 
@@ -265,6 +277,7 @@ class RunConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
 
     @property
     def experts(self) -> list[ModelSpec]:
@@ -352,6 +365,7 @@ def validate(cfg: RunConfig) -> None:
         )
     if not cfg.experts:
         raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")
+    validate_steering(cfg)
     _require_expert(cfg, cfg.skills.keyword_model, "skills.keyword_model")
     _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
     for name in cfg.aggregator.candidates or ():
@@ -366,6 +380,20 @@ def validate(cfg: RunConfig) -> None:
         if spec.tensor_parallel_size != 1:
             raise ConfigError(f"pool.models.{spec.name}.tensor_parallel_size: only 1 is supported by the slot "
                               "scheduler so far (one GPU per expert)")
+
+
+def validate_steering(cfg: RunConfig) -> None:
+    """Steering needs MoE experts, an engine that reaches their routers, and sane settings."""
+    st = cfg.steering
+    if not st.enabled:
+        return
+    if cfg.engine.name not in STEERING_ENGINES:
+        raise ConfigError(f"steering.enabled needs engine=hf (DSMoE hooks the model's routers); got engine={cfg.engine.name}")
+    if not any(spec.moe for spec in cfg.experts):
+        raise ConfigError("steering.enabled: no expert of the pool is marked moe: true (pool.models.<name>.moe)")
+    if st.alpha < 0 or st.experts_per_layer < 1 or not 0 <= st.count_weight <= 1:
+        raise ConfigError(f"steering: alpha must be >= 0, experts_per_layer >= 1 and count_weight in [0, 1]; got "
+                          f"{st.alpha}, {st.experts_per_layer}, {st.count_weight}")
 
 
 def check_model_paths(pool: dict[str, ModelSpec]) -> None:

@@ -2,7 +2,7 @@
 
 Nothing is downloaded. The tokenizer is a word-level vocabulary trained on the project's own demo
 question set, so random models emit words rather than byte fragments; each model is a small
-decoder (Llama, Qwen3 or Mistral architecture) with random weights from a seeded initializer.
+decoder (Llama, Qwen3, Mistral, or Qwen3-MoE for steering tests) with random weights from a seeded initializer.
 Accuracy with random weights means nothing; every stage's mechanics are real.
 
 Weights are drawn with a larger initializer range than training would use, so that a model's
@@ -34,7 +34,7 @@ FORMAT_WORDS = (
 )
 # Not qwen2: transformers 5 swaps in its byte-level Qwen2Tokenizer for qwen2 models whatever the
 # model's tokenizer files say, which breaks the word-level demo vocabulary.
-ARCHITECTURES = ("llama", "qwen3", "mistral")
+ARCHITECTURES = ("llama", "qwen3", "mistral", "qwen3_moe")
 DONE_MARKER = ".built"
 RECIPE_VERSION = 2  # bump when the builder changes, so existing demo models are rebuilt
 
@@ -79,7 +79,7 @@ def model_config(arch: str, vocab_size: int, recipe: dict):
     """
     import transformers
 
-    classes = {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig"}
+    classes = {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig", "qwen3_moe": "Qwen3MoeConfig"}
     if arch not in classes:
         raise ConfigError(f"demo.models: unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
     hidden = recipe.get("hidden_size", 128)
@@ -88,7 +88,11 @@ def model_config(arch: str, vocab_size: int, recipe: dict):
     vocab = recipe.get("vocab_size", vocab_size)
     if vocab < vocab_size:
         raise ConfigError(f"demo.models: vocab_size {vocab} is smaller than the tokenizer's {vocab_size} tokens")
+    # MoE architectures (DSMoE steering tests): ``num_experts`` routed experts, 2 per token
+    moe = {"num_experts": recipe.get("num_experts", 8), "num_experts_per_tok": 2, "moe_intermediate_size": hidden,
+           "norm_topk_prob": True} if arch.endswith("_moe") else {}
     return getattr(transformers, classes[arch])(
+        **moe,
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=recipe.get("intermediate_size", 2 * hidden),

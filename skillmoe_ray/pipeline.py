@@ -4,12 +4,16 @@ Each stage's result is stored in the shared :class:`StageCache` under a hash of 
 every generation in the :class:`GenerationStore` under its request key. A stage whose result is
 cached is skipped; a stage that must run asks the executor only for the requests not yet stored,
 grouped by expert, and stores each group's outputs as soon as the group finishes.
+
+With ``steering.enabled``, a ``steering`` stage before the test-time phases identifies each MoE
+expert's domain experts (DSMoE, :mod:`skillmoe_ray.steering`), and its answers are steered.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -43,7 +47,14 @@ from skillmoe_ray.skills import (
     parse_keywords,
     vote_keywords,
 )
-from skillmoe_ray.stages import aggregation_request, profile_requests, skill_requests, synthetic_tasks
+from skillmoe_ray.stages import (
+    aggregation_request,
+    analysis_requests,
+    profile_requests,
+    skill_requests,
+    synthetic_tasks,
+)
+from skillmoe_ray.steering import domain_scores, query_domain, select_experts, skill_domains, steerer
 from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 log = logging.getLogger(__name__)
@@ -130,7 +141,7 @@ class Pipeline:
                 fp = self.fingerprints[group.expert]
                 tokens = sum(out.output_tokens for out in outputs) or len(outputs)
                 rows = [
-                    {"key": req.key(fp), "tag": req.tag, **asdict(out),
+                    {"key": req.key(fp), "tag": req.tag, **out.as_record(),
                      "seconds": round(seconds * (out.output_tokens or 1) / tokens, 6)}
                     for req, out in zip(group.requests, outputs)
                 ]
@@ -276,7 +287,7 @@ class Pipeline:
         return outputs
 
     def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],
-                    aggregator: str, profiles: dict) -> tuple[PlanRunner, dict[str, PlanRun]]:
+                    aggregator: str, profiles: dict, steer=None) -> tuple[PlanRunner, dict[str, PlanRun]]:
         """Build the configured methods' plans and run them together on the test set."""
         cc = self.cfg.compare
         ctx = MethodContext(
@@ -297,8 +308,34 @@ class Pipeline:
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
         streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
-        runner = PlanRunner(self.cfg, test, self._timed_generate, self.lookup, streaming=streaming, final=True)
+        runner = PlanRunner(self.cfg, test, self._timed_generate, self.lookup, streaming=streaming, final=True,
+                            steer=steer)
         return runner, runner.run(build_plans(names, ctx))
+
+    def steering(self, val: Sequence[Instance], val_skills: dict[str, list[str]],
+                 test_skills: dict[str, list[str]]) -> tuple[Callable | None, dict | None]:
+        """DSMoE (when enabled): each MoE expert's internal experts per domain, from its routing on
+        the validation questions; returns the per-answer steering and a summary for results.json."""
+        st = self.cfg.steering
+        if not st.enabled:
+            return None, None
+        pairs = analysis_requests(val, [s for s in self.cfg.experts if s.moe], self.cfg.inference, self.cfg.seed)
+        domain_of = {inst.id: inst.task for inst in val}
+
+        def compute(record: dict) -> dict:
+            records: dict[str, list] = {}
+            for (expert, request), out in zip(pairs, self._generate("steering", pairs, record)):
+                router = out["router"]
+                records.setdefault(expert, []).append((domain_of[request.tag.split("/")[1]], router["counts"], router["saliency"]))
+            return {"tables": {e: select_experts(domain_scores(rs, st.count_weight), st.experts_per_layer)
+                               for e, rs in records.items()}}
+
+        tables = self._stage("steering", [self._keys(pairs), st.experts_per_layer, st.count_weight], compute)["tables"]
+        skill_domain = skill_domains(val_skills, domain_of)
+        domains = {iid: query_domain(skills, skill_domain) for iid, skills in test_skills.items()}
+        summary = {"alpha": st.alpha, "experts": {e: {d: len(p) for d, p in t.items()} for e, t in tables.items()},
+                   "test_domains": dict(Counter(d or "(none)" for d in domains.values()))}
+        return steerer(tables, domains, st.alpha), summary
 
     # -- the whole run --------------------------------------------------------------------------
 
@@ -331,12 +368,15 @@ class Pipeline:
         recruitments, recruitment_info = self.recruit(test, mapping["mapped"], profiles)
         recruited = {e for r in recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
-        runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles)
+        steer, steering = self.steering(val, val_skills, mapping["mapped"])
+        runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles, steer)
         summary = self.executor.summary()
         self.measurements.record_timeline(summary["timeline"], self.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.fingerprints[expert])  # noqa: E731
         results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured)
         results.update(recruitment=recruitment_info, aggregator=selection, stages=self.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
+        if steering:
+            results["steering"] = steering
         if self.cfg.mode == "compare":
             results["comparison"] = comparison_summary(results)
         artifacts.write_run(self.run_dir, skills, profiles, mapping, recruitments, selection, runner, runs, rows, results)

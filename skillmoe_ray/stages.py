@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from skillmoe_ray.aggregate import aggregator_messages, expert_messages
 from skillmoe_ray.config import GenerationConfig, ModelSpec, SkillsConfig
@@ -46,6 +47,13 @@ def answer_request(inst: Instance, spec: ModelSpec, gen: GenerationConfig, seed:
     """The chain-of-thought answer of one model to one instance, sample number ``sample``."""
     sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, "answer", inst.id, sample))
     return GenRequest.make(expert_messages(inst, spec.system_role), sampling, f"answer/{inst.id}/{sample}")
+
+
+def analysis_requests(instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig,
+                      seed: int) -> list[Pair]:
+    """DSMoE: each MoE expert reads each validation question (the answer prompt) for its routing statistics."""
+    return [(spec.name, replace(answer_request(inst, spec, gen, seed), analyze=True, tag=f"steer/{inst.id}"))
+            for spec in experts for inst in instances]
 
 
 def profile_requests(

@@ -8,12 +8,12 @@ many methods need it, and a (model, prompt, sample) two methods share is generat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from skillmoe_ray.aggregate import extract_answer, is_correct, majority_vote
 from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
-from skillmoe_ray.engines.base import GenRequest
+from skillmoe_ray.engines.base import GenRequest, Steering
 from skillmoe_ray.methods import MethodPlan
 from skillmoe_ray.plan import ExpertGroup
 from skillmoe_ray.stages import aggregation_request, answer_request
@@ -45,17 +45,19 @@ class PlanRunner:
     ``final``: no work follows these plans (a batch run), so each phase can tell the executor
     which experts any later phase needs and the others are unloaded rather than put to sleep.
     Online serving leaves it False: the next request batch may need any expert.
+    ``steer``: (expert, instance id) -> the DSMoE steering of that expert's answers (None: none).
     """
 
     def __init__(self, cfg: RunConfig, test: Sequence[Instance], generate: Generate,
                  lookup: Callable[[str, GenRequest], dict | None] | None = None, streaming: bool = False,
-                 final: bool = False):
+                 final: bool = False, steer: Callable[[str, str], Steering | None] | None = None):
         self.cfg = cfg
         self.by_id = {inst.id: inst for inst in test}
         self.generate = generate
         self.lookup = lookup
         self.streaming = streaming and lookup is not None
         self.final = final
+        self.steer = steer
         self.records: dict[str, dict] = {}
 
     def run(self, plans: Sequence[MethodPlan]) -> dict[str, PlanRun]:
@@ -94,7 +96,9 @@ class PlanRunner:
             for iid, slots in run.plan.slots.items():
                 inst = self.by_id[iid]
                 for expert, sample in slots:
-                    wanted.append((run, iid, expert, answer_request(inst, self.cfg.pool[expert], gen, self.cfg.seed, sample)))
+                    request = answer_request(inst, self.cfg.pool[expert], gen, self.cfg.seed, sample)
+                    steering = self.steer(expert, iid) if self.steer else None
+                    wanted.append((run, iid, expert, replace(request, steering=steering) if steering else request))
         followup = self._streamed_aggregation(wanted) if self.streaming and all(r.plan.layers == 1 for r in runs.values()) else None
         answered = self._phase("inference", wanted, self._after_answers(runs), followup, self._needed_after(runs, 1))
         for (run, iid, record), (_, _, expert, _) in zip(answered, wanted):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from skillmoe_ray.config import ModelSpec
-from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.errors import ConfigError, EngineError
 from skillmoe_ray.seeding import stable_hash
 
 UNLOADED, ACTIVE, SLEEPING = "unloaded", "active", "sleeping"
@@ -32,12 +32,27 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Steering:
+    """DSMoE domain steering: ``bias`` is added to the router logits of these (layer, expert) pairs."""
+
+    bias: float
+    experts: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
 class GenRequest:
-    """One chat completion to generate. ``tag`` says what it is for (stage/instance/slot)."""
+    """One chat completion to generate. ``tag`` says what it is for (stage/instance/slot).
+
+    ``steering`` steers an MoE model's routers while it generates (DSMoE). ``analyze`` asks for
+    no text but the prompt's routing statistics (:attr:`GenOutput.router`), from which the
+    domain experts are identified.
+    """
 
     messages: tuple[tuple[str, str], ...]
     sampling: Sampling
     tag: str = ""
+    steering: Steering | None = None
+    analyze: bool = False
 
     @staticmethod
     def make(messages: list[dict], sampling: Sampling, tag: str = "") -> GenRequest:
@@ -49,8 +64,15 @@ class GenRequest:
         return [{"role": role, "content": content} for role, content in self.messages]
 
     def key(self, model_fingerprint: str) -> str:
-        """Content key of this request on one model: what the output is cached under."""
-        return stable_hash([model_fingerprint, self.messages, asdict(self.sampling)], 32)
+        """Content key of this request on one model: what the output is cached under.
+
+        Steering and analysis join the key only when used, so plain requests keep their keys
+        (and caches written before steering existed stay valid).
+        """
+        parts = [model_fingerprint, self.messages, asdict(self.sampling)]
+        if self.steering is not None or self.analyze:
+            parts.append({"steering": asdict(self.steering) if self.steering else None, "analyze": self.analyze})
+        return stable_hash(parts, 32)
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,15 @@ class GenOutput:
     prompt_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str = ""
+    # analyze requests: {"counts": [[...]], "saliency": [[...]]}, one row per MoE layer, one column per expert
+    router: dict | None = None
+
+    def as_record(self) -> dict:
+        """The fields a stored output keeps (``router`` only where there is one)."""
+        record = asdict(self)
+        if record["router"] is None:
+            del record["router"]
+        return record
 
 
 @dataclass
@@ -78,6 +109,9 @@ class Engine:
     """Base class of generation backends. Subclasses implement the ``_``-prefixed hooks."""
 
     name = "base"
+
+    #: Whether the engine can steer an MoE model's routers and report routing statistics (DSMoE).
+    steerable = False
 
     #: Backend-specific options and their defaults (``engine.options`` in the config).
     OPTIONS: dict = {}
@@ -137,6 +171,9 @@ class Engine:
         """Generate every request, in order, in as few engine calls as the backend allows."""
         if self.info.state != ACTIVE:
             raise RuntimeError(f"engine for {self.model_path} is {self.info.state}, not active")
+        if not self.steerable and any(r.steering is not None or r.analyze for r in requests):
+            raise EngineError(f"expert {self.spec.name!r}: DSMoE steering needs engine=hf "
+                              f"(the {self.name} engine cannot reach a model's routers)")
         return self._generate(requests) if requests else []
 
     def probe(self) -> dict:

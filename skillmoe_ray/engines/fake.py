@@ -23,6 +23,8 @@ class FakeEngine(Engine):
     """Hash-based replies in the pipeline's formats; optional delays and failures for tests."""
 
     name = "fake"
+    steerable = True
+    MOE_SHAPE = (2, 4)  # (MoE layers, experts) of the routing statistics analyze requests get
     OPTIONS = {
         # seconds each generate() call takes (to test kills and timelines)
         "delay_s": 0.0,
@@ -66,14 +68,27 @@ class FakeEngine(Engine):
     def _reply(self, request: GenRequest) -> GenOutput:
         prompt = "\n".join(content for _, content in request.messages)
         question = prompt.split("Question:", 1)[-1]
+        if request.analyze:
+            return self._routing(question, len(prompt.split()))
         if "Skills:" in prompt:
             text = self._skills(question, request.sampling.seed)
         else:
-            h = derive_seed(self.spec.name, question, request.sampling.seed)
+            steering = [] if request.steering is None else [request.steering.bias, request.steering.experts]
+            h = derive_seed(self.spec.name, question, request.sampling.seed, *steering)
             text = f"Working through it. The answer is \\boxed{{{h % 5}}}." if "boxed" in prompt else (
                 f"Let me think step by step. The answer is ({'ABCD'[h % 4]})"
             )
         return GenOutput(text, prompt_tokens=len(prompt.split()), output_tokens=len(text.split()), finish_reason="stop")
+
+    def _routing(self, question: str, prompt_tokens: int) -> GenOutput:
+        """Routing statistics fixed by the question: 2 of the experts per layer, chosen by its hash."""
+        layers, experts = self.MOE_SHAPE
+        counts = [[0.0] * experts for _ in range(layers)]
+        for layer in range(layers):
+            h = derive_seed(self.spec.name, question, layer)
+            for e in (h % experts, (h // experts + 1 + h % experts) % experts):
+                counts[layer][e] += 1.0
+        return GenOutput("", prompt_tokens, 0, "analyze", router={"counts": counts, "saliency": counts})
 
     @staticmethod
     def _skills(question: str, seed: int) -> str:

@@ -1,7 +1,8 @@
 """transformers engine: ``generate`` on CPU or GPU, with per-request seeded sampling.
 
 Used where vLLM is unavailable (a GPU machine without it), and for DSMoE steering, which needs
-hooks on the model's router. Sleeping moves the weights to pinned host memory and waking moves
+hooks on the model's routers (:mod:`skillmoe_ray.engines.moe_hooks`): steered requests are
+batched by their steering, and analyze requests return routing statistics instead of text. Sleeping moves the weights to pinned host memory and waking moves
 them back; on the CPU the weights already live in host memory, so both are no-ops.
 
 Sampling is done by :class:`SeededSampler`, a logits processor that draws each row's next token
@@ -16,6 +17,7 @@ import itertools
 import logging
 
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
+from skillmoe_ray.engines.moe_hooks import routing_statistics, steered
 from skillmoe_ray.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class HFEngine(Engine):
     """One transformers causal LM for one expert model."""
 
     name = "hf"
+    steerable = True
     OPTIONS = {
         # "auto" picks cuda when available, else cpu
         "device": "auto",
@@ -98,6 +101,7 @@ class HFEngine(Engine):
         except Exception as exc:
             raise EngineError(f"transformers could not load expert {spec.name!r} from {spec.path!r}: {exc}") from exc
         self.model.eval()
+        self.model.requires_grad_(False)  # inference only; routing saliency differentiates the inputs alone
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.info.device = self.device
@@ -115,7 +119,10 @@ class HFEngine(Engine):
 
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         outputs: list[GenOutput | None] = [None] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: self._batch_key(requests[i]))
+        for i, request in enumerate(requests):
+            if request.analyze:
+                outputs[i] = self._analyze(request)
+        order = sorted((i for i, r in enumerate(requests) if not r.analyze), key=lambda i: self._batch_key(requests[i]))
         for _, group in itertools.groupby(order, key=lambda i: self._batch_key(requests[i])):
             group = list(group)
             for start in range(0, len(group), self.options["batch_size"]):
@@ -126,8 +133,17 @@ class HFEngine(Engine):
 
     @staticmethod
     def _batch_key(request: GenRequest) -> tuple:
-        s = request.sampling
-        return (s.max_tokens, s.temperature, s.top_p)
+        """Requests batched together share sampling settings and steering (one set of router hooks)."""
+        s, steer = request.sampling, request.steering
+        return (s.max_tokens, s.temperature, s.top_p, () if steer is None else (steer.bias, steer.experts))
+
+    def _analyze(self, request: GenRequest) -> GenOutput:
+        """The prompt's routing statistics (under the request's steering, if any); no text."""
+        prompt = self.tokenizer.apply_chat_template(request.chat(), tokenize=False, add_generation_prompt=True)
+        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
+        with steered(self.model, request.steering):
+            stats = routing_statistics(self.model, ids)
+        return GenOutput(text="", prompt_tokens=ids.shape[1], finish_reason="analyze", router=stats)
 
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
         import torch
@@ -139,7 +155,7 @@ class HFEngine(Engine):
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = requests[0].sampling
         sampler = SeededSampler([r.sampling.seed for r in requests], sampling.temperature, sampling.top_p, self.device)
-        with torch.no_grad():
+        with torch.no_grad(), steered(self.model, requests[0].steering):
             out = self.model.generate(
                 **enc,
                 max_new_tokens=sampling.max_tokens,

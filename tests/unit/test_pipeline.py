@@ -193,3 +193,25 @@ def test_with_several_gpus_aggregation_streams_into_the_inference_stage(tmp_path
     assert streamed, "aggregation groups ran inside the inference stage, on a free slot"
     phase = results["stages"]["aggregation"]
     assert phase["generated"] == 0 and phase["requests"] == 40  # the aggregation phase found them done
+
+
+def test_dsmoe_steering_identifies_domain_experts_and_steers_only_moe_experts(tmp_path):
+    def outputs(run):
+        rows = [json.loads(line) for line in (run / "run" / "expert_outputs.jsonl").read_text().splitlines()]
+        return {(r["id"], r["slot"], r["expert"]): r["text"] for r in rows}
+
+    plain, _ = run_pipeline(make_config(tmp_path / "plain"))
+    before = outputs(tmp_path / "plain")
+    target = max(sorted({key[2] for key in before}), key=lambda e: sum(key[2] == e for key in before))
+    moe = ["steering.enabled=true", f"+pool.models.{target}.moe=true"]
+    steered, _ = run_pipeline(make_config(tmp_path / "steered", moe))
+    report = steered["steering"]
+    assert set(report["experts"]) == {target} and sum(report["experts"][target].values()) > 0
+    assert sum(report["test_domains"].values()) == 40 and steered["stages"]["steering"]["generated"] > 0
+    after = outputs(tmp_path / "steered")
+    assert before.keys() == after.keys()
+    changed = {key[2] for key, text in after.items() if before[key] != text}
+    assert changed == {target}  # the MoE expert's steered answers differ; the dense experts' do not
+    again, _ = run_pipeline(make_config(tmp_path / "steered", moe))
+    assert again["stages"]["steering"]["cached"] and again["steering"] == report
+    assert "steering" not in plain

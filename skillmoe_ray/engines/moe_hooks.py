@@ -1,0 +1,101 @@
+"""Router hooks on transformers MoE models, for DSMoE steering and routing statistics (hf engine).
+
+transformers' MoE models (Qwen2/Qwen3-MoE, Mixtral, OLMoE, ...) route with a top-k router module
+that computes ``logits -> softmax -> top-k`` and returns ``(logits, scores, indices)``. Steering
+adds a bias to chosen experts' logits before the choice, so a forward hook recomputes the choice
+from the biased logits with the router's own rule (its ``top_k`` and ``norm_topk_prob``).
+Statistics record which experts each prompt token was routed to, and how much of the prompt's
+gradient-x-input saliency those tokens carry. "Layer" means the n-th MoE router of the model.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import partial
+
+from skillmoe_ray.engines.base import Steering
+from skillmoe_ray.errors import EngineError
+
+
+def find_routers(model) -> list:
+    """The model's top-k routers, in layer order."""
+    return [m for m in model.modules() if type(m).__name__.endswith("TopKRouter") and hasattr(m, "top_k")]
+
+
+def _require_routers(model, what: str) -> list:
+    routers = find_routers(model)
+    if not routers:
+        raise EngineError(f"{what} needs an MoE model with transformers top-k routers; "
+                          f"{type(model).__name__} has none")
+    return routers
+
+
+def _biased_choice(module, inputs, output, bias):
+    """Forward hook: the router's top-k choice redone over logits + bias."""
+    import torch
+
+    logits = output[0] + bias.to(output[0].device, output[0].dtype)
+    probs = torch.softmax(logits.float(), dim=-1)
+    top, indices = torch.topk(probs, module.top_k, dim=-1)
+    if getattr(module, "norm_topk_prob", True):  # Mixtral always renormalizes and has no flag
+        top = top / top.sum(dim=-1, keepdim=True)
+    return logits, top.to(output[1].dtype), indices
+
+
+@contextmanager
+def steered(model, steering: Steering | None):
+    """Within the block, the routers of ``steering``'s layers favour its experts by its bias."""
+    if steering is None:
+        yield
+        return
+    import torch
+
+    routers = _require_routers(model, "DSMoE steering")
+    biases: dict[int, torch.Tensor] = {}
+    for layer, expert in steering.experts:
+        if layer >= len(routers) or expert >= routers[layer].num_experts:
+            raise EngineError(f"steering names MoE layer {layer} expert {expert}, but the model has "
+                              f"{len(routers)} MoE layers of {routers[0].num_experts} experts")
+        biases.setdefault(layer, torch.zeros(routers[layer].num_experts))[expert] = steering.bias
+    hooks = [routers[layer].register_forward_hook(partial(_biased_choice, bias=bias)) for layer, bias in biases.items()]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def routing_statistics(model, input_ids) -> dict:
+    """Per MoE layer and expert: the share of prompt tokens routed there, and of saliency through it.
+
+    Saliency of a token is |gradient x input| of its embedding for the prompt's language-model loss
+    (how much the token matters to the model's reading of the prompt), normalized over the tokens.
+    ``input_ids`` is one unpadded prompt, shape (1, T).
+    """
+    import torch
+
+    routers = _require_routers(model, "Routing statistics")
+    chosen: list = [None] * len(routers)
+
+    def record(layer, module, inputs, output):
+        chosen[layer] = output[2].detach()
+
+    hooks = [r.register_forward_hook(partial(record, i)) for i, r in enumerate(routers)]
+    try:
+        with torch.enable_grad():
+            embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
+            logits = model(inputs_embeds=embeds).logits[0, :-1].float()
+            loss = torch.nn.functional.cross_entropy(logits, input_ids[0, 1:], reduction="sum")
+            loss.backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    saliency = (embeds.grad[0] * embeds[0]).sum(-1).abs().float()
+    saliency = saliency / saliency.sum().clamp_min(1e-12)
+    n_tokens = input_ids.shape[1]
+    counts, through = [], []
+    for router, indices in zip(routers, chosen):
+        onehot = torch.zeros(n_tokens, router.num_experts, device=indices.device).scatter_(1, indices, 1.0)
+        counts.append((onehot.sum(0) / n_tokens).tolist())
+        through.append((onehot * saliency.to(onehot.device)[:, None]).sum(0).tolist())
+    return {"counts": counts, "saliency": through}
