@@ -106,3 +106,24 @@ def test_the_activation_benchmark_measures_sleep_and_wake_on_cuda(tmp_path):
     for phase in ("load_cold", "load_page_cache", "sleep", "wake", "first_request_after_wake"):
         assert result["phases"][phase]["seconds"] is not None, phase
     assert (tmp_path / "a.json").is_file()
+
+
+def test_dsmoe_steering_and_routing_statistics_on_cuda(tmp_path):
+    from dataclasses import replace
+
+    from skillmoe_ray.config import DemoConfig
+    from skillmoe_ray.demo import ensure_demo_models
+    from skillmoe_ray.engines.base import Steering
+
+    ensure_demo_models(DemoConfig(True, str(tmp_path), {"moe": {"arch": "qwen3_moe", "seed": 3}}))
+    engine = engine_for(tmp_path / "moe", "moe")
+    engine.load()
+    try:
+        steering = Steering(50.0, tuple((layer, e) for layer in range(2) for e in (0, 1)))
+        stats = engine.generate([replace(greedy("Which enzyme digests starch?"), analyze=True, steering=steering)])[0]
+        assert all(row[:2] == [1.0, 1.0] for row in stats.router["counts"])
+        plain = engine.generate([greedy("Which enzyme digests starch?")])[0].text
+        steered = engine.generate([replace(greedy("Which enzyme digests starch?"), steering=steering)])[0].text
+        assert steered != plain
+    finally:
+        engine.unload()
