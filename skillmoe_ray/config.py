@@ -388,7 +388,8 @@ def validate_steering(cfg: RunConfig) -> None:
     if not st.enabled:
         return
     if cfg.engine.name not in STEERING_ENGINES:
-        raise ConfigError(f"steering.enabled needs engine=hf (DSMoE hooks the model's routers); got engine={cfg.engine.name}")
+        raise ConfigError("steering.enabled needs engine=hf (DSMoE hooks the model's routers); "
+                          f"got engine={cfg.engine.name}")
     if not any(spec.moe for spec in cfg.experts):
         raise ConfigError("steering.enabled: no expert of the pool is marked moe: true (pool.models.<name>.moe)")
     if st.alpha < 0 or st.experts_per_layer < 1 or not 0 <= st.count_weight <= 1:

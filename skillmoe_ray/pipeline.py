@@ -26,7 +26,7 @@ from skillmoe_ray.compare import comparison_summary
 from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import model_fingerprint
-from skillmoe_ray.engines.base import GenRequest
+from skillmoe_ray.engines.base import GenRequest, Steering
 from skillmoe_ray.evaluate import evaluate, validation_accuracy
 from skillmoe_ray.executor import SlotExecutor
 from skillmoe_ray.measurements import Measurements
@@ -287,7 +287,8 @@ class Pipeline:
         return outputs
 
     def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],
-                    aggregator: str, profiles: dict, steer=None) -> tuple[PlanRunner, dict[str, PlanRun]]:
+                    aggregator: str, profiles: dict,
+                    steer: Callable[[str, str], Steering | None] | None = None) -> tuple[PlanRunner, dict[str, PlanRun]]:
         """Build the configured methods' plans and run them together on the test set."""
         cc = self.cfg.compare
         ctx = MethodContext(
@@ -325,12 +326,13 @@ class Pipeline:
         def compute(record: dict) -> dict:
             records: dict[str, list] = {}
             for (expert, request), out in zip(pairs, self._generate("steering", pairs, record)):
-                router = out["router"]
-                records.setdefault(expert, []).append((domain_of[request.tag.split("/")[1]], router["counts"], router["saliency"]))
+                domain, router = domain_of[request.tag.split("/")[1]], out["router"]
+                records.setdefault(expert, []).append((domain, router["counts"], router["saliency"]))
             return {"tables": {e: select_experts(domain_scores(rs, st.count_weight), st.experts_per_layer)
                                for e, rs in records.items()}}
 
-        tables = self._stage("steering", [self._keys(pairs), st.experts_per_layer, st.count_weight], compute)["tables"]
+        inputs = [self._keys(pairs), domain_of, st.experts_per_layer, st.count_weight]
+        tables = self._stage("steering", inputs, compute)["tables"]
         skill_domain = skill_domains(val_skills, domain_of)
         domains = {iid: query_domain(skills, skill_domain) for iid, skills in test_skills.items()}
         summary = {"alpha": st.alpha, "experts": {e: {d: len(p) for d, p in t.items()} for e, t in tables.items()},

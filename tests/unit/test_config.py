@@ -111,3 +111,13 @@ def test_unknown_tracking_mode_lists_the_valid_modes(tmp_path):
 def test_unknown_tracking_key_lists_valid_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key config.tracking.projet; valid keys of config.tracking: dir, entity"):
         make_config(tmp_path, ["+tracking.projet=x"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["steering.enabled=true", "engine=vllm", "+pool.models.tiny-llama-a.moe=true"], "steering.enabled needs engine=hf"),
+    (["steering.enabled=true"], "no expert of the pool is marked moe: true"),
+    (["steering.enabled=true", "+pool.models.tiny-llama-a.moe=true", "steering.alpha=-1"], "alpha must be >= 0"),
+])
+def test_steering_settings_are_checked_with_a_message_naming_the_key(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(tmp_path, overrides)
