@@ -23,6 +23,7 @@ from skillmoe_ray.recruit import Recruitment, draw_experts, recruitment_distribu
 from skillmoe_ray.seeding import derive_seed, stable_hash
 from skillmoe_ray.skills import Embedder, map_keywords, parse_keywords, vote_keywords
 from skillmoe_ray.stages import skill_requests
+from skillmoe_ray.steering import query_domain, steerer
 from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,17 @@ class OnlineRouter:
                     for j in jobs for inst in [instances[j.request_id]]}
         answering = [j for j in jobs if not j.route_only]
         plans = self._plans(answering, instances, recruits)
-        runner = PlanRunner(self.cfg, unique, self.pipe._timed_generate)
+        runner = PlanRunner(self.cfg, unique, self.pipe._timed_generate, steer=self._steer(mapped))
         runs = {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
         return [self._outcome(j, instances[j.request_id], skills, mapped, recruits, runner, runs) for j in jobs]
+
+    def _steer(self, mapped: dict[str, list[str]]):
+        """DSMoE steering of the batch's answers from MoE experts (None when steering is off)."""
+        prep = self.prep.get("steering")
+        if not prep:
+            return None
+        domains = {iid: query_domain(skills, prep["skill_domains"]) for iid, skills in mapped.items()}
+        return steerer(prep["tables"], domains, prep["alpha"])
 
     def _outcome(self, job, inst, skills, mapped, recruits, runner, runs) -> Outcome:
         rec = recruits[(inst.id, job.k)]

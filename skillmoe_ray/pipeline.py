@@ -313,13 +313,12 @@ class Pipeline:
                             steer=steer)
         return runner, runner.run(build_plans(names, ctx))
 
-    def steering(self, val: Sequence[Instance], val_skills: dict[str, list[str]],
-                 test_skills: dict[str, list[str]]) -> tuple[Callable | None, dict | None]:
-        """DSMoE (when enabled): each MoE expert's internal experts per domain, from its routing on
-        the validation questions; returns the per-answer steering and a summary for results.json."""
+    def steering_tables(self, val: Sequence[Instance]) -> dict | None:
+        """DSMoE (when enabled): each MoE expert's internal experts per domain (validation task), from
+        its routing on the validation questions; None when steering is off."""
         st = self.cfg.steering
         if not st.enabled:
-            return None, None
+            return None
         pairs = analysis_requests(val, [s for s in self.cfg.experts if s.moe], self.cfg.inference, self.cfg.seed)
         domain_of = {inst.id: inst.task for inst in val}
 
@@ -332,12 +331,20 @@ class Pipeline:
                                for e, rs in records.items()}}
 
         inputs = [self._keys(pairs), domain_of, st.experts_per_layer, st.count_weight]
-        tables = self._stage("steering", inputs, compute)["tables"]
-        skill_domain = skill_domains(val_skills, domain_of)
+        return self._stage("steering", inputs, compute)["tables"]
+
+    def steering(self, val: Sequence[Instance], val_skills: dict[str, list[str]],
+                 test_skills: dict[str, list[str]]) -> tuple[Callable | None, dict | None]:
+        """The steering of each test answer (DSMoE, when enabled) and its summary for results.json."""
+        tables = self.steering_tables(val)
+        if tables is None:
+            return None, None
+        skill_domain = skill_domains(val_skills, {inst.id: inst.task for inst in val})
         domains = {iid: query_domain(skills, skill_domain) for iid, skills in test_skills.items()}
-        summary = {"alpha": st.alpha, "experts": {e: {d: len(p) for d, p in t.items()} for e, t in tables.items()},
+        alpha = self.cfg.steering.alpha
+        summary = {"alpha": alpha, "experts": {e: {d: len(p) for d, p in t.items()} for e, t in tables.items()},
                    "test_domains": dict(Counter(d or "(none)" for d in domains.values()))}
-        return steerer(tables, domains, st.alpha), summary
+        return steerer(tables, domains, alpha), summary
 
     # -- the whole run --------------------------------------------------------------------------
 
@@ -345,18 +352,22 @@ class Pipeline:
         """What online serving needs from a batch run, built (or read from the cache) on validation data.
 
         The vocabulary, the profiles and competence distribution, each model's validation accuracy
-        (for the baselines), and the selected aggregator.
+        (for the baselines), the selected aggregator, and the DSMoE steering tables (None when off).
         """
         skills = self.annotate_skills(val)
         val_skills = {inst.id: skills["skills"][inst.id] for inst in val}
         profiles = self.build_profiles(val, val_skills)
         selection = self.select_aggregator(val, profiles, [])
+        tables = self.steering_tables(val)
         return {
             "vocabulary": build_vocabulary(val_skills),
             "profiles": profiles["profiles"],
             "distribution": profiles["distribution"],
             "val_accuracy": validation_accuracy(val, profiles["correct"]),
             "aggregator": selection["selected"],
+            "steering": None if tables is None else {
+                "tables": tables, "skill_domains": skill_domains(val_skills, {i.id: i.task for i in val}),
+                "alpha": self.cfg.steering.alpha},
         }
 
     def run(self, val: list[Instance], test: list[Instance]) -> dict:

@@ -87,3 +87,22 @@ def test_a_failing_expert_fails_only_the_requests_that_need_it(tmp_path):
             assert outcome.status == 502 and culprit in outcome.error
         else:
             assert outcome.status == 200 and outcome.content
+
+
+def test_online_answers_from_moe_experts_are_steered_like_batch_ones(tmp_path):
+    plain, _ = router_for(tmp_path / "plain")
+    first = plain.answer([job(q) for q in QUESTIONS])
+    used = sorted({e for o in first for e in o.skillmoe["experts"]})
+    steered, executor = router_for(tmp_path / "steered", ["steering.enabled=true", f"+pool.models.{used[0]}.moe=true"])
+    assert steered.prep["steering"]["tables"][used[0]]
+    sent = []
+    original = executor.run_stage
+
+    def spy(stage, groups, *args, **kwargs):
+        sent.extend((g.expert, r.steering) for g in groups for r in g.requests)
+        return original(stage, groups, *args, **kwargs)
+
+    executor.run_stage = spy
+    assert [o.status for o in steered.answer([job(q) for q in QUESTIONS])] == [200] * len(QUESTIONS)
+    assert any(steering is not None for expert, steering in sent if expert == used[0])
+    assert all(steering is None for expert, steering in sent if expert != used[0])
