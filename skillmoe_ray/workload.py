@@ -16,6 +16,7 @@ from skillmoe_ray.config import RunConfig
 from skillmoe_ray.simulate import StageWork, Work
 
 TEMPLATE_TOKENS = 80  # system prompt and instructions around a question
+BACKWARD_FACTOR = 3  # DSMoE analysis: a forward and a backward pass over the prompt, ~3 forward passes
 
 
 def _replies(cfg: RunConfig, model: str, budget: int | None) -> int:
@@ -44,6 +45,8 @@ def estimate_stages(cfg: RunConfig, n_val: int, n_test: int, question_tokens: fl
     answer = {e: _replies(cfg, e, cfg.inference.max_tokens) for e in experts}
     mean_answer = sum(answer.values()) / len(answer)
     k = cfg.recruit.k
+    moe = [s.name for s in cfg.experts if s.moe] if cfg.steering.enabled else []
+    steering = [StageWork("steering", tuple(_work(e, n_val, BACKWARD_FACTOR * q, 0) for e in moe))] if moe else []
     return [
         StageWork("skills", (_work(kw, cfg.skills.samples * (n_val + n_test), q, _replies(cfg, kw, cfg.skills.max_tokens)),),
                   tuple(experts)),
@@ -53,6 +56,7 @@ def estimate_stages(cfg: RunConfig, n_val: int, n_test: int, question_tokens: fl
         StageWork("aggregator_selection", tuple(
             _work(c, n_val, q + 3 * mean_answer, _replies(cfg, c, cfg.aggregator.max_tokens)) for c in candidates),
             tuple(experts)),
+        *steering,
         StageWork("inference", tuple(_work(e, k * n_test * share[e], q, answer[e]) for e in experts if share[e] > 0),
                   (aggregator,), later=(aggregator,)),
         StageWork("aggregation", (_work(aggregator, n_test, q + k * mean_answer, _replies(cfg, aggregator, cfg.aggregator.max_tokens)),),

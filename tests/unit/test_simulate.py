@@ -108,3 +108,10 @@ def test_a_finished_runs_timeline_becomes_the_same_work():
     assert stages[2].cpu_seconds == pytest.approx(1.0) and len(stages[2].works) == 2
     # before recruitment the later stages' experts are unknown; the last test-time phase needs none after it
     assert stages[0].later is None and stages[2].later == ()
+
+
+def test_the_plan_includes_dsmoe_identification_for_moe_experts(tmp_path):
+    cfg = make_config(tmp_path, ["steering.enabled=true", "+pool.models.tiny-qwen-b.moe=true"])
+    stages = {s.name: s for s in estimate_stages(cfg, n_val=40, n_test=30, question_tokens=100)}
+    assert [(w.expert, w.requests, w.output_tokens) for w in stages["steering"].works] == [("tiny-qwen-b", 40, 0)]
+    assert "steering" not in {s.name for s in estimate_stages(make_config(tmp_path), 40, 30, 100)}
