@@ -25,8 +25,10 @@ def find_routers(model) -> list:
 def _require_routers(model, what: str) -> list:
     routers = find_routers(model)
     if not routers:
-        raise EngineError(f"{what} needs an MoE model with transformers top-k routers; "
-                          f"{type(model).__name__} has none")
+        import transformers
+
+        raise EngineError(f"{what} needs an MoE model with transformers' top-k router modules (transformers 5 "
+                          f"MoE models; this is {transformers.__version__}); {type(model).__name__} has none")
     return routers
 
 
