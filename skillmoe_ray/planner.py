@@ -16,6 +16,7 @@ from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.measurements import Measurements
+from skillmoe_ray.plan import replica_key
 from skillmoe_ray.simulate import Simulation, expert_figures, simulate
 from skillmoe_ray.workload import estimate_stages, plan_sizes, stages_from_run
 
@@ -76,7 +77,8 @@ def format_plan(plan: dict) -> str:
     chosen = sims[plan["gpus"]]
     rows = [f"{'stage':<22}{'expert':<32}{'slot':>4}  {'kind':<8}{'requests':>9}{'activation s':>14}{'start s':>10}{'end s':>10}"]
     for e in chosen.entries:
-        rows.append(f"{e['stage']:<22}{e['expert']:<32}{e['slot']:>4}  {e['kind']:<8}{e['requests']:>9}"
+        copy = replica_key(e["expert"], e.get("replica", 0))
+        rows.append(f"{e['stage']:<22}{copy:<32}{e['slot']:>4}  {e['kind']:<8}{e['requests']:>9}"
                     f"{e['activation_seconds']:>14.1f}{e['start']:>10.1f}{e['end']:>10.1f}")
     base = sims[min(sims)].makespan
     table = [f"{'gpus':>4}{'makespan s':>12}{'activations':>13}{'speed-up':>10}"]

@@ -67,3 +67,19 @@ def test_plan_mode_prints_the_gpqa_schedule_and_makespans_without_loading_models
     makespans = [float(r[1]) for r in rows]
     assert makespans == sorted(makespans, reverse=True) and makespans[0] > makespans[-1]
     assert "DriverActor" not in out + proc.stderr and not (tmp_path / "cache" / "generations").exists()
+
+
+def test_plan_mode_with_replicas_shows_the_copies_and_a_shorter_makespan_on_many_gpus(tmp_path):
+    import re
+
+    def makespans(*extra):
+        proc = run_cli(["+experiment=gpqa", "mode=plan", "resources.gpus=8", *extra, f"cache_dir={tmp_path / 'cache'}",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", proc.stdout, re.M)
+        return proc.stdout, {int(r[0]): float(r[1]) for r in rows}
+
+    out, spread = makespans("scheduler.max_replicas=8")
+    _, whole = makespans()
+    assert "qwen2.5-7b-instruct#1" in out  # the keyword model's skill stage runs on copies
+    assert spread[8] < 0.5 * whole[8] and spread[1] == whole[1]
