@@ -228,8 +228,8 @@ class SlotExecutor:
         if evict:
             t = time.perf_counter()
             for previous in evict:
-                is_replica = self.expert_of.get(previous, previous) != previous
-                self._deactivate(previous, not is_replica and needed_again(previous, keep, self.later))
+                again = needed_again(previous, self.expert_of.get(previous, previous), keep, self.later)
+                self._deactivate(previous, again)
                 residents.remove(previous)
             phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
         handle = self._handle(copy, slot)

@@ -69,13 +69,16 @@ def sleeps_on_deactivation(policy: str, can_sleep: bool, fits_host_ram: bool, ne
     return policy == "sleep" or needed_again
 
 
-def needed_again(expert: str, keep: Iterable[str], later: Iterable[str] | None) -> bool:
-    """``expert`` is needed again: later in this stage (``keep``), or by a later stage.
+def needed_again(copy: str, expert: str, keep: Iterable[str], later: Iterable[str] | None) -> bool:
+    """``copy`` of ``expert`` on a slot is needed again: later in this stage (``keep``), or by a later stage.
 
-    ``later`` is None when the later stages' experts are not known yet (stages before
+    A replica (``copy`` is expert#i, not the expert itself) never is: its expert's own copy serves
+    later work. ``later`` is None when the later stages' experts are not known yet (stages before
     recruitment, online serving): then every expert may be needed again.
     """
-    return later is None or expert in set(keep) or expert in set(later)
+    if copy != expert:
+        return False
+    return later is None or copy in set(keep) or copy in set(later)
 
 
 def footprint(

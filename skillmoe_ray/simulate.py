@@ -195,8 +195,7 @@ class _Slots:
         footprints = {e: self.figures[self.expert_of[e]].footprint_bytes for e in [*residents, copy]}
         for previous in evictions(residents, footprints, copy, self.gpu_memory_bytes, keep):
             residents.remove(previous)
-            is_replica = self.expert_of[previous] != previous
-            self._deactivate(previous, not is_replica and needed_again(previous, keep, later))
+            self._deactivate(previous, needed_again(previous, self.expert_of[previous], keep, later))
         residents.append(copy)
         if copy in self.sleeping:
             self.sleeping.pop(copy)
