@@ -23,7 +23,7 @@ from skillmoe_ray.recruit import Recruitment, draw_experts, recruitment_distribu
 from skillmoe_ray.seeding import derive_seed, stable_hash
 from skillmoe_ray.skills import Embedder, map_keywords, parse_keywords, vote_keywords
 from skillmoe_ray.stages import skill_requests
-from skillmoe_ray.steering import query_domain, steerer
+from skillmoe_ray.steering import query_domains, steerer
 from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ class OnlineRouter:
         prep = self.prep.get("steering")
         if not prep:
             return None
-        domains = {iid: query_domain(skills, prep["skill_domains"]) for iid, skills in mapped.items()}
-        return steerer(prep["tables"], domains, prep["alpha"])
+        return steerer(prep["tables"], query_domains(mapped, prep["skill_domains"]), prep["alpha"])
 
     def _outcome(self, job, inst, skills, mapped, recruits, runner, runs) -> Outcome:
         rec = recruits[(inst.id, job.k)]

@@ -54,7 +54,7 @@ from skillmoe_ray.stages import (
     skill_requests,
     synthetic_tasks,
 )
-from skillmoe_ray.steering import domain_scores, query_domain, select_experts, skill_domains, steerer
+from skillmoe_ray.steering import domain_scores, query_domains, select_experts, skill_domains, steerer
 from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 log = logging.getLogger(__name__)
@@ -313,9 +313,9 @@ class Pipeline:
                             steer=steer)
         return runner, runner.run(build_plans(names, ctx))
 
-    def steering_tables(self, val: Sequence[Instance]) -> dict | None:
+    def steering_prep(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> dict | None:
         """DSMoE (when enabled): each MoE expert's internal experts per domain (validation task), from
-        its routing on the validation questions; None when steering is off."""
+        its routing on the validation questions, with each skill's domain and alpha; None when off."""
         st = self.cfg.steering
         if not st.enabled:
             return None
@@ -331,20 +331,20 @@ class Pipeline:
                                for e, rs in records.items()}}
 
         inputs = [self._keys(pairs), domain_of, st.experts_per_layer, st.count_weight]
-        return self._stage("steering", inputs, compute)["tables"]
+        tables = self._stage("steering", inputs, compute)["tables"]
+        return {"tables": tables, "skill_domains": skill_domains(val_skills, domain_of), "alpha": st.alpha}
 
     def steering(self, val: Sequence[Instance], val_skills: dict[str, list[str]],
                  test_skills: dict[str, list[str]]) -> tuple[Callable | None, dict | None]:
         """The steering of each test answer (DSMoE, when enabled) and its summary for results.json."""
-        tables = self.steering_tables(val)
-        if tables is None:
+        prep = self.steering_prep(val, val_skills)
+        if prep is None:
             return None, None
-        skill_domain = skill_domains(val_skills, {inst.id: inst.task for inst in val})
-        domains = {iid: query_domain(skills, skill_domain) for iid, skills in test_skills.items()}
-        alpha = self.cfg.steering.alpha
-        summary = {"alpha": alpha, "experts": {e: {d: len(p) for d, p in t.items()} for e, t in tables.items()},
+        domains = query_domains(test_skills, prep["skill_domains"])
+        summary = {"alpha": prep["alpha"],
+                   "experts": {e: {d: len(p) for d, p in t.items()} for e, t in prep["tables"].items()},
                    "test_domains": dict(Counter(d or "(none)" for d in domains.values()))}
-        return steerer(tables, domains, alpha), summary
+        return steerer(prep["tables"], domains, prep["alpha"]), summary
 
     # -- the whole run --------------------------------------------------------------------------
 
@@ -358,16 +358,13 @@ class Pipeline:
         val_skills = {inst.id: skills["skills"][inst.id] for inst in val}
         profiles = self.build_profiles(val, val_skills)
         selection = self.select_aggregator(val, profiles, [])
-        tables = self.steering_tables(val)
         return {
             "vocabulary": build_vocabulary(val_skills),
             "profiles": profiles["profiles"],
             "distribution": profiles["distribution"],
             "val_accuracy": validation_accuracy(val, profiles["correct"]),
             "aggregator": selection["selected"],
-            "steering": None if tables is None else {
-                "tables": tables, "skill_domains": skill_domains(val_skills, {i.id: i.task for i in val}),
-                "alpha": self.cfg.steering.alpha},
+            "steering": self.steering_prep(val, val_skills),
         }
 
     def run(self, val: list[Instance], test: list[Instance]) -> dict:

@@ -85,12 +85,18 @@ def query_domain(skills: Sequence[str], domain_of_skill: Mapping[str, str]) -> s
     return min(votes, key=lambda d: (-votes[d], d)) if votes else None
 
 
+def query_domains(instance_skills: Mapping[str, Sequence[str]],
+                  domain_of_skill: Mapping[str, str]) -> dict[str, str | None]:
+    """Each instance's domain from its skills (:func:`query_domain`)."""
+    return {iid: query_domain(skills, domain_of_skill) for iid, skills in instance_skills.items()}
+
+
 def steerer(tables: Mapping[str, Table], domains: Mapping[str, str | None],
             alpha: float) -> Callable[[str, str], Steering | None]:
     """(expert, instance id) -> the steering of that expert's answer to that instance, if any.
 
     ``tables`` holds the identified experts of each MoE pool expert; ``domains`` each test
-    instance's domain (:func:`query_domain`).
+    instance's domain (:func:`query_domains`).
     """
     def steer(expert: str, instance_id: str) -> Steering | None:
         table = tables.get(expert)
