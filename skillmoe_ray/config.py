@@ -18,6 +18,8 @@ from skillmoe_ray.structured import build
 
 MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
+# Engines whose models live on a server: a model's path is its name there, no weights are loaded here
+REMOTE_ENGINES = ("openai",)
 STEERING_ENGINES = ("hf", "fake")  # engines that reach an MoE model's routers (fake: orchestration tests)
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")

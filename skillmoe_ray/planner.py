@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skillmoe_ray.config import RunConfig
+from skillmoe_ray.config import REMOTE_ENGINES, RunConfig
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.measurements import Measurements
@@ -24,7 +24,7 @@ from skillmoe_ray.workload import estimate_stages, plan_sizes, stages_from_run
 def engine_can_sleep(cfg: RunConfig) -> bool:
     """Whether the planned engine parks experts in host RAM: hf and CUDA vLLM yes, vLLM on the CPU and
     OpenAI-compatible servers no."""
-    if cfg.engine.name == "openai":
+    if cfg.engine.name in REMOTE_ENGINES:
         return False
     if cfg.engine.name != "vllm":
         return True

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from skillmoe_ray.config import RunConfig, check_model_paths, load_config
+from skillmoe_ray.config import REMOTE_ENGINES, RunConfig, check_model_paths, load_config
 from skillmoe_ray.errors import ConfigError, SkillMoEError
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def load_checked(tree: dict, run_dir: str):
         from skillmoe_ray.demo import ensure_demo_models
 
         ensure_demo_models(cfg.demo)
-    if cfg.engine.name != "openai":  # served models live on their server, not on this disk
+    if cfg.engine.name not in REMOTE_ENGINES:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
     val, test = load_data(cfg.data, cfg.seed)
     log.info("loaded %d validation and %d test instances", len(val), len(test))

@@ -11,7 +11,7 @@ import importlib
 import os
 from pathlib import Path
 
-from skillmoe_ray.config import EngineConfig, ModelSpec
+from skillmoe_ray.config import REMOTE_ENGINES, EngineConfig, ModelSpec
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest, Sampling
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.seeding import stable_hash
@@ -59,7 +59,7 @@ def model_fingerprint(spec: ModelSpec, engine: EngineConfig) -> str:
     Rebuilding a local model with different weights changes the fingerprint, so cached outputs of
     the old weights are never served for the new ones.
     """
-    if spec.is_local and engine.name != "openai":  # a served model's path is a name on its server
+    if spec.is_local and engine.name not in REMOTE_ENGINES:  # a served model's path is a name on its server
         root = Path(os.path.expanduser(spec.path))
         files = sorted(p for p in root.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".model"))
         weights = {p.name: _file_digest(p) for p in files}
