@@ -3,15 +3,12 @@ and against a small scripted server for the failure paths (rate limits, errors, 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,6 +16,7 @@ from skillmoe_ray.config import ModelSpec
 from skillmoe_ray.engines.base import ACTIVE, GenRequest, Sampling
 from skillmoe_ray.engines.openai_engine import OpenAIEngine
 from skillmoe_ray.errors import EngineError
+from tests.conftest import JSONHandler, http_server
 
 pytestmark = pytest.mark.engine
 
@@ -96,44 +94,31 @@ def test_a_model_the_server_does_not_serve_fails_at_load_naming_what_it_serves(v
         engine(vllm_server, name="qwen").load()
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(JSONHandler):
     """Answers /chat/completions from a script of (status, headers, body) replies, then succeeds."""
 
     script: list = []
     seen: list = []
 
     def do_GET(self):
-        self._send(200, {}, {"data": [{"id": "m"}]})
+        self.reply({"data": [{"id": "m"}]})
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.json_body()
         Scripted.seen.append((body, self.headers.get("Authorization")))
         if Scripted.script:
-            self._send(*Scripted.script.pop(0))
+            status, headers, reply = Scripted.script.pop(0)
+            self.reply(reply, status, headers)
         else:
-            self._send(200, {}, {"choices": [{"message": {"content": f"seed {body['seed']}"}, "finish_reason": "stop"}],
-                                 "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
-
-    def _send(self, status, headers, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        for k, v in {"Content-Type": "application/json", **headers}.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+            self.reply({"choices": [{"message": {"content": f"seed {body['seed']}"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
 
 
 @pytest.fixture
 def scripted():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     Scripted.script, Scripted.seen = [], []
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with http_server(Scripted) as url:
+        yield url
 
 
 def test_rate_limits_and_server_errors_are_retried_and_the_key_is_sent(scripted, monkeypatch):

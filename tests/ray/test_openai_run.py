@@ -5,46 +5,33 @@ shows that messages, sampling and seeds travel over HTTP intact."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from skillmoe_ray.config import ModelSpec
 from skillmoe_ray.engines.base import GenRequest, Sampling
 from skillmoe_ray.engines.fake import FakeEngine
-from tests.conftest import run_cli
+from tests.conftest import JSONHandler, http_server, run_cli
 
 pytestmark = pytest.mark.ray
 
 POOL = ["tiny-llama-a", "tiny-qwen-b", "tiny-mistral-c", "tiny-llama-d", "tiny-keyword", "tiny-aggregator"]
 
 
-class FakeBacked(BaseHTTPRequestHandler):
+class FakeBacked(JSONHandler):
     """/v1/models and /v1/chat/completions, answered by one fake engine per served model."""
 
     engines: dict[str, FakeEngine] = {}
 
     def do_GET(self):
-        self._send({"object": "list", "data": [{"id": model} for model in self.engines]})
+        self.reply({"object": "list", "data": [{"id": model} for model in self.engines]})
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.json_body()
         sampling = Sampling(body["max_tokens"], body["temperature"], body["top_p"], body["seed"])
         out = self.engines[body["model"]].generate([GenRequest.make(body["messages"], sampling)])[0]
-        self._send({"choices": [{"message": {"role": "assistant", "content": out.text}, "finish_reason": "stop"}],
+        self.reply({"choices": [{"message": {"role": "assistant", "content": out.text}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.output_tokens}})
-
-    def _send(self, body):
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -54,10 +41,8 @@ def server():
         engines[f"fake/{name}"] = FakeEngine(ModelSpec(name=name, path=f"fake/{name}"))
         engines[f"fake/{name}"].load()
     FakeBacked.engines = engines
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeBacked)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    with http_server(FakeBacked) as url:
+        yield url
 
 
 def run(tmp_path, name, engine_args):
