@@ -210,6 +210,15 @@ class ResourcesConfig:
     num_cpus: int | None = None
     ray_address: str | None = None
 
+    @property
+    def host_ram_bytes(self) -> float:
+        return self.host_ram_gb * 1e9
+
+    @property
+    def gpu_memory_bytes(self) -> float | None:
+        """One GPU's memory in bytes; None when not given (one resident expert per GPU)."""
+        return None if self.gpu_memory_gb is None else self.gpu_memory_gb * 1e9
+
 
 @dataclass(frozen=True)
 class ServeConfig:

@@ -58,9 +58,8 @@ def make_plan(cfg: RunConfig, val=None, test=None) -> dict:
     fps = fingerprints(cfg)
     figures = expert_figures(cfg, measured, fps, engine_can_sleep(cfg))
     counts = sorted({*cfg.plan.gpus, cfg.resources.gpus})
-    gpu_bytes = None if cfg.resources.gpu_memory_gb is None else cfg.resources.gpu_memory_gb * 1e9
-    sc = cfg.scheduler
-    sims = {n: simulate(stages, figures, n, cfg.resources.host_ram_gb * 1e9, gpu_bytes, sc.deactivate,
+    sc, res = cfg.scheduler, cfg.resources
+    sims = {n: simulate(stages, figures, n, res.host_ram_bytes, res.gpu_memory_bytes, sc.deactivate,
                         sc.max_replicas, sc.replica_min_requests)
             for n in counts}
     return {
