@@ -1,7 +1,8 @@
 """ExpertActor: one Ray actor per expert model, holding that model's engine.
 
-The actor is thin on purpose: every method delegates to the engine, so everything worth testing
-lives in the library. Its process survives unloads, so the backend's import cost is paid once.
+The actor is thin on purpose: it is the library's in-process handle (:class:`LocalExpert`) living
+in a Ray worker, every method delegating to the engine, so everything worth testing lives in the
+library. Its process survives unloads, so the backend's import cost is paid once.
 """
 
 from __future__ import annotations
@@ -12,42 +13,22 @@ import sys
 
 from skillmoe_ray.config import EngineConfig, ModelSpec
 from skillmoe_ray.engines import create_engine
-from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
+from skillmoe_ray.handles import LocalExpert
 
 
-class ExpertActor:
-    """An expert model's engine inside a Ray worker process."""
+class ExpertActor(LocalExpert):
+    """An expert model's engine inside a Ray worker process (the in-process handle, run remotely)."""
 
     def __init__(self, spec: ModelSpec, engine: EngineConfig, log_path: str | None = None):
         if log_path:
             redirect_output(log_path)
         logging.basicConfig(level=logging.WARNING)
-        self.engine = create_engine(engine, spec)
+        super().__init__(create_engine(engine, spec))
         self.engine.prepare()
 
-    def load(self) -> dict:
-        return self.engine.load()
-
-    def sleep(self) -> dict:
-        return self.engine.sleep()
-
-    def wake(self) -> dict:
-        return self.engine.wake()
-
-    def unload(self) -> dict:
-        return self.engine.unload()
-
-    def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
-        return self.engine.generate(requests)
-
-    def probe(self) -> dict:
-        return self.engine.probe()
-
     def prefetch(self) -> int:
+        """Read ahead in the actor's own call (the caller does not wait for it); returns the bytes asked for."""
         return self.engine.prefetch()
-
-    def info(self) -> EngineInfo:
-        return self.engine.info
 
 
 def redirect_output(path: str) -> None:
