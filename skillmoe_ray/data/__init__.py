@@ -15,7 +15,7 @@ from skillmoe_ray.errors import ConfigError, DataError
 __all__ = ["CHOICE", "MATH", "Instance", "load_data", "load_split", "demo_data_path", "sample"]
 
 log = logging.getLogger(__name__)
-SOURCES = ("local", "hub", "demo")
+SOURCES = ("local", "hub", "demo", "lab")
 
 
 def demo_data_path(name: str) -> Path:
@@ -23,9 +23,16 @@ def demo_data_path(name: str) -> Path:
     return Path(str(resources.files("skillmoe_ray.data") / "demo" / name))
 
 
-def load_split(spec: SplitSpec, default_task: str, where: str) -> list[Instance]:
-    """Every instance of one split as described by ``spec`` (before any sampling)."""
+def load_split(spec: SplitSpec, default_task: str, where: str, seed: int = 0) -> list[Instance]:
+    """Every instance of one split as described by ``spec`` (before any sampling).
+
+    Source ``lab`` generates the skill lab's questions from ``seed`` (``spec.size`` of them).
+    """
     task = spec.task or default_task
+    if spec.source == "lab":
+        from skillmoe_ray.lab.world import generate_split
+
+        return generate_split(where.rsplit(".", 1)[-1], spec.size or 120, seed)
     if spec.source in ("local", "demo"):
         if not spec.path:
             raise ConfigError(f"{where}.path is required for source {spec.source!r}")
@@ -75,10 +82,11 @@ def load_data(cfg: DataConfig, seed: int) -> tuple[list[Instance], list[Instance
     Validation questions that also appear in the test split are removed before the validation
     sample is drawn, so both may come from one source split (MMLU-Pro, GPQA main vs diamond).
     """
-    test = take(load_split(cfg.test, cfg.name, "data.test"), cfg.test, seed)
-    test_questions = {inst.question for inst in test}
-    val_all = load_split(cfg.val, cfg.name, "data.val")
-    val_pool = [inst for inst in val_all if inst.question not in test_questions]
+    test = take(load_split(cfg.test, cfg.name, "data.test", seed), cfg.test, seed)
+    # A question is its stem and its options: "Which of the following is true?" recurs with other options.
+    test_questions = {(inst.question, inst.choices) for inst in test}
+    val_all = load_split(cfg.val, cfg.name, "data.val", seed)
+    val_pool = [inst for inst in val_all if (inst.question, inst.choices) not in test_questions]
     if len(val_pool) < len(val_all):
         log.info("left out %d validation questions that also appear in the test split", len(val_all) - len(val_pool))
     val = take(val_pool, cfg.val, seed)

@@ -227,6 +227,16 @@ def test_load_data_removes_shared_questions_before_sampling(tmp_path):
         assert not {i.question for i in val} & {i.question for i in test}
 
 
+def test_a_shared_question_stem_with_other_options_is_not_a_shared_question(tmp_path):
+    """'Which of the following is true?' with other options is another question: validation keeps it."""
+    stem = "Which of the following is true?"
+    test_path = write_jsonl(tmp_path / "test.jsonl", [{"question": stem, "choices": ["a", "b"], "gold_answer": "A"}])
+    val_path = write_jsonl(tmp_path / "val.jsonl", [{"question": stem, "choices": ["c", "d"], "gold_answer": "B"},
+                                                    {"question": stem, "choices": ["a", "b"], "gold_answer": "A"}])
+    val, _ = load_data(DataConfig("t", SplitSpec(path=str(val_path)), SplitSpec(path=str(test_path))), seed=0)
+    assert [i.choices for i in val] == [("c", "d")]
+
+
 # --- demo set ------------------------------------------------------------------------------------
 
 
