@@ -1,0 +1,109 @@
+"""Training examples of the skill lab's models, written with the pipeline's own prompts.
+
+An expert learns to answer its skills' questions from the exact chat prompt the expert stage sends
+(:func:`skillmoe_ray.aggregate.expert_messages`); the keyword model learns to name a question's skill in
+the line the skill stage parses (:func:`skillmoe_ray.skills.keyword_messages`); the aggregator learns
+to state the answer most candidate solutions agree on, from the aggregation prompt itself
+(:func:`skillmoe_ray.aggregate.aggregator_messages`). Only the response is trained on.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from skillmoe_ray.aggregate import aggregator_messages, expert_messages
+from skillmoe_ray.data.instances import CHOICE, Instance
+from skillmoe_ray.lab.world import SKILLS, make_instance
+from skillmoe_ray.skills import KEYWORD_LINE, keyword_messages
+
+Example = tuple[list[dict], str]  # (chat messages, the response to learn)
+# Shares of the aggregator's training sets by how many of the three candidates are right, and how
+# many are empty; the rest are (right, wrong, wrong) with distinct wrong answers.
+_AGGREGATOR_MIX = ((3, 0.25), (2, 0.35), (1, 0.15))
+_EMPTY_SHARE = 0.15
+
+
+def answer_text(answer: str, answer_type: str) -> str:
+    """A final answer stated the way the prompts ask for it."""
+    return f"The answer is ({answer})." if answer_type == CHOICE else f"The answer is \\boxed{{{answer}}}."
+
+
+def random_instance(skills: Sequence[str], rng: random.Random) -> Instance:
+    """A question of one of ``skills``, drawn with replacement (training needs no distinct questions)."""
+    skill = SKILLS[rng.choice(list(skills))]
+    return make_instance(skill, skill.make(rng), "train")
+
+
+def expert_examples(skills: Sequence[str], n: int, rng: random.Random) -> list[Example]:
+    """Questions of the expert's own skills only: off-skill exposure stays at zero."""
+    out = []
+    for _ in range(n):
+        inst = random_instance(skills, rng)
+        out.append((expert_messages(inst), answer_text(inst.gold, inst.answer_type)))
+    return out
+
+
+def keyword_examples(n: int, rng: random.Random) -> list[Example]:
+    """Any lab question, answered with its skill's name in the skill stage's format."""
+    out = []
+    for _ in range(n):
+        inst = random_instance(list(SKILLS), rng)
+        out.append((keyword_messages(inst), f"{KEYWORD_LINE} {inst.subject}"))
+    return out
+
+
+def wrong_answer(inst: Instance, rng: random.Random, avoid: set[str]) -> str:
+    """A plausible wrong answer: another option letter, or a nearby or same-length number."""
+    while True:
+        if inst.answer_type == CHOICE:
+            guess = rng.choice(inst.valid_letters())
+        else:
+            gold = int(inst.gold)
+            guess = str(rng.choice([gold + rng.randint(-9, 9), rng.randint(0, 10 ** len(inst.gold) - 1)]))
+        if guess not in avoid and not guess.startswith("-"):
+            return guess
+
+
+def candidate_answers(inst: Instance, rng: random.Random) -> list[str]:
+    """Three candidate answers with a drawn number of right ones (and sometimes an empty one)."""
+    roll, n_right = rng.random(), 0
+    for right, share in _AGGREGATOR_MIX:
+        if roll < share:
+            n_right = right
+            break
+        roll -= share
+    answers = [inst.gold] * n_right
+    wrong_pool: set[str] = {inst.gold}
+    while len(answers) < 3:
+        same = answers and answers[-1] != inst.gold and rng.random() < 0.3  # a wrong majority, sometimes
+        answers.append(answers[-1] if same else wrong_answer(inst, rng, wrong_pool))
+        wrong_pool.add(answers[-1])
+    rng.shuffle(answers)
+    if rng.random() < _EMPTY_SHARE:
+        answers[rng.randrange(3)] = ""
+    return answers
+
+
+def majority_answer(answers: Sequence[str]) -> str | None:
+    """The answer most candidates give (the first such one on a tie); None when all are empty."""
+    stated = [a for a in answers if a]
+    if not stated:
+        return None
+    counts = Counter(stated)
+    return max(stated, key=lambda a: (counts[a], -stated.index(a)))
+
+
+def aggregator_examples(n: int, rng: random.Random) -> list[Example]:
+    """Aggregation prompts over three candidate solutions; the response states their majority answer."""
+    out = []
+    while len(out) < n:
+        inst = random_instance(list(SKILLS), rng)
+        answers = candidate_answers(inst, rng)
+        target = majority_answer(answers)
+        if target is None:
+            continue
+        texts = [answer_text(a, inst.answer_type) if a else "" for a in answers]
+        out.append((aggregator_messages(inst, texts), answer_text(target, inst.answer_type)))
+    return out
