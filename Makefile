@@ -12,10 +12,12 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
-.PHONY: setup demo test test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
+.PHONY: setup demo demo-mechanics lab-models test test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
 
 help:
-	@echo "make demo   - set up .venv if needed, then run the offline demo experiment"
+	@echo "make demo   - set up .venv if needed, then run the skill lab (trained tiny experts, offline)"
+	@echo "make demo-mechanics - the random-weight demo: every stage's mechanics, accuracy meaningless"
+	@echo "make lab-models - retrain the skill lab's shipped models (skillmoe_ray/lab/models), ~10 min on 2 cores"
 	@echo "make test   - set up .venv if needed, then run the whole test suite"
 	@echo "make test-fast - unit tests only (no Ray, no engines)"
 	@echo "make lint   - ruff"
@@ -35,7 +37,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
+	$(PY) -m skillmoe_ray.run +experiment=skill_lab
+
+demo-mechanics: setup
 	$(PY) -m skillmoe_ray.run +experiment=demo
+
+lab-models: setup
+	$(PY) -m skillmoe_ray.lab --out skillmoe_ray/lab/models --retrain
 
 test: setup
 	$(PY) -m pytest

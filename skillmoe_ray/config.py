@@ -243,6 +243,16 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class LabConfig:
+    """The skill lab: train its tiny models (or copy the shipped ones) before the run."""
+
+    build_models: bool = False
+    models_dir: str = ""
+    workers: int = 2
+    models: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Weights & Biases tracking of a run: mode, where the run is filed, where offline runs live."""
 
@@ -287,6 +297,7 @@ class RunConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    lab: LabConfig = field(default_factory=LabConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
 
@@ -321,9 +332,10 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
     pool = build_pool((tree.pop("pool", None) or {}).get("models"))
     cache_dir = str(Path(os.path.expanduser(str(tree.pop("cache_dir", ".cache/skillmoe")))).absolute())
     demo = tree.pop("demo", None) or {}
+    lab = tree.pop("lab", None) or {}
     cfg = build(
         RunConfig,
-        {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo},
+        {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo, "lab": lab},
         "config",
     )
     cfg = dataclasses.replace(cfg, pool=pool)

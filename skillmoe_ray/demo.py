@@ -74,7 +74,8 @@ def model_config(arch: str, vocab_size: int, recipe: dict):
 
     Optional recipe keys size it up to a real model's shapes: ``hidden_size``, ``intermediate_size``,
     ``layers``, ``head_dim``, ``num_attention_heads``, ``num_key_value_heads`` and ``vocab_size`` (at least
-    the tokenizer's; the extra embedding rows only make the weight bytes realistic). Left out, each
+    the tokenizer's; the extra embedding rows only make the weight bytes realistic); ``initializer_range``
+    and ``tie_word_embeddings`` serve models that are trained (the skill lab). Left out, each
     has the value the demo always used, so existing recipes give the same config.
     """
     import transformers
@@ -102,7 +103,7 @@ def model_config(arch: str, vocab_size: int, recipe: dict):
         head_dim=head_dim,
         max_position_embeddings=recipe.get("max_position_embeddings", 2048),
         initializer_range=recipe.get("initializer_range", 1.0),
-        tie_word_embeddings=False,
+        tie_word_embeddings=recipe.get("tie_word_embeddings", False),
         bos_token_id=2,
         eos_token_id=3,
         pad_token_id=1,

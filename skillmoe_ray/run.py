@@ -113,7 +113,7 @@ def plan_only(cfg: RunConfig) -> None:
     from skillmoe_ray.data import load_data
     from skillmoe_ray.planner import format_plan, make_plan
 
-    local = all(s.source in ("local", "demo") for s in (cfg.data.val, cfg.data.test))
+    local = all(s.source in ("local", "demo", "lab") for s in (cfg.data.val, cfg.data.test))
     val, test = load_data(cfg.data, cfg.seed) if local else (None, None)
     print(format_plan(make_plan(cfg, val, test)), flush=True)
 
@@ -123,13 +123,17 @@ def load_checked(tree: dict, run_dir: str):
     from skillmoe_ray.data import load_data
 
     cfg = load_config(tree, run_dir)
+    val, test = load_data(cfg.data, cfg.seed)  # bad data fails here, before any model is built or trained
     if cfg.demo.build_models:
         from skillmoe_ray.demo import ensure_demo_models
 
         ensure_demo_models(cfg.demo)
+    if cfg.lab.build_models:
+        from skillmoe_ray.lab.build import ensure_lab_models
+
+        ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
     if cfg.engine.name not in REMOTE_ENGINES:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
-    val, test = load_data(cfg.data, cfg.seed)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test
 

@@ -1,0 +1,82 @@
+"""``python -m skillmoe_ray.lab``: train the skill lab's models and show what each learned.
+
+    python -m skillmoe_ray.lab                       # build what is missing under lab.models_dir, then check
+    python -m skillmoe_ray.lab --out skillmoe_ray/lab/models --retrain   # reproduce the shipped weights
+
+Recipes come from the composed config (``+experiment=skill_lab`` unless overrides say otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skillmoe_ray.lab", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", help="where to build the models (default: lab.models_dir of the config)")
+    parser.add_argument("--retrain", action="store_true", help="train every model, even where a copy exists")
+    parser.add_argument("--workers", type=int, help="trainings side by side (default: lab.workers)")
+    parser.add_argument("--check", type=int, default=240, metavar="N",
+                        help="test questions to check each model on (0: no check; default 240)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (default: +experiment=skill_lab)")
+    return parser.parse_args(argv)
+
+
+def compose(overrides: list[str]) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from skillmoe_ray.run import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides or ["+experiment=skill_lab"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def print_checks(root: Path, models: dict, n: int, seed: int = 0) -> None:
+    """Per-skill accuracy of every model on ``n`` test questions, one table."""
+    from skillmoe_ray.lab.build import full_recipe
+    from skillmoe_ray.lab.check import CHECKS
+    from skillmoe_ray.lab.world import SKILLS, generate_split
+
+    test = generate_split("test", n, seed)
+    skills = list(SKILLS)
+    print(f"{'model':16} {'role':10} " + " ".join(f"{s[:9]:>9}" for s in skills))
+    for name, recipe in models.items():
+        role = full_recipe(name, dict(recipe or {}))["role"]
+        acc = CHECKS[role](root / name, test)
+        own = set(recipe.get("skills") or ())
+        cells = [f"{acc.get(s, 0.0):>8.2f}{'*' if s in own else ' '}" for s in skills]
+        print(f"{name:16} {role:10} " + " ".join(cells))
+    print("* = the expert's own skills (trained on); keyword: names the gold skill; aggregator: states the majority")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from skillmoe_ray.errors import SkillMoEError
+    from skillmoe_ray.lab.build import ensure_lab_models
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        tree = compose(args.overrides)
+        lab = tree.get("lab") or {}
+        if not lab.get("models"):
+            raise SkillMoEError("lab.models is empty: compose +experiment=skill_lab (or give recipes)")
+        out = Path(args.out or lab["models_dir"])
+        how = ensure_lab_models(lab["models"], str(out), args.workers or lab.get("workers", 2),
+                                use_shipped=not args.retrain, force=args.retrain)
+        print(", ".join(f"{name}: {state}" for name, state in how.items()))
+        if args.check:
+            print_checks(out, lab["models"], args.check)
+    except SkillMoEError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
