@@ -23,6 +23,23 @@ def comparison_rows(results: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def gold_skill_rows(results: dict) -> tuple[list[str], list[list]]:
+    """Header and one row per gold skill: test instances, its specialists, their answers' test accuracy."""
+    header = ["gold skill", "n", "specialists (validation accuracy)", "specialist answers", "their accuracy"]
+    rows = [
+        [skill, g["n"], ", ".join(f"{m} ({a:.2f})" for m, a in g["specialists"].items()) or "none",
+         g["specialist_answers"], g["specialist_test_accuracy"]]
+        for skill, g in results.get("gold_skills", {}).items()
+    ]
+    return header, rows
+
+
+def specialist_line(results: dict) -> str:
+    """The share of recruited slots that went to a specialist of the instance's gold skill."""
+    return (f"Recruited (instance, expert) slots that went to a specialist of the instance's gold skill "
+            f"(validation accuracy >= 0.8 on it): {fmt(results['specialist_share'])}")
+
+
 def comparison_summary(results: dict) -> dict:
     """Activations this comparison needed versus running every method on its own."""
     test_time = [t for t in results["timeline"] if t["stage"] in ("inference", "aggregation") or t["stage"].startswith("moa_")]
@@ -51,6 +68,11 @@ def to_markdown(results: dict) -> str:
             f"Expert activations at test time: {summary['activations_actual']} in this comparison, "
             f"{summary['activations_if_run_separately']} if every method ran on its own."
         )
+    if results.get("gold_skills"):
+        header, rows = gold_skill_rows(results)
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+        lines += ["", specialist_line(results)]
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,44 @@ def validation_accuracy(val: Sequence[Instance], correct: Mapping[str, Mapping[s
     return out
 
 
+def has_gold_skills(instances: Sequence[Instance]) -> bool:
+    """Whether every instance records its gold skill (``subject``: the skill lab's, or a benchmark's subject)."""
+    return bool(instances) and all(inst.subject for inst in instances)
+
+
+def gold_skill_accuracy(val: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]]) -> dict[str, dict[str, float]]:
+    """Each model's validation accuracy per gold skill (empty when the data records no gold skills)."""
+    if not has_gold_skills(val):
+        return {}
+    out = {}
+    for model, graded in correct.items():
+        per_skill: dict[str, list[bool]] = defaultdict(list)
+        for inst in val:
+            per_skill[inst.subject].append(graded[inst.id])
+        out[model] = {skill: accuracy(f) for skill, f in sorted(per_skill.items())}
+    return out
+
+
+SPECIALIST_ACCURACY = 0.8  # a specialist of a gold skill answers at least this share of its validation questions
+
+
+def specialists(skill_accuracy: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
+    """Per gold skill, the experts whose validation accuracy on it is at least :data:`SPECIALIST_ACCURACY`."""
+    skills = sorted({s for per_skill in skill_accuracy.values() for s in per_skill})
+    return {s: [m for m, acc in skill_accuracy.items() if acc.get(s, 0.0) >= SPECIALIST_ACCURACY] for s in skills}
+
+
+def specialist_share(test: Sequence[Instance], recruitments: Sequence[Recruitment],
+                     skill_accuracy: Mapping[str, Mapping[str, float]]) -> float | None:
+    """Share of recruited (instance, expert) slots whose expert is a specialist of the instance's gold skill."""
+    if not skill_accuracy or not has_gold_skills(test):
+        return None
+    gold = {inst.id: inst.subject for inst in test}
+    experts_of = specialists(skill_accuracy)
+    slots = [(gold[r.instance_id], e) for r in recruitments for e in r.experts]
+    return accuracy([e in experts_of.get(s, ()) for s, e in slots]) if slots else None
+
+
 def method_scores(test: Sequence[Instance], correct: Mapping[str, bool]) -> dict:
     """Overall and per-task accuracy of one method."""
     per_task: dict[str, list[bool]] = defaultdict(list)
@@ -110,10 +148,12 @@ def evaluate(
     runs: Mapping[str, PlanRun],
     mapped: Mapping[str, Sequence[str]],
     activation_seconds: Callable[[str], float | None],
+    skill_accuracy: Mapping[str, Mapping[str, float]] | None = None,
 ) -> tuple[dict, list[dict]]:
     """The accuracy and cost part of results.json, and the recruited experts' output rows.
 
-    ``activation_seconds(expert)`` gives the measured seconds of one activation of an expert.
+    ``activation_seconds(expert)`` gives the measured seconds of one activation of an expert;
+    ``skill_accuracy`` each expert's validation accuracy per gold skill, when the data records gold skills.
     """
     methods = {}
     for name, run in runs.items():
@@ -137,4 +177,26 @@ def evaluate(
             sum(len(set(r.experts)) for r in recruitments) / max(len(recruitments), 1), 3
         ),
     }
+    if skill_accuracy and has_gold_skills(test):
+        results["specialist_share"] = specialist_share(test, recruitments, skill_accuracy)
+        results["gold_skills"] = gold_skill_report(test, rows, skill_accuracy)
     return results, rows
+
+
+def gold_skill_report(test: Sequence[Instance], rows: Sequence[dict],
+                      skill_accuracy: Mapping[str, Mapping[str, float]]) -> dict:
+    """Per gold skill: test instances, its specialists (validation accuracy), and how the recruited
+    specialists' answers scored on its test instances (Symbolic-MoE's first round)."""
+    gold = {inst.id: inst.subject for inst in test}
+    experts_of = specialists(skill_accuracy)
+    report = {}
+    for skill in sorted(set(gold.values())):
+        own = experts_of.get(skill, [])
+        answers = [r["correct"] for r in rows if gold[r["id"]] == skill and r["expert"] in own]
+        report[skill] = {
+            "n": sum(1 for s in gold.values() if s == skill),
+            "specialists": {m: skill_accuracy[m].get(skill, 0.0) for m in own},
+            "specialist_answers": len(answers),
+            "specialist_test_accuracy": accuracy(answers) if answers else None,
+        }
+    return report

@@ -57,6 +57,7 @@ class MethodContext:
     moa_aggregator: str | None = None
     self_model: str | None = None
     skip_aggregator_single: bool = False
+    skill_accuracy: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 def with_samples(models: Sequence[str]) -> list[Slot]:
@@ -161,6 +162,24 @@ def plan_self_moa(ctx: MethodContext) -> list[MethodPlan]:
     return [MethodPlan("self_moa", *_same_for_all(ctx, slots, best), note=f"model: {best}")]
 
 
+def plan_oracle(ctx: MethodContext) -> list[MethodPlan]:
+    """The upper bound of routing: each instance answered by the expert best on its gold skill (validation).
+
+    Needs data that records each instance's gold skill (``subject``, as the skill lab's questions do).
+    """
+    if not ctx.skill_accuracy or any(not inst.subject for inst in ctx.test):
+        raise ConfigError("compare.methods: 'oracle' needs the gold skill (subject) of every validation and test "
+                          "instance, as the skill lab's data records it; this data has none")
+    best = {}
+    for inst in ctx.test:
+        if inst.subject not in best:
+            best[inst.subject] = max(ctx.experts, key=lambda m: (ctx.skill_accuracy[m].get(inst.subject, 0.0),
+                                                                  -ctx.experts.index(m)))
+    slots, aggregators = {i.id: [(best[i.subject], 0)] for i in ctx.test}, {i.id: None for i in ctx.test}
+    note = "; ".join(f"{skill}: {model}" for skill, model in sorted(best.items()))
+    return [MethodPlan("oracle", slots, aggregators, note=f"best expert per gold skill: {note}")]
+
+
 PLANNERS: dict[str, Callable[[MethodContext], list[MethodPlan]]] = {
     "single": plan_single,
     "self_consistency": plan_self_consistency,
@@ -170,6 +189,7 @@ PLANNERS: dict[str, Callable[[MethodContext], list[MethodPlan]]] = {
     "moa": plan_moa,
     "self_moa": plan_self_moa,
     "symbolic_moe": plan_symbolic_moe,
+    "oracle": plan_oracle,
 }
 
 

@@ -27,7 +27,7 @@ from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.engines.base import GenRequest, Steering
-from skillmoe_ray.evaluate import evaluate, validation_accuracy
+from skillmoe_ray.evaluate import evaluate, gold_skill_accuracy, validation_accuracy
 from skillmoe_ray.executor import SlotExecutor
 from skillmoe_ray.measurements import Measurements
 from skillmoe_ray.methods import MethodContext, build_plans
@@ -304,6 +304,7 @@ class Pipeline:
             moa_aggregator=cc.moa.aggregator,
             self_model=cc.self_model,
             skip_aggregator_single=self.cfg.recruit.skip_aggregator_single,
+            skill_accuracy=gold_skill_accuracy(val, profiles["correct"]),
         )
         names = cc.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
@@ -383,7 +384,9 @@ class Pipeline:
         summary = self.executor.summary()
         self.measurements.record_timeline(summary["timeline"], self.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.fingerprints[expert])  # noqa: E731
-        results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured)
+        skill_accuracy = gold_skill_accuracy(val, profiles["correct"])
+        results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured,
+                                 skill_accuracy)
         results.update(recruitment=recruitment_info, aggregator=selection, stages=self.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
         if steering:
             results["steering"] = steering

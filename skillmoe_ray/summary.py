@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skillmoe_ray.compare import comparison_rows, fmt
+from skillmoe_ray.compare import comparison_rows, fmt, gold_skill_rows, specialist_line
 
 
 def _all_cached_note(results: dict) -> str:
@@ -55,4 +55,7 @@ def format_summary(results: dict, run_dir: str) -> str:
             f"test-time expert activations: {c['activations_actual']} here, "
             f"{c['activations_if_run_separately']} if each method ran on its own"
         )
+    if results.get("gold_skills"):
+        header, rows = gold_skill_rows(results)
+        parts += [_table(header, [[fmt(v) for v in row] for row in rows]), specialist_line(results)]
     return "\n\n".join([*parts, stages, experts, f"run directory: {run_dir}"])
