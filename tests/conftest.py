@@ -144,3 +144,13 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def lab_models(tmp_path_factory) -> Path:
+    """The skill lab's models of +experiment=skill_lab (the shipped trained copies; trained if out of date)."""
+    from skillmoe_ray.lab.build import ensure_lab_models
+
+    root = tmp_path_factory.mktemp("lab-models")
+    ensure_lab_models(compose_tree(["+experiment=skill_lab"])["lab"]["models"], str(root))
+    return root
