@@ -136,3 +136,33 @@ def test_recipes_are_checked_and_hashed_with_their_defaults():
 def test_answers_in_the_trained_format_are_read_and_graded():
     for inst in generate_split("val", 16, 0):
         assert is_correct(extract_answer(ex.answer_text(inst.gold, inst.answer_type), inst), inst)
+
+
+def test_progress_from_workers_is_logged_with_counts_rate_and_eta_when_not_a_terminal(caplog):
+    import logging
+    import queue
+
+    from skillmoe_ray.progress import StepProgress
+
+    q = queue.Queue()
+    for _ in range(4):
+        q.put(("model-a", 25, 0.5))
+    progress = StepProgress(400, "training", every_s=0.0)
+    with caplog.at_level(logging.INFO, logger="skillmoe_ray.progress"):
+        progress.drain(q, timeout=0.1)
+    assert progress.done == 100
+    assert "training: 100/400 steps" in caplog.text and "steps/s, ETA" in caplog.text and "model-a loss 0.500" in caplog.text
+
+
+def test_the_oracle_needs_gold_skills():
+    from skillmoe_ray.data.instances import Instance
+    from skillmoe_ray.methods import MethodContext, plan_oracle
+
+    insts = [Instance("a", "t", "q", "1", MATH, subject="s1"), Instance("b", "t", "q2", "2", MATH, subject="s2")]
+    ctx = MethodContext(test=insts, experts=["x", "y"], recruitments={}, aggregator="x",
+                        val_accuracy={}, k=1, seed=0, skill_accuracy={"x": {"s1": 0.9, "s2": 0.1}, "y": {"s2": 0.8}})
+    plan = plan_oracle(ctx)[0]
+    assert plan.slots == {"a": [("x", 0)], "b": [("y", 0)]} and plan.aggregator == {"a": None, "b": None}
+    with pytest.raises(ConfigError, match="'oracle' needs the gold skill"):
+        plan_oracle(MethodContext(test=[Instance("c", "t", "q", "1", MATH)], experts=["x"], recruitments={},
+                                  aggregator="x", val_accuracy={}, k=1, seed=0))
