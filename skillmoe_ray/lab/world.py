@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from skillmoe_ray.data.instances import CHOICE, LETTERS, MATH, Instance
 from skillmoe_ray.errors import ConfigError
@@ -156,24 +156,17 @@ def draw_questions(skill: Skill, n: int, rng: random.Random, split: str) -> list
     return list(found.values())
 
 
-def generate_split(split: str, size: int, seed: int, skills=None) -> list[Instance]:
+def generate_split(split: str, size: int, seed: int) -> list[Instance]:
     """``size`` questions of ``split`` ("val" or "test"), skills in turn (balanced), in a seeded order."""
     if split not in SPLITS:
         raise ConfigError(f"skill lab: unknown split {split!r}; splits: {', '.join(SPLITS)}")
     if size < 1:
         raise ConfigError(f"data.{split}.size must be >= 1 for the skill lab, got {size}")
-    names = list(skills or SKILLS)
-    check_skills(names, f"data.{split}.skills")
+    names = list(SKILLS)
     counts = {name: size // len(names) + (i < size % len(names)) for i, name in enumerate(names)}
     out = []
     for name, n in counts.items():
         rng = random.Random(derive_seed(seed, "lab", split, name))
         out += [make_instance(SKILLS[name], q, "") for q in draw_questions(SKILLS[name], n, rng, split)]
     random.Random(derive_seed(seed, "lab-order", split)).shuffle(out)
-    return [_with_id(inst, f"lab-{split}-{i:04d}") for i, inst in enumerate(out)]
-
-
-def _with_id(inst: Instance, iid: str) -> Instance:
-    from dataclasses import replace
-
-    return replace(inst, id=iid)
+    return [replace(inst, id=f"lab-{split}-{i:04d}") for i, inst in enumerate(out)]
