@@ -11,16 +11,52 @@ from skillmoe_ray.cache import write_atomic
 COST_COLUMNS = ("generated_tokens", "gpu_seconds", "activations", "wall_seconds")
 
 
+PAIRED_COLUMNS = ("vs_symbolic_moe", "vs_low", "vs_high")
+
+
+def _paired(m: dict) -> list:
+    paired = m.get("vs_symbolic_moe")
+    return [paired["difference"], paired["low"], paired["high"]] if paired else [None, None, None]
+
+
 def comparison_rows(results: dict) -> tuple[list[str], list[list]]:
-    """Header and one row per method: name, accuracy, per-task accuracy, cost columns, note."""
+    """Header and one row per method: name, accuracy and its standard error, per-task accuracy, the
+    paired difference to symbolic_moe with its 95% bootstrap interval (mode=compare), cost columns, note."""
     methods = results["methods"]
     tasks = sorted({t for m in methods.values() for t in m["per_task"]})
-    header = ["method", "accuracy", *tasks, *COST_COLUMNS, "note"]
+    paired = any("vs_symbolic_moe" in m for m in methods.values())
+    header = ["method", "accuracy", "stderr", *tasks, *(PAIRED_COLUMNS if paired else ()), *COST_COLUMNS, "note"]
     rows = [
-        [name, m["accuracy"], *(m["per_task"].get(t, "") for t in tasks), *(m.get(c) for c in COST_COLUMNS), m.get("note", "")]
+        [name, m["accuracy"], m.get("stderr"), *(m["per_task"].get(t, "") for t in tasks),
+         *(_paired(m) if paired else ()), *(m.get(c) for c in COST_COLUMNS), m.get("note", "")]
         for name, m in methods.items()
     ]
     return header, rows
+
+
+def display_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """The comparison for people: "0.950 +/- 0.020", and the difference as "-0.558 [-0.642, -0.475]"."""
+    header, rows = comparison_rows(results)
+    out_header, out_rows = [], []
+    skip = {"stderr", "vs_low", "vs_high"}
+    for name in header:
+        if name not in skip:
+            out_header.append("vs symbolic_moe [95% CI]" if name == "vs_symbolic_moe" else name)
+    for row in rows:
+        cell = dict(zip(header, row))
+        shown = []
+        for name in header:
+            if name in skip:
+                continue
+            if name == "accuracy" and cell.get("stderr") is not None:
+                shown.append(f"{cell['accuracy']:.3f} +/- {cell['stderr']:.3f}")
+            elif name == "vs_symbolic_moe":
+                shown.append("-" if cell[name] is None else
+                             f"{cell[name]:+.3f} [{cell['vs_low']:+.3f}, {cell['vs_high']:+.3f}]")
+            else:
+                shown.append(fmt(cell[name]))
+        out_rows.append(shown)
+    return out_header, out_rows
 
 
 def gold_skill_rows(results: dict) -> tuple[list[str], list[list]]:
@@ -58,9 +94,11 @@ def fmt(value) -> str:
 
 def to_markdown(results: dict) -> str:
     """The comparison as a Markdown table, with the sharing summary underneath."""
-    header, rows = comparison_rows(results)
+    header, rows = display_rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "Accuracy +/- its standard error, sqrt(p (1 - p) / n); with mode=compare, each method's accuracy "
+              "minus symbolic_moe's on the same instances and its 95% paired bootstrap interval."]
     summary = results.get("comparison")
     if summary:
         lines.append("")

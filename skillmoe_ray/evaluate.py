@@ -9,6 +9,8 @@ from skillmoe_ray.aggregate import extract_answer, is_correct
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.seeding import derive_seed
+from skillmoe_ray.stats import paired_bootstrap, standard_error
 from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 
@@ -72,9 +74,23 @@ def method_scores(test: Sequence[Instance], correct: Mapping[str, bool]) -> dict
     per_task: dict[str, list[bool]] = defaultdict(list)
     for inst in test:
         per_task[inst.task].append(correct[inst.id])
+    flags = [correct[inst.id] for inst in test]
     return {
-        "accuracy": accuracy([correct[inst.id] for inst in test]),
+        "accuracy": accuracy(flags),
+        "stderr": standard_error(flags),
         "per_task": {task: accuracy(flags) for task, flags in sorted(per_task.items())},
+    }
+
+
+REFERENCE_METHOD = "symbolic_moe"
+
+
+def paired_differences(test: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]], seed: int) -> dict:
+    """Each method's accuracy minus Symbolic-MoE's on the same instances, with a seeded 95% bootstrap interval."""
+    reference = [correct[REFERENCE_METHOD][inst.id] for inst in test]
+    return {
+        name: paired_bootstrap([flags[inst.id] for inst in test], reference, derive_seed(seed, "bootstrap", name))
+        for name, flags in correct.items() if name != REFERENCE_METHOD
     }
 
 
@@ -156,10 +172,14 @@ def evaluate(
     ``skill_accuracy`` each expert's validation accuracy per gold skill, when the data records gold skills.
     """
     methods = {}
+    correct = {name: runner.correct(run) for name, run in runs.items()}
     for name, run in runs.items():
-        methods[name] = {**method_scores(test, runner.correct(run)), **method_costs(run, runner.records, activation_seconds)}
+        methods[name] = {**method_scores(test, correct[name]), **method_costs(run, runner.records, activation_seconds)}
         if run.plan.note:
             methods[name]["note"] = run.plan.note
+    if cfg.mode == "compare":
+        for name, paired in paired_differences(test, correct, cfg.seed).items():
+            methods[name]["vs_symbolic_moe"] = paired
     sym = runs["symbolic_moe"]
     rows = expert_rows(sym, runner, cfg.aggregator.think_end_tag)
     results = {
@@ -169,6 +189,7 @@ def evaluate(
         "n_validation": len(val),
         "pool": [spec.name for spec in cfg.experts],
         "k": cfg.recruit.k,
+        "seed": cfg.seed,
         "recruit_policy": cfg.recruit.policy,
         "methods": methods,
         "per_skill": per_skill({i.id: mapped.get(i.id, []) for i in test}, runner.correct(sym)),

@@ -50,16 +50,20 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def horizontal_bars(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, ylabel: str) -> Figure:
-    """One horizontal bar per label (first label on top), the value written at the end of each bar."""
+def horizontal_bars(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, ylabel: str,
+                    errors: Sequence[float] | None = None) -> Figure:
+    """One horizontal bar per label (first label on top), the value written at the end of each bar;
+    ``errors`` (standard errors) draw error bars and are written beside the values."""
     fig = _figure(8.0, max(2.6, 0.42 * len(labels) + 1.4))
     ax = fig.subplots()
     positions = range(len(labels))
-    bars = ax.barh(list(positions), list(values), color="#4C72B0", height=0.65)
-    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=3, fontsize=TICK_SIZE)
+    bars = ax.barh(list(positions), list(values), color="#4C72B0", height=0.65,
+                   xerr=list(errors) if errors else None, capsize=3, error_kw={"ecolor": "#333333", "lw": 1})
+    texts = [f"{v:.3f}" + (f" ± {e:.3f}" if errors else "") for v, e in zip(values, errors or [0.0] * len(values))]
+    ax.bar_label(bars, labels=texts, padding=3, fontsize=TICK_SIZE)
     ax.set_yticks(list(positions), [shorten(label) for label in labels], fontsize=TICK_SIZE)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.12)  # room for the value labels of bars at 1.0
+    ax.set_xlim(0, 1.3 if errors else 1.12)  # room for the value labels of bars at 1.0
     ax.tick_params(axis="x", labelsize=TICK_SIZE)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)

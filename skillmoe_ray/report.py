@@ -87,7 +87,8 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
         "accuracy_by_method": plots.horizontal_bars(
             list(methods), [m["accuracy"] for m in methods.values()],
             f"Accuracy per method: {results['experiment']} ({results['n_instances']} test instances)",
-            "accuracy", "method",
+            "accuracy (error bars: one standard error)", "method",
+            errors=[m["stderr"] for m in methods.values()] if all("stderr" in m for m in methods.values()) else None,
         ),
         "accuracy_by_skill": plots.horizontal_bars(
             [f"{plots.shorten(s, 24)} (n={per_skill[s]['n']})" for s in skills], [per_skill[s]["accuracy"] for s in skills],
@@ -170,8 +171,34 @@ def write_report(run_dir: str | Path, results: dict, limit: int = TOP_SKILLS) ->
     return Report(path, plots, missing)
 
 
+def results_files(dirs: Sequence[str]) -> list[Path]:
+    """results.json of each directory, or of every run under it (a multirun's parent directory)."""
+    found = []
+    for d in map(Path, dirs):
+        here = sorted(d.glob("results.json")) or sorted(d.glob("**/results.json"))
+        if not here:
+            raise SystemExit(f"error: no results.json in or under {d}")
+        found += here
+    return found
+
+
+def seeds_table(files: Sequence[Path]) -> str:
+    """Mean +/- std (over runs, typically seeds) of each method's accuracy, as a Markdown table."""
+    from skillmoe_ray.stats import seeds_summary
+
+    runs = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})
+    summary = seeds_summary(runs)
+    rows = [[name, f"{s['mean']:.3f} +/- {s['std']:.3f}", s["runs"]] for name, s in summary.items()]
+    head = f"{len(runs)} runs of {runs[0]['experiment']}" + (f" (seeds {', '.join(map(str, seeds))})" if seeds else "")
+    return head + "\n\n" + markdown_table(["method", "accuracy (mean +/- std over runs)", "runs"], rows)
+
+
 def main(argv: Sequence[str]) -> None:
-    """Rebuild the report of an earlier run from its results.json."""
+    """Rebuild the report of earlier runs from their results.json; ``--seeds DIR...``: mean +/- std per method."""
+    if argv and argv[0] == "--seeds":
+        print(seeds_table(results_files(argv[1:])))
+        return
     for run_dir in argv:
         results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
         print(write_report(run_dir, results).path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skillmoe_ray.compare import comparison_rows, fmt, gold_skill_rows, specialist_line
+from skillmoe_ray.compare import display_rows, fmt, gold_skill_rows, specialist_line
 
 
 def _all_cached_note(results: dict) -> str:
@@ -21,8 +21,7 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 def format_summary(results: dict, run_dir: str) -> str:
     """Methods, stages (time, cached), experts (activations, recruitment) in one screen."""
-    header, rows = comparison_rows(results)
-    methods = _table(header, [[fmt(v) for v in row] for row in rows])
+    methods = _table(*display_rows(results))
     stages = _table(
         ["stage", "seconds", "cached", "requests", "generated", "groups run"],
         [

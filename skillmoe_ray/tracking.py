@@ -77,6 +77,10 @@ def summary_values(results: dict) -> dict[str, Any]:
     out: dict[str, Any] = {"n_instances": results["n_instances"], "wall_seconds": results.get("wall_seconds")}
     for name, method in results["methods"].items():
         out[f"accuracy/{name}"] = method["accuracy"]
+        if "stderr" in method:
+            out[f"accuracy_stderr/{name}"] = method["stderr"]
+        if "vs_symbolic_moe" in method:
+            out.update({f"vs_symbolic_moe/{name}/{k}": v for k, v in method["vs_symbolic_moe"].items()})
         out.update({f"accuracy/{name}/{task}": acc for task, acc in method["per_task"].items()})
         out.update({f"cost/{name}/{c}": method[c] for c in COST_COLUMNS if method.get(c) is not None})
     for stage, record in results["stages"].items():
@@ -84,6 +88,8 @@ def summary_values(results: dict) -> dict[str, Any]:
         out[f"stage/{stage}/cached"] = bool(record["cached"])
     out.update({f"activations/{expert}": n for expert, n in results.get("activations", {}).items()})
     out["activations_total"] = sum(results.get("activations", {}).values())
+    if results.get("specialist_share") is not None:
+        out["specialist_share"] = results["specialist_share"]
     out.update({f"recruited/{expert}": e["recruited"] for expert, e in results.get("per_expert", {}).items()})
     return out
 

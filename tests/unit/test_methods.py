@@ -106,8 +106,8 @@ def test_symbolic_moe_and_majority_vote_share_the_recruited_slots():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="unknown method 'oracle'; valid methods: single, self_consistency"):
-        build_plans(["oracle"], context())
+    with pytest.raises(ConfigError, match="unknown method 'prophet'; valid methods: single, self_consistency.*, oracle"):
+        build_plans(["prophet"], context())
 
 
 # --- compare mode through the pipeline (fake engine, in-process) ---------------------------------
@@ -133,6 +133,23 @@ def test_compare_reports_every_method_with_accuracy_and_costs(compared):
     table = (run / "comparison.md").read_text()
     assert all(f"| {name} |" in table for name in names)
     assert len((run / "comparison.csv").read_text().splitlines()) == len(results["methods"]) + 1
+
+
+def test_compare_gives_standard_errors_and_paired_bootstrap_differences_to_symbolic_moe(compared):
+    from skillmoe_ray.stats import standard_error
+
+    results, run = compared
+    sym, single = results["methods"]["symbolic_moe"], results["methods"]["single"]
+    n = results["n_instances"]
+    assert sym["stderr"] == standard_error([True] * round(sym["accuracy"] * n) + [False] * round((1 - sym["accuracy"]) * n))
+    assert "vs_symbolic_moe" not in sym
+    paired = single["vs_symbolic_moe"]
+    assert paired["difference"] == pytest.approx(single["accuracy"] - sym["accuracy"], abs=1e-3)
+    assert paired["low"] <= paired["difference"] <= paired["high"]
+    table = (run / "comparison.md").read_text()
+    assert "vs symbolic_moe [95% CI]" in table and f"| symbolic_moe | {sym['accuracy']:.3f} +/- {sym['stderr']:.3f} |" in table
+    header = (run / "comparison.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["method", "accuracy", "stderr"] and {"vs_symbolic_moe", "vs_low", "vs_high"} <= set(header)
 
 
 def test_compare_shares_generations_and_activations_between_methods(compared):

@@ -78,7 +78,8 @@ def test_demo_report_has_the_four_pngs_and_the_accuracy_table(demo_run):
     text = report.path.read_text()
     assert "| method | accuracy | demo_math | demo_mc |" in text
     accuracy = results["methods"]["symbolic_moe"]["accuracy"]
-    assert f"| symbolic_moe | {accuracy:.3f} |" in text
+    stderr = results["methods"]["symbolic_moe"]["stderr"]
+    assert f"| symbolic_moe | {accuracy:.3f} +/- {stderr:.3f} |" in text
     for name, heading in PLOTS.items():
         assert f"![{heading}]({name}.png)" in text
     assert "| genetics |" in text or "| skill | instances | accuracy |" in text
