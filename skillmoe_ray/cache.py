@@ -10,12 +10,16 @@ Two stores live under the configured ``cache_dir``:
   different methods or runs that need the same (model, prompt, sample) share it.
 
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
-half-written entry behind.
+half-written entry behind; files get the permissions the user's umask gives (a cache shared by a
+group's sweeps must be readable by the group). An entry that does not parse (a disk fault, a hand
+edit) is logged with its path, moved aside as ``<name>.corrupt``, and treated as absent, so the
+stage or generation it held is computed again instead of the run failing or reading it as empty.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -23,13 +27,29 @@ from typing import Any
 
 from skillmoe_ray.seeding import stable_hash
 
+log = logging.getLogger(__name__)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    """Write ``text`` to ``path`` via a temporary file and a rename, with the umask's permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600 whatever the umask says
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -55,6 +75,32 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def set_aside(path: Path, why: str) -> None:
+    """Move a damaged cache file out of the way (``<name>.corrupt``), saying so once, with its path."""
+    aside = path.with_name(path.name + ".corrupt")
+    log.warning("cache entry %s is damaged (%s): moved aside to %s; what it held is computed again", path, why, aside)
+    os.replace(path, aside)
+
+
+def read_records(path: Path) -> tuple[list[dict], int]:
+    """The parseable records of a generation shard (each a JSON object with a key), and how many lines were not."""
+    good, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict) and "key" in row:
+                good.append(row)
+            else:
+                bad += 1
+    return good, bad
+
+
 class StageCache:
     """Stage results keyed by a hash of their inputs: ``<root>/stages/<stage>/<key>.json``."""
 
@@ -74,7 +120,11 @@ class StageCache:
         path = self.path(stage, key)
         if not path.is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            set_aside(path, f"not valid JSON: {exc}")
+            return None
 
     def put(self, stage: str, key: str, value: Any) -> Path:
         return write_json(self.path(stage, key), value)
@@ -93,7 +143,12 @@ class GenerationStore:
             folder = self.root / model_fp
             if folder.is_dir():
                 for shard in sorted(folder.glob("*.jsonl")):
-                    records.update({r["key"]: r for r in read_jsonl(shard)})
+                    good, bad = read_records(shard)
+                    if bad:  # keep the good lines in a new shard; the bad ones are generated again
+                        set_aside(shard, f"{bad} unreadable line(s)")
+                        if good:
+                            write_jsonl(shard, good)
+                    records.update({r["key"]: r for r in good})
             self._loaded[model_fp] = records
         return self._loaded[model_fp]
 

@@ -235,6 +235,22 @@ class Pipeline:
         ]
         return recruitments, result["info"]
 
+    def profile_texts(self, val: Sequence[Instance]) -> dict[str, dict[str, str]]:
+        """Every expert's profile answer text per validation instance, from the store.
+
+        An answer missing there (a deleted or damaged shard) is generated again, never read as empty:
+        the synthetic tasks, and so the aggregator chosen, are those of an uninterrupted run.
+        """
+        pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed)
+        record: dict = {}
+        outputs = self._generate("profiles", pairs, record)
+        if record.get("generated"):
+            log.warning("regenerated %d profile answers missing from the generation store", record["generated"])
+        texts: dict[str, dict[str, str]] = {spec.name: {} for spec in self.cfg.experts}
+        for (expert, request), out in zip(pairs, outputs):
+            texts[expert][request.tag.split("/")[1]] = out["text"]
+        return texts
+
     def _aggregator_generation(self) -> GenerationConfig:
         agg = self.cfg.aggregator
         return GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
@@ -246,12 +262,7 @@ class Pipeline:
             self.stages["aggregator_selection"] = {"cached": True, "seconds": 0.0, "fixed": agg.fixed}
             return {"selected": agg.fixed, "accuracy": {}, "fixed": True}
         candidates = self.cfg.aggregator_candidates()
-        texts = {
-            model: {iid: self.store.lookup(self.fingerprints[model], [key]).get(key, {}).get("text", "")
-                    for iid, key in keys.items()}
-            for model, keys in profiles["keys"].items()
-        }
-        tasks = synthetic_tasks(val, texts, profiles["correct"], self.cfg.seed)
+        tasks = synthetic_tasks(val, self.profile_texts(val), profiles["correct"], self.cfg.seed)
         gen = self._aggregator_generation()
         pairs = [
             (c, aggregation_request(inst, tasks[inst.id], self.cfg.pool[c], gen, agg.think_end_tag, self.cfg.seed, "select"))
