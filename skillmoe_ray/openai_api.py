@@ -80,10 +80,18 @@ def _question(messages: object) -> str:
         raise BadRequest("'messages' has no user message: the question is the last message with role 'user'")
     content = users[-1]["content"]
     if isinstance(content, list):  # OpenAI content parts
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        content = "".join(_text_part(part, i) for i, part in enumerate(content))
     if not isinstance(content, str) or not content.strip():
         raise BadRequest("the question (the last user message) is empty")
     return content.strip()
+
+
+def _text_part(part: object, index: int) -> str:
+    """The text of one OpenAI content part; only text parts are understood."""
+    if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
+        raise BadRequest(f"content part {index} of the last user message must be {{\"type\": \"text\", \"text\": "
+                         "a string}; only text parts are supported")
+    return part["text"]
 
 
 def _options(raw: object) -> dict:
@@ -99,6 +107,8 @@ def _options(raw: object) -> dict:
         raise BadRequest("skillmoe.choices must be a list of 2 to 10 option strings")
     if raw.get("answer_type", "auto") not in ("auto", "choice", "math"):
         raise BadRequest("skillmoe.answer_type must be auto, choice or math")
+    if not isinstance(raw.get("route_only", False), bool):
+        raise BadRequest(f"skillmoe.route_only must be true or false, got {raw['route_only']!r}")
     return raw
 
 
@@ -110,6 +120,8 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply to be a chat request") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     question = _question(data.get("messages"))
@@ -127,7 +139,7 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
         question=question,
         choices=tuple(str(c) for c in choices) if choices else None,
         answer_type=options.get("answer_type", "auto"),
-        route_only=bool(options.get("route_only", False)),
+        route_only=options.get("route_only", False),
     )
 
 

@@ -118,11 +118,25 @@ def plan_only(cfg: RunConfig) -> None:
     print(format_plan(make_plan(cfg, val, test)), flush=True)
 
 
+def check_writable(directory: str, key: str) -> None:
+    """Fail now, naming the key, when ``directory`` cannot be created or written (not after a stage's work)."""
+    import tempfile
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{key}={directory} is not a writable directory ({exc.strerror or exc}); "
+                          f"set {key}=<a writable directory>") from None
+
+
 def load_checked(tree: dict, run_dir: str):
     """Validated config, demo models built if asked, model paths checked, and the data loaded."""
     from skillmoe_ray.data import load_data
 
     cfg = load_config(tree, run_dir)
+    check_writable(cfg.cache_dir, "cache_dir")
     val, test = load_data(cfg.data, cfg.seed)  # bad data fails here, before any model is built or trained
     if cfg.demo.build_models:
         from skillmoe_ray.demo import ensure_demo_models

@@ -28,10 +28,10 @@ def _bad_rows(tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["unknown_group", "unknown_expert", "k_zero", "missing_file", "malformed_row", "missing_model_path", "missing_value"],
+    ["unknown_group", "unknown_expert", "k_zero", "missing_file", "malformed_row", "missing_model_path", "missing_value",
+     "non_utf8", "unwritable_cache"],
 )
 def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
-    base = ["+experiment=demo", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
     args, expected = {
         "unknown_group": (["pool=nope"], "Available options in 'pool'"),
         "unknown_expert": (["skills.keyword_model=nope", "demo.build_models=false"], "unknown model 'nope'; models in the pool: tiny-aggregator"),
@@ -42,12 +42,21 @@ def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
         "missing_model_path": (["demo.build_models=false", f"demo.models_dir={tmp_path / 'absent'}"],
                                "expert 'tiny-llama-a': model path"),
         "missing_value": (["data=local", "demo.build_models=false"], "missing value for data.test.path"),
+        "non_utf8": (["data=local", f"data.test.path={tmp_path / 'latin1.jsonl'}", f"data.val.path={tmp_path / 'latin1.jsonl'}",
+                      "demo.build_models=false", "pool=fake"], f"{tmp_path / 'latin1.jsonl'}: not UTF-8 text (byte 17 is b'\\xe9')"),
+        "unwritable_cache": ([f"cache_dir={tmp_path / 'a-file' / 'cache'}"],
+                             f"cache_dir={tmp_path / 'a-file' / 'cache'} is not a writable directory"),
     }[case]
+    (tmp_path / "latin1.jsonl").write_bytes('{"question": "caf\u00e9?", "gold_answer": "1"}\n'.encode("latin-1"))
+    (tmp_path / "a-file").write_text("not a directory")
+    base = ["+experiment=demo", f"hydra.run.dir={tmp_path / 'run'}"]
+    if not any(a.startswith("cache_dir=") for a in args):
+        base.append(f"cache_dir={tmp_path / 'cache'}")
     if case == "malformed_row":
         extra, expected = _bad_rows(tmp_path)
         args = args + extra
     proc = run_cli(base + args, cwd=tmp_path, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == (1 if case == "unknown_group" else 2), proc.stderr[-2000:]  # 1: Hydra's own error
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
 

@@ -22,7 +22,11 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                        "save the file as UTF-8") from None
     if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
         yield from _jsonl_rows(path, text)
     else:

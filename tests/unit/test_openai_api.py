@@ -46,6 +46,10 @@ def test_model_names_select_method_and_k(name, expected):
         (body(skillmoe={"route": True}), "unknown skillmoe option 'route'"),
         (body(skillmoe={"choices": ["only one"]}), "skillmoe.choices must be a list of 2 to 10"),
         (body(skillmoe={"answer_type": "essay"}), "answer_type must be auto, choice or math"),
+        (body(skillmoe={"route_only": "false"}), "skillmoe.route_only must be true or false, got 'false'"),
+        (body(messages=[{"role": "user", "content": [{"type": "text", "text": 7}]}]), "content part 0 of the last user message"),
+        (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]), "only text parts"),
+        (b"[" * 4000 + b"]" * 4000, "nested too deeply"),
     ],
 )
 def test_malformed_requests_are_rejected_with_a_message_naming_the_problem(raw, message):
