@@ -1,18 +1,17 @@
 """Prompts for experts and the aggregator, answer extraction, grading and majority vote.
 
-DESIGN section 3, steps 6-8. Extraction is strict on purpose: a choice letter is read only from an
-explicit answer statement ("The answer is (B)", "Answer: B", a boxed letter, or a reply that is
-just the letter), never from any capital letter in the text, so "I hope this helps" is not
-answer I. Math answers are the last \\boxed{...} and are graded by math-verify equivalence.
+DESIGN section 3, steps 6-8. Answers are read by :mod:`skillmoe_ray.extract` (explicit statements in
+the many styles models write them, never a capital letter out of the text, so "I hope this helps"
+is not answer I); math answers are graded by math-verify equivalence.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 
 from skillmoe_ray.data.instances import CHOICE, Instance
+from skillmoe_ray.extract import extract_boxed, extract_choice, extract_math, split_reasoning  # noqa: F401 (re-exported)
 from skillmoe_ray.skills import chat, question_text
 
 EXPERT_SYSTEM = (
@@ -61,54 +60,12 @@ def aggregator_messages(
     return chat(AGGREGATOR_SYSTEM, user, system_role)
 
 
-_BOXED_LETTER = re.compile(r"\\boxed\{\s*(?:\\text\{\s*)?\(?([A-J])\)?\s*\}?\s*\}")
-_STATED_LETTER = re.compile(
-    r"answer\s*(?:is|:|=)?\s*(?:option\s*|choice\s*)?[:\s]*\**\s*(?:\(([A-J])\)|([A-J])(?=[\s.,;:!*)\]]|$))",
-    re.IGNORECASE,
-)
-_LONE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.)]?\**$")
-
-
-def extract_choice(text: str, letters: str) -> str | None:
-    """The choice letter a reply states as its answer, or None.
-
-    The last explicit statement wins. Letters outside ``letters`` are ignored.
-    """
-    found: list[tuple[int, str]] = []
-    for match in _BOXED_LETTER.finditer(text):
-        found.append((match.start(), match.group(1)))
-    for match in _STATED_LETTER.finditer(text):
-        letter = match.group(1) or match.group(2)
-        if letter.isupper():
-            found.append((match.start(), letter))
-    found = [(pos, letter) for pos, letter in found if letter in letters]
-    if found:
-        return max(found)[1]
-    lone = _LONE_LETTER.match(text.strip())
-    if lone and lone.group(1) in letters:
-        return lone.group(1)
-    return None
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last complete \\boxed{...} (or \\fbox{...}), with nested braces balanced."""
-    starts = sorted(m.end() for m in re.finditer(r"\\(?:boxed|fbox)\{", text))
-    for begin in reversed(starts):
-        depth, pos = 1, begin
-        while pos < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[pos], 0)
-            pos += 1
-        if depth == 0:
-            return text[begin : pos - 1].strip()
-    return None
-
-
 def extract_answer(text: str, inst: Instance, think_end_tag: str = "</think>") -> str | None:
-    """The final answer of a reply to ``inst``: a letter for choice questions, an expression for math."""
-    final = strip_reasoning(text, think_end_tag)
+    """The final answer of a reply to ``inst``: a letter for choice questions, an expression for math
+    (the rules are :mod:`skillmoe_ray.extract`'s)."""
     if inst.answer_type == CHOICE:
-        return extract_choice(final, inst.valid_letters())
-    return extract_boxed(final)
+        return extract_choice(split_reasoning(text, think_end_tag)[1], inst.valid_letters())
+    return extract_math(text, think_end_tag)
 
 
 def _as_latex(expr: str) -> str:

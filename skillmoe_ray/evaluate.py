@@ -149,6 +149,7 @@ def per_expert(rows: Sequence[dict]) -> dict:
         expert: {
             "recruited": len(rs),
             "accuracy": accuracy([r["correct"] for r in rs]),
+            "no_answer": sum(r["answer"] is None for r in rs),  # replies with no answer read (misses, not misreads)
             "output_tokens": sum(r["output_tokens"] for r in rs),
         }
         for expert, rs in sorted(groups.items())

@@ -90,10 +90,11 @@ def test_extract_boxed_none_when_absent():
 # --- extract_answer ------------------------------------------------------------------------------
 
 
-def test_extract_answer_ignores_thinking_part():
-    """A box only inside the reasoning (before </think>) is not used."""
-    assert extract_answer("<think>maybe \\boxed{7}</think>I am not sure.", MATH_INST) is None
+def test_extract_answer_reads_the_reasonings_box_only_when_the_final_text_states_nothing():
+    """The final text's box wins; a box only inside the reasoning (before </think>) is the fallback."""
+    assert extract_answer("<think>maybe \\boxed{7}</think>I am not sure.", MATH_INST) == "7"
     assert extract_answer("<think>\\boxed{7}</think>So \\boxed{8}", MATH_INST) == "8"
+    assert extract_answer("<think>\\boxed{7}</think>The answer is 9.", MATH_INST) == "9"
 
 
 def test_extract_answer_choice_after_thinking():
