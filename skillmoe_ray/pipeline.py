@@ -58,7 +58,7 @@ from skillmoe_ray.steering import domain_scores, query_domains, select_experts, 
 from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 log = logging.getLogger(__name__)
-STAGE_VERSION = 1  # bump when a stage's output format or rule changes, to invalidate old entries
+STAGE_VERSION = 2  # bump when a stage's output format or rule changes, to invalidate old entries
 RUN_METHODS = ("symbolic_moe", "majority_vote")  # what mode=run reports; mode=compare runs compare.methods
 
 
