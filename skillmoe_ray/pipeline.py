@@ -212,7 +212,8 @@ class Pipeline:
             unknown = [k for k in keywords if k not in set(vocabulary)]
             embed = self.embedder_factory(self.cfg.skills.embedding_model) if unknown and vocabulary else None
             mapping = map_keywords(keywords, vocabulary, embed)
-            return {"vocabulary": vocabulary, "mapping": mapping, "mapped": map_instance_skills(test_skills, mapping)}
+            return {"vocabulary": vocabulary, "mapping": mapping, "mapped": map_instance_skills(test_skills, mapping),
+                    "mapped_with_repeats": map_instance_skills(test_skills, mapping, repeats=True)}
 
         return self._stage("mapping", [vocabulary, test_skills, self.cfg.skills.embedding_model], compute)
 
@@ -387,7 +388,9 @@ class Pipeline:
         test_skills = {inst.id: skills["skills"][inst.id] for inst in test}
         profiles = self.build_profiles(val, val_skills)
         mapping = self.map_skills(val_skills, test_skills)
-        recruitments, recruitment_info = self.recruit(test, mapping["mapped"], profiles)
+        # Recruitment may count a repeated skill once per keyword (skills.repeated=count); reports count it once.
+        recruited_skills = mapping["mapped_with_repeats" if self.cfg.skills.repeated == "count" else "mapped"]
+        recruitments, recruitment_info = self.recruit(test, recruited_skills, profiles)
         recruited = {e for r in recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
         steer, steering = self.steering(val, val_skills, mapping["mapped"])

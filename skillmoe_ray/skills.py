@@ -121,13 +121,18 @@ def map_keywords(keywords: Sequence[str], vocabulary: Sequence[str], embed: Embe
 
 
 def map_instance_skills(
-    test_skills: dict[str, list[str]], mapping: dict[str, str]
+    test_skills: dict[str, list[str]], mapping: dict[str, str], repeats: bool = False
 ) -> dict[str, list[str]]:
-    """Each test instance's skills replaced by their vocabulary skills, without repeats."""
-    return {
-        iid: list(dict.fromkeys(mapping[k] for k in keywords if k in mapping))
-        for iid, keywords in test_skills.items()
-    }
+    """Each test instance's skills replaced by their vocabulary skills, without repeats.
+
+    With ``repeats`` a vocabulary skill that several of the instance's keywords map to is listed once per
+    keyword, so recruitment counts it with multiplicity (the reference code's rule).
+    """
+    def mapped(keywords: list[str]) -> list[str]:
+        skills = [mapping[k] for k in keywords if k in mapping]
+        return skills if repeats else list(dict.fromkeys(skills))
+
+    return {iid: mapped(keywords) for iid, keywords in test_skills.items()}
 
 
 def load_embedder(name: str) -> Embedder:

@@ -121,3 +121,11 @@ def test_unknown_tracking_key_lists_valid_keys(tmp_path):
 def test_steering_settings_are_checked_with_a_message_naming_the_key(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_config(tmp_path, overrides)
+
+
+def test_unknown_repeated_skills_rule_is_an_error_naming_the_key(tmp_path):
+    from tests.conftest import make_config
+
+    with pytest.raises(ConfigError, match="skills.repeated: unknown rule 'twice'; valid: once, count"):
+        make_config(tmp_path, ["skills.repeated=twice"])
+    assert make_config(tmp_path, ["skills.repeated=count"]).skills.repeated == "count"
