@@ -141,6 +141,7 @@ class RecruitConfig:
     k: int = 3
     competence_temperature: float = 0.5
     skip_aggregator_single: bool = False
+    rare_expert_share: float | None = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
@@ -366,6 +367,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"recruit.policy: unknown policy {cfg.recruit.policy!r}; valid: {', '.join(RECRUIT_POLICIES)}")
     if cfg.recruit.budget.per_instance <= 0 or cfg.recruit.budget.k_min < 1:
         raise ConfigError("recruit.budget.per_instance must be > 0 and recruit.budget.k_min >= 1")
+    if cfg.recruit.rare_expert_share is not None and not 0 <= cfg.recruit.rare_expert_share < 1:
+        raise ConfigError(f"recruit.rare_expert_share must lie in [0, 1) or be null, got {cfg.recruit.rare_expert_share}")
     if cfg.recruit.competence_temperature <= 0:
         raise ConfigError("recruit.competence_temperature must be > 0")
     if cfg.skills.repeated not in REPEATED_SKILLS:

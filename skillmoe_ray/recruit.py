@@ -15,6 +15,7 @@ matrix, mixes an instance view and an expert view of it (:func:`unified_scores`)
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -98,6 +99,28 @@ def summarize(recruitments: Sequence[Recruitment], policy: str, budget: int, **e
     }
 
 
+def replace_rare_experts(recruitments: Sequence[Recruitment], min_share: float, seed: int) -> tuple[list[Recruitment], list[str]]:
+    """The paper's rare-expert rule: an expert holding fewer than ``min_share`` of all recruited slots is
+    replaced in each of its slots by a draw from that instance's distribution over the other experts.
+
+    Activating an expert for a handful of questions costs a whole model load; the paper trades those
+    few answers for fewer loads. A slot whose instance has no other candidate keeps its expert.
+    Returns the new recruitments and the experts replaced.
+    """
+    slots = Counter(e for r in recruitments for e in r.experts)
+    total = sum(slots.values())
+    rare = sorted(e for e, n in slots.items() if total and n / total < min_share)
+    if not rare:
+        return list(recruitments), []
+    out = []
+    for r in recruitments:
+        others = {m: p for m, p in r.probabilities.items() if m not in rare and p > 0}
+        rng = random.Random(derive_seed(seed, "rare", r.instance_id))
+        experts = tuple(draw_experts(others, 1, rng)[0] if e in rare and others else e for e in r.experts)
+        out.append(Recruitment(r.instance_id, r.skills, experts, r.probabilities))
+    return out, rare
+
+
 def recruit_symbolic_moe(
     instance_skills: Mapping[str, Sequence[str]],
     profiles: Mapping[str, Mapping[str, int]],
@@ -112,7 +135,11 @@ def recruit_symbolic_moe(
         probs = recruitment_distribution(profiles, skills, global_dist, pool)
         rng = random.Random(derive_seed(seed, "recruit", iid))
         out.append(Recruitment(iid, tuple(skills), draw_experts(probs, rc.k, rng), probs))
-    return RecruitResult(out, summarize(out, "symbolic_moe", rc.k * len(out)))
+    extra = {}
+    if rc.rare_expert_share:
+        out, rare = replace_rare_experts(out, rc.rare_expert_share, seed)
+        extra["rare_experts_replaced"] = rare
+    return RecruitResult(out, summarize(out, "symbolic_moe", rc.k * len(out), **extra))
 
 
 def recruit_budgeted(

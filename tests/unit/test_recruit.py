@@ -176,3 +176,31 @@ def test_recruitment_to_dict_round_trip():
         back["instance_id"], tuple(back["skills"]), tuple(back["experts"]), back["probabilities"]
     )
     assert rebuilt == r
+
+
+def test_the_rare_expert_rule_replaces_an_expert_holding_under_the_share_of_slots():
+    from skillmoe_ray.recruit import Recruitment, replace_rare_experts
+
+    probs = {"a": 0.5, "b": 0.4, "c": 0.1}
+    recs = [Recruitment(f"q{i}", ("s",), ("a", "b", "a"), probs) for i in range(9)]
+    recs.append(Recruitment("q9", ("s",), ("c", "a", "b"), probs))  # c: 1 of 30 slots, 3.3%
+    new, rare = replace_rare_experts(recs, 0.05, seed=0)
+    assert rare == ["c"]
+    assert new[:9] == recs[:9] and "c" not in new[9].experts and new[9].experts[1:] == ("a", "b")
+    assert replace_rare_experts(recs, 0.05, seed=0) == (new, rare)  # seeded
+    assert replace_rare_experts(recs, 0.03, seed=0) == (recs, [])
+    lonely = [Recruitment("q", ("s",), ("c",), {"c": 1.0})] + recs
+    assert replace_rare_experts(lonely, 0.1, seed=0)[0][0].experts == ("c",)  # no other candidate: kept
+
+
+def test_symbolic_moe_recruitment_applies_the_rare_expert_rule_when_configured():
+    from skillmoe_ray.recruit import recruit_symbolic_moe
+
+    profiles = {"a": {"s": 5}, "b": {"s": 4}, "c": {"s": 1}}
+    skills = {f"q{i}": ["s"] for i in range(40)}
+    dist = {"a": 0.45, "b": 0.45, "c": 0.1}
+    plain = recruit_symbolic_moe(skills, profiles, dist, ["a", "b", "c"], RecruitConfig(k=3), seed=0)
+    assert any("c" in r.experts for r in plain.recruitments) and "rare_experts_replaced" not in plain.info
+    ruled = recruit_symbolic_moe(skills, profiles, dist, ["a", "b", "c"], RecruitConfig(k=3, rare_expert_share=0.05), seed=0)
+    assert ruled.info["rare_experts_replaced"] == ["c"]
+    assert not any("c" in r.experts for r in ruled.recruitments)
