@@ -32,8 +32,12 @@ def answer_instruction(inst: Instance) -> str:
     return "Put the final answer inside \\boxed{}, as in: The answer is \\boxed{42}."
 
 
-def expert_messages(inst: Instance, system_role: bool = True) -> list[dict]:
+def expert_messages(inst: Instance, system_role: bool = True, prompts: str = "project") -> list[dict]:
     """Chain-of-thought prompt for an expert (profiles and test-time inference)."""
+    if prompts == "paper":
+        from skillmoe_ray import paper_prompts
+
+        return paper_prompts.expert_messages(inst, question_text(inst))
     user = f"Question:\n{question_text(inst)}\n\n{answer_instruction(inst)}"
     return chat(EXPERT_SYSTEM, user, system_role)
 
@@ -46,9 +50,15 @@ def strip_reasoning(text: str, think_end_tag: str = "</think>") -> str:
 
 
 def aggregator_messages(
-    inst: Instance, responses: Sequence[str], think_end_tag: str = "</think>", system_role: bool = True
+    inst: Instance, responses: Sequence[str], think_end_tag: str = "</think>", system_role: bool = True,
+    prompts: str = "project",
 ) -> list[dict]:
     """The aggregation prompt: the question and the experts' replies, reasoning before the tag removed."""
+    if prompts == "paper":
+        from skillmoe_ray import paper_prompts
+
+        replies = [strip_reasoning(r, think_end_tag) for r in responses]
+        return paper_prompts.aggregator_messages(inst, question_text(inst), replies)
     blocks = [
         f"Solution {i}:\n{strip_reasoning(r, think_end_tag) or '(empty)'}" for i, r in enumerate(responses, 1)
     ]

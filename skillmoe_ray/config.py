@@ -24,6 +24,7 @@ STEERING_ENGINES = ("hf", "fake")  # engines that reach an MoE model's routers (
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 REPEATED_SKILLS = ("once", "count")
+PROMPT_SETS = ("project", "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.paper_prompts)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class AggregatorConfig:
     temperature: float = 0.7
     max_tokens: int | None = None
     think_end_tag: str = "</think>"
+    whole_pool: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ class RunConfig:
     lab: LabConfig = field(default_factory=LabConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
+    prompts: str = "project"
 
     @property
     def experts(self) -> list[ModelSpec]:
@@ -310,8 +313,8 @@ class RunConfig:
         return [spec for spec in self.pool.values() if spec.expert]
 
     def aggregator_candidates(self) -> list[str]:
-        """Models the aggregator is chosen from: the configured list, else every expert."""
-        if self.aggregator.candidates:
+        """Models the aggregator is chosen from: the configured list, else (or with whole_pool) every expert."""
+        if self.aggregator.candidates and not self.aggregator.whole_pool:
             return list(self.aggregator.candidates)
         return [spec.name for spec in self.experts]
 
@@ -371,6 +374,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"recruit.rare_expert_share must lie in [0, 1) or be null, got {cfg.recruit.rare_expert_share}")
     if cfg.recruit.competence_temperature <= 0:
         raise ConfigError("recruit.competence_temperature must be > 0")
+    if cfg.prompts not in PROMPT_SETS:
+        raise ConfigError(f"prompts: unknown prompt set {cfg.prompts!r}; valid: {', '.join(PROMPT_SETS)}")
     if cfg.skills.repeated not in REPEATED_SKILLS:
         raise ConfigError(f"skills.repeated: unknown rule {cfg.skills.repeated!r}; valid: {', '.join(REPEATED_SKILLS)}")
     if cfg.skills.samples < 1 or not 1 <= cfg.skills.min_votes <= cfg.skills.samples:

@@ -66,7 +66,7 @@ class OnlineRouter:
     def _skills(self, instances: Sequence[Instance]) -> tuple[dict[str, list[str]], str | None]:
         """Voted keywords per instance from one keyword-model call; an error message if it failed."""
         sk = self.cfg.skills
-        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed)
+        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
         records = self.pipe._timed_generate("online_skills", pairs, self.experts)
         errors = [r["error"] for r in records if "error" in r]
         samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}

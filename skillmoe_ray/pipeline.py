@@ -167,7 +167,7 @@ class Pipeline:
     def annotate_skills(self, instances: Sequence[Instance]) -> dict:
         """Keyword samples per instance, parsed and vote-filtered."""
         sk = self.cfg.skills
-        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed)
+        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
 
         def compute(record: dict) -> dict:
             outputs = self._generate("skills", pairs, record, [s.name for s in self.cfg.experts])
@@ -181,7 +181,7 @@ class Pipeline:
 
     def build_profiles(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> dict:
         """Every expert answers every validation question; +1/-1 per skill; global competence."""
-        pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed)
+        pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed, self.cfg.prompts)
 
         def compute(record: dict) -> dict:
             outputs = self._generate("profiles", pairs, record, self.cfg.aggregator_candidates())
@@ -242,7 +242,7 @@ class Pipeline:
         An answer missing there (a deleted or damaged shard) is generated again, never read as empty:
         the synthetic tasks, and so the aggregator chosen, are those of an uninterrupted run.
         """
-        pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed)
+        pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed, self.cfg.prompts)
         record: dict = {}
         outputs = self._generate("profiles", pairs, record)
         if record.get("generated"):
@@ -266,7 +266,8 @@ class Pipeline:
         tasks = synthetic_tasks(val, self.profile_texts(val), profiles["correct"], self.cfg.seed)
         gen = self._aggregator_generation()
         pairs = [
-            (c, aggregation_request(inst, tasks[inst.id], self.cfg.pool[c], gen, agg.think_end_tag, self.cfg.seed, "select"))
+            (c, aggregation_request(inst, tasks[inst.id], self.cfg.pool[c], gen, agg.think_end_tag, self.cfg.seed, "select",
+                                    self.cfg.prompts))
             for c in candidates
             for inst in val
         ]
@@ -332,7 +333,8 @@ class Pipeline:
         st = self.cfg.steering
         if not st.enabled:
             return None
-        pairs = analysis_requests(val, [s for s in self.cfg.experts if s.moe], self.cfg.inference, self.cfg.seed)
+        pairs = analysis_requests(val, [s for s in self.cfg.experts if s.moe], self.cfg.inference, self.cfg.seed,
+                                  self.cfg.prompts)
         domain_of = {inst.id: inst.task for inst in val}
 
         def compute(record: dict) -> dict:

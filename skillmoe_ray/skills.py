@@ -28,7 +28,8 @@ KEYWORD_SYSTEM = (
 )
 KEYWORD_LINE = "Skills:"
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
-_KEYWORD_LINE_RE = re.compile(r"^\W*skills?\s*:\s*(.*)$", re.IGNORECASE)
+# "Skills: a, b" (the project's prompts) or "Keywords: a, b" (the paper protocol's)
+_KEYWORD_LINE_RE = re.compile(r"^\W*(?:skills?|keywords?)\s*:\s*(.*)$", re.IGNORECASE)
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
@@ -40,8 +41,12 @@ def question_text(inst: Instance) -> str:
     return inst.question
 
 
-def keyword_messages(inst: Instance, system_role: bool = True) -> list[dict]:
+def keyword_messages(inst: Instance, system_role: bool = True, prompts: str = "project") -> list[dict]:
     """Chat messages asking the keyword model for the skills ``inst`` needs."""
+    if prompts == "paper":
+        from skillmoe_ray import paper_prompts
+
+        return paper_prompts.keyword_messages(question_text(inst))
     user = f"Question:\n{question_text(inst)}\n\nReply with one line of the form\n{KEYWORD_LINE} skill one, skill two, skill three"
     return chat(KEYWORD_SYSTEM, user, system_role)
 
@@ -61,7 +66,7 @@ def normalize_keyword(keyword: str) -> str:
 def parse_keywords(text: str, max_chars: int = 20) -> list[str]:
     """Keywords of one keyword-model reply, normalized, short ones only, without repeats.
 
-    The reply's last "Skills: a, b, c" line is used (or, when that line is empty, the lines after
+    The reply's last "Skills: a, b, c" (or "Keywords: a, b, c") line is used (or, when that line is empty, the lines after
     it, for replies that list one skill per line); without such a line the last non-empty line is.
     Items are split on commas and semicolons.
     """

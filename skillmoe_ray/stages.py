@@ -27,13 +27,14 @@ def _max_tokens(gen: GenerationConfig, spec: ModelSpec) -> int:
     return min(gen.max_tokens, spec.max_tokens) if gen.max_tokens else spec.max_tokens
 
 
-def skill_requests(instances: Sequence[Instance], spec: ModelSpec, cfg: SkillsConfig, seed: int) -> list[Pair]:
+def skill_requests(instances: Sequence[Instance], spec: ModelSpec, cfg: SkillsConfig, seed: int,
+                   prompts: str = "project") -> list[Pair]:
     """``cfg.samples`` sampled keyword requests per instance, all for the keyword model."""
     return [
         (
             spec.name,
             GenRequest.make(
-                keyword_messages(inst, spec.system_role),
+                keyword_messages(inst, spec.system_role, prompts),
                 Sampling(cfg.max_tokens, cfg.temperature, 1.0, derive_seed(seed, "skills", inst.id, s)),
                 f"skills/{inst.id}/{s}",
             ),
@@ -43,24 +44,26 @@ def skill_requests(instances: Sequence[Instance], spec: ModelSpec, cfg: SkillsCo
     ]
 
 
-def answer_request(inst: Instance, spec: ModelSpec, gen: GenerationConfig, seed: int, sample: int = 0) -> GenRequest:
+def answer_request(inst: Instance, spec: ModelSpec, gen: GenerationConfig, seed: int, sample: int = 0,
+                   prompts: str = "project") -> GenRequest:
     """The chain-of-thought answer of one model to one instance, sample number ``sample``."""
     sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, "answer", inst.id, sample))
-    return GenRequest.make(expert_messages(inst, spec.system_role), sampling, f"answer/{inst.id}/{sample}")
+    return GenRequest.make(expert_messages(inst, spec.system_role, prompts), sampling, f"answer/{inst.id}/{sample}")
 
 
 def analysis_requests(instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig,
-                      seed: int) -> list[Pair]:
+                      seed: int, prompts: str = "project") -> list[Pair]:
     """DSMoE: each MoE expert reads each validation question (the answer prompt) for its routing statistics."""
-    return [(spec.name, replace(answer_request(inst, spec, gen, seed), analyze=True, tag=f"steer/{inst.id}"))
+    return [(spec.name, replace(answer_request(inst, spec, gen, seed, prompts=prompts), analyze=True, tag=f"steer/{inst.id}"))
             for spec in experts for inst in instances]
 
 
 def profile_requests(
-    instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig, seed: int
+    instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig, seed: int,
+    prompts: str = "project",
 ) -> list[Pair]:
     """Every expert answers every validation instance once (sample 0)."""
-    return [(spec.name, answer_request(inst, spec, gen, seed)) for spec in experts for inst in instances]
+    return [(spec.name, answer_request(inst, spec, gen, seed, prompts=prompts)) for spec in experts for inst in instances]
 
 
 def synthetic_tasks(
@@ -83,9 +86,10 @@ def synthetic_tasks(
 
 
 def aggregation_request(
-    inst: Instance, responses: Sequence[str], spec: ModelSpec, gen: GenerationConfig, think_end_tag: str, seed: int, purpose: str
+    inst: Instance, responses: Sequence[str], spec: ModelSpec, gen: GenerationConfig, think_end_tag: str, seed: int, purpose: str,
+    prompts: str = "project",
 ) -> GenRequest:
     """The aggregator's request for one instance; ``purpose`` separates selection from final aggregation."""
     sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, purpose, inst.id))
-    messages = aggregator_messages(inst, responses, think_end_tag, spec.system_role)
+    messages = aggregator_messages(inst, responses, think_end_tag, spec.system_role, prompts)
     return GenRequest.make(messages, sampling, f"{purpose}/{inst.id}")

@@ -96,7 +96,7 @@ class PlanRunner:
             for iid, slots in run.plan.slots.items():
                 inst = self.by_id[iid]
                 for expert, sample in slots:
-                    request = answer_request(inst, self.cfg.pool[expert], gen, self.cfg.seed, sample)
+                    request = answer_request(inst, self.cfg.pool[expert], gen, self.cfg.seed, sample, self.cfg.prompts)
                     steering = self.steer(expert, iid) if self.steer else None
                     wanted.append((run, iid, expert, replace(request, steering=steering) if steering else request))
         followup = self._streamed_aggregation(wanted) if self.streaming and all(r.plan.layers == 1 for r in runs.values()) else None
@@ -166,7 +166,8 @@ class PlanRunner:
     def _combine(self, iid: str, responses: list[str], model: str, gen: GenerationConfig, purpose: str) -> GenRequest:
         inst = self.by_id[iid]
         spec = self.cfg.pool[model]
-        return aggregation_request(inst, responses, spec, gen, self.cfg.aggregator.think_end_tag, self.cfg.seed, purpose)
+        return aggregation_request(inst, responses, spec, gen, self.cfg.aggregator.think_end_tag, self.cfg.seed, purpose,
+                                   self.cfg.prompts)
 
     def _finalize(self, run: PlanRun) -> None:
         tag = self.cfg.aggregator.think_end_tag

@@ -70,7 +70,7 @@ class FakeEngine(Engine):
         question = prompt.split("Question:", 1)[-1]
         if request.analyze:
             return self._routing(question, len(prompt.split()))
-        if "Skills:" in prompt:
+        if "Skills:" in prompt or "Keywords:" in prompt:  # the project's or the paper protocol's keyword prompt
             text = self._skills(question, request.sampling.seed)
         else:
             steering = [] if request.steering is None else [request.steering.bias, request.steering.experts]
