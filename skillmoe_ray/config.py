@@ -20,6 +20,8 @@ MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 # Engines whose models live on a server: a model's path is its name there, no weights are loaded here
 REMOTE_ENGINES = ("openai",)
+STEERING_SCORES = ("share", "paper")  # routing/saliency shares, or DSMoE's Eq. 8 (specific minus common tokens)
+STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
 STEERING_ENGINES = ("hf", "fake")  # engines that reach an MoE model's routers (fake: orchestration tests)
 RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
@@ -277,6 +279,10 @@ class SteeringConfig:
     alpha: float = 1.0
     experts_per_layer: int = 2
     count_weight: float = 0.5
+    score: str = "share"
+    selection: str = "per_layer"
+    saliency_percentile: int = 80
+    top_fraction: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -427,6 +433,12 @@ def validate_steering(cfg: RunConfig) -> None:
                           f"got engine={cfg.engine.name}")
     if not any(spec.moe for spec in cfg.experts):
         raise ConfigError("steering.enabled: no expert of the pool is marked moe: true (pool.models.<name>.moe)")
+    if st.score not in STEERING_SCORES or st.selection not in STEERING_SELECTIONS:
+        raise ConfigError(f"steering.score must be one of {', '.join(STEERING_SCORES)} and steering.selection one of "
+                          f"{', '.join(STEERING_SELECTIONS)}; got {st.score!r}, {st.selection!r}")
+    if st.saliency_percentile not in range(10, 100, 10) or not 0 < st.top_fraction <= 1:
+        raise ConfigError(f"steering.saliency_percentile must be one of 10, 20, ..., 90 and steering.top_fraction in "
+                          f"(0, 1]; got {st.saliency_percentile}, {st.top_fraction}")
     if st.alpha < 0 or st.experts_per_layer < 1 or not 0 <= st.count_weight <= 1:
         raise ConfigError(f"steering: alpha must be >= 0, experts_per_layer >= 1 and count_weight in [0, 1]; got "
                           f"{st.alpha}, {st.experts_per_layer}, {st.count_weight}")

@@ -54,7 +54,7 @@ from skillmoe_ray.stages import (
     skill_requests,
     synthetic_tasks,
 )
-from skillmoe_ray.steering import domain_scores, query_domains, select_experts, skill_domains, steerer
+from skillmoe_ray.steering import choose_experts, query_domains, score_experts, skill_domains, steerer
 from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 log = logging.getLogger(__name__)
@@ -341,11 +341,12 @@ class Pipeline:
             records: dict[str, list] = {}
             for (expert, request), out in zip(pairs, self._generate("steering", pairs, record)):
                 domain, router = domain_of[request.tag.split("/")[1]], out["router"]
-                records.setdefault(expert, []).append((domain, router["counts"], router["saliency"]))
-            return {"tables": {e: select_experts(domain_scores(rs, st.count_weight), st.experts_per_layer)
-                               for e, rs in records.items()}}
+                fields = ("bins", "common") if st.score == "paper" else ("counts", "saliency")
+                records.setdefault(expert, []).append((domain, *(router[f] for f in fields)))
+            return {"tables": {e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()}}
 
-        inputs = [self._keys(pairs), domain_of, st.experts_per_layer, st.count_weight]
+        inputs = [self._keys(pairs), domain_of, st.experts_per_layer, st.count_weight, st.score, st.selection,
+                  st.saliency_percentile, st.top_fraction]
         tables = self._stage("steering", inputs, compute)["tables"]
         return {"tables": tables, "skill_domains": skill_domains(val_skills, domain_of), "alpha": st.alpha}
 

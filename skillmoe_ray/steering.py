@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from skillmoe_ray.config import SteeringConfig
 from skillmoe_ray.engines.base import Steering
 
 # domain -> the (layer, internal expert) pairs steered for it
@@ -68,6 +69,74 @@ def select_experts(scores: Mapping[str, np.ndarray], per_layer: int) -> Table:
             pairs.extend((layer, int(e)) for e in best if row[e] > 0)
         table[domain] = pairs
     return table
+
+
+SALIENCY_BINS = 10  # the engine reports each token's routing by its saliency decile within the prompt
+# Words that carry no domain: with punctuation, always "common" tokens in the paper's score.
+_STOPWORD_TEXT = (
+    "a an the of to in on at for by with from into about and or but if then than as is are was were be been being "
+    "it its this that these those which what who whom whose how why when where do does did not no nor so such "
+    "can could would should may might will shall must there their they them he she his her we our you your i me my "
+    "question options option answer end line letter correct"
+)
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def common_token_mask(tokens: Sequence[str]) -> list[bool]:
+    """Which prompt tokens are common (stopwords, punctuation, markup): never domain-specific."""
+    mask = []
+    for token in tokens:
+        word = token.lstrip("Ġ▁ Ċ").strip().lower()  # GPT-2 and SentencePiece word-start markers
+        markup = word.startswith("<") and word.endswith(">")  # chat-template tokens such as <|user|>
+        mask.append(markup or not any(c.isalnum() for c in word) or word in STOPWORDS)
+    return mask
+
+
+def paper_scores(records: Sequence[tuple[str, np.ndarray, np.ndarray]], percentile: int = 80) -> dict[str, np.ndarray]:
+    """DSMoE's expert score (its Eq. 8) per domain and (layer, expert): activations by the domain's specific
+    tokens minus activations by common tokens, averaged over the domain's validation questions.
+
+    ``records`` are (domain, bins, common) per question: ``bins`` layers x experts x 10, the share of the
+    prompt's non-common tokens in each saliency decile routed to the expert; ``common`` layers x experts,
+    the share of stopword and punctuation tokens. A token is domain-specific when its gradient-x-input
+    saliency is at or above the ``percentile`` (a multiple of 10) of the prompt's tokens; the rest are common.
+    Each layer's activations of either kind are taken as a distribution over its experts (they sum to 1),
+    so the score says where specific tokens go more than common ones, whatever the two kinds' sizes.
+    """
+    cut = percentile // 10
+    by_domain: dict[str, list[np.ndarray]] = {}
+    for domain, bins, common in records:
+        bins, common = np.asarray(bins, float), np.asarray(common, float)
+        specific = _per_layer_share(bins[:, :, cut:].sum(axis=-1))
+        generic = _per_layer_share(common + bins[:, :, :cut].sum(axis=-1))
+        by_domain.setdefault(domain, []).append(specific - generic)
+    return {domain: np.mean(rows, axis=0) for domain, rows in by_domain.items()}
+
+
+def select_global(scores: Mapping[str, np.ndarray], fraction: float) -> Table:
+    """DSMoE's global choice: per domain, the top ``fraction`` of all (layer, expert) pairs (at least one),
+    positive scores only, whatever their layers."""
+    table: Table = {}
+    for domain, matrix in scores.items():
+        k = max(1, round(fraction * matrix.size))
+        order = np.argsort(-matrix, axis=None, kind="stable")[:k]
+        layers, experts = np.unravel_index(order, matrix.shape)
+        table[domain] = sorted((int(layer), int(e)) for layer, e in zip(layers, experts) if matrix[layer, e] > 0)
+    return table
+
+
+def score_experts(records: Sequence[tuple], st: SteeringConfig) -> dict[str, np.ndarray]:
+    """Domain scores by the configured rule (``st``: the steering config): shares or DSMoE's Eq. 8."""
+    if st.score == "paper":
+        return paper_scores(records, st.saliency_percentile)
+    return domain_scores(records, st.count_weight)
+
+
+def choose_experts(scores: Mapping[str, np.ndarray], st: SteeringConfig) -> Table:
+    """The steered internal experts by the configured selection: the best per layer, or the global top share."""
+    if st.selection == "global":
+        return select_global(scores, st.top_fraction)
+    return select_experts(scores, st.experts_per_layer)
 
 
 def skill_domains(instance_skills: Mapping[str, Sequence[str]], instance_domain: Mapping[str, str]) -> dict[str, str]:

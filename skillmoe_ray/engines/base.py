@@ -19,6 +19,7 @@ from skillmoe_ray.seeding import stable_hash
 
 UNLOADED, ACTIVE, SLEEPING = "unloaded", "active", "sleeping"
 PROBE_PROMPT = "Count from one to ten."
+ANALYSIS_VERSION = 2  # what an analyze output holds (2: saliency deciles and common tokens); older outputs are regenerated
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class GenRequest:
         parts = [model_fingerprint, self.messages, asdict(self.sampling)]
         if self.steering is not None or self.analyze:
             parts.append({"steering": asdict(self.steering) if self.steering else None, "analyze": self.analyze})
+        if self.analyze:
+            parts.append({"analysis": ANALYSIS_VERSION})
         return stable_hash(parts, 32)
 
 
@@ -83,7 +86,8 @@ class GenOutput:
     prompt_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str = ""
-    # analyze requests: {"counts": [[...]], "saliency": [[...]]}, one row per MoE layer, one column per expert
+    # analyze requests: {"counts", "saliency": [[...]], one row per MoE layer, one column per expert; "bins":
+    # [[[10 saliency deciles]]]; "common": [[...]]} (skillmoe_ray.engines.moe_hooks.routing_statistics)
     router: dict | None = None
 
     def as_record(self) -> dict:

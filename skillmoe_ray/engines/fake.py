@@ -88,7 +88,11 @@ class FakeEngine(Engine):
             h = derive_seed(self.spec.name, question, layer)
             for e in (h % experts, (h // experts + 1 + h % experts) % experts):
                 counts[layer][e] += 1.0
-        return GenOutput("", prompt_tokens, 0, "analyze", router={"counts": counts, "saliency": counts})
+        # the paper score's shares: the question's experts get its salient tokens, the rest the common ones
+        bins = [[[0.0] * 8 + [c, c] for c in row] for row in counts]
+        common = [[0.5 - 0.5 * c for c in row] for row in counts]
+        return GenOutput("", prompt_tokens, 0, "analyze",
+                         router={"counts": counts, "saliency": counts, "bins": bins, "common": common})
 
     @staticmethod
     def _skills(question: str, seed: int) -> str:

@@ -67,12 +67,14 @@ def steered(model, steering: Steering | None):
             hook.remove()
 
 
-def routing_statistics(model, input_ids) -> dict:
+def routing_statistics(model, input_ids, common: list[bool] | None = None) -> dict:
     """Per MoE layer and expert: the share of prompt tokens routed there, and of saliency through it.
 
     Saliency of a token is |gradient x input| of its embedding for the prompt's language-model loss
     (how much the token matters to the model's reading of the prompt), normalized over the tokens.
-    ``input_ids`` is one unpadded prompt, shape (1, T).
+    ``input_ids`` is one unpadded prompt, shape (1, T). For DSMoE's own score, ``bins`` splits the routing
+    of the tokens that are not ``common`` (stopwords, punctuation) by their saliency decile in the prompt,
+    and ``common`` is the routing of the common ones, both as shares of the prompt's tokens.
     """
     import torch
 
@@ -95,9 +97,14 @@ def routing_statistics(model, input_ids) -> dict:
     saliency = (embeds.grad[0] * embeds[0]).sum(-1).abs().float()
     saliency = saliency / saliency.sum().clamp_min(1e-12)
     n_tokens = input_ids.shape[1]
-    counts, through = [], []
+    deciles = (saliency.argsort().argsort() * 10 // n_tokens).clamp(max=9)  # 0: the least salient tenth
+    is_common = torch.tensor(common if common is not None else [False] * n_tokens, dtype=torch.bool)
+    counts, through, bins, commons = [], [], [], []
     for router, indices in zip(routers, chosen):
-        onehot = torch.zeros(n_tokens, router.num_experts, device=indices.device).scatter_(1, indices, 1.0)
+        onehot = torch.zeros(n_tokens, router.num_experts, device=indices.device).scatter_(1, indices, 1.0).cpu()
         counts.append((onehot.sum(0) / n_tokens).tolist())
-        through.append((onehot * saliency.to(onehot.device)[:, None]).sum(0).tolist())
-    return {"counts": counts, "saliency": through}
+        through.append((onehot * saliency.cpu()[:, None]).sum(0).tolist())
+        by_decile = torch.nn.functional.one_hot(deciles.cpu()[~is_common], 10).float()
+        bins.append((onehot[~is_common].T @ by_decile / n_tokens).tolist())
+        commons.append((onehot[is_common].sum(0) / n_tokens).tolist())
+    return {"counts": counts, "saliency": through, "bins": bins, "common": commons}

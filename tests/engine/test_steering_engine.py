@@ -66,3 +66,29 @@ def test_a_dense_model_cannot_be_steered(tiny_model_dir):
             engine.generate([replace(question(), steering=TOWARD_0_AND_1)])
     finally:
         engine.unload()
+
+
+def test_analysis_splits_routing_by_saliency_decile_and_common_tokens_for_the_papers_score(moe_engine):
+    import numpy as np
+
+    from skillmoe_ray.config import SteeringConfig
+    from skillmoe_ray.steering import choose_experts, score_experts
+
+    # words of the demo vocabulary (the tiny model's tokenizer knows no others: the rest is <unk>, markup)
+    questions = {"bio": ["When a ribosome joins two amino acids with a peptide bond, what type of reaction occurs?",
+                         "A woman who is a carrier of X-linked recessive color blindness has children."],
+                 "physics": ["An object moves with velocity v(t) = 3t^2 + 2 m/s. What is its displacement?",
+                             "What is the displacement of an object from t = 0 to t = 2 s?"]}
+    out = moe_engine.generate([replace(question(questions["bio"][0]), analyze=True)])[0]
+    bins, common = np.array(out.router["bins"]), np.array(out.router["common"])
+    assert bins.shape == (2, 8, 10) and common.shape == (2, 8)
+    for layer in range(2):  # every token is routed to two experts, either as a common or a ranked token
+        assert bins[layer].sum() + common[layer].sum() == pytest.approx(2.0)
+        assert common[layer].sum() > 0 and bins[layer].sum() > 0  # "a", "with", "?" are common; "ribosome" is not
+    records = [(domain, *(np.array(o.router[f]) for f in ("bins", "common")))
+               for domain, texts in questions.items()
+               for o in moe_engine.generate([replace(question(t), analyze=True) for t in texts])]
+    st = SteeringConfig(enabled=True, score="paper", selection="global", top_fraction=0.125)
+    table = choose_experts(score_experts(records, st), st)
+    assert set(table) == {"bio", "physics"} and all(len(pairs) <= 2 for pairs in table.values())
+    assert any(table.values())  # some internal expert is specific to some domain on this model

@@ -215,3 +215,14 @@ def test_dsmoe_steering_identifies_domain_experts_and_steers_only_moe_experts(tm
     again, _ = run_pipeline(make_config(tmp_path / "steered", moe))
     assert again["stages"]["steering"]["cached"] and again["steering"] == report
     assert "steering" not in plain
+
+
+def test_dsmoe_paper_score_with_global_selection_steers_the_moe_expert(tmp_path):
+    moe = ["steering.enabled=true", "+pool.models.tiny-llama-a.moe=true", "steering.score=paper",
+           "steering.selection=global", "steering.top_fraction=0.25"]
+    steered, _ = run_pipeline(make_config(tmp_path, moe))
+    per_domain = steered["steering"]["experts"]["tiny-llama-a"]
+    layers, experts = 2, 4  # the fake engine's MoE shape
+    assert per_domain and all(0 < n <= round(0.25 * layers * experts) for n in per_domain.values())
+    with pytest.raises(Exception, match="steering.score must be one of share, paper"):
+        make_config(tmp_path, [*moe, "steering.score=eq8"])

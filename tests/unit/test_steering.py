@@ -92,3 +92,40 @@ def test_an_engine_without_router_hooks_refuses_steered_requests():
     steered = GenRequest.make([{"role": "user", "content": "q"}], Sampling(8))
     with pytest.raises(EngineError, match="expert 'd': DSMoE steering needs engine=hf"):
         engine.generate([GenRequest(steered.messages, steered.sampling, analyze=True)])
+
+
+def test_the_papers_score_is_specific_minus_common_activations_per_domain():
+    from skillmoe_ray.steering import paper_scores
+
+    # one layer, two experts; bins: 10 saliency deciles of non-common tokens; common: stopword/punctuation share
+    bins_q1 = np.zeros((1, 2, 10))
+    bins_q1[0, 0, 9], bins_q1[0, 0, 2], bins_q1[0, 1, 8] = 0.3, 0.1, 0.2
+    common_q1 = np.array([[0.1, 0.3]])
+    bins_q2 = np.zeros((1, 2, 10))
+    bins_q2[0, 0, 8] = 0.5
+    common_q2 = np.array([[0.0, 0.5]])
+    scores = paper_scores([("bio", bins_q1, common_q1), ("bio", bins_q2, common_q2)], percentile=80)
+    # q1: specific (deciles 8-9) [0.3, 0.2] -> [0.6, 0.4]; common [0.1 + 0.1, 0.3] -> [0.4, 0.6]; difference [0.2, -0.2]
+    # q2: specific [0.5, 0] -> [1, 0]; common [0, 0.5] -> [0, 1]; difference [1, -1]; the domain's mean [0.6, -0.6]
+    assert scores["bio"] == pytest.approx(np.array([[0.6, -0.6]]))
+    # at the 90th percentile decile 8 is common too: q1 specific [1, 0], common [0.2, 0.5] -> [2/7, 5/7], so
+    # expert 0 scores 5/7; q2 has no specific token (all zero), common [0.5, 0.5]: -0.5; mean (5/7 - 0.5) / 2
+    at_90 = paper_scores([("bio", bins_q1, common_q1), ("bio", bins_q2, common_q2)], 90)["bio"]
+    assert at_90[0, 0] == pytest.approx((5 / 7 - 0.5) / 2)
+
+
+def test_global_selection_takes_the_top_share_of_all_pairs_positive_only():
+    from skillmoe_ray.steering import select_global
+
+    scores = {"bio": np.array([[0.9, 0.1, -1.0, 0.0], [0.5, 0.8, -0.2, 0.3]]), "law": np.full((2, 4), -1.0)}
+    table = select_global(scores, fraction=0.25)  # 2 of 8 pairs, wherever they are
+    assert table["bio"] == [(0, 0), (1, 1)]
+    assert select_global(scores, 0.5)["bio"] == [(0, 0), (1, 0), (1, 1), (1, 3)]
+    assert table["law"] == [] and select_global(scores, 0.01)["bio"] == [(0, 0)]  # at least one pair
+
+
+def test_stopwords_punctuation_and_markup_are_common_tokens():
+    from skillmoe_ray.steering import common_token_mask
+
+    tokens = ["<|user|>", "ĠThe", "Ġenzyme", "▁amylase", ",", "Ġof", "Ġstarch", "?", "Ċ"]
+    assert common_token_mask(tokens) == [True, True, False, False, True, True, False, True, True]
