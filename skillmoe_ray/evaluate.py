@@ -137,7 +137,7 @@ def per_skill(mapped: Mapping[str, Sequence[str]], correct: Mapping[str, bool]) 
     for iid, skills in mapped.items():
         for skill in skills:
             groups[skill].append(correct[iid])
-    return {s: {"n": len(f), "accuracy": accuracy(f)} for s, f in sorted(groups.items())}
+    return {s: {"n": len(f), "accuracy": accuracy(f), "stderr": standard_error(f)} for s, f in sorted(groups.items())}
 
 
 def per_expert(rows: Sequence[dict]) -> dict:
@@ -149,6 +149,7 @@ def per_expert(rows: Sequence[dict]) -> dict:
         expert: {
             "recruited": len(rs),
             "accuracy": accuracy([r["correct"] for r in rs]),
+            "stderr": standard_error([r["correct"] for r in rs]),
             "no_answer": sum(r["answer"] is None for r in rs),  # replies with no answer read (misses, not misreads)
             "output_tokens": sum(r["output_tokens"] for r in rs),
         }

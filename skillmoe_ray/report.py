@@ -94,6 +94,7 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
             [f"{plots.shorten(s, 24)} (n={per_skill[s]['n']})" for s in skills], [per_skill[s]["accuracy"] for s in skills],
             f"Symbolic-MoE accuracy by skill ({len(skills)} of {len(per_skill)} skills, most frequent first)",
             "accuracy", "skill (test instances)",
+            errors=[per_skill[s]["stderr"] for s in skills] if all("stderr" in per_skill[s] for s in skills) else None,
         ),
         "expert_usage": plots.heatmap(
             rows, columns, counts, f"Expert usage: recruited answers ({len(rows)} most used skills)",
@@ -143,13 +144,15 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
     lines += [f"## {PLOTS['accuracy_by_skill']}", "",
               f"Symbolic-MoE's accuracy on the test instances of each skill ({len(skills)} of {len(per_skill)} skills, "
               "most frequent first).", "",
-              markdown_table(["skill", "instances", "accuracy"], [[s, per_skill[s]["n"], per_skill[s]["accuracy"]] for s in skills]),
+              markdown_table(["skill", "instances", "accuracy", "stderr"],
+                             [[s, per_skill[s]["n"], per_skill[s]["accuracy"], per_skill[s].get("stderr")] for s in skills]),
               *_image(plots, "accuracy_by_skill")]
     lines += [f"## {PLOTS['expert_usage']}", "", "Recruited answers per skill and expert (each of an instance's k "
               "slots counts once for each of its skills).", "", *_image(plots, "expert_usage"), markdown_table(
-        ["expert", "activations", "recruited", "accuracy", "output tokens"],
+        ["expert", "activations", "recruited", "accuracy", "stderr", "output tokens"],
         [[e, results.get("activations", {}).get(e, 0), per_expert.get(e, {}).get("recruited", 0),
-          per_expert.get(e, {}).get("accuracy"), per_expert.get(e, {}).get("output_tokens")] for e in experts],
+          per_expert.get(e, {}).get("accuracy"), per_expert.get(e, {}).get("stderr"),
+          per_expert.get(e, {}).get("output_tokens")] for e in experts],
     )]
     lines += [f"## {PLOTS['timeline']}", "", markdown_table(
         ["stage", "seconds", "cached", "requests", "generated"],

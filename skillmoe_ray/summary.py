@@ -19,6 +19,13 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths), *map(line, cells[1:])])
 
 
+def _accuracy(entry: dict | None) -> str:
+    """"0.950 +/- 0.020" (accuracy and its standard error), or "-" for no entry."""
+    if not entry:
+        return "-"
+    return f"{entry['accuracy']:.3f}" + (f" +/- {entry['stderr']:.3f}" if "stderr" in entry else "")
+
+
 def format_summary(results: dict, run_dir: str) -> str:
     """Methods, stages (time, cached), experts (activations, recruitment) in one screen."""
     methods = _table(*display_rows(results))
@@ -37,8 +44,7 @@ def format_summary(results: dict, run_dir: str) -> str:
     experts = _table(
         ["expert", "activations", "recruited", "accuracy"],
         [
-            [e, results["activations"].get(e, 0), per_expert.get(e, {}).get("recruited", 0),
-             f"{per_expert[e]['accuracy']:.3f}" if e in per_expert else "-"]
+            [e, results["activations"].get(e, 0), per_expert.get(e, {}).get("recruited", 0), _accuracy(per_expert.get(e))]
             for e in sorted(set(results["activations"]) | set(per_expert))
         ],
     )

@@ -159,10 +159,10 @@ class WandbTracker:
         wandb = self.wandb
         self.run.summary.update({**summary_values(results), "run_dir": str(run_dir)})
         columns, rows = prediction_table(read_jsonl(run_dir / "final_answers.jsonl"), read_jsonl(run_dir / "recruitment.jsonl"))
-        skills = [[skill, s["n"], s["accuracy"]] for skill, s in results["per_skill"].items()]
+        skills = [[skill, s["n"], s["accuracy"], s.get("stderr")] for skill, s in results["per_skill"].items()]
         payload = {
             "predictions": wandb.Table(columns=columns, data=rows),
-            "per_skill": wandb.Table(columns=["skill", "instances", "accuracy"], data=skills),
+            "per_skill": wandb.Table(columns=["skill", "instances", "accuracy", "stderr"], data=skills),
         }
         payload.update({f"report/{name}": wandb.Image(str(path)) for name, path in plots.items()})
         self.run.log(payload)
