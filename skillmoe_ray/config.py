@@ -16,17 +16,8 @@ from typing import Any
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.structured import build
 
-MODES = ("run", "compare", "serve", "plan")
-DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 # Engines whose models live on a server: a model's path is its name there, no weights are loaded here
 REMOTE_ENGINES = ("openai",)
-STEERING_SCORES = ("share", "paper")  # routing/saliency shares, or DSMoE's Eq. 8 (specific minus common tokens)
-STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
-STEERING_ENGINES = ("hf", "fake")  # engines that reach an MoE model's routers (fake: orchestration tests)
-RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
-TRACKING_MODES = ("auto", "online", "offline", "disabled")
-REPEATED_SKILLS = ("once", "count")
-PROMPT_SETS = ("project", "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.paper_prompts)
 
 
 @dataclass(frozen=True)
@@ -351,97 +342,11 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
         "config",
     )
     cfg = dataclasses.replace(cfg, pool=pool)
+    # The cross-field rules live beside the types (imported here: config_checks reads RunConfig)
+    from skillmoe_ray.config_checks import validate
+
     validate(cfg)
     return cfg
-
-
-def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:
-    if name is not None and name not in cfg.pool:
-        raise ConfigError(
-            f"{key}: unknown model {name!r}; models in the pool: {', '.join(sorted(cfg.pool))}"
-        )
-
-
-def validate(cfg: RunConfig) -> None:
-    """Check the cross-field rules that types alone do not express."""
-    if cfg.mode not in MODES:
-        raise ConfigError(f"mode: unknown mode {cfg.mode!r}; valid modes: {', '.join(MODES)}")
-    if cfg.tracking.mode not in TRACKING_MODES:
-        raise ConfigError(
-            f"tracking.mode: unknown mode {cfg.tracking.mode!r}; valid modes: {', '.join(TRACKING_MODES)}"
-        )
-    if cfg.recruit.k < 1:
-        raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
-    if cfg.recruit.policy not in RECRUIT_POLICIES:
-        raise ConfigError(f"recruit.policy: unknown policy {cfg.recruit.policy!r}; valid: {', '.join(RECRUIT_POLICIES)}")
-    if cfg.recruit.budget.per_instance <= 0 or cfg.recruit.budget.k_min < 1:
-        raise ConfigError("recruit.budget.per_instance must be > 0 and recruit.budget.k_min >= 1")
-    if cfg.recruit.rare_expert_share is not None and not 0 <= cfg.recruit.rare_expert_share < 1:
-        raise ConfigError(f"recruit.rare_expert_share must lie in [0, 1) or be null, got {cfg.recruit.rare_expert_share}")
-    if cfg.recruit.competence_temperature <= 0:
-        raise ConfigError("recruit.competence_temperature must be > 0")
-    if cfg.prompts not in PROMPT_SETS:
-        raise ConfigError(f"prompts: unknown prompt set {cfg.prompts!r}; valid: {', '.join(PROMPT_SETS)}")
-    if cfg.skills.repeated not in REPEATED_SKILLS:
-        raise ConfigError(f"skills.repeated: unknown rule {cfg.skills.repeated!r}; valid: {', '.join(REPEATED_SKILLS)}")
-    if cfg.skills.samples < 1 or not 1 <= cfg.skills.min_votes <= cfg.skills.samples:
-        raise ConfigError(
-            f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"
-        )
-    if cfg.serve.max_queue < 1 or cfg.serve.max_batch < 1 or not 0 < cfg.serve.port < 65536:
-        raise ConfigError("serve.max_queue and serve.max_batch must be >= 1 and serve.port in 1..65535")
-    if cfg.resources.gpus < 1:
-        raise ConfigError(f"resources.gpus must be >= 1, got {cfg.resources.gpus}")
-    if cfg.resources.gpu_memory_gb is not None and cfg.resources.gpu_memory_gb <= 0:
-        raise ConfigError(f"resources.gpu_memory_gb must be > 0 or null, got {cfg.resources.gpu_memory_gb}")
-    if cfg.scheduler.max_replicas < 1 or cfg.scheduler.replica_min_requests < 1:
-        raise ConfigError(f"scheduler.max_replicas and scheduler.replica_min_requests must be >= 1, got "
-                          f"{cfg.scheduler.max_replicas} and {cfg.scheduler.replica_min_requests}")
-    if cfg.scheduler.memory_headroom < 1:
-        raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {cfg.scheduler.memory_headroom}")
-    if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:
-        raise ConfigError(
-            f"scheduler.deactivate: unknown policy {cfg.scheduler.deactivate!r}; "
-            f"valid: {', '.join(DEACTIVATE_POLICIES)}"
-        )
-    if not cfg.experts:
-        raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")
-    validate_steering(cfg)
-    _require_expert(cfg, cfg.skills.keyword_model, "skills.keyword_model")
-    _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
-    for name in cfg.aggregator.candidates or ():
-        _require_expert(cfg, name, "aggregator.candidates")
-    _require_expert(cfg, cfg.compare.moa.aggregator, "compare.moa.aggregator")
-    _require_expert(cfg, cfg.compare.self_model, "compare.self_model")
-    for name in cfg.compare.moa.proposers or ():
-        _require_expert(cfg, name, "compare.moa.proposers")
-    for spec in cfg.pool.values():
-        if spec.max_tokens < 1:
-            raise ConfigError(f"pool.models.{spec.name}.max_tokens must be >= 1")
-        if spec.tensor_parallel_size != 1:
-            raise ConfigError(f"pool.models.{spec.name}.tensor_parallel_size: only 1 is supported by the slot "
-                              "scheduler so far (one GPU per expert)")
-
-
-def validate_steering(cfg: RunConfig) -> None:
-    """Steering needs MoE experts, an engine that reaches their routers, and sane settings."""
-    st = cfg.steering
-    if not st.enabled:
-        return
-    if cfg.engine.name not in STEERING_ENGINES:
-        raise ConfigError("steering.enabled needs engine=hf (DSMoE hooks the model's routers); "
-                          f"got engine={cfg.engine.name}")
-    if not any(spec.moe for spec in cfg.experts):
-        raise ConfigError("steering.enabled: no expert of the pool is marked moe: true (pool.models.<name>.moe)")
-    if st.score not in STEERING_SCORES or st.selection not in STEERING_SELECTIONS:
-        raise ConfigError(f"steering.score must be one of {', '.join(STEERING_SCORES)} and steering.selection one of "
-                          f"{', '.join(STEERING_SELECTIONS)}; got {st.score!r}, {st.selection!r}")
-    if st.saliency_percentile not in range(10, 100, 10) or not 0 < st.top_fraction <= 1:
-        raise ConfigError(f"steering.saliency_percentile must be one of 10, 20, ..., 90 and steering.top_fraction in "
-                          f"(0, 1]; got {st.saliency_percentile}, {st.top_fraction}")
-    if st.alpha < 0 or st.experts_per_layer < 1 or not 0 <= st.count_weight <= 1:
-        raise ConfigError(f"steering: alpha must be >= 0, experts_per_layer >= 1 and count_weight in [0, 1]; got "
-                          f"{st.alpha}, {st.experts_per_layer}, {st.count_weight}")
 
 
 def check_model_paths(pool: dict[str, ModelSpec]) -> None:
