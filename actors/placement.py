@@ -78,6 +78,7 @@ class PlacementScheduler(SlotExecutor):
             footprint=footprints_from_config(cfg),
             max_replicas=cfg.scheduler.max_replicas,
             replica_min_requests=cfg.scheduler.replica_min_requests,
+            max_retries=cfg.scheduler.max_retries,
         )
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share

@@ -187,6 +187,7 @@ class SchedulerConfig:
     memory_headroom: float = 1.2
     max_replicas: int = 1
     replica_min_requests: int = 8
+    max_retries: int = 2
     cost: CostConfig = field(default_factory=CostConfig)
 
 

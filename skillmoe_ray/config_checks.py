@@ -66,6 +66,8 @@ def validate(cfg: RunConfig) -> None:
     if cfg.scheduler.max_replicas < 1 or cfg.scheduler.replica_min_requests < 1:
         raise ConfigError(f"scheduler.max_replicas and scheduler.replica_min_requests must be >= 1, got "
                           f"{cfg.scheduler.max_replicas} and {cfg.scheduler.replica_min_requests}")
+    if cfg.scheduler.max_retries < 0:
+        raise ConfigError(f"scheduler.max_retries must be >= 0, got {cfg.scheduler.max_retries}")
     if cfg.scheduler.memory_headroom < 1:
         raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {cfg.scheduler.memory_headroom}")
     if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:

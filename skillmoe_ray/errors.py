@@ -20,3 +20,7 @@ class DataError(SkillMoEError):
 
 class EngineError(SkillMoEError):
     """An engine could not be created, loaded or asked to generate."""
+
+
+class ExpertFailed(SkillMoEError):
+    """An expert kept failing (its actor died, its engine crashed) after ``scheduler.max_retries`` retries."""

@@ -33,6 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenOutput
+from skillmoe_ray.errors import ExpertFailed, SkillMoEError
 from skillmoe_ray.handles import ExpertHandle
 from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups, spread
 from skillmoe_ray.progress import ProgressFactory, no_progress
@@ -64,6 +65,7 @@ class SlotExecutor:
         footprint: Callable[[str, int], float] | None = None,
         max_replicas: int = 1,
         replica_min_requests: int = 8,
+        max_retries: int = 0,
     ):
         self.open_expert = open_expert
         self.n_slots = n_slots
@@ -76,6 +78,7 @@ class SlotExecutor:
         self.footprint = footprint or (lambda expert, weight_bytes: float(weight_bytes))
         self.max_replicas = max_replicas
         self.replica_min_requests = replica_min_requests
+        self.max_retries = max_retries  # a failed group is run again on a fresh expert this many times
         self.expert_of: dict[str, str] = {}  # copy (expert or expert#i) -> expert
         self.weight_bytes: dict[str, int] = {}
         self.next_experts: set[str] = set()
@@ -150,25 +153,45 @@ class SlotExecutor:
             self._run_group(stage, slot, group, queue[index + 1 :], callbacks, bar)
 
     def _run_group(self, stage: str, slot: int, group: ExpertGroup, rest: Sequence[ExpertGroup], callbacks, bar) -> None:
-        """Activate the group's expert, read the next one's weights ahead, generate, record."""
+        """Activate the group's expert, read the next one's weights ahead, generate, record.
+
+        A group whose expert fails (its actor died, the engine crashed) is run again on a fresh expert up
+        to ``max_retries`` times; the timeline entry of the attempt that succeeds lists the failed ones
+        (``retries``). After that the stage's error handler gets it (serving answers those requests with
+        an error), or the run stops with one error naming the expert, the stage and the cause; every
+        group stored before is kept.
+        """
         on_group_done, on_group_error = callbacks
         label = group.stage or stage
-        start = self.now()
-        try:
-            kind, phases = self._activate(slot, group.key, {g.key for g in rest} | self.next_experts)
-            ready = self.now()
-            log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
-                     label, group.key, slot, kind, ready - start, len(group.requests))
-            if rest:
-                self._read_ahead(rest[0], slot)
-            outputs = self._handle(group.key, slot, group.expert).generate(group.requests)
-        except Exception as exc:
-            if on_group_error is None:
-                raise
-            log.error("[%s] expert %s failed: %s", label, group.expert, exc)
-            self._discard(slot, group.key)
-            on_group_error(group, exc)
-            return
+        failures: list[dict] = []
+        for attempt in range(self.max_retries + 1):
+            start = self.now()
+            try:
+                kind, phases = self._activate(slot, group.key, {g.key for g in rest} | self.next_experts)
+                ready = self.now()
+                log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
+                         label, group.key, slot, kind, ready - start, len(group.requests))
+                if rest:
+                    self._read_ahead(rest[0], slot)
+                outputs = self._handle(group.key, slot, group.expert).generate(group.requests)
+                break
+            except Exception as exc:
+                self._discard(slot, group.key)
+                failures.append({"start": round(start, 3), "end": round(self.now(), 3),
+                                 "error": f"{type(exc).__name__}: {exc}"[:300]})
+                if attempt < self.max_retries and not isinstance(exc, SkillMoEError):
+                    log.warning("[%s] expert %s failed (%s): retrying on a fresh expert (%d of %d)",
+                                label, group.expert, exc, attempt + 1, self.max_retries)
+                    continue
+                log.error("[%s] expert %s failed: %s", label, group.expert, exc)
+                if on_group_error is not None:
+                    on_group_error(group, exc)
+                    return
+                if isinstance(exc, SkillMoEError):
+                    raise
+                raise ExpertFailed(f"expert {group.expert} failed in stage {label} after {attempt + 1} attempt(s): "
+                                   f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                                   "(finished work is kept; rerun to resume)") from exc
         end = self.now()
         with self._lock:
             self.generate_calls += 1
@@ -181,6 +204,7 @@ class SlotExecutor:
                 "prompt_tokens": sum(o.prompt_tokens for o in outputs),
                 "output_tokens": sum(o.output_tokens for o in outputs),
                 **({"replica": group.replica} if group.replica else {}),
+                **({"retries": failures} if failures else {}),
             })
             if kind != "resident":
                 self.activations[group.expert] += 1
@@ -229,8 +253,12 @@ class SlotExecutor:
             t = time.perf_counter()
             for previous in evict:
                 again = needed_again(previous, self.expert_of.get(previous, previous), keep, self.later)
-                self._deactivate(previous, again)
-                residents.remove(previous)
+                try:
+                    self._deactivate(previous, again)
+                    residents.remove(previous)
+                except Exception as exc:  # a dead resident (its actor died) leaves the slot; a new one opens on next use
+                    log.warning("expert %s could not be deactivated (%s): dropping it from slot %d", previous, exc, slot)
+                    self._discard(slot, previous)
             phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
         handle = self._handle(copy, slot)
         if self.state[copy] == SLEEPING:

@@ -246,3 +246,59 @@ def test_follow_up_groups_start_on_a_free_slot_before_the_slowest_group_ends():
     assert len(agg) >= 1 and sum(t["requests"] for t in agg) == 4
     assert {t["stage"] for t in agg} == {"aggregation"} and len({t["slot"] for t in agg}) == 1
     assert min(t["start"] for t in agg) < slow["end"]  # streamed, not after a barrier
+
+
+class DyingEngine(CountingEngine):
+    """Fails the first ``deaths`` generate calls of the class, as an expert whose actor died would."""
+
+    deaths = 0
+
+    def _generate(self, requests):
+        if DyingEngine.deaths > 0:
+            DyingEngine.deaths -= 1
+            raise RuntimeError("The actor died unexpectedly before finishing this task")
+        return super()._generate(requests)
+
+
+def dying_executor(deaths: int, max_retries: int):
+    CountingEngine.calls = []
+    DyingEngine.deaths = deaths
+    return SlotExecutor(lambda name, slot=0: LocalExpert(DyingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+                        max_retries=max_retries)
+
+
+def test_a_group_whose_expert_dies_is_retried_on_a_fresh_expert_and_the_retry_is_in_the_timeline():
+    ex = dying_executor(deaths=1, max_retries=2)
+    done = []
+    ex.run_stage("profiles", groups("a", "b"), [], lambda g, outs, t: done.append((g.expert, len(outs))))
+    assert done == [("a", 2), ("b", 2)]
+    entry = next(t for t in ex.timeline if t["expert"] == "a")
+    assert len(entry["retries"]) == 1 and "actor died" in entry["retries"][0]["error"]
+    assert "retries" not in next(t for t in ex.timeline if t["expert"] == "b")
+    assert [c for c in CountingEngine.calls if c == ("load", "a")] == [("load", "a")] * 2  # a fresh expert
+
+
+def test_after_its_retries_a_dying_expert_stops_the_run_with_one_error_naming_expert_stage_and_cause():
+    from skillmoe_ray.errors import ExpertFailed
+
+    ex = dying_executor(deaths=5, max_retries=1)
+    done = []
+    with pytest.raises(ExpertFailed, match=r"expert a failed in stage inference after 2 attempt\(s\): RuntimeError: The actor died"):
+        ex.run_stage("inference", groups("a", "b"), [], lambda g, outs, t: done.append(g.expert))
+    assert done == []
+    failed = []
+    ex = dying_executor(deaths=1, max_retries=0)  # serving: the error handler answers those requests
+    ex.run_stage("online", groups("a", "b"), [], lambda g, outs, t: done.append(g.expert), lambda g, e: failed.append(g.expert))
+    assert failed == ["a"] and done == ["b"]
+
+
+def test_a_dead_resident_leaves_the_slot_instead_of_blocking_every_later_expert():
+    ex = executor()
+    ex.run_stage("s1", groups("a"), [], lambda g, outs, t: None)
+    dead = ex.handles["a"]
+    dead.info = lambda: (_ for _ in ()).throw(RuntimeError("actor died"))  # deactivating it fails
+    done = []
+    ex.run_stage("s2", groups("b"), [], lambda g, outs, t: done.append(g.expert))
+    assert done == ["b"] and ex.resident_experts() == ["b"] and "a" not in ex.handles
+    ex.run_stage("s3", groups("a"), [], lambda g, outs, t: done.append(g.expert))
+    assert done == ["b", "a"] and ex.handles["a"] is not dead  # recreated on next use
