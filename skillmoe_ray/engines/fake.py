@@ -34,6 +34,9 @@ class FakeEngine(Engine):
         "fail_models": [],
         # a wake corrupts the weights (to test the probe after wake)
         "corrupt_on_wake": False,
+        # the process exits in the middle of its first generate() of this stage ("stage:marker file"): a
+        # dead actor; the marker file makes it happen once per run (to test retries on a fresh actor)
+        "die_once": None,
     }
 
     @property
@@ -62,8 +65,21 @@ class FakeEngine(Engine):
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         if self.spec.name in self.options["fail_models"]:
             raise EngineError(f"fake failure of expert {self.spec.name!r}")
+        self._maybe_die(requests)
         time.sleep(self.options["delay_s"])
         return [self._reply(r) for r in requests]
+
+    def _maybe_die(self, requests: list[GenRequest]) -> None:
+        """Exit the process (as an OOM kill or a segfault would) once, when ``die_once`` names this stage."""
+        import os
+        from pathlib import Path
+
+        if not self.options["die_once"]:
+            return
+        stage, marker = self.options["die_once"].split(":", 1)
+        if requests and requests[0].tag.startswith(stage + "/") and not Path(marker).exists():
+            Path(marker).write_text(self.spec.name)
+            os._exit(1)
 
     def _reply(self, request: GenRequest) -> GenOutput:
         prompt = "\n".join(content for _, content in request.messages)

@@ -85,3 +85,22 @@ def test_replicas_of_the_keyword_model_run_as_separate_actors_on_four_gpus(ray_c
     assert sorted(t.get("replica", 0) for t in skills) == [0, 1, 2, 3]
     assert max_concurrency(results["timeline"]) <= 4
     assert results["methods"]["symbolic_moe"]["accuracy"] == one_gpu["methods"]["symbolic_moe"]["accuracy"]
+
+
+def test_an_expert_actor_that_dies_mid_group_is_replaced_and_the_answers_do_not_change(ray_cluster, ray_run, tmp_path):
+    """The actor's process exits during its first answer group (as an OOM kill would); the run goes on."""
+    _, baseline, base_dir = ray_run
+    marker = tmp_path / "died"
+    cfg = make_config(tmp_path, ["resources.gpus=1", f"+engine.options.die_once=answer:{marker}"])
+    val, test = load_data(cfg.data, cfg.seed)
+    results = run_pipeline(cfg, val, test, show_progress=False)
+    assert marker.is_file()  # an actor really died
+    retried = [t for t in results["timeline"] if t.get("retries")]
+    assert len(retried) == 1 and retried[0]["expert"] == marker.read_text()
+    assert "died" in retried[0]["retries"][0]["error"].lower() or "actor" in retried[0]["retries"][0]["error"].lower()
+
+    def answers(run_dir):
+        return [json.loads(line)["answers"] for line in (run_dir / "final_answers.jsonl").read_text().splitlines()]
+
+    assert answers(tmp_path / "run") == answers(base_dir / "run")
+    assert results["methods"]["symbolic_moe"]["accuracy"] == baseline["methods"]["symbolic_moe"]["accuracy"]
