@@ -138,3 +138,21 @@ def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(
     assert get(url, "/healthz") == {"status": "ok"}
     status, body, _ = post(url, ask(QUESTION, route_only=True))
     assert status == 200
+
+
+def test_after_an_idle_resident_experts_actor_is_killed_later_requests_are_answered(ray_cluster, tmp_path, service):
+    """The dead actor leaves its slot and is recreated on next use; nothing answers 502 for it."""
+    import time
+
+    import psutil
+
+    url = deploy(tmp_path, [], fake=True)
+    assert post(url, ask(QUESTION))[0] == 200  # experts now resident or sleeping in the replica
+    experts = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::ExpertActor")]
+    assert experts
+    for process in experts:  # as an OOM killer would
+        process.kill()
+    time.sleep(1)
+    statuses = [post(url, ask(f"{QUESTION} Variant {i}."))[0] for i in range(4)]
+    assert statuses == [200] * 4
+    assert get(url, "/v1/stats")["failed"] == 0
