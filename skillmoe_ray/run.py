@@ -148,6 +148,10 @@ def load_checked(tree: dict, run_dir: str):
         ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
     if cfg.engine.name not in REMOTE_ENGINES:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
+        if cfg.engine.name != "fake":  # the fake engine's models have no tokenizer
+            from skillmoe_ray.input_checks import check_prompt_lengths
+
+            check_prompt_lengths(cfg, val + test)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test
 

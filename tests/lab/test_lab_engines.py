@@ -53,3 +53,22 @@ def test_transformers_runs_the_keyword_model_in_the_skill_stages_format(lab_mode
         engine.unload()
     named = [parse_keywords(o.text) == [i.subject] for o, i in zip(outputs, test)]
     assert sum(named) / len(named) >= 0.9
+
+
+def test_a_question_too_long_for_an_experts_context_is_refused_before_any_model_loads(lab_models, tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    rows = [{"question": "What is 3 plus 4?", "gold_answer": "7"},
+            {"id": "long-1", "question": "What is 3 plus 4? " * 120, "gold_answer": "7"}]
+    data, val = tmp_path / "long.jsonl", tmp_path / "val.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    val.write_text(json.dumps({"question": "What is 2 plus 2?", "gold_answer": "4"}) + "\n")
+    proc = run_cli(["+experiment=skill_lab", "data=local", f"data.val.path={val}", f"data.test.path={data}",
+                    f"lab.models_dir={lab_models}", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                   cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "instance long-1: its prompt is 755 tokens" in line[0] and "for expert 'lab-llama-a'" in line[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "cache" / "stages").exists()  # nothing ran
