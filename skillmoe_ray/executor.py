@@ -183,15 +183,8 @@ class SlotExecutor:
                     log.warning("[%s] expert %s failed (%s): retrying on a fresh expert (%d of %d)",
                                 label, group.expert, exc, attempt + 1, self.max_retries)
                     continue
-                log.error("[%s] expert %s failed: %s", label, group.expert, exc)
-                if on_group_error is not None:
-                    on_group_error(group, exc)
-                    return
-                if isinstance(exc, SkillMoEError):
-                    raise
-                raise ExpertFailed(f"expert {group.expert} failed in stage {label} after {attempt + 1} attempt(s): "
-                                   f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                                   "(finished work is kept; rerun to resume)") from exc
+                self._give_up(label, group, exc, attempt + 1, on_group_error)
+                return
         end = self.now()
         with self._lock:
             self.generate_calls += 1
@@ -210,6 +203,19 @@ class SlotExecutor:
                 self.activations[group.expert] += 1
                 self.stage_activations[label][group.expert] += 1
         bar.update(len(group.requests))
+
+    @staticmethod
+    def _give_up(label: str, group: ExpertGroup, exc: Exception, attempts: int, on_group_error) -> None:
+        """After a group's last attempt: the stage's error handler takes it, or the run stops with one error."""
+        log.error("[%s] expert %s failed: %s", label, group.expert, exc)
+        if on_group_error is not None:
+            on_group_error(group, exc)
+            return
+        if isinstance(exc, SkillMoEError):
+            raise exc
+        cause = str(exc).splitlines()[0] if str(exc) else ""
+        raise ExpertFailed(f"expert {group.expert} failed in stage {label} after {attempts} attempt(s): "
+                           f"{type(exc).__name__}: {cause} (finished work is kept; rerun to resume)") from exc
 
     def _handle(self, copy: str, slot: int, expert: str | None = None) -> ExpertHandle:
         """The handle of ``copy`` (an expert, or its replica expert#i) on ``slot``.
