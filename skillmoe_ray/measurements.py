@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from skillmoe_ray.cache import write_json
+from skillmoe_ray.cache import set_aside, write_json
 
 
 class Measurements:
@@ -21,7 +21,21 @@ class Measurements:
 
     def __init__(self, cache_dir: str | Path):
         self.path = Path(cache_dir) / "measurements.json"
-        self.data: dict[str, dict] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.data: dict[str, dict] = self._read()
+
+    def _read(self) -> dict[str, dict]:
+        """The stored figures; a damaged file is set aside (figures are measured again), never fatal."""
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            set_aside(self.path, f"not valid JSON: {exc}")
+            return {}
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            set_aside(self.path, "not a mapping of model fingerprint -> figures")
+            return {}
+        return data
 
     def record_timeline(self, timeline: Sequence[dict], fingerprints: Mapping[str, str]) -> None:
         """Fold this run's activations and generation speeds into the stored figures and save them."""

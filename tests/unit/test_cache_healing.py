@@ -66,3 +66,13 @@ def test_files_are_written_with_the_umasks_permissions(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]"])
+def test_a_damaged_measurements_file_is_set_aside_and_the_run_goes_on(first_run, damage):
+    tmp_path, results, answers = first_run
+    measurements = tmp_path / "cache" / "measurements.json"
+    measurements.write_text(damage)
+    again, again_answers = rerun(tmp_path, "second")
+    assert again_answers == answers
+    assert measurements.with_name("measurements.json.corrupt").read_text() == damage
