@@ -56,6 +56,7 @@ class SkillMoEService:
         s = cfg.serve
         self.batcher = MicroBatcher(self.router.answer, s.window_ms / 1000, s.max_batch, s.max_queue)
         self.counts: Counter[str] = Counter()
+        self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, refusing (BadRequest) anything over the limit before reading it all."""
@@ -88,22 +89,33 @@ class SkillMoEService:
             return _error(504, f"no answer within {self.cfg.serve.request_timeout_s} s", "timeout")
         except Exception as exc:  # the whole batch failed; this request's answer is lost, the service is not
             self.counts["failed"] += 1
+            self.failure_streak += 1
             return _error(502, f"answering failed: {exc}", "upstream_error")
         if outcome.status != 200:
             self.counts["failed"] += 1
+            self.failure_streak += 1
             return _error(outcome.status, outcome.error or "expert failure", "upstream_error")
         self.counts["completed"] += 1
+        self.failure_streak = 0
         return JSONResponse(completion_response(job, outcome.content, outcome.finish_reason, outcome.usage, outcome.skillmoe))
 
     @app.get("/v1/models")
     async def models(self) -> dict:
         return models_response(self.cfg.recruit.k)
 
+    def _unhealthy(self) -> str | None:
+        """Why this replica cannot serve, or None."""
+        if not self.batcher.alive():
+            return "the batching loop stopped"
+        limit = self.cfg.serve.unhealthy_after
+        if limit and self.failure_streak >= limit:
+            return f"the last {self.failure_streak} requests all failed upstream"
+        return None
+
     @app.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        if not self.batcher.alive():
-            return _error(503, "the batching loop stopped", "unhealthy")
-        return JSONResponse({"status": "ok"})
+        why = self._unhealthy()
+        return _error(503, why, "unhealthy") if why else JSONResponse({"status": "ok"})
 
     @app.get("/v1/stats")
     async def stats(self) -> dict:
@@ -119,9 +131,11 @@ class SkillMoEService:
         }
 
     def check_health(self) -> None:
-        """Serve's health check: a dead batching loop makes the replica unhealthy (and restarted)."""
-        if not self.batcher.alive():
-            raise RuntimeError("the batching loop stopped")
+        """Serve's health check: a dead batching loop, or requests that all fail, make the replica unhealthy
+        (and restarted)."""
+        why = self._unhealthy()
+        if why:
+            raise RuntimeError(why)
 
 
 def build_app(args: dict) -> serve.Application:

@@ -230,6 +230,7 @@ class ServeConfig:
     max_queue: int = 256
     request_timeout_s: float = 600.0
     max_body_bytes: int = 1_000_000
+    unhealthy_after: int = 20
 
 
 @dataclass(frozen=True)

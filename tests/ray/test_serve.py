@@ -135,7 +135,7 @@ def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(
     url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]"], fake=True)
     status, body, _ = post(url, ask(QUESTION))
     assert status == 502 and "failed" in body["error"]["message"]
-    assert get(url, "/healthz") == {"status": "ok"}
+    assert get(url, "/healthz") == {"status": "ok"}  # one failure is not a broken replica
     status, body, _ = post(url, ask(QUESTION, route_only=True))
     assert status == 200
 
@@ -156,3 +156,13 @@ def test_after_an_idle_resident_experts_actor_is_killed_later_requests_are_answe
     statuses = [post(url, ask(f"{QUESTION} Variant {i}."))[0] for i in range(4)]
     assert statuses == [200] * 4
     assert get(url, "/v1/stats")["failed"] == 0
+
+
+def test_a_replica_whose_requests_all_fail_reports_unhealthy(ray_cluster, tmp_path, service):
+    deploy(tmp_path, [], fake=True)  # healthy preparation fills the cache
+    url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]",
+                            "serve.unhealthy_after=2"], fake=True)
+    assert [post(url, ask(f"{QUESTION} ({i})"))[0] for i in range(2)] == [502, 502]
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        urllib.request.urlopen(url + "/healthz", timeout=30)
+    assert failed.value.code == 503 and "the last 2 requests all failed" in failed.value.read().decode()
