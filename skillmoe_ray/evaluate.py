@@ -19,16 +19,18 @@ def accuracy(flags: Sequence[bool]) -> float:
     return round(sum(flags) / len(flags), 4) if flags else 0.0
 
 
+def accuracy_by(instances: Sequence[Instance], graded: Mapping[str, bool], key: Callable[[Instance], str]) -> dict[str, float]:
+    """Accuracy of one model's graded answers per group of instances (``key`` names an instance's group)."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for inst in instances:
+        groups[key(inst)].append(graded[inst.id])
+    return {group: accuracy(f) for group, f in groups.items()}
+
+
 def validation_accuracy(val: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]]) -> dict[str, dict[str, float]]:
     """Each model's validation accuracy per task and over all tasks ("all"), from the profile answers."""
-    out = {}
-    for model, graded in correct.items():
-        per_task: dict[str, list[bool]] = defaultdict(list)
-        for inst in val:
-            per_task[inst.task].append(graded[inst.id])
-        out[model] = {task: accuracy(f) for task, f in per_task.items()}
-        out[model]["all"] = accuracy([graded[i.id] for i in val])
-    return out
+    return {model: {**accuracy_by(val, graded, lambda i: i.task), "all": accuracy([graded[i.id] for i in val])}
+            for model, graded in correct.items()}
 
 
 def has_gold_skills(instances: Sequence[Instance]) -> bool:
@@ -40,13 +42,7 @@ def gold_skill_accuracy(val: Sequence[Instance], correct: Mapping[str, Mapping[s
     """Each model's validation accuracy per gold skill (empty when the data records no gold skills)."""
     if not has_gold_skills(val):
         return {}
-    out = {}
-    for model, graded in correct.items():
-        per_skill: dict[str, list[bool]] = defaultdict(list)
-        for inst in val:
-            per_skill[inst.subject].append(graded[inst.id])
-        out[model] = {skill: accuracy(f) for skill, f in sorted(per_skill.items())}
-    return out
+    return {model: dict(sorted(accuracy_by(val, graded, lambda i: i.subject).items())) for model, graded in correct.items()}
 
 
 SPECIALIST_ACCURACY = 0.8  # a specialist of a gold skill answers at least this share of its validation questions
@@ -74,10 +70,10 @@ def method_scores(test: Sequence[Instance], correct: Mapping[str, bool]) -> dict
     per_task: dict[str, list[bool]] = defaultdict(list)
     for inst in test:
         per_task[inst.task].append(correct[inst.id])
-    flags = [correct[inst.id] for inst in test]
+    every = [correct[inst.id] for inst in test]
     return {
-        "accuracy": accuracy(flags),
-        "stderr": standard_error(flags),
+        "accuracy": accuracy(every),
+        "stderr": standard_error(every),
         "per_task": {task: accuracy(flags) for task, flags in sorted(per_task.items())},
     }
 

@@ -300,9 +300,12 @@ class Pipeline:
         return outputs
 
     def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],
-                    aggregator: str, profiles: dict,
-                    steer: Callable[[str, str], Steering | None] | None = None) -> tuple[PlanRunner, dict[str, PlanRun]]:
-        """Build the configured methods' plans and run them together on the test set."""
+                    aggregator: str, profiles: dict, steer: Callable[[str, str], Steering | None] | None,
+                    skill_accuracy: dict) -> tuple[PlanRunner, dict[str, PlanRun]]:
+        """Build the configured methods' plans and run them together on the test set.
+
+        ``skill_accuracy``: each expert's validation accuracy per gold skill (empty without gold skills).
+        """
         cc = self.cfg.compare
         ctx = MethodContext(
             test=test,
@@ -317,7 +320,7 @@ class Pipeline:
             moa_aggregator=cc.moa.aggregator,
             self_model=cc.self_model,
             skip_aggregator_single=self.cfg.recruit.skip_aggregator_single,
-            skill_accuracy=gold_skill_accuracy(val, profiles["correct"]),
+            skill_accuracy=skill_accuracy,
         )
         names = cc.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
@@ -397,11 +400,11 @@ class Pipeline:
         recruited = {e for r in recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
         steer, steering = self.steering(val, val_skills, mapping["mapped"])
-        runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles, steer)
+        skill_accuracy = gold_skill_accuracy(val, profiles["correct"])
+        runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles, steer, skill_accuracy)
         summary = self.executor.summary()
         self.measurements.record_timeline(summary["timeline"], self.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.fingerprints[expert])  # noqa: E731
-        skill_accuracy = gold_skill_accuracy(val, profiles["correct"])
         results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured,
                                  skill_accuracy)
         results.update(recruitment=recruitment_info, aggregator=selection, stages=self.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
