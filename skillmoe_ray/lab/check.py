@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from skillmoe_ray.aggregate import aggregator_messages, expert_messages, extract_answer, is_correct
+from skillmoe_ray.aggregate import expert_messages, extract_answer, is_correct
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.lab import examples as ex
 from skillmoe_ray.skills import keyword_messages, parse_keywords
@@ -61,14 +61,11 @@ def aggregator_accuracy(model_dir: Path, instances: Sequence[Instance], seed: in
     rng = random.Random(seed)
     prompts, targets, kept = [], [], []
     for inst in instances:
-        answers = ex.candidate_answers(inst, rng)
-        target = ex.majority_answer(answers)
-        if target is None:
-            continue
-        texts = [ex.answer_text(a, inst.answer_type) if a else "" for a in answers]
-        prompts.append(aggregator_messages(inst, texts))
-        targets.append(target)
-        kept.append(inst)
+        case = ex.aggregation_case(inst, rng)
+        if case is not None:
+            prompts.append(case[0])
+            targets.append(case[1])
+            kept.append(inst)
     replies = generate(model_dir, prompts)
     return _by_skill(kept, [extract_answer(r, i) == t for r, i, t in zip(replies, kept, targets)])
 

@@ -95,15 +95,23 @@ def majority_answer(answers: Sequence[str]) -> str | None:
     return max(stated, key=lambda a: (counts[a], -stated.index(a)))
 
 
+def aggregation_case(inst: Instance, rng: random.Random) -> tuple[list[dict], str] | None:
+    """The aggregation prompt over three drawn candidate solutions to ``inst``, and their majority answer
+    (None when every candidate is empty)."""
+    answers = candidate_answers(inst, rng)
+    target = majority_answer(answers)
+    if target is None:
+        return None
+    texts = [answer_text(a, inst.answer_type) if a else "" for a in answers]
+    return aggregator_messages(inst, texts), target
+
+
 def aggregator_examples(n: int, rng: random.Random) -> list[Example]:
     """Aggregation prompts over three candidate solutions; the response states their majority answer."""
     out = []
     while len(out) < n:
         inst = random_instance(list(SKILLS), rng)
-        answers = candidate_answers(inst, rng)
-        target = majority_answer(answers)
-        if target is None:
-            continue
-        texts = [answer_text(a, inst.answer_type) if a else "" for a in answers]
-        out.append((aggregator_messages(inst, texts), answer_text(target, inst.answer_type)))
+        case = aggregation_case(inst, rng)
+        if case is not None:
+            out.append((case[0], answer_text(case[1], inst.answer_type)))
     return out
