@@ -26,6 +26,12 @@ class ExpertActor(LocalExpert):
         super().__init__(create_engine(engine, spec))
         self.engine.prepare()
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (the run's summary lists where each expert ran)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def prefetch(self) -> int:
         """Read ahead in the actor's own call (the caller does not wait for it); returns the bytes asked for."""
         return self.engine.prefetch()

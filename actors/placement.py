@@ -3,12 +3,20 @@
 Each expert gets an ExpertActor that asks Ray for a small share of a GPU (``scheduler.gpu_share``),
 so several experts' actors can live on one GPU while the scheduler itself guarantees that only one
 per slot is active. On a machine without GPUs, Ray's logical GPUs stand in for them.
+
+With several slots, slot i is bundle i of a placement group of one-GPU bundles, which Ray may spread
+over several nodes. When a node dies, its actors die with it (the executor retries their groups on
+fresh actors) and Ray reschedules the lost bundles; a fresh actor whose bundle has no node after a
+short wait is placed in a surviving bundle instead (its slot then shares that GPU), so the run goes
+on with the nodes that are left. ``placements`` in the summary says which node each actor ran on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 
 import ray
 
@@ -23,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Engine log noise stays out of the run's output unless the user asks for it.
 QUIET_ENGINE_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+# Seconds a slot whose bundle was lost with its node waits for Ray to reschedule it before sharing another's
+RESCHEDULE_WAIT_S = 5.0
 
 
 class RayExpert:
@@ -30,6 +40,7 @@ class RayExpert:
 
     def __init__(self, actor):
         self.actor = actor
+        self.node = actor.node_id.remote()  # resolved when the summary is written, not waited for here
 
     def load(self) -> dict:
         return ray.get(self.actor.load.remote())
@@ -83,6 +94,8 @@ class PlacementScheduler(SlotExecutor):
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share
         self.placement = None
+        self.placements: list[tuple] = []  # (expert, slot, bundle, the bundle's node, handle)
+        self.lost_bundles: set[int] = set()  # bundles already waited for once
         if ray.cluster_resources().get("GPU", 0) <= 0:
             # e.g. `serve run` started Ray itself on a machine without GPUs: no logical GPUs exist
             log.warning("the Ray cluster has no GPU resource: expert actors are placed without one")
@@ -94,21 +107,71 @@ class PlacementScheduler(SlotExecutor):
         spec = self.cfg.pool[name]
         env = {k: os.environ.get(k, v) for k, v in QUIET_ENGINE_ENV.items()}
         options = dict(num_cpus=0, num_gpus=self.gpu_share, max_restarts=0, runtime_env={"env_vars": env})
-        if self.placement is not None:  # pin the actor to its slot's GPU bundle
+        bundle, node = None, None
+        if self.placement is not None:  # pin the actor to its slot's GPU bundle (or a surviving one)
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+            bundle, node = self._live_bundle(slot)
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                placement_group=self.placement, placement_group_bundle_index=slot)
+                placement_group=self.placement, placement_group_bundle_index=bundle)
         log_path = os.path.join(self.cfg.run_dir, "logs", f"expert-{name}.log")
         actor = ray.remote(ExpertActor).options(**options).remote(spec, self.cfg.engine, log_path)
         log.info("started actor for expert %s on slot %d (%s); engine log: logs/expert-%s.log", name, slot, spec.path, name)
-        return RayExpert(actor)
+        handle = RayExpert(actor)
+        self.placements.append((name, slot, bundle, node, handle))
+        return handle
+
+    def _live_bundle(self, slot: int) -> tuple[int, str]:
+        """(bundle, its node): the slot's bundle when a node holds it; else, after one short wait for Ray
+        to reschedule it, a surviving bundle (an actor in a bundle without a node would wait for ever)."""
+        nodes = bundle_nodes(self.placement)
+        if nodes.get(slot):
+            self.lost_bundles.discard(slot)
+            return slot, nodes[slot]
+        if slot not in self.lost_bundles:
+            self.lost_bundles.add(slot)
+            deadline = time.monotonic() + RESCHEDULE_WAIT_S
+            while not nodes.get(slot) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                nodes = bundle_nodes(self.placement)
+            if nodes.get(slot):
+                return slot, nodes[slot]
+        live = [b for b, node in sorted(nodes.items()) if node]
+        if not live:
+            raise RuntimeError("every GPU bundle of the run was lost with its node; no node left to place experts on")
+        chosen = live[slot % len(live)]
+        log.warning("slot %d's GPU was lost with its node: its expert actors go to slot %d's GPU (node %s) "
+                    "until Ray places the bundle again", slot, chosen, nodes[chosen][:12])
+        return chosen, nodes[chosen]
+
+    def summary(self) -> dict:
+        """The executor's summary plus ``placements``: each expert actor's slot, bundle and node."""
+        return {**super().summary(), "placements": self._placement_rows()}
+
+    def _placement_rows(self) -> list[dict]:
+        refs = [handle.node for *_, handle in self.placements]
+        if refs:  # a dead actor's answer is an error at once; a live one answers in milliseconds
+            ray.wait(refs, num_returns=len(refs), timeout=10)
+        rows = []
+        for name, slot, bundle, node, handle in self.placements:
+            # an actor that died (with its node) before it answered keeps its bundle's node
+            with contextlib.suppress(Exception):
+                node = ray.get(handle.node, timeout=0)
+            rows.append({"expert": name, "slot": slot, "bundle": bundle, "node": node})
+        return rows
 
     def close(self) -> None:
         super().close()
         if self.placement is not None:
             ray.util.remove_placement_group(self.placement)
             self.placement = None
+
+
+def bundle_nodes(group) -> dict[int, str]:
+    """Bundle index -> id of the node holding it ('' while a lost bundle waits to be placed again)."""
+    from ray.util.placement_group import placement_group_table
+
+    return {int(b): node or "" for b, node in placement_group_table(group)["bundles_to_node_id"].items()}
 
 
 def gpu_slots(n: int):

@@ -37,6 +37,9 @@ class FakeEngine(Engine):
         # the process exits in the middle of its first generate() of this stage ("stage:marker file"): a
         # dead actor; the marker file makes it happen once per run (to test retries on a fresh actor)
         "die_once": None,
+        # the first generate() of this stage writes the expert's name to a marker file ("stage:marker file")
+        # and goes on (delay_s): a test waiting for the file can fault the cluster mid-stage (kill a node)
+        "signal_once": None,
     }
 
     @property
@@ -66,6 +69,7 @@ class FakeEngine(Engine):
         if self.spec.name in self.options["fail_models"]:
             raise EngineError(f"fake failure of expert {self.spec.name!r}")
         self._maybe_die(requests)
+        self._maybe_signal(requests)
         time.sleep(self.options["delay_s"])
         return [self._reply(r) for r in requests]
 
@@ -80,6 +84,16 @@ class FakeEngine(Engine):
         if requests and requests[0].tag.startswith(stage + "/") and not Path(marker).exists():
             Path(marker).write_text(self.spec.name)
             os._exit(1)
+
+    def _maybe_signal(self, requests: list[GenRequest]) -> None:
+        """Write the marker file once, when ``signal_once`` names this stage (the caller acts on it)."""
+        from pathlib import Path
+
+        if not self.options["signal_once"]:
+            return
+        stage, marker = self.options["signal_once"].split(":", 1)
+        if requests and requests[0].tag.startswith(stage + "/") and not Path(marker).exists():
+            Path(marker).write_text(self.spec.name)
 
     def _reply(self, request: GenRequest) -> GenOutput:
         prompt = "\n".join(content for _, content in request.messages)
