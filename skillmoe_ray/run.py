@@ -209,5 +209,21 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m skillmoe_ray.run``: the command line checked first (one line, exit 2), then Hydra runs it.
+
+    Hydra would report an unknown key or group option in a paragraph and an unwritable run directory
+    with a traceback, both before any of our code runs (:mod:`skillmoe_ray.hydra_checks`).
+    """
+    from skillmoe_ray.hydra_checks import check_command_line
+
+    try:
+        check_command_line(sys.argv[1:], CONF_DIR)
+    except SkillMoEError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

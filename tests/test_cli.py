@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import FAKE_DEMO, REPO, run_cli
 
 
 def test_cfg_job_prints_the_gpqa_config_with_the_16_model_pool():
@@ -33,7 +33,7 @@ def _bad_rows(tmp_path):
 )
 def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
     args, expected = {
-        "unknown_group": (["pool=nope"], "Available options in 'pool'"),
+        "unknown_group": (["pool=nope"], "pool=nope: no such option in config group 'pool'; valid options: demo, fake, paper16, skill_lab"),
         "unknown_expert": (["skills.keyword_model=nope", "demo.build_models=false"], "unknown model 'nope'; models in the pool: tiny-aggregator"),
         "k_zero": (["recruit.k=0"], "recruit.k must be >= 1, got 0"),
         "missing_file": (["data=local", "data.test.path=/no/such.jsonl", "data.val.path=/no/such.jsonl", "demo.build_models=false", "pool=fake"],
@@ -56,9 +56,48 @@ def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
         extra, expected = _bad_rows(tmp_path)
         args = args + extra
     proc = run_cli(base + args, cwd=tmp_path, timeout=120)
-    assert proc.returncode == (1 if case == "unknown_group" else 2), proc.stderr[-2000:]  # 1: Hydra's own error
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("recruit.kk=3", "error: unknown config key 'recruit.kk'; closest valid keys: recruit.k"),
+    ("engine=nosuch", "error: engine=nosuch: no such option in config group 'engine'; valid options: fake, hf, openai, vllm"),
+])
+def test_hydra_level_mistakes_are_one_line_naming_the_valid_choices(override, expected, tmp_path):
+    proc = run_cli(["+experiment=demo", f"hydra.run.dir={tmp_path / 'run'}", override], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(expected) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "run").exists()
+
+
+def read_only_dir(tmp_path) -> tuple:
+    """A directory this user cannot write in, or (as root, whom permission bits do not stop) a regular file."""
+    import os
+
+    if os.geteuid() == 0:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        return blocker, f"{blocker} is not a directory"
+    blocker = tmp_path / "read-only"
+    blocker.mkdir()
+    blocker.chmod(0o555)
+    return blocker, f"cannot be written in {blocker}"
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_run_directory_that_cannot_be_written_is_one_line_naming_it(multirun, tmp_path):
+    blocker, why = read_only_dir(tmp_path)
+    target = blocker / "runs" / "demo"
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    proc = run_cli([*FAKE_DEMO, f"cache_dir={tmp_path / 'cache'}", f"{key}={target}", *(["-m"] if multirun else [])],
+                   cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith(f"error: {key}={target} ") and why in proc.stderr
+    assert f"set {key}=<a directory you can write>" in proc.stderr
+    assert not (tmp_path / "cache").exists()  # nothing ran
 
 
 def test_plan_mode_prints_the_gpqa_schedule_and_makespans_without_loading_models(tmp_path):
