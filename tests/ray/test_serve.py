@@ -220,6 +220,19 @@ def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_clu
         client(url).chat.completions.create(model="symbolic-moe", messages=USER, stream_options={"include_usage": True})
 
 
+def test_past_the_request_timeout_a_plain_request_gets_504_and_a_stream_an_error_event(ray_cluster, tmp_path, service):
+    import openai
+
+    url = deploy(tmp_path, ["serve.request_timeout_s=1", "engine.options.delay_s=1.5"], fake=True)
+    status, body, _ = post(url, ask(QUESTION))
+    assert status == 504 and "no answer within 1 s" in body["error"]["message"]
+    stream = client(url).chat.completions.create(model="symbolic-moe", messages=USER, stream=True)
+    with pytest.raises(openai.APIError, match="no answer within 1 s"):
+        list(stream)
+    stats = get(url, "/v1/stats")
+    assert stats["timeouts"] == 2 and stats["queue_depth"] == 0
+
+
 def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(ray_cluster, tmp_path, service):
     deploy(tmp_path, [], fake=True)  # healthy preparation fills the cache
     url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]"], fake=True)
