@@ -1,30 +1,44 @@
 """Ray Serve application: skill-routed answers over an OpenAI-compatible HTTP API.
 
-Thin on purpose: request validation and response shapes live in ``skillmoe_ray.openai_api``,
-micro-batching in ``skillmoe_ray.batching``, answering in ``skillmoe_ray.online``. This module
-maps them to HTTP (400 bad request, 502 expert failure, 503 queue full with Retry-After, 504 timeout)
-and wires them to Ray: the replica owns a PlacementScheduler whose ExpertActors hold the engines.
+Two deployments, so that Serve's own back-pressure bounds the work:
 
-Two ways to start it: ``python -m skillmoe_ray.run mode=serve +experiment=demo`` and
-``serve run jobs/serve_config.yaml`` (which calls :func:`build_app`).
+- :class:`SkillMoEAnswerer` owns a PlacementScheduler (whose ExpertActors hold the engines), the
+  micro-batcher and the OnlineRouter. Serve sends it at most ``serve.max_ongoing_requests`` requests
+  at a time and queues at most ``serve.max_queued_requests`` more; beyond that Serve rejects a call
+  with ``BackPressureError``. Its queue and ongoing requests are what Serve's metrics and autoscaling see.
+- :class:`SkillMoEService` is the HTTP ingress: it validates requests (400), hands them to the
+  answerer, and maps what comes back to HTTP: 503 with Retry-After when Serve rejected the call,
+  502 when experts failed, 504 past ``serve.request_timeout_s`` (the call is then cancelled in
+  Serve), and a JSON reply or an SSE stream (``skillmoe_ray.streaming``). It keeps the /v1/stats
+  counters, so rejected requests are counted although they never reach the answerer.
+
+Request validation and response shapes live in ``skillmoe_ray.openai_api``, micro-batching in
+``skillmoe_ray.batching``, answering in ``skillmoe_ray.online``. Two ways to start it:
+``python -m skillmoe_ray.run mode=serve +experiment=demo`` and ``serve run jobs/serve_config.yaml``
+(which calls :func:`build_app`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
 
 from actors.placement import PlacementScheduler
-from skillmoe_ray.batching import MicroBatcher, QueueFull
+from skillmoe_ray import streaming
+from skillmoe_ray.batching import MicroBatcher
 from skillmoe_ray.config import RunConfig
-from skillmoe_ray.online import OnlineRouter
+from skillmoe_ray.online import OnlineRouter, Outcome
 from skillmoe_ray.openai_api import (
     BadRequest,
+    Job,
     completion_response,
     error_body,
     models_response,
@@ -36,15 +50,26 @@ from skillmoe_ray.skills import load_embedder
 log = logging.getLogger(__name__)
 app = FastAPI(title="skillmoe-ray", description="Skill-routed answers from a pool of expert LLMs")
 
+# Seconds a request may wait for Serve to hand it to the answerer before its stream starts anyway
+# (a rejection comes at once; a wait this long means it is queued, not refused).
+ADMISSION_S = 1.0
+# Seconds between keep-alive comments of a stream while the experts work.
+KEEPALIVE_S = 15.0
+# Seconds /v1/stats and /healthz wait for the answerer before using what they know (it may be busy).
+PROBE_S = 2.0
+# Requests the ingress takes beyond what the answerer can hold: /healthz, /v1/stats, 400s, rejections.
+INGRESS_HEADROOM = 64
+KINDS = {502: "upstream_error", 503: "overloaded", 504: "timeout"}
+ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch")
 
-def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, kind, status), status_code=status, headers=headers)
+
+def _error(status: int, message: str, kind: str, headers: dict | None = None, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, kind, status, param), status_code=status, headers=headers)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000, health_check_period_s=10)
-@serve.ingress(app)
-class SkillMoEService:
-    """One replica: validation, a bounded micro-batch queue, and an OnlineRouter over Ray experts."""
+@serve.deployment(ray_actor_options={"num_cpus": 0}, health_check_period_s=10)
+class SkillMoEAnswerer:
+    """One answering replica: a micro-batch queue and an OnlineRouter over Ray experts."""
 
     def __init__(self, cfg: RunConfig, preparation: dict):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -53,10 +78,102 @@ class SkillMoEService:
         pipe = Pipeline(cfg, self.scheduler)
         pipe.tolerate_failures = True
         self.router = OnlineRouter(pipe, preparation, load_embedder(cfg.skills.embedding_model))
-        s = cfg.serve
-        self.batcher = MicroBatcher(self.router.answer, s.window_ms / 1000, s.max_batch, s.max_queue)
-        self.counts: Counter[str] = Counter()
+        self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch)
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
+
+    async def answer(self, job: Job):
+        """Streamed to the ingress: None once the request is here (Serve admitted it), then (outcome, stats)."""
+        yield None
+        try:
+            outcome = await self.batcher.submit(job)
+        except Exception as exc:  # the whole batch failed; this request's answer is lost, the service is not
+            outcome = Outcome(502, error=f"answering failed: {exc}")
+        self.failure_streak = 0 if outcome.status == 200 else self.failure_streak + 1
+        yield outcome, await self.stats()
+
+    async def stats(self) -> dict:
+        b = self.batcher.stats
+        return {
+            "engine_generate_calls": self.scheduler.generate_calls,
+            "activations": sum(self.scheduler.activations.values()),
+            "batches": b.batches,
+            "largest_batch": b.largest_batch,
+            "retry_after_s": self.batcher.retry_after(),
+            "resident_experts": self.scheduler.resident_experts(),
+        }
+
+    async def health(self) -> dict:
+        return {"unhealthy": self._unhealthy()}
+
+    def _unhealthy(self) -> str | None:
+        """Why this replica cannot serve, or None."""
+        if not self.batcher.alive():
+            return "the batching loop stopped"
+        limit = self.cfg.serve.unhealthy_after
+        if limit and self.failure_streak >= limit:
+            return f"the last {self.failure_streak} requests all failed upstream"
+        return None
+
+    def check_health(self) -> None:
+        """Serve's health check: a dead batching loop, or requests that all fail, make the replica unhealthy
+        (and restarted)."""
+        why = self._unhealthy()
+        if why:
+            raise RuntimeError(why)
+
+
+class PendingAnswer:
+    """One request handed to the answerer: Serve admits it (or rejects it at once), then its outcome comes."""
+
+    def __init__(self, answerer: DeploymentHandle, job: Job, timeout_s: float):
+        self.events = answerer.options(stream=True).answer.remote(job)
+        self.admission = asyncio.ensure_future(self.events.__anext__())
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+
+    async def refused(self) -> Outcome | None:
+        """The outcome of a request Serve would not take (503, or 502 without an answerer); None otherwise."""
+        done, _ = await asyncio.wait({self.admission}, timeout=ADMISSION_S)
+        return self._failed(self.admission.exception()) if done and self.admission.exception() else None
+
+    async def outcome(self) -> tuple[Outcome, dict | None]:
+        """(outcome, the answerer's stats then) within the request's time limit."""
+        try:
+            return await asyncio.wait_for(self._receive(), max(0.0, self.deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self.cancel()
+            return Outcome(504, error=f"no answer within {self.timeout_s:g} s"), None
+        except Exception as exc:
+            return self._failed(exc), None
+
+    async def _receive(self) -> tuple[Outcome, dict]:
+        await self.admission
+        return await self.events.__anext__()
+
+    def cancel(self) -> None:
+        """Stop waiting; Serve cancels the call at the answerer (best effort)."""
+        self.admission.cancel()
+        self.events.cancel()
+
+    @staticmethod
+    def _failed(exc: BaseException) -> Outcome:
+        if isinstance(exc, BackPressureError):
+            return Outcome(503, error=f"server busy: {exc.message}")
+        return Outcome(502, error=f"answering failed: {exc}")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class SkillMoEService:
+    """The HTTP ingress: validation, replies (JSON or SSE), the 400/502/503/504 mapping and the counters."""
+
+    def __init__(self, cfg: RunConfig, answerer: DeploymentHandle):
+        self.cfg = cfg
+        self.answerer = answerer
+        self.counts: Counter[str] = Counter()
+        self.failure_streak = 0  # requests in a row that failed upstream, as /healthz reports them
+        self.in_flight = 0  # requests handed to the answerer and not answered yet (queued in Serve or batched)
+        self.answerer_stats: dict = {}  # the answerer's latest stats, for when it is too busy to ask
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, refusing (BadRequest) anything over the limit before reading it all."""
@@ -72,70 +189,123 @@ class SkillMoEService:
         return body
 
     @app.post("/v1/chat/completions")
-    async def chat(self, request: Request) -> JSONResponse:
+    async def chat(self, request: Request):
         self.counts["requests"] += 1
         try:
             job = parse_request(await self._read_body(request), self.cfg.serve.max_body_bytes, self.cfg.recruit.k)
         except BadRequest as exc:
             self.counts["bad_requests"] += 1
-            return _error(400, str(exc), "invalid_request_error")
-        try:
-            outcome = await asyncio.wait_for(self.batcher.submit(job), self.cfg.serve.request_timeout_s)
-        except QueueFull as exc:
-            self.counts["rejected"] += 1
-            return _error(503, str(exc), "overloaded", {"Retry-After": str(exc.retry_after_s)})
-        except asyncio.TimeoutError:
-            self.counts["timeouts"] += 1
-            return _error(504, f"no answer within {self.cfg.serve.request_timeout_s} s", "timeout")
-        except Exception as exc:  # the whole batch failed; this request's answer is lost, the service is not
-            self.counts["failed"] += 1
-            self.failure_streak += 1
-            return _error(502, f"answering failed: {exc}", "upstream_error")
+            return _error(400, str(exc), "invalid_request_error", param=exc.param)
+        pending = PendingAnswer(self.answerer, job, self.cfg.serve.request_timeout_s)
+        self.in_flight += 1
+        refused = await pending.refused()
+        if refused:
+            self.in_flight -= 1
+            return self._failure(self._count(refused))
+        if job.stream:
+            return StreamingResponse(self._stream(job, pending), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        outcome = await self._settle(pending)
         if outcome.status != 200:
-            self.counts["failed"] += 1
-            self.failure_streak += 1
-            return _error(outcome.status, outcome.error or "expert failure", "upstream_error")
-        self.counts["completed"] += 1
-        self.failure_streak = 0
+            return self._failure(outcome)
         return JSONResponse(completion_response(job, outcome.content, outcome.finish_reason, outcome.usage, outcome.skillmoe))
+
+    async def _settle(self, pending: PendingAnswer) -> Outcome:
+        """The request's outcome, counted."""
+        try:
+            outcome, stats = await pending.outcome()
+        finally:
+            self.in_flight -= 1
+        if stats:
+            self.answerer_stats = stats
+        return self._count(outcome)
+
+    async def _stream(self, job: Job, pending: PendingAnswer):
+        """The SSE reply: the role chunk at once, keep-alives while the experts work, then the answer."""
+        created = int(time.time())
+        settled = asyncio.ensure_future(self._settle(pending))
+        try:
+            yield streaming.role_event(job, created)
+            while not (await asyncio.wait({settled}, timeout=KEEPALIVE_S))[0]:
+                yield streaming.KEEPALIVE
+            o = settled.result()
+            events = (streaming.reply_events(job, created, o.content, o.finish_reason, o.usage, o.skillmoe)
+                      if o.status == 200 else streaming.error_events(self._message(o), KINDS[o.status], o.status))
+            for event in events:
+                yield event
+        finally:  # the client went away: stop the work it asked for
+            if not settled.done():
+                settled.cancel()
+                pending.cancel()
+
+    def _count(self, outcome: Outcome) -> Outcome:
+        key = {200: "completed", 503: "rejected", 504: "timeouts"}.get(outcome.status, "failed")
+        self.counts[key] += 1
+        if key in ("completed", "failed"):
+            self.failure_streak = 0 if key == "completed" else self.failure_streak + 1
+        return outcome
+
+    def _retry_after_s(self) -> int:
+        return max(1, round(self.answerer_stats.get("retry_after_s", 1)))
+
+    def _message(self, outcome: Outcome) -> str:
+        if outcome.status == 503:
+            return f"{outcome.error}; retry in {self._retry_after_s()} s"
+        return outcome.error or "expert failure"
+
+    def _failure(self, outcome: Outcome) -> JSONResponse:
+        headers = {"Retry-After": str(self._retry_after_s())} if outcome.status == 503 else None
+        return _error(outcome.status, self._message(outcome), KINDS.get(outcome.status, "upstream_error"), headers)
 
     @app.get("/v1/models")
     async def models(self) -> dict:
         return models_response(self.cfg.recruit.k)
 
-    def _unhealthy(self) -> str | None:
-        """Why this replica cannot serve, or None."""
-        if not self.batcher.alive():
-            return "the batching loop stopped"
-        limit = self.cfg.serve.unhealthy_after
-        if limit and self.failure_streak >= limit:
-            return f"the last {self.failure_streak} requests all failed upstream"
-        return None
+    async def _probe(self, method: str) -> tuple[bool, object]:
+        """(answered, reply) of a quick call to the answerer; (False, None) when it is too busy to answer in time."""
+        response = getattr(self.answerer, method).remote()
+        task = asyncio.ensure_future(response)
+        done, _ = await asyncio.wait({task}, timeout=PROBE_S)
+        if not done:
+            response.cancel()
+            return False, None
+        if task.exception():
+            if isinstance(task.exception(), BackPressureError):
+                return False, None
+            return True, task.exception()
+        return True, task.result()
 
     @app.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        why = self._unhealthy()
+        """ok unless requests keep failing or the answerer reports itself broken (busy is healthy)."""
+        limit = self.cfg.serve.unhealthy_after
+        why = f"the last {self.failure_streak} requests all failed upstream" if limit and self.failure_streak >= limit else None
+        answered, reply = (False, None) if why else await self._probe("health")
+        if answered:
+            why = f"the answerer does not answer: {reply}" if isinstance(reply, BaseException) else reply["unhealthy"]
         return _error(503, why, "unhealthy") if why else JSONResponse({"status": "ok"})
 
     @app.get("/v1/stats")
     async def stats(self) -> dict:
-        b = self.batcher.stats
+        answered, reply = await self._probe("stats")
+        if answered and isinstance(reply, dict):
+            self.answerer_stats = reply
+        b = self.answerer_stats
         return {
             **{k: self.counts.get(k, 0) for k in ("requests", "completed", "failed", "bad_requests", "rejected", "timeouts")},
-            "engine_generate_calls": self.scheduler.generate_calls,
-            "activations": sum(self.scheduler.activations.values()),
-            "queue_depth": self.batcher.depth,
-            "batches": b.batches,
-            "largest_batch": b.largest_batch,
-            "resident_experts": self.scheduler.resident_experts(),
+            **{k: b.get(k, 0) for k in ANSWERER_STATS},
+            "queue_depth": self.in_flight,
+            "resident_experts": b.get("resident_experts", []),
         }
 
-    def check_health(self) -> None:
-        """Serve's health check: a dead batching loop, or requests that all fail, make the replica unhealthy
-        (and restarted)."""
-        why = self._unhealthy()
-        if why:
-            raise RuntimeError(why)
+
+def application(cfg: RunConfig, preparation: dict) -> serve.Application:
+    """The ingress over the answerer, with Serve's back-pressure bounds from cfg.serve."""
+    s = cfg.serve
+    answerer = SkillMoEAnswerer.options(max_ongoing_requests=s.max_ongoing_requests,
+                                        max_queued_requests=s.max_queued_requests).bind(cfg, preparation)
+    ingress_limit = s.max_ongoing_requests + s.max_queued_requests + INGRESS_HEADROOM
+    return SkillMoEService.options(max_ongoing_requests=ingress_limit).bind(cfg, answerer)
 
 
 def build_app(args: dict) -> serve.Application:
@@ -143,7 +313,7 @@ def build_app(args: dict) -> serve.Application:
     from skillmoe_ray.run import prepare_service
 
     cfg, preparation = prepare_service(list(args.get("overrides", [])))
-    return SkillMoEService.bind(cfg, preparation)
+    return application(cfg, preparation)
 
 
 def deploy(cfg: RunConfig, preparation: dict, blocking: bool = True) -> None:
@@ -152,7 +322,7 @@ def deploy(cfg: RunConfig, preparation: dict, blocking: bool = True) -> None:
     import threading
 
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    serve.run(SkillMoEService.bind(cfg, preparation), name="skillmoe", route_prefix="/")
+    serve.run(application(cfg, preparation), name="skillmoe", route_prefix="/")
     print(f"skillmoe-ray is serving on http://{cfg.serve.host}:{cfg.serve.port} "
           "(POST /v1/chat/completions, GET /v1/models /v1/stats /healthz); Ctrl-C stops it", flush=True)
     if not blocking:

@@ -1,11 +1,11 @@
-"""Online micro-batching with a bounded queue: the batch-mode idea applied to a stream of requests.
+"""Online micro-batching: the batch-mode idea applied to a stream of requests.
 
 Requests that arrive within ``window_s`` of each other are processed together (at most
 ``max_batch``), so the router can group their work by expert and each expert serves them in one
-engine call. The queue is bounded: past ``max_queue`` waiting requests, :meth:`MicroBatcher.submit`
-raises :class:`QueueFull` at once (the HTTP layer answers 503 with Retry-After) instead of letting
-memory grow. One batch is processed at a time, in a worker thread, so the event loop stays free to
-accept (or reject) requests while engines generate.
+engine call. One batch is processed at a time, in a worker thread, so the event loop stays free to
+accept requests while engines generate. The queue has no bound of its own: Ray Serve bounds what
+reaches it (``max_ongoing_requests`` per replica, ``max_queued_requests`` waiting in Serve, beyond
+which Serve rejects a request and the service answers 503 with Retry-After).
 """
 
 from __future__ import annotations
@@ -20,20 +20,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
-    """The bounded request queue is full; retry after ``retry_after_s`` seconds."""
-
-    def __init__(self, depth: int, retry_after_s: int):
-        super().__init__(f"server busy: {depth} requests waiting; retry in {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
 @dataclass
 class BatcherStats:
     """Counters exposed by /v1/stats."""
 
     submitted: int = 0
-    rejected: int = 0
     batches: int = 0
     largest_batch: int = 0
     busy_seconds: float = 0.0
@@ -49,12 +40,10 @@ class MicroBatcher:
         process: Callable[[Sequence[Any]], Sequence[Any]],
         window_s: float = 0.05,
         max_batch: int = 64,
-        max_queue: int = 256,
     ):
         self.process = process
         self.window_s = window_s
         self.max_batch = max_batch
-        self.max_queue = max_queue
         self.pending: list[tuple[Any, asyncio.Future]] = []
         self.in_flight = 0
         self.stats = BatcherStats()
@@ -71,11 +60,8 @@ class MicroBatcher:
         return max(1, round(self.stats.last_batch_seconds or 1.0))
 
     async def submit(self, item: Any) -> Any:
-        """Queue ``item`` and wait for its result; raises QueueFull when the queue is at its bound."""
+        """Queue ``item`` and wait for its result (or the exception that failed its batch)."""
         self._ensure_loop()
-        if len(self.pending) >= self.max_queue:
-            self.stats.rejected += 1
-            raise QueueFull(self.depth, self.retry_after())
         future = asyncio.get_running_loop().create_future()
         self.pending.append((item, future))
         self.stats.submitted += 1

@@ -221,13 +221,14 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """The HTTP service: address, micro-batching window, bounds and timeouts."""
+    """The HTTP service: address, micro-batching window, Serve's back-pressure bounds and timeouts."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     window_ms: float = 50.0
     max_batch: int = 64
-    max_queue: int = 256
+    max_ongoing_requests: int = 128
+    max_queued_requests: int = 256
     request_timeout_s: float = 600.0
     max_body_bytes: int = 1_000_000
     unhealthy_after: int = 20

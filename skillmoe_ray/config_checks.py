@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from skillmoe_ray.errors import ConfigError
 
 if TYPE_CHECKING:
-    from skillmoe_ray.config import RunConfig
+    from skillmoe_ray.config import RunConfig, ServeConfig
 
 MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
@@ -57,8 +57,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"
         )
-    if cfg.serve.max_queue < 1 or cfg.serve.max_batch < 1 or not 0 < cfg.serve.port < 65536:
-        raise ConfigError("serve.max_queue and serve.max_batch must be >= 1 and serve.port in 1..65535")
+    _check_serve(cfg.serve)
     if cfg.resources.gpus < 1:
         raise ConfigError(f"resources.gpus must be >= 1, got {cfg.resources.gpus}")
     if cfg.resources.gpu_memory_gb is not None and cfg.resources.gpu_memory_gb <= 0:
@@ -113,3 +112,16 @@ def validate_steering(cfg: RunConfig) -> None:
     if st.alpha < 0 or st.experts_per_layer < 1 or not 0 <= st.count_weight <= 1:
         raise ConfigError(f"steering: alpha must be >= 0, experts_per_layer >= 1 and count_weight in [0, 1]; got "
                           f"{st.alpha}, {st.experts_per_layer}, {st.count_weight}")
+
+
+def _check_serve(serve: ServeConfig) -> None:
+    """The service's bounds: Serve's back-pressure limits, the batch size, the port, the timeout."""
+    counts = {"max_batch": serve.max_batch, "max_ongoing_requests": serve.max_ongoing_requests,
+              "max_queued_requests": serve.max_queued_requests}
+    for name, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"serve.{name} must be >= 1, got {value}")
+    if not 0 < serve.port < 65536:
+        raise ConfigError(f"serve.port must be in 1..65535, got {serve.port}")
+    if serve.request_timeout_s <= 0:
+        raise ConfigError(f"serve.request_timeout_s must be > 0, got {serve.request_timeout_s}")

@@ -4,7 +4,9 @@ Each request becomes an Instance (its id a hash of the question, so a repeated q
 generation cache). The keyword model annotates every question of the batch in one call; keywords map
 onto the validation vocabulary; each request is recruited for by its method; then the requests'
 method plans run through :class:`PlanRunner`, which groups every phase by expert, so each expert
-serves the whole batch in one engine call. Route-only requests stop after recruitment.
+serves the whole batch in one engine call. Route-only requests stop after recruitment. A request's
+own sampling (temperature, max_tokens, seed) gives its method a plan of its own, whose reply (the
+aggregation) is generated with that sampling; the experts' answers stay shared.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from skillmoe_ray.aggregate import extract_answer
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
@@ -24,7 +26,7 @@ from skillmoe_ray.seeding import derive_seed, stable_hash
 from skillmoe_ray.skills import Embedder, map_instance_skills, map_keywords, parse_keywords, vote_keywords
 from skillmoe_ray.stages import skill_requests
 from skillmoe_ray.steering import query_domains, steerer
-from skillmoe_ray.testtime import PlanRun, PlanRunner
+from skillmoe_ray.testtime import PlanRun, PlanRunner, ReplySampling
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +87,12 @@ class OnlineRouter:
         return Recruitment(iid, tuple(skills), draw_experts(probs, k, rng), probs)
 
     def _plans(self, jobs: Sequence[Job], instances: dict[str, Instance], recruits: dict) -> dict[tuple, object]:
-        """One plan per (method, k) over the jobs that asked for it."""
+        """One plan per (method, k, the request's own sampling) over the jobs that asked for it."""
         plans = {}
         by_id = {inst.id: inst for inst in instances.values()}
-        for method, k in dict.fromkeys((j.method, j.k) for j in jobs):
-            ids = list(dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k) == (method, k)))
+        for key in dict.fromkeys((j.method, j.k, j.sampling) for j in jobs):
+            method, k, sampling = key
+            ids = list(dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k, j.sampling) == key))
             ctx = MethodContext(
                 test=[by_id[i] for i in ids], experts=self.experts,
                 recruitments={i: recruits[(i, k)] for i in ids}, aggregator=self.prep["aggregator"],
@@ -98,8 +101,8 @@ class OnlineRouter:
                 moa_aggregator=self.cfg.compare.moa.aggregator, self_model=self.cfg.compare.self_model,
             )
             plan = next(p for p in build_plans([method], ctx) if p.name == method)
-            plan.name = f"{method}/k{k}"
-            plans[(method, k)] = plan
+            plan.name = f"{method}/k{k}" + ("" if sampling == ReplySampling() else f"/{stable_hash(asdict(sampling), 12)}")
+            plans[key] = plan
         return plans
 
     # -- a batch --------------------------------------------------------------------------------
@@ -116,7 +119,8 @@ class OnlineRouter:
                     for j in jobs for inst in [instances[j.request_id]]}
         answering = [j for j in jobs if not j.route_only]
         plans = self._plans(answering, instances, recruits)
-        runner = PlanRunner(self.cfg, unique, self.pipe._timed_generate, steer=self._steer(mapped))
+        runner = PlanRunner(self.cfg, unique, self.pipe._timed_generate, steer=self._steer(mapped),
+                            reply={plan.name: key[2] for key, plan in plans.items() if key[2] != ReplySampling()})
         runs = {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
         return [self._outcome(j, instances[j.request_id], skills, mapped, recruits, runner, runs) for j in jobs]
 
@@ -135,7 +139,7 @@ class OnlineRouter:
             details.update(experts=list(rec.experts), aggregator=self.prep["aggregator"],
                            predicted_cost=self._predicted_cost(rec.experts))
             return Outcome(200, content="", finish_reason="route_only", skillmoe=details)
-        run: PlanRun = runs[(job.method, job.k)]
+        run: PlanRun = runs[(job.method, job.k, job.sampling)]
         keys = [key for _, key in run.first_round.get(inst.id, [])]
         final_key = run.final_keys.get(inst.id)
         records = [runner.records[k] for k in keys + ([final_key] if final_key else [])]

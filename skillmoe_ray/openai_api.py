@@ -8,6 +8,13 @@ The ``model`` field selects the routing method: ``symbolic-moe`` (recruit.k expe
 ``self-consistency``, ``task-level``, ``random``, ``moa``, ``self-moa``). An optional ``skillmoe``
 object carries ``route_only`` (skills, recruited experts and cost estimate, no answer generation),
 ``choices`` (options of a multiple-choice question) and ``answer_type`` (auto, choice, math).
+
+Request fields of the OpenAI spec are honoured (``temperature``, ``top_p``, ``max_tokens`` /
+``max_completion_tokens`` and ``seed`` set the sampling of the generation that writes the reply;
+``stream`` and ``stream_options.include_usage`` the shape of the reply), ignored where they cannot
+change the answer (``user``, ``metadata``, ...), or refused with a 400 naming the field where the
+service cannot do what they ask (``n`` > 1, ``tools``, ``logprobs``, ``response_format`` other than
+text, ...). A field outside the spec is refused, as OpenAI's API does.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 
 from skillmoe_ray.errors import SkillMoEError
+from skillmoe_ray.testtime import ReplySampling
 
 BASELINES = {
     "majority-vote": "majority_vote",
@@ -33,8 +41,39 @@ MAX_K = 8
 _K_MODEL = re.compile(r"^symbolic-moe-k(\d+)$")
 
 
+# Spec fields that cannot change the answer: accepted and ignored.
+IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
+                     "parallel_tool_calls"})
+# Spec fields the service cannot honour -> (the values that ask for nothing, why they are refused).
+REFUSED: dict[str, tuple[tuple, str]] = {
+    "tools": ((None, []), "tool calls are not supported"),
+    "tool_choice": ((None, "none"), "tool calls are not supported"),
+    "functions": ((None, []), "function calls are not supported"),
+    "function_call": ((None, "none"), "function calls are not supported"),
+    "logprobs": ((None, False), "log probabilities are not returned"),
+    "top_logprobs": ((None, 0), "log probabilities are not returned"),
+    "response_format": ((None, {"type": "text"}), "only text replies are supported"),
+    "stop": ((None, "", []), "stop sequences are not supported"),
+    "frequency_penalty": ((None, 0), "penalties are not supported"),
+    "presence_penalty": ((None, 0), "penalties are not supported"),
+    "logit_bias": ((None, {}), "logit biases are not supported"),
+    "modalities": ((None, ["text"]), "only text replies are supported"),
+    "audio": ((None,), "audio replies are not supported"),
+    "prediction": ((None,), "predicted outputs are not supported"),
+    "web_search_options": ((None,), "web search is not supported"),
+    "reasoning_effort": ((None,), "the experts' reasoning effort is not set per request"),
+    "verbosity": ((None,), "the reply's verbosity is not set per request"),
+}
+HONOURED = ("model", "messages", "skillmoe", "stream", "stream_options", "n", "temperature", "top_p",
+            "max_tokens", "max_completion_tokens", "seed")
+
+
 class BadRequest(SkillMoEError):
-    """A request the service cannot accept (HTTP 400); the message says what is wrong."""
+    """A request the service cannot accept (HTTP 400); the message says what is wrong, ``param`` which field."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -49,6 +88,9 @@ class Job:
     choices: tuple[str, ...] | None = None
     answer_type: str = "auto"
     route_only: bool = False
+    sampling: ReplySampling = ReplySampling()
+    stream: bool = False
+    include_usage: bool = False
 
 
 def model_names(default_k: int) -> list[str]:
@@ -65,24 +107,24 @@ def resolve_model(name: str, default_k: int) -> tuple[str, int]:
         return "symbolic_moe", int(match.group(1))
     if name in BASELINES:
         return BASELINES[name], default_k
-    raise BadRequest(f"unknown model {name!r}; valid models: {', '.join(model_names(default_k))} (see GET /v1/models)")
+    raise BadRequest(f"unknown model {name!r}; valid models: {', '.join(model_names(default_k))} (see GET /v1/models)", "model")
 
 
 def _question(messages: object) -> str:
     """The last user message's text; BadRequest when messages are missing or malformed."""
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required: a non-empty list of {\"role\": ..., \"content\": ...} objects")
+        raise BadRequest("'messages' is required: a non-empty list of {\"role\": ..., \"content\": ...} objects", "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise BadRequest(f"messages[{i}] must be an object with 'role' and 'content'")
+            raise BadRequest(f"messages[{i}] must be an object with 'role' and 'content'", "messages")
     users = [m for m in messages if m["role"] == "user"]
     if not users:
-        raise BadRequest("'messages' has no user message: the question is the last message with role 'user'")
+        raise BadRequest("'messages' has no user message: the question is the last message with role 'user'", "messages")
     content = users[-1]["content"]
     if isinstance(content, list):  # OpenAI content parts
         content = "".join(_text_part(part, i) for i, part in enumerate(content))
     if not isinstance(content, str) or not content.strip():
-        raise BadRequest("the question (the last user message) is empty")
+        raise BadRequest("the question (the last user message) is empty", "messages")
     return content.strip()
 
 
@@ -90,7 +132,7 @@ def _text_part(part: object, index: int) -> str:
     """The text of one OpenAI content part; only text parts are understood."""
     if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
         raise BadRequest(f"content part {index} of the last user message must be {{\"type\": \"text\", \"text\": "
-                         "a string}; only text parts are supported")
+                         "a string}; only text parts are supported", "messages")
     return part["text"]
 
 
@@ -98,18 +140,75 @@ def _options(raw: object) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise BadRequest("'skillmoe' must be an object, e.g. {\"route_only\": true}")
+        raise BadRequest("'skillmoe' must be an object, e.g. {\"route_only\": true}", "skillmoe")
     unknown = sorted(set(raw) - {"route_only", "choices", "answer_type"})
     if unknown:
-        raise BadRequest(f"unknown skillmoe option {unknown[0]!r}; valid: answer_type, choices, route_only")
+        raise BadRequest(f"unknown skillmoe option {unknown[0]!r}; valid: answer_type, choices, route_only", "skillmoe")
     choices = raw.get("choices")
     if choices is not None and (not isinstance(choices, list) or not 2 <= len(choices) <= 10):
-        raise BadRequest("skillmoe.choices must be a list of 2 to 10 option strings")
+        raise BadRequest("skillmoe.choices must be a list of 2 to 10 option strings", "skillmoe")
     if raw.get("answer_type", "auto") not in ("auto", "choice", "math"):
-        raise BadRequest("skillmoe.answer_type must be auto, choice or math")
+        raise BadRequest("skillmoe.answer_type must be auto, choice or math", "skillmoe")
     if not isinstance(raw.get("route_only", False), bool):
-        raise BadRequest(f"skillmoe.route_only must be true or false, got {raw['route_only']!r}")
+        raise BadRequest(f"skillmoe.route_only must be true or false, got {raw['route_only']!r}", "skillmoe")
     return raw
+
+
+def _number(data: dict, name: str, low: float, high: float, low_open: bool = False) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            (low < value if low_open else low <= value) and value <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise BadRequest(f"'{name}' must be a number in {interval}, got {value!r}", name)
+    return float(value)
+
+
+def _integer(data: dict, name: str, low: int | None = None) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        raise BadRequest(f"'{name}' must be an integer{f' >= {low}' if low is not None else ''}, got {value!r}", name)
+    return value
+
+
+def _check_fields(data: dict) -> None:
+    """Refuse (BadRequest naming the field) what the service cannot honour; spec fields it ignores pass."""
+    for name in data:
+        if name in REFUSED and data[name] not in REFUSED[name][0]:
+            raise BadRequest(f"unsupported field {name!r}: {REFUSED[name][1]} (leave it out)", name)
+        if name not in REFUSED and name not in IGNORED and name not in HONOURED:
+            raise BadRequest(f"unrecognized request field {name!r}; supported: {', '.join(HONOURED)}", name)
+    if _integer(data, "n", 1) not in (None, 1):
+        raise BadRequest(f"unsupported field 'n': one choice per request (n must be 1), got {data['n']!r}", "n")
+
+
+def _sampling(data: dict) -> ReplySampling:
+    """The request's own sampling of its reply: temperature, top_p, max_(completion_)tokens, seed."""
+    tokens, completion = _integer(data, "max_tokens", 1), _integer(data, "max_completion_tokens", 1)
+    if tokens is not None and completion is not None and tokens != completion:
+        raise BadRequest("'max_tokens' and 'max_completion_tokens' differ; give one of them", "max_completion_tokens")
+    return ReplySampling(temperature=_number(data, "temperature", 0, 2), top_p=_number(data, "top_p", 0, 1, True),
+                         max_tokens=completion or tokens, seed=_integer(data, "seed"))
+
+
+def _streaming(data: dict) -> tuple[bool, bool]:
+    """(stream, include_usage) from ``stream`` and ``stream_options``."""
+    stream, options = data.get("stream") or False, data.get("stream_options")
+    if not isinstance(stream, bool):
+        raise BadRequest(f"'stream' must be true or false, got {stream!r}", "stream")
+    if options is None:
+        return stream, False
+    if not stream:
+        raise BadRequest("'stream_options' is only allowed when 'stream' is true", "stream_options")
+    if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
+        raise BadRequest("'stream_options' must be an object with 'include_usage' (true or false)", "stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise BadRequest(f"stream_options.include_usage must be true or false, got {include!r}", "stream_options")
+    return stream, include
 
 
 def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
@@ -124,10 +223,12 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
         raise BadRequest("request body is nested too deeply to be a chat request") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
+    _check_fields(data)
     question = _question(data.get("messages"))
+    stream, include_usage = _streaming(data)
     model = data.get("model") or "symbolic-moe"
     if not isinstance(model, str):
-        raise BadRequest("'model' must be a string")
+        raise BadRequest("'model' must be a string", "model")
     method, k = resolve_model(model, default_k)
     options = _options(data.get("skillmoe"))
     choices = options.get("choices")
@@ -140,6 +241,9 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
         choices=tuple(str(c) for c in choices) if choices else None,
         answer_type=options.get("answer_type", "auto"),
         route_only=options.get("route_only", False),
+        sampling=_sampling(data),
+        stream=stream,
+        include_usage=include_usage,
     )
 
 
@@ -151,13 +255,15 @@ def completion_response(job: Job, content: str, finish_reason: str, usage: dict,
         "created": int(time.time()),
         "model": job.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": usage.get("prompt_tokens", 0),
-            "completion_tokens": usage.get("completion_tokens", 0),
-            "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-        },
+        "usage": usage_body(usage),
         "skillmoe": skillmoe,
     }
+
+
+def usage_body(usage: dict) -> dict:
+    """OpenAI's usage object: every engine call the reply took (keyword model, experts, aggregator)."""
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def models_response(default_k: int) -> dict:
@@ -165,6 +271,6 @@ def models_response(default_k: int) -> dict:
     return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "skillmoe-ray"} for m in model_names(default_k)]}
 
 
-def error_body(message: str, kind: str, code: int) -> dict:
-    """OpenAI's error shape."""
-    return {"error": {"message": message, "type": kind, "code": code}}
+def error_body(message: str, kind: str, code: int, param: str | None = None) -> dict:
+    """OpenAI's error shape; ``param`` names the request field at fault."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -23,6 +23,32 @@ from skillmoe_ray.stages import aggregation_request, answer_request
 Generate = Callable[..., list[dict]]
 
 
+@dataclass(frozen=True)
+class ReplySampling:
+    """One request's own sampling of the generation that writes its reply: the aggregator's, or the
+    answers' for a method without one (an online request's ``temperature``, ``max_tokens``, ``seed``).
+
+    None keeps the configured value; ``max_tokens`` never exceeds the model's own budget; ``seed``
+    replaces the run's seed in the derivation of that generation's seeds.
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+    def over(self, gen: GenerationConfig) -> GenerationConfig:
+        """``gen`` with this request's values in place of the configured ones."""
+        return GenerationConfig(
+            temperature=gen.temperature if self.temperature is None else self.temperature,
+            top_p=gen.top_p if self.top_p is None else self.top_p,
+            max_tokens=self.max_tokens or gen.max_tokens,
+        )
+
+    def seed_over(self, seed: int) -> int:
+        return seed if self.seed is None else self.seed
+
+
 @dataclass
 class PlanRun:
     """What one method produced: final answers, and every request it needed (for its cost)."""
@@ -46,11 +72,13 @@ class PlanRunner:
     which experts any later phase needs and the others are unloaded rather than put to sleep.
     Online serving leaves it False: the next request batch may need any expert.
     ``steer``: (expert, instance id) -> the DSMoE steering of that expert's answers (None: none).
+    ``reply``: plan name -> the requests' own sampling of that plan's replies (online serving).
     """
 
     def __init__(self, cfg: RunConfig, test: Sequence[Instance], generate: Generate,
                  lookup: Callable[[str, GenRequest], dict | None] | None = None, streaming: bool = False,
-                 final: bool = False, steer: Callable[[str, str], Steering | None] | None = None):
+                 final: bool = False, steer: Callable[[str, str], Steering | None] | None = None,
+                 reply: dict[str, ReplySampling] | None = None):
         self.cfg = cfg
         self.by_id = {inst.id: inst for inst in test}
         self.generate = generate
@@ -58,6 +86,7 @@ class PlanRunner:
         self.streaming = streaming and lookup is not None
         self.final = final
         self.steer = steer
+        self.reply = reply or {}
         self.records: dict[str, dict] = {}
 
     def run(self, plans: Sequence[MethodPlan]) -> dict[str, PlanRun]:
@@ -95,8 +124,10 @@ class PlanRunner:
         for run in runs.values():
             for iid, slots in run.plan.slots.items():
                 inst = self.by_id[iid]
+                own = self.reply.get(run.plan.name) if run.plan.aggregator.get(iid) is None else None
+                answer_gen, seed = (own.over(gen), own.seed_over(self.cfg.seed)) if own else (gen, self.cfg.seed)
                 for expert, sample in slots:
-                    request = answer_request(inst, self.cfg.pool[expert], gen, self.cfg.seed, sample, self.cfg.prompts)
+                    request = answer_request(inst, self.cfg.pool[expert], answer_gen, seed, sample, self.cfg.prompts)
                     steering = self.steer(expert, iid) if self.steer else None
                     wanted.append((run, iid, expert, replace(request, steering=steering) if steering else request))
         followup = self._streamed_aggregation(wanted) if self.streaming and all(r.plan.layers == 1 for r in runs.values()) else None
@@ -123,10 +154,8 @@ class PlanRunner:
             runs[name].responses[iid] = texts
 
     def _aggregate(self, runs: dict[str, PlanRun]) -> None:
-        agg = self.cfg.aggregator
-        gen = GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
         wanted = [
-            (run, iid, model, self._combine(iid, run.responses[iid], model, gen, "aggregate"))
+            (run, iid, model, self._aggregation(run, iid, run.responses[iid], model))
             for run in runs.values()
             for iid, model in run.plan.aggregator.items()
             if model is not None
@@ -144,8 +173,6 @@ class PlanRunner:
         for run, iid, expert, request in wanted:
             if run.plan.aggregator.get(iid):
                 slots.setdefault((run.plan.name, iid), (run, []))[1].append((expert, request))
-        agg = self.cfg.aggregator
-        gen = GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
 
         def followup() -> list[ExpertGroup]:
             groups: dict[str, ExpertGroup] = {}
@@ -155,7 +182,7 @@ class PlanRunner:
                     continue
                 del slots[key]
                 model = run.plan.aggregator[key[1]]
-                request = self._combine(key[1], [r["text"] for r in records], model, gen, "aggregate")
+                request = self._aggregation(run, key[1], [r["text"] for r in records], model)
                 group = groups.setdefault(model, ExpertGroup(model, stage="aggregation"))
                 if self.lookup(model, request) is None and request not in group.requests:
                     group.requests.append(request)
@@ -163,11 +190,21 @@ class PlanRunner:
 
         return followup
 
-    def _combine(self, iid: str, responses: list[str], model: str, gen: GenerationConfig, purpose: str) -> GenRequest:
+    def _aggregation(self, run: PlanRun, iid: str, responses: list[str], model: str) -> GenRequest:
+        """The final aggregation of one instance: the configured sampling, or the request's own."""
+        agg = self.cfg.aggregator
+        gen = GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
+        own = self.reply.get(run.plan.name)
+        if own:
+            return self._combine(iid, responses, model, own.over(gen), "aggregate", own.seed_over(self.cfg.seed))
+        return self._combine(iid, responses, model, gen, "aggregate")
+
+    def _combine(self, iid: str, responses: list[str], model: str, gen: GenerationConfig, purpose: str,
+                 seed: int | None = None) -> GenRequest:
         inst = self.by_id[iid]
         spec = self.cfg.pool[model]
-        return aggregation_request(inst, responses, spec, gen, self.cfg.aggregator.think_end_tag, self.cfg.seed, purpose,
-                                   self.cfg.prompts)
+        return aggregation_request(inst, responses, spec, gen, self.cfg.aggregator.think_end_tag,
+                                   self.cfg.seed if seed is None else seed, purpose, self.cfg.prompts)
 
     def _finalize(self, run: PlanRun) -> None:
         tag = self.cfg.aggregator.think_end_tag

@@ -1,9 +1,11 @@
-"""The Ray Serve application over real HTTP on loopback: tiny models (transformers engine) on the CPU."""
+"""The Ray Serve application over real HTTP on loopback: tiny models (transformers engine) on the CPU, the
+fake engine where orchestration is what is tested, and the official ``openai`` client as a user's program."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -117,9 +119,88 @@ def test_models_health_stats_and_route_only(service):
     assert {"requests", "engine_generate_calls", "activations", "queue_depth"} <= set(stats)
 
 
+@pytest.fixture(scope="module")
+def fake_service(ray_cluster, tmp_path_factory):
+    """The service on the fake engine. The tests using it stand together: later tests redeploy the app."""
+    return deploy(tmp_path_factory.mktemp("fake-serve"), [], fake=True)
+
+
+def client(url: str):
+    import openai
+
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+USER = [{"role": "user", "content": QUESTION}]
+
+
+def test_the_openai_client_gets_a_plain_completion_with_usage_and_routing_details(fake_service):
+    reply = client(fake_service).chat.completions.create(model="symbolic-moe", messages=USER, seed=11,
+                                                          temperature=0.3, max_tokens=64, user="someone")
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content and reply.choices[0].finish_reason == "stop"
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens > 0
+    assert len(reply.skillmoe["experts"]) == 3 and reply.skillmoe["aggregator"]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_streamed_completion_concatenates_to_the_plain_answer_for_the_same_seed(fake_service, include_usage):
+    api = client(fake_service)
+    question = [{"role": "user", "content": f"{QUESTION} (stream, usage chunk: {include_usage})"}]
+    plain = api.chat.completions.create(model="symbolic-moe", messages=question, seed=5, temperature=0.9)
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    chunks = list(api.chat.completions.create(model="symbolic-moe", messages=question, seed=5, temperature=0.9,
+                                              stream=True, **options))
+    assert chunks[0].choices[0].delta.role == "assistant" and len({c.id for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    last = chunks[-1]
+    assert (last.choices == []) is include_usage  # the spec's usage chunk has no choices
+    assert last.usage.total_tokens == plain.usage.total_tokens > 0
+    assert last.skillmoe["experts"] == plain.skillmoe["experts"]
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_the_seed_reaches_the_aggregator(fake_service):
+    api = client(fake_service)
+    question = [{"role": "user", "content": "What is 17 * 3 - 4? Give the number."}]
+    answers = {api.chat.completions.create(model="symbolic-moe", messages=question, seed=seed).choices[0].message.content
+               for seed in range(5)}
+    assert len(answers) > 1  # the same experts' answers, aggregated with five seeds
+    again = api.chat.completions.create(model="symbolic-moe", messages=question, seed=3).choices[0].message.content
+    assert again in answers
+
+
+@pytest.mark.parametrize("field, value", [("n", 2), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+                                          ("logprobs", True), ("response_format", {"type": "json_object"})])
+def test_an_unsupported_field_gets_a_400_naming_it_and_is_counted(fake_service, field, value):
+    import openai
+
+    before = get(fake_service, "/v1/stats")["bad_requests"]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(fake_service).chat.completions.create(model="symbolic-moe", messages=USER, **{field: value})
+    assert f"'{field}'" in refused.value.message and refused.value.body["param"] == field
+    assert get(fake_service, "/v1/stats")["bad_requests"] == before + 1
+
+
+def test_a_raw_stream_is_server_sent_events_ending_in_done(fake_service):
+    body = json.dumps({"messages": USER, "stream": True, "seed": 1}).encode()
+    request = urllib.request.Request(f"{fake_service}/v1/chat/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [e for e in r.read().decode().split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
+
+
 def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_cluster, tmp_path, service):
-    url = deploy(tmp_path, ["serve.max_queue=2", "serve.max_batch=2", "serve.window_ms=1000",
-                            "engine.options.delay_s=1.0"], fake=True)
+    """Serve's max_ongoing_requests + max_queued_requests bound the answerer; the ingress answers 503 for the rest."""
+    import openai
+
+    url = deploy(tmp_path, ["serve.max_ongoing_requests=2", "serve.max_queued_requests=2", "serve.max_batch=2",
+                            "serve.window_ms=1000", "engine.options.delay_s=1.0"], fake=True)
     with ThreadPoolExecutor(16) as pool:
         replies = list(pool.map(lambda i: post(url, ask(f"{QUESTION} (burst {i})"), timeout=120), range(16)))
     statuses = [status for status, _, _ in replies]
@@ -127,7 +208,29 @@ def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_clu
     rejected = next(r for r in replies if r[0] == 503)
     assert int(rejected[2]["retry-after"]) >= 1 and "busy" in rejected[1]["error"]["message"]
     assert post(url, ask("After the burst: what is 3 + 4?"))[0] == 200
-    assert get(url, "/v1/stats")["rejected"] == statuses.count(503)
+    stats = get(url, "/v1/stats")
+    assert stats["rejected"] == statuses.count(503) and stats["largest_batch"] <= 2
+    # A stream starts (role chunk) while the experts still work: each phase takes window + delay here.
+    stream = client(url).chat.completions.create(model="symbolic-moe", stream=True,
+                                                 messages=[{"role": "user", "content": "Streamed: what is 5 + 6?"}])
+    start = time.monotonic()
+    arrivals = [(time.monotonic() - start, chunk) for chunk in stream]
+    assert arrivals[0][1].choices[0].delta.role == "assistant" and arrivals[-1][0] - arrivals[0][0] > 1.0
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        client(url).chat.completions.create(model="symbolic-moe", messages=USER, stream_options={"include_usage": True})
+
+
+def test_past_the_request_timeout_a_plain_request_gets_504_and_a_stream_an_error_event(ray_cluster, tmp_path, service):
+    import openai
+
+    url = deploy(tmp_path, ["serve.request_timeout_s=1", "engine.options.delay_s=1.5"], fake=True)
+    status, body, _ = post(url, ask(QUESTION))
+    assert status == 504 and "no answer within 1 s" in body["error"]["message"]
+    stream = client(url).chat.completions.create(model="symbolic-moe", messages=USER, stream=True)
+    with pytest.raises(openai.APIError, match="no answer within 1 s"):
+        list(stream)
+    stats = get(url, "/v1/stats")
+    assert stats["timeouts"] == 2 and stats["queue_depth"] == 0
 
 
 def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(ray_cluster, tmp_path, service):

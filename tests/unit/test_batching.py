@@ -1,4 +1,4 @@
-"""The micro-batcher: bursts become batches, the queue is bounded, failures reach every caller."""
+"""The micro-batcher: bursts become batches, arrivals during a batch form the next one, failures reach every caller."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from skillmoe_ray.batching import MicroBatcher, QueueFull
+from skillmoe_ray.batching import MicroBatcher
 
 
 def run(coro):
@@ -22,7 +22,7 @@ def test_a_burst_within_the_window_is_processed_as_one_batch():
         return [i * 10 for i in items]
 
     async def main():
-        batcher = MicroBatcher(process, window_s=0.05, max_batch=64, max_queue=64)
+        batcher = MicroBatcher(process, window_s=0.05, max_batch=64)
         return await asyncio.gather(*(batcher.submit(i) for i in range(20))), batcher
 
     results, batcher = run(main())
@@ -34,34 +34,37 @@ def test_batches_are_capped_at_max_batch():
     sizes = []
 
     async def main():
-        batcher = MicroBatcher(lambda items: sizes.append(len(items)) or list(items), 0.01, max_batch=4, max_queue=64)
+        batcher = MicroBatcher(lambda items: sizes.append(len(items)) or list(items), 0.01, max_batch=4)
         await asyncio.gather(*(batcher.submit(i) for i in range(10)))
 
     run(main())
     assert sizes == [4, 4, 2]
 
 
-def test_the_queue_is_bounded_and_rejects_at_once_with_a_retry_hint():
+def test_arrivals_during_a_batch_wait_for_the_next_and_a_cancelled_caller_is_skipped():
+    """Serve bounds what reaches the batcher; the batcher counts it (depth) and drops callers that gave up."""
     release = threading.Event()
+    seen = []
 
     def slow(items):
+        seen.append(list(items))
         release.wait(5)
         return list(items)
 
     async def main():
-        batcher = MicroBatcher(slow, window_s=0.01, max_batch=1, max_queue=2)
+        batcher = MicroBatcher(slow, window_s=0.01, max_batch=8)
         first = asyncio.ensure_future(batcher.submit("a"))
-        await asyncio.sleep(0.05)  # "a" is being processed; two more fill the queue
-        queued = [asyncio.ensure_future(batcher.submit(x)) for x in ("b", "c")]
+        await asyncio.sleep(0.05)  # "a" is being processed; the next arrivals wait
+        waiting = [asyncio.ensure_future(batcher.submit(x)) for x in ("b", "c", "gave-up")]
         await asyncio.sleep(0)
-        with pytest.raises(QueueFull) as rejected:
-            await batcher.submit("d")
+        depth = batcher.depth
+        waiting[2].cancel()  # as a request past its timeout is
         release.set()
-        return rejected.value, await asyncio.gather(first, *queued), batcher
+        return depth, await asyncio.gather(first, *waiting[:2]), batcher
 
-    error, done, batcher = run(main())
-    assert error.retry_after_s >= 1 and "3 requests waiting" in str(error)
-    assert done == ["a", "b", "c"] and batcher.stats.rejected == 1
+    depth, done, batcher = run(main())
+    assert depth == 4 and done == ["a", "b", "c"]
+    assert seen == [["a"], ["b", "c"]] and batcher.retry_after() >= 1
 
 
 def test_a_failing_batch_fails_its_callers_and_the_loop_keeps_going():
@@ -74,7 +77,7 @@ def test_a_failing_batch_fails_its_callers_and_the_loop_keeps_going():
         return list(items)
 
     async def main():
-        batcher = MicroBatcher(flaky, window_s=0.01, max_batch=8, max_queue=8)
+        batcher = MicroBatcher(flaky, window_s=0.01, max_batch=8)
         with pytest.raises(RuntimeError, match="engine exploded"):
             await batcher.submit("x")
         return await batcher.submit("y"), batcher.alive(), batcher

@@ -129,3 +129,19 @@ def test_unknown_repeated_skills_rule_is_an_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match="skills.repeated: unknown rule 'twice'; valid: once, count"):
         make_config(tmp_path, ["skills.repeated=twice"])
     assert make_config(tmp_path, ["skills.repeated=count"]).skills.repeated == "count"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("serve.max_queued_requests=0", "serve.max_queued_requests must be >= 1, got 0"),
+    ("serve.max_ongoing_requests=-1", "serve.max_ongoing_requests must be >= 1, got -1"),
+    ("serve.request_timeout_s=0", "serve.request_timeout_s must be > 0"),
+    ("serve.port=70000", "serve.port must be in 1..65535, got 70000"),
+])
+def test_serve_bounds_are_checked(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(tmp_path, [override])
+
+
+def test_serve_back_pressure_keys_reach_the_config(tmp_path):
+    cfg = make_config(tmp_path, ["serve.max_ongoing_requests=8", "serve.max_queued_requests=3"])
+    assert (cfg.serve.max_ongoing_requests, cfg.serve.max_queued_requests) == (8, 3)

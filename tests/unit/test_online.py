@@ -106,3 +106,28 @@ def test_online_answers_from_moe_experts_are_steered_like_batch_ones(tmp_path):
     assert [o.status for o in steered.answer([job(q) for q in QUESTIONS])] == [200] * len(QUESTIONS)
     assert any(steering is not None for expert, steering in sent if expert == used[0])
     assert all(steering is None for expert, steering in sent if expert != used[0])
+
+
+def test_a_requests_own_sampling_drives_its_reply_and_the_expert_answers_stay_shared(tmp_path):
+    import json
+
+    router, _ = router_for(tmp_path)
+    seen: dict[str, list] = {}
+    generate = router.pipe._timed_generate
+
+    def recording(stage, pairs, *args, **kwargs):
+        seen.setdefault(stage, []).extend(request for _, request in pairs)
+        return generate(stage, pairs, *args, **kwargs)
+
+    router.pipe._timed_generate = recording
+    own = {"seed": 9, "temperature": 0.1, "max_tokens": 7}
+    raw = {"messages": [{"role": "user", "content": QUESTIONS[4]}], **own}
+    outcomes = router.answer([job(QUESTIONS[4]), parse_request(json.dumps(raw).encode(), 1 << 20, 3),
+                              parse_request(json.dumps({**raw, "model": "majority-vote"}).encode(), 1 << 20, 3)])
+    assert [o.status for o in outcomes] == [200] * 3
+    aggregations = {(r.sampling.temperature, r.sampling.max_tokens) for r in seen["aggregation"]}
+    assert (0.1, 7) in aggregations and len(seen["aggregation"]) == 2  # the default and the request's own
+    answers = set(seen["inference"])  # the pipeline generates each distinct request once
+    own_answers = [r for r in answers if (r.sampling.temperature, r.sampling.max_tokens) == (0.1, 7)]
+    assert len(own_answers) == 3  # majority vote has no aggregator: its answers take the request's sampling
+    assert len(answers) == 6  # symbolic-moe's experts answer the same for both of its requests

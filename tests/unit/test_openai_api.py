@@ -7,6 +7,7 @@ import json
 import pytest
 
 from skillmoe_ray.openai_api import BadRequest, completion_response, model_names, parse_request, resolve_model
+from skillmoe_ray.testtime import ReplySampling
 
 
 def body(**fields) -> bytes:
@@ -70,3 +71,46 @@ def test_the_response_has_the_openai_shape_and_the_routing_details():
     assert reply["choices"][0]["message"] == {"role": "assistant", "content": "The answer is \\boxed{4}"}
     assert reply["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
     assert reply["skillmoe"] == {"experts": ["a", "b"]}
+
+
+def test_sampling_fields_set_the_reply_generation_and_harmless_fields_are_ignored():
+    job = parse_request(body(temperature=0.2, top_p=0.9, max_completion_tokens=40, seed=-3, user="u", n=1), 10_000, 3)
+    assert job.sampling == ReplySampling(temperature=0.2, top_p=0.9, max_tokens=40, seed=-3)
+    assert parse_request(body(max_tokens=12), 10_000, 3).sampling.max_tokens == 12
+    assert parse_request(body(), 10_000, 3).sampling == ReplySampling()
+    assert parse_request(body(tools=[], tool_choice="none", logprobs=False, response_format={"type": "text"}),
+                         10_000, 3).sampling == ReplySampling()
+
+
+@pytest.mark.parametrize(
+    "fields, param, message",
+    [
+        ({"n": 3}, "n", "n must be 1"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "unsupported field 'tools'"),
+        ({"tool_choice": "auto"}, "tool_choice", "unsupported field 'tool_choice'"),
+        ({"logprobs": True}, "logprobs", "unsupported field 'logprobs'"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "only text replies"),
+        ({"stop": ["\n"]}, "stop", "unsupported field 'stop'"),
+        ({"presence_penalty": 0.5}, "presence_penalty", "penalties are not supported"),
+        ({"frobnicate": 1}, "frobnicate", "unrecognized request field 'frobnicate'"),
+        ({"temperature": 3}, "temperature", r"'temperature' must be a number in \[0, 2\], got 3"),
+        ({"temperature": "hot"}, "temperature", "'temperature' must be a number"),
+        ({"top_p": 0}, "top_p", r"'top_p' must be a number in \(0, 1\]"),
+        ({"max_tokens": 0}, "max_tokens", "'max_tokens' must be an integer >= 1"),
+        ({"max_tokens": 10, "max_completion_tokens": 20}, "max_completion_tokens", "differ"),
+        ({"seed": 1.5}, "seed", "'seed' must be an integer"),
+        ({"stream": "yes"}, "stream", "'stream' must be true or false"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed when 'stream' is true"),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options", "include_usage must be true or false"),
+    ],
+)
+def test_fields_the_service_cannot_honour_are_refused_naming_the_field(fields, param, message):
+    with pytest.raises(BadRequest, match=message) as refused:
+        parse_request(body(**fields), 10_000, 3)
+    assert refused.value.param == param
+
+
+def test_stream_options_are_read():
+    job = parse_request(body(stream=True, stream_options={"include_usage": True}), 10_000, 3)
+    assert job.stream and job.include_usage
+    assert not parse_request(body(stream=True), 10_000, 3).include_usage
