@@ -38,7 +38,8 @@ from skillmoe_ray.profiles import (
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.recruit import POLICIES, Recruitment
+from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.registry import RECRUIT_POLICIES
 from skillmoe_ray.skills import (
     build_vocabulary,
     load_embedder,
@@ -224,7 +225,7 @@ class Pipeline:
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
 
         def compute(record: dict) -> dict:
-            policy = POLICIES[rc.policy]
+            policy = RECRUIT_POLICIES.load(rc.policy)
             result = policy(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc, self.cfg.seed)
             return {"recruitments": [r.to_dict() for r in result.recruitments], "info": result.info}
 

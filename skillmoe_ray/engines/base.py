@@ -133,6 +133,12 @@ class Engine:
         self.dtype = spec.dtype or dtype
         self.info = EngineInfo()
 
+    @classmethod
+    def sleeps_with(cls, options: dict) -> bool:
+        """Whether this engine, configured with ``options``, will park experts in host RAM (mode=plan asks,
+        before any engine exists); the instance's :attr:`can_sleep` is the answer on the machine it runs on."""
+        return False
+
     @property
     def can_sleep(self) -> bool:
         """Whether sleep/wake is available here (otherwise deactivation means unload)."""

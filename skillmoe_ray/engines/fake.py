@@ -39,6 +39,10 @@ class FakeEngine(Engine):
         "die_once": None,
     }
 
+    @classmethod
+    def sleeps_with(cls, options: dict) -> bool:
+        return True
+
     @property
     def can_sleep(self) -> bool:
         return True
