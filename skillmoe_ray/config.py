@@ -16,9 +16,6 @@ from typing import Any
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.structured import build
 
-# Engines whose models live on a server: a model's path is its name there, no weights are loaded here
-REMOTE_ENGINES = ("openai",)
-
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.registry import DATA_SOURCES, ENGINES, METHODS, RECRUIT_POLICIES
 
 if TYPE_CHECKING:
     from skillmoe_ray.config import RunConfig, ServeConfig
@@ -17,8 +18,6 @@ MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 STEERING_SCORES = ("share", "paper")  # routing/saliency shares, or DSMoE's Eq. 8 (specific minus common tokens)
 STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
-STEERING_ENGINES = ("hf", "fake")  # engines that reach an MoE model's routers (fake: orchestration tests)
-RECRUIT_POLICIES = ("symbolic_moe", "budgeted")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 REPEATED_SKILLS = ("once", "count")
 PROMPT_SETS = ("project", "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.paper_prompts)
@@ -31,6 +30,16 @@ def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:
         )
 
 
+def validate_names(cfg: RunConfig) -> None:
+    """Every pluggable part the config names is registered (a "module:Class" engine is the user's own)."""
+    if ":" not in cfg.engine.name:
+        ENGINES.get(cfg.engine.name)
+    RECRUIT_POLICIES.get(cfg.recruit.policy)
+    METHODS.check(cfg.compare.methods)
+    for split in ("val", "test"):
+        DATA_SOURCES.get(getattr(cfg.data, split).source, f"data.{split}.source")
+
+
 def validate(cfg: RunConfig) -> None:
     """Check the cross-field rules that types alone do not express."""
     if cfg.mode not in MODES:
@@ -41,8 +50,7 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.recruit.k < 1:
         raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
-    if cfg.recruit.policy not in RECRUIT_POLICIES:
-        raise ConfigError(f"recruit.policy: unknown policy {cfg.recruit.policy!r}; valid: {', '.join(RECRUIT_POLICIES)}")
+    validate_names(cfg)
     if cfg.recruit.budget.per_instance <= 0 or cfg.recruit.budget.k_min < 1:
         raise ConfigError("recruit.budget.per_instance must be > 0 and recruit.budget.k_min >= 1")
     if cfg.recruit.rare_expert_share is not None and not 0 <= cfg.recruit.rare_expert_share < 1:
@@ -98,9 +106,9 @@ def validate_steering(cfg: RunConfig) -> None:
     st = cfg.steering
     if not st.enabled:
         return
-    if cfg.engine.name not in STEERING_ENGINES:
-        raise ConfigError("steering.enabled needs engine=hf (DSMoE hooks the model's routers); "
-                          f"got engine={cfg.engine.name}")
+    if ":" in cfg.engine.name or not ENGINES.get(cfg.engine.name).steerable:
+        raise ConfigError(f"steering.enabled needs an engine that reaches the model's routers "
+                          f"({', '.join(ENGINES.with_capability('steerable'))}); got engine={cfg.engine.name}")
     if not any(spec.moe for spec in cfg.experts):
         raise ConfigError("steering.enabled: no expert of the pool is marked moe: true (pool.models.<name>.moe)")
     if st.score not in STEERING_SCORES or st.selection not in STEERING_SELECTIONS:

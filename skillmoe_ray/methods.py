@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.registry import METHODS
 from skillmoe_ray.seeding import derive_seed
 
 Slot = tuple[str, int]  # (model, sample index)
@@ -180,22 +181,7 @@ def plan_oracle(ctx: MethodContext) -> list[MethodPlan]:
     return [MethodPlan("oracle", slots, aggregators, note=f"best expert per gold skill: {note}")]
 
 
-PLANNERS: dict[str, Callable[[MethodContext], list[MethodPlan]]] = {
-    "single": plan_single,
-    "self_consistency": plan_self_consistency,
-    "majority_vote": plan_majority_vote,
-    "task_level": plan_task_level,
-    "random": plan_random,
-    "moa": plan_moa,
-    "self_moa": plan_self_moa,
-    "symbolic_moe": plan_symbolic_moe,
-    "oracle": plan_oracle,
-}
-
-
 def build_plans(names: Sequence[str], ctx: MethodContext) -> list[MethodPlan]:
-    """Plans for the named methods, in order; unknown names are an error listing the valid ones."""
-    unknown = [n for n in names if n not in PLANNERS]
-    if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r}; valid methods: {', '.join(PLANNERS)}")
-    return [plan for name in dict.fromkeys(names) for plan in PLANNERS[name](ctx)]
+    """Plans for the named methods (registered in :data:`skillmoe_ray.registry.METHODS`), in order."""
+    METHODS.check(names)
+    return [plan for name in dict.fromkeys(names) for plan in METHODS.load(name)(ctx)]

@@ -73,7 +73,7 @@ class OnlineRouter:
         errors = [r["error"] for r in records if "error" in r]
         samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
         for (_, request), record in zip(pairs, records):
-            samples[request.tag.split("/")[1]].append(parse_keywords(record["text"], sk.max_chars))
+            samples[request.instance_id].append(parse_keywords(record["text"], sk.max_chars))
         return {iid: vote_keywords(s, sk.min_votes) for iid, s in samples.items()}, (errors[0] if errors else None)
 
     def _map(self, skills: dict[str, list[str]]) -> dict[str, list[str]]:

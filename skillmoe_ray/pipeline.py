@@ -38,7 +38,8 @@ from skillmoe_ray.profiles import (
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.recruit import POLICIES, Recruitment
+from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.registry import RECRUIT_POLICIES
 from skillmoe_ray.skills import (
     build_vocabulary,
     load_embedder,
@@ -173,7 +174,7 @@ class Pipeline:
             outputs = self._generate("skills", pairs, record, [s.name for s in self.cfg.experts])
             samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
             for (_, request), out in zip(pairs, outputs):
-                samples[request.tag.split("/")[1]].append(parse_keywords(out["text"], sk.max_chars))
+                samples[request.instance_id].append(parse_keywords(out["text"], sk.max_chars))
             kept = {iid: vote_keywords(s, sk.min_votes) for iid, s in samples.items()}
             return {"samples": samples, "skills": kept}
 
@@ -190,7 +191,7 @@ class Pipeline:
             correct: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
             keys: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
             for (expert, request), out in zip(pairs, outputs):
-                inst = by_id[request.tag.split("/")[1]]
+                inst = by_id[request.instance_id]
                 answers[expert][inst.id] = extract_answer(out["text"], inst, self.cfg.aggregator.think_end_tag)
                 correct[expert][inst.id] = is_correct(answers[expert][inst.id], inst)
                 keys[expert][inst.id] = out["key"]
@@ -224,7 +225,7 @@ class Pipeline:
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
 
         def compute(record: dict) -> dict:
-            policy = POLICIES[rc.policy]
+            policy = RECRUIT_POLICIES.load(rc.policy)
             result = policy(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc, self.cfg.seed)
             return {"recruitments": [r.to_dict() for r in result.recruitments], "info": result.info}
 
@@ -249,7 +250,7 @@ class Pipeline:
             log.warning("regenerated %d profile answers missing from the generation store", record["generated"])
         texts: dict[str, dict[str, str]] = {spec.name: {} for spec in self.cfg.experts}
         for (expert, request), out in zip(pairs, outputs):
-            texts[expert][request.tag.split("/")[1]] = out["text"]
+            texts[expert][request.instance_id] = out["text"]
         return texts
 
     def _aggregator_generation(self) -> GenerationConfig:
@@ -278,7 +279,7 @@ class Pipeline:
             outputs = self._generate("aggregator_selection", pairs, record, next_experts)
             hits = {c: 0 for c in candidates}
             for (c, request), out in zip(pairs, outputs):
-                inst = by_id[request.tag.split("/")[1]]
+                inst = by_id[request.instance_id]
                 hits[c] += is_correct(extract_answer(out["text"], inst, agg.think_end_tag), inst)
             accuracy = {c: hits[c] / len(val) for c in candidates}
             return {"selected": select_aggregator(accuracy, candidates), "accuracy": accuracy, "fixed": False}
@@ -343,7 +344,7 @@ class Pipeline:
         def compute(record: dict) -> dict:
             records: dict[str, list] = {}
             for (expert, request), out in zip(pairs, self._generate("steering", pairs, record)):
-                domain, router = domain_of[request.tag.split("/")[1]], out["router"]
+                domain, router = domain_of[request.instance_id], out["router"]
                 fields = ("bins", "common") if st.score == "paper" else ("counts", "saliency")
                 records.setdefault(expert, []).append((domain, *(router[f] for f in fields)))
             return {"tables": {e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()}}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skillmoe_ray.config import REMOTE_ENGINES, RunConfig
-from skillmoe_ray.engines import model_fingerprint
+from skillmoe_ray.config import RunConfig
+from skillmoe_ray.engines import engine_class, model_fingerprint
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.measurements import Measurements
 from skillmoe_ray.plan import replica_key
@@ -22,13 +22,8 @@ from skillmoe_ray.workload import estimate_stages, plan_sizes, stages_from_run
 
 
 def engine_can_sleep(cfg: RunConfig) -> bool:
-    """Whether the planned engine parks experts in host RAM: hf and CUDA vLLM yes, vLLM on the CPU and
-    OpenAI-compatible servers no."""
-    if cfg.engine.name in REMOTE_ENGINES:
-        return False
-    if cfg.engine.name != "vllm":
-        return True
-    return "cpu_kvcache_gb" not in cfg.engine.options and cfg.engine.options.get("sleep_mode", True)
+    """Whether the planned engine parks experts in host RAM (the engine class says, from its options)."""
+    return engine_class(cfg.engine.name).sleeps_with(cfg.engine.options)
 
 
 def fingerprints(cfg: RunConfig) -> dict[str, str]:

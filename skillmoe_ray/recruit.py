@@ -180,4 +180,3 @@ def recruit_budgeted(
     return RecruitResult(out, info)
 
 
-POLICIES = {"symbolic_moe": recruit_symbolic_moe, "budgeted": recruit_budgeted}

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from skillmoe_ray.config import REMOTE_ENGINES, RunConfig, check_model_paths, load_config
+from skillmoe_ray.config import RunConfig, check_model_paths, load_config
+from skillmoe_ray.engines import engine_entry
 from skillmoe_ray.errors import ConfigError, SkillMoEError
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def load_checked(tree: dict, run_dir: str):
         from skillmoe_ray.lab.build import ensure_lab_models
 
         ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
-    if cfg.engine.name not in REMOTE_ENGINES:  # served models live on their server, not on this disk
+    if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
         if cfg.engine.name != "fake":  # the fake engine's models have no tokenizer
             from skillmoe_ray.input_checks import check_prompt_lengths

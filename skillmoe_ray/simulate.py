@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from skillmoe_ray.config import REMOTE_ENGINES, CostConfig, RunConfig
+from skillmoe_ray.config import CostConfig, RunConfig
+from skillmoe_ray.engines import engine_entry
 from skillmoe_ray.plan import assign_slots, order_groups, replica_key, spread
 from skillmoe_ray.residency import (
     evictions,
@@ -121,7 +122,7 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
     footprint_of = footprints_from_config(cfg)
     for name, spec in cfg.pool.items():
         base = modeled_figures(cfg.scheduler.cost, spec.params_b, can_sleep)
-        if cfg.engine.name in REMOTE_ENGINES:  # served elsewhere: an activation loads nothing here
+        if engine_entry(cfg.engine.name).remote:  # served elsewhere: an activation loads nothing here
             base = replace(base, load_s=0.0)
         m = measured.get(fingerprints[name], {})
         out[name] = ExpertFigures(

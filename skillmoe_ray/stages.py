@@ -37,6 +37,7 @@ def skill_requests(instances: Sequence[Instance], spec: ModelSpec, cfg: SkillsCo
                 keyword_messages(inst, spec.system_role, prompts),
                 Sampling(cfg.max_tokens, cfg.temperature, 1.0, derive_seed(seed, "skills", inst.id, s)),
                 f"skills/{inst.id}/{s}",
+                inst.id,
             ),
         )
         for inst in instances
@@ -48,7 +49,8 @@ def answer_request(inst: Instance, spec: ModelSpec, gen: GenerationConfig, seed:
                    prompts: str = "project") -> GenRequest:
     """The chain-of-thought answer of one model to one instance, sample number ``sample``."""
     sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, "answer", inst.id, sample))
-    return GenRequest.make(expert_messages(inst, spec.system_role, prompts), sampling, f"answer/{inst.id}/{sample}")
+    return GenRequest.make(expert_messages(inst, spec.system_role, prompts), sampling, f"answer/{inst.id}/{sample}",
+                           inst.id)
 
 
 def analysis_requests(instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig,
@@ -92,4 +94,4 @@ def aggregation_request(
     """The aggregator's request for one instance; ``purpose`` separates selection from final aggregation."""
     sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, purpose, inst.id))
     messages = aggregator_messages(inst, responses, think_end_tag, spec.system_role, prompts)
-    return GenRequest.make(messages, sampling, f"{purpose}/{inst.id}")
+    return GenRequest.make(messages, sampling, f"{purpose}/{inst.id}", inst.id)

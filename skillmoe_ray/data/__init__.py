@@ -11,11 +11,11 @@ from pathlib import Path
 from skillmoe_ray.config import DataConfig, SplitSpec
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
 from skillmoe_ray.errors import ConfigError, DataError
+from skillmoe_ray.registry import DATA_SOURCES
 
 __all__ = ["CHOICE", "MATH", "Instance", "load_data", "load_split", "demo_data_path", "sample"]
 
 log = logging.getLogger(__name__)
-SOURCES = ("local", "hub", "demo", "lab")
 
 
 def demo_data_path(name: str) -> Path:
@@ -47,7 +47,8 @@ def load_split(spec: SplitSpec, default_task: str, where: str, seed: int = 0) ->
         from skillmoe_ray.data.hub import load_hub
 
         return load_hub(spec.dataset, spec.config, spec.split, spec.format, task, spec.answer_type, spec.where)
-    raise ConfigError(f"{where}.source: unknown source {spec.source!r}; valid: {', '.join(SOURCES)}")
+    DATA_SOURCES.get(spec.source, f"{where}.source")  # raises: every registered source is handled above
+    raise AssertionError(f"data source {spec.source!r} is registered but not loaded here")
 
 
 def sample(instances: list[Instance], size: int | None, seed: int) -> list[Instance]:

@@ -11,27 +11,23 @@ import importlib
 import os
 from pathlib import Path
 
-from skillmoe_ray.config import REMOTE_ENGINES, EngineConfig, ModelSpec
+from skillmoe_ray.config import EngineConfig, ModelSpec
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest, Sampling
-from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.registry import ENGINES, Entry
 from skillmoe_ray.seeding import stable_hash
 
-__all__ = ["ENGINES", "Engine", "GenOutput", "GenRequest", "Sampling", "create_engine", "model_fingerprint"]
+__all__ = ["Engine", "GenOutput", "GenRequest", "Sampling", "create_engine", "engine_class", "engine_entry",
+           "model_fingerprint"]
 
-ENGINES = {
-    "vllm": "skillmoe_ray.engines.vllm_engine:VLLMEngine",
-    "hf": "skillmoe_ray.engines.hf_engine:HFEngine",
-    "openai": "skillmoe_ray.engines.openai_engine:OpenAIEngine",
-    "fake": "skillmoe_ray.engines.fake:FakeEngine",
-}
+
+def engine_entry(name: str) -> Entry:
+    """The registry entry of engine ``name``; a "module:Class" name is a user's own (local) engine."""
+    return Entry(name, name) if ":" in name else ENGINES.get(name)
 
 
 def engine_class(name: str) -> type[Engine]:
     """The engine class registered under ``name`` (or given directly as "module:Class")."""
-    target = ENGINES.get(name, name)
-    if ":" not in target:
-        raise ConfigError(f"engine.name: unknown engine {name!r}; valid engines: {', '.join(sorted(ENGINES))}")
-    module, cls = target.split(":", 1)
+    module, cls = engine_entry(name).target.split(":", 1)
     return getattr(importlib.import_module(module), cls)
 
 
@@ -59,7 +55,7 @@ def model_fingerprint(spec: ModelSpec, engine: EngineConfig) -> str:
     Rebuilding a local model with different weights changes the fingerprint, so cached outputs of
     the old weights are never served for the new ones.
     """
-    if spec.is_local and engine.name not in REMOTE_ENGINES:  # a served model's path is a name on its server
+    if spec.is_local and not engine_entry(engine.name).remote:  # a served model's path is a name on its server
         root = Path(os.path.expanduser(spec.path))
         files = sorted(p for p in root.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".model"))
         weights = {p.name: _file_digest(p) for p in files}

@@ -42,7 +42,8 @@ class Steering:
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One chat completion to generate. ``tag`` says what it is for (stage/instance/slot).
+    """One chat completion to generate. ``tag`` says what it is for (stage/instance/slot), for logs and
+    tests; ``instance_id`` is the question it answers, where it answers one.
 
     ``steering`` steers an MoE model's routers while it generates (DSMoE). ``analyze`` asks for
     no text but the prompt's routing statistics (:attr:`GenOutput.router`), from which the
@@ -54,11 +55,12 @@ class GenRequest:
     tag: str = ""
     steering: Steering | None = None
     analyze: bool = False
+    instance_id: str = ""
 
     @staticmethod
-    def make(messages: list[dict], sampling: Sampling, tag: str = "") -> GenRequest:
+    def make(messages: list[dict], sampling: Sampling, tag: str = "", instance_id: str = "") -> GenRequest:
         """Build from OpenAI-style message dicts."""
-        return GenRequest(tuple((m["role"], m["content"]) for m in messages), sampling, tag)
+        return GenRequest(tuple((m["role"], m["content"]) for m in messages), sampling, tag, instance_id=instance_id)
 
     def chat(self) -> list[dict]:
         """OpenAI-style message dicts."""
@@ -132,6 +134,12 @@ class Engine:
         self.options = {**self.OPTIONS, **(options or {})}
         self.dtype = spec.dtype or dtype
         self.info = EngineInfo()
+
+    @classmethod
+    def sleeps_with(cls, options: dict) -> bool:
+        """Whether this engine, configured with ``options``, will park experts in host RAM (mode=plan asks,
+        before any engine exists); the instance's :attr:`can_sleep` is the answer on the machine it runs on."""
+        return False
 
     @property
     def can_sleep(self) -> bool:

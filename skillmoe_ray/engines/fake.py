@@ -42,6 +42,10 @@ class FakeEngine(Engine):
         "signal_once": None,
     }
 
+    @classmethod
+    def sleeps_with(cls, options: dict) -> bool:
+        return True
+
     @property
     def can_sleep(self) -> bool:
         return True

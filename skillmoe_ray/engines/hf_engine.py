@@ -72,6 +72,10 @@ class HFEngine(Engine):
         self.tokenizer = None
         self.device = None
 
+    @classmethod
+    def sleeps_with(cls, options: dict) -> bool:
+        return True
+
     @property
     def can_sleep(self) -> bool:
         return True

@@ -48,6 +48,11 @@ class VLLMEngine(Engine):
         self.llm = None
         self._on_cuda = None
 
+    @classmethod
+    def sleeps_with(cls, options: dict) -> bool:
+        """Sleep mode is CUDA-only: planned unless it is off or the options set the CPU backend's KV cache."""
+        return "cpu_kvcache_gb" not in options and options.get("sleep_mode", True)
+
     @property
     def can_sleep(self) -> bool:
         return bool(self._on_cuda and self.options["sleep_mode"])

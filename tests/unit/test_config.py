@@ -79,12 +79,9 @@ def test_unknown_engine_option_names_valid_options(tmp_path):
         create_engine(cfg.engine, cfg.pool["tiny-llama-a"])
 
 
-def test_unknown_engine_name_lists_engines(tmp_path):
-    from skillmoe_ray.engines import create_engine
-
-    cfg = make_config(tmp_path, ["engine.name=turbo"])
-    with pytest.raises(ConfigError, match="unknown engine 'turbo'; valid engines: fake, hf, openai, vllm"):
-        create_engine(cfg.engine, cfg.pool["tiny-llama-a"])
+def test_unknown_engine_name_fails_at_config_load_listing_engines(tmp_path):
+    with pytest.raises(ConfigError, match="engine.name: unknown engine 'turbo'; available: vllm, hf, openai, fake"):
+        make_config(tmp_path, ["engine.name=turbo"])
 
 
 def test_tracking_defaults_to_wandb_in_auto_mode_with_the_run_directory(tmp_path):
@@ -114,7 +111,7 @@ def test_unknown_tracking_key_lists_valid_keys(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["steering.enabled=true", "engine=vllm", "+pool.models.tiny-llama-a.moe=true"], "steering.enabled needs engine=hf"),
+    (["steering.enabled=true", "engine=vllm", "+pool.models.tiny-llama-a.moe=true"], "steering.enabled needs an engine that reaches the model.s routers \\(hf, fake\\)"),
     (["steering.enabled=true"], "no expert of the pool is marked moe: true"),
     (["steering.enabled=true", "+pool.models.tiny-llama-a.moe=true", "steering.alpha=-1"], "alpha must be >= 0"),
 ])

@@ -106,7 +106,7 @@ def test_symbolic_moe_and_majority_vote_share_the_recruited_slots():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="unknown method 'prophet'; valid methods: single, self_consistency.*, oracle"):
+    with pytest.raises(ConfigError, match="compare.methods: unknown method 'prophet'; available: single, self_consistency.*, oracle"):
         build_plans(["prophet"], context())
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from skillmoe_ray.config import RecruitConfig
 from skillmoe_ray.recruit import (
-    POLICIES,
     Recruitment,
     local_scores,
     recruit_symbolic_moe,
@@ -154,8 +153,10 @@ def test_recruit_no_skills_draws_uniformly_over_pool():
 
 
 def test_policy_registry_names_symbolic_moe():
-    """The default policy is registered under 'symbolic_moe'."""
-    assert POLICIES["symbolic_moe"] is recruit_symbolic_moe
+    """The default policy is registered under 'symbolic_moe' and loads the recruit module's function."""
+    from skillmoe_ray.registry import RECRUIT_POLICIES
+
+    assert RECRUIT_POLICIES.load("symbolic_moe") is recruit_symbolic_moe
 
 
 # --- Recruitment.to_dict -------------------------------------------------------------------------
