@@ -39,6 +39,10 @@ class FakeEngine(Engine):
         "die_once": None,
     }
 
+    @classmethod
+    def check_kwargs(cls, kwargs: dict, where: str) -> None:
+        """Any pass-through arguments, unused: a config written for a real engine dry-runs unchanged."""
+
     @property
     def can_sleep(self) -> bool:
         return True
