@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from skillmoe_ray.report import Report
 
 log = logging.getLogger("skillmoe_ray")
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+# Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repository's conf/ (checkout, editable install)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+CONF_DIR = next(d for d in (os.path.join(_PACKAGE, "conf"), os.path.join(os.path.dirname(_PACKAGE), "conf")) if os.path.isdir(d))
 
 
 def _has_cuda() -> bool:
