@@ -60,7 +60,7 @@ test-fast: setup
 	$(PY) -m pytest tests/unit
 
 lint: setup
-	$(PY) -m ruff check skillmoe_ray actors tests jobs
+	$(PY) -m ruff check skillmoe_ray actors tests jobs skillmoe_ray_actors.py
 
 bench: bench-assign bench-schedule bench-activation
 

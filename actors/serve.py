@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from actors.placement import PlacementScheduler
 from skillmoe_ray.batching import MicroBatcher, QueueFull
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.online import OnlineRouter
@@ -32,6 +31,7 @@ from skillmoe_ray.openai_api import (
 )
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.skills import load_embedder
+from skillmoe_ray_actors.placement import PlacementScheduler
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="skillmoe-ray", description="Skill-routed answers from a pool of expert LLMs")

@@ -63,7 +63,7 @@ def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False):
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from actors.driver import DriverActor
+    from skillmoe_ray_actors.driver import DriverActor
 
     start_ray(cfg)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -182,7 +182,7 @@ def execute(tree: dict, run_dir: str) -> dict | None:
         return None
     cfg, val, test = load_checked(tree, run_dir)
     if cfg.mode == "serve":
-        from actors.serve import deploy
+        from skillmoe_ray_actors.serve import deploy
 
         deploy(cfg, _on_driver(cfg, "prepare", val))
         return None

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-# What a wheel is built from (tests, jobs and the virtual environment are not part of it)
-SOURCES = ["pyproject.toml", "README.md", "skillmoe_ray", "conf", "actors"]
+# What a wheel is built from (tests, jobs and the virtual environment are not part of it; the checkout alias
+# skillmoe_ray_actors.py is copied to show that it stays out)
+SOURCES = ["pyproject.toml", "README.md", "skillmoe_ray", "conf", "actors", "skillmoe_ray_actors.py"]
 
 
 def _run(cmd: list, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -57,6 +58,7 @@ def test_a_wheel_installed_outside_the_repository_runs_the_console_command(tmp_p
     names = set(subprocess.run([sys.executable, "-m", "zipfile", "-l", wheel], capture_output=True, text=True).stdout.split())
     assert "skillmoe_ray/conf/config.yaml" in names and "skillmoe_ray/conf/experiment/demo.yaml" in names
     assert not any(n.startswith("actors/") for n in names)  # no generic top-level package beside everyone else's
+    assert "skillmoe_ray_actors/driver.py" in names and "skillmoe_ray_actors.py" not in names  # not the checkout alias
 
     python, bin_dir = fresh_venv(tmp_path / "venv")
     _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], cwd=tmp_path)
