@@ -1,15 +1,13 @@
-"""engine.kwargs and per-model engine_kwargs: merged, passed through, checked when the config loads."""
+"""engine.kwargs and per-model engine_kwargs: merged, passed through, checked when the config loads
+(the check of vLLM's argument names against vLLM itself: tests/engine/test_engine_kwargs_real.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from skillmoe_ray.engines import create_engine, model_fingerprint
-from skillmoe_ray.engines.vllm_engine import engine_arg_names
 from skillmoe_ray.errors import ConfigError
 from tests.conftest import make_config
-
-needs_vllm = pytest.mark.skipif(engine_arg_names() is None, reason="vLLM is not installed")
 
 
 def test_a_models_engine_kwargs_override_the_global_ones_key_by_key(tmp_path):
@@ -25,19 +23,6 @@ def test_kwargs_join_the_fingerprint_only_where_given(tmp_path):
     for name in ("tiny-llama-a", "tiny-qwen-b"):
         same = model_fingerprint(plain.pool[name], plain.engine) == model_fingerprint(tuned.pool[name], tuned.engine)
         assert same == (name == "tiny-llama-a")
-
-
-@needs_vllm
-def test_vllm_engine_arguments_pass_and_a_misspelt_one_fails_naming_the_closest(tmp_path):
-    cfg = make_config(tmp_path, ["engine=vllm", "+engine.kwargs={quantization: awq}",
-                                 "+pool.models.tiny-qwen-b.engine_kwargs={tokenizer_mode: mistral, max_logprobs: 5}"])
-    assert cfg.pool["tiny-qwen-b"].engine_kwargs["max_logprobs"] == 5
-    with pytest.raises(ConfigError) as err:
-        make_config(tmp_path, ["engine=vllm", "+pool.models.tiny-qwen-b.engine_kwargs={quantisation: awq}"])
-    message = str(err.value)
-    assert "\n" not in message
-    assert message.startswith("pool.models.tiny-qwen-b.engine_kwargs.quantisation: not a vLLM engine argument")
-    assert "closest: quantization" in message
 
 
 @pytest.mark.parametrize("engine, key, hint", [
