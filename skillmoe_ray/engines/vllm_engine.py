@@ -47,11 +47,14 @@ def engine_arg_names() -> frozenset[str] | None:
 
     Imports vLLM's argument module only (seconds, no model, no device), and only when asked.
     """
+    logging.disable(logging.WARNING)  # vLLM's import notes (Triton, platform) would precede the one-line error
     try:
         from vllm import LLM
         from vllm.engine.arg_utils import EngineArgs
     except ImportError:
         return None
+    finally:
+        logging.disable(logging.NOTSET)
     own = set(inspect.signature(LLM.__init__).parameters) - {"self", "kwargs"}
     return frozenset({f.name for f in dataclasses.fields(EngineArgs)} | own)
 
