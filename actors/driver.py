@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from actors.placement import PlacementScheduler
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.progress import no_progress, ray_progress
+from skillmoe_ray_actors.placement import PlacementScheduler
 
 
 class DriverActor:

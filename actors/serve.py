@@ -31,7 +31,6 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from actors.placement import PlacementScheduler
 from skillmoe_ray import streaming
 from skillmoe_ray.batching import MicroBatcher
 from skillmoe_ray.config import RunConfig
@@ -46,6 +45,7 @@ from skillmoe_ray.openai_api import (
 )
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.skills import load_embedder
+from skillmoe_ray_actors.placement import PlacementScheduler
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="skillmoe-ray", description="Skill-routed answers from a pool of expert LLMs")

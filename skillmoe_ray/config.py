@@ -33,6 +33,8 @@ class ModelSpec:
     system_role: bool = True
     params_b: float | None = None
     moe: bool = False
+    # this model's engine arguments beyond the project's own (merged over engine.kwargs, see engine_kwargs_for)
+    engine_kwargs: dict = field(default_factory=dict, hash=False)
 
     @property
     def is_local(self) -> bool:
@@ -42,11 +44,22 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Which generation backend runs the experts, with backend-specific options."""
+    """Which generation backend runs the experts, with backend-specific options.
+
+    ``options`` are the settings the project names (and gives defaults); ``kwargs`` passes any other
+    argument through to the backend as it is (vLLM engine arguments, transformers ``from_pretrained``
+    arguments, extra request fields of an OpenAI-compatible server), for every model; a model's own
+    ``engine_kwargs`` in the pool override them key by key.
+    """
 
     name: str = "vllm"
     dtype: str = "bfloat16"
     options: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)
+
+    def kwargs_for(self, spec: ModelSpec) -> dict:
+        """The pass-through arguments of one model: ``kwargs`` with the model's ``engine_kwargs`` over them."""
+        return {**self.kwargs, **spec.engine_kwargs}
 
 
 @dataclass(frozen=True)

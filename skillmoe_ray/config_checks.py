@@ -85,6 +85,10 @@ def validate(cfg: RunConfig) -> None:
     if not cfg.experts:
         raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")
     validate_steering(cfg)
+    # the engine package reads the config types: imported here, not at the top
+    from skillmoe_ray.engines import check_engine_kwargs
+
+    check_engine_kwargs(cfg.engine, cfg.pool)
     _require_expert(cfg, cfg.skills.keyword_model, "skills.keyword_model")
     _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
     for name in cfg.aggregator.candidates or ():

@@ -2,7 +2,7 @@
 
 :class:`SlotExecutor` holds the scheduling semantics of DESIGN section 4 for any way of reaching
 an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.handles`): in-process engines
-(``LocalExpert``, for tests and benchmarks) or Ray actors (``actors.placement.RayExpert``).
+(``LocalExpert``, for tests and benchmarks) or Ray actors (``skillmoe_ray_actors.placement.RayExpert``).
 
 - On a slot one expert generates at a time; an expert is activated once per stage and generates
   its whole group in one call; an expert left resident by the previous stage is reused.

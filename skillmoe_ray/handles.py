@@ -2,7 +2,7 @@
 
 The slot executor only needs an expert's lifecycle (load, sleep, wake, unload), generation, the
 post-wake probe and the weight read-ahead. :class:`LocalExpert` drives an engine in the calling
-process (tests, benchmarks, the in-process pipeline); ``actors.placement.RayExpert`` forwards the
+process (tests, benchmarks, the in-process pipeline); ``skillmoe_ray_actors.placement.RayExpert`` forwards the
 same calls to an ExpertActor.
 """
 

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from skillmoe_ray.report import Report
 
 log = logging.getLogger("skillmoe_ray")
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+# Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repository's conf/ (checkout, editable install)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+CONF_DIR = next(d for d in (os.path.join(_PACKAGE, "conf"), os.path.join(os.path.dirname(_PACKAGE), "conf")) if os.path.isdir(d))
 
 
 def _has_cuda() -> bool:
@@ -62,7 +64,7 @@ def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False):
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from actors.driver import DriverActor
+    from skillmoe_ray_actors.driver import DriverActor
 
     start_ray(cfg)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -181,7 +183,7 @@ def execute(tree: dict, run_dir: str) -> dict | None:
         return None
     cfg, val, test = load_checked(tree, run_dir)
     if cfg.mode == "serve":
-        from actors.serve import deploy
+        from skillmoe_ray_actors.serve import deploy
 
         deploy(cfg, _on_driver(cfg, "prepare", val))
         return None

@@ -13,11 +13,14 @@ from pathlib import Path
 
 from skillmoe_ray.config import EngineConfig, ModelSpec
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest, Sampling
+from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.registry import ENGINES, Entry
 from skillmoe_ray.seeding import stable_hash
 
-__all__ = ["Engine", "GenOutput", "GenRequest", "Sampling", "create_engine", "engine_class", "engine_entry",
-           "model_fingerprint"]
+__all__ = [
+    "Engine", "GenOutput", "GenRequest", "Sampling", "check_engine_kwargs", "create_engine", "engine_class",
+    "engine_entry", "model_fingerprint",
+]
 
 
 def engine_entry(name: str) -> Entry:
@@ -34,7 +37,25 @@ def engine_class(name: str) -> type[Engine]:
 def create_engine(engine: EngineConfig, spec: ModelSpec) -> Engine:
     """An engine instance for one expert (not yet loaded)."""
     cls = engine_class(engine.name)
-    return cls(spec, engine.options, engine.dtype)
+    return cls(spec, engine.options, engine.dtype, engine.kwargs_for(spec))
+
+
+def check_engine_kwargs(engine: EngineConfig, pool: dict[str, ModelSpec]) -> None:
+    """Check ``engine.kwargs`` and every model's ``engine_kwargs`` against the chosen engine (no model loads).
+
+    Nothing is imported when no model has any, so a run without pass-through arguments pays nothing.
+    """
+    where = {"engine.kwargs": engine.kwargs}
+    where.update({f"pool.models.{name}.engine_kwargs": spec.engine_kwargs for name, spec in pool.items()})
+    where = {key: kwargs for key, kwargs in where.items() if kwargs}
+    if not where:
+        return
+    cls = engine_class(engine.name)
+    for key, kwargs in where.items():
+        bad = [k for k in kwargs if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise ConfigError(f"{key}: argument names must be identifiers, got {bad[0]!r}")
+        cls.check_kwargs(kwargs, key)
 
 
 def _file_digest(path: Path) -> str:
@@ -63,5 +84,9 @@ def model_fingerprint(spec: ModelSpec, engine: EngineConfig) -> str:
     else:
         source = {"hub": spec.path, "revision": spec.revision or "main"}
     dtype = spec.dtype or engine.dtype
-    return f"{spec.name}-{stable_hash([source, engine.name, dtype], 12)}"
+    identity = [source, engine.name, dtype]
+    kwargs = engine.kwargs_for(spec)
+    if kwargs:  # only where given, so fingerprints (and caches) of runs without them are unchanged
+        identity.append({"kwargs": kwargs})
+    return f"{spec.name}-{stable_hash(identity, 12)}"
 

@@ -122,17 +122,16 @@ class Engine:
     #: Backend-specific options and their defaults (``engine.options`` in the config).
     OPTIONS: dict = {}
 
-    def __init__(self, spec: ModelSpec, options: dict | None = None, dtype: str = "bfloat16"):
-        unknown = sorted(set(options or {}) - set(self.OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"engine.options.{unknown[0]}: not an option of the {self.name} engine; "
-                f"valid options: {', '.join(sorted(self.OPTIONS)) or '(none)'}"
-            )
+    def __init__(self, spec: ModelSpec, options: dict | None = None, dtype: str = "bfloat16",
+                 kwargs: dict | None = None):
+        self.check_options(options or {})
+        self.check_kwargs(kwargs or {}, "engine.kwargs")
         self.spec = spec
         self.model_path = os.path.expanduser(spec.path)
         self.options = {**self.OPTIONS, **(options or {})}
         self.dtype = spec.dtype or dtype
+        # backend arguments the project does not name, passed through as they are (engine.kwargs)
+        self.kwargs = dict(kwargs or {})
         self.info = EngineInfo()
 
     @classmethod
@@ -140,6 +139,32 @@ class Engine:
         """Whether this engine, configured with ``options``, will park experts in host RAM (mode=plan asks,
         before any engine exists); the instance's :attr:`can_sleep` is the answer on the machine it runs on."""
         return False
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Fail naming the first unknown ``engine.options`` key and the valid ones."""
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"engine.options.{unknown[0]}: not an option of the {cls.name} engine; "
+                f"valid options: {', '.join(sorted(cls.OPTIONS)) or '(none)'}"
+            )
+
+    @classmethod
+    def check_kwargs(cls, kwargs: dict, where: str) -> None:
+        """Check pass-through arguments (``where`` is their config key) without loading anything.
+
+        Engines that pass arguments to their backend override this; the base takes none.
+        """
+        if kwargs:
+            raise ConfigError(f"{where}.{next(iter(kwargs))}: the {cls.name} engine takes no pass-through arguments")
+
+    @staticmethod
+    def refuse_named(kwargs: dict, where: str, named: dict[str, str]) -> None:
+        """Refuse pass-through arguments the engine sets itself, naming the config key that sets each."""
+        for key in kwargs:
+            if key in named:
+                raise ConfigError(f"{where}.{key}: set by the project, not a pass-through argument; use {named[key]}")
 
     @property
     def can_sleep(self) -> bool:

@@ -46,6 +46,10 @@ class FakeEngine(Engine):
     def sleeps_with(cls, options: dict) -> bool:
         return True
 
+    @classmethod
+    def check_kwargs(cls, kwargs: dict, where: str) -> None:
+        """Any pass-through arguments, unused: a config written for a real engine dry-runs unchanged."""
+
     @property
     def can_sleep(self) -> bool:
         return True

@@ -22,6 +22,16 @@ from skillmoe_ray.errors import EngineError
 
 log = logging.getLogger(__name__)
 
+# from_pretrained arguments the engine sets itself -> the config key that sets them (not engine.kwargs)
+NAMED_ARGS = {
+    "pretrained_model_name_or_path": "pool.models.<name>.path",
+    "revision": "pool.models.<name>.revision",
+    "trust_remote_code": "pool.models.<name>.trust_remote_code",
+    "dtype": "engine.dtype or pool.models.<name>.dtype",
+    "torch_dtype": "engine.dtype or pool.models.<name>.dtype",
+    "attn_implementation": "engine.options.attn_implementation",
+}
+
 
 class SeededSampler:
     """Logits processor: temperature + top-p sampling with one generator per batch row."""
@@ -76,6 +86,12 @@ class HFEngine(Engine):
     def sleeps_with(cls, options: dict) -> bool:
         return True
 
+    @classmethod
+    def check_kwargs(cls, kwargs: dict, where: str) -> None:
+        """Any ``from_pretrained`` argument but those the engine sets. transformers itself checks the
+        rest at load (a config attribute is a valid argument too, so no fixed list exists)."""
+        cls.refuse_named(kwargs, where, NAMED_ARGS)
+
     @property
     def can_sleep(self) -> bool:
         return True
@@ -100,7 +116,7 @@ class HFEngine(Engine):
                 trust_remote_code=spec.trust_remote_code,
                 dtype=getattr(torch, self.dtype),
                 attn_implementation=self.options["attn_implementation"],
-                **self._placement(),
+                **{**self._placement(), **self.kwargs},
             ).to(self.device)
         except Exception as exc:
             raise EngineError(f"transformers could not load expert {spec.name!r} from {spec.path!r}: {exc}") from exc

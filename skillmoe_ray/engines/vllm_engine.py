@@ -8,14 +8,55 @@ the scheduler unloads instead.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import gc
+import inspect
 import logging
 import os
 
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
-from skillmoe_ray.errors import EngineError
+from skillmoe_ray.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
+
+# vLLM engine arguments the engine sets itself -> the config key that sets them (not engine.kwargs)
+NAMED_ARGS = {
+    "model": "pool.models.<name>.path",
+    "tokenizer": "pool.models.<name>.path",
+    "dtype": "engine.dtype or pool.models.<name>.dtype",
+    "max_model_len": "pool.models.<name>.max_model_len",
+    "tensor_parallel_size": "pool.models.<name>.tensor_parallel_size",
+    "trust_remote_code": "pool.models.<name>.trust_remote_code",
+    "revision": "pool.models.<name>.revision",
+    "seed": "the run's seed (one per request; the engine's own seed is fixed)",
+    "gpu_memory_utilization": "engine.options.gpu_memory_utilization",
+    "enforce_eager": "engine.options.enforce_eager",
+    "max_num_seqs": "engine.options.max_num_seqs",
+    "enable_prefix_caching": "engine.options.enable_prefix_caching",
+    "enable_sleep_mode": "engine.options.sleep_mode",
+    "enable_chunked_prefill": "engine.options.chunked_prefill",
+    "max_num_batched_tokens": "engine.options.max_num_batched_tokens",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def engine_arg_names() -> frozenset[str] | None:
+    """The argument names ``vllm.LLM`` takes (EngineArgs' fields and LLM's own), or None without vLLM.
+
+    Imports vLLM's argument module only (seconds, no model, no device), and only when asked.
+    """
+    logging.disable(logging.WARNING)  # vLLM's import notes (Triton, platform) would precede the one-line error
+    try:
+        from vllm import LLM
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:
+        return None
+    finally:
+        logging.disable(logging.NOTSET)
+    own = set(inspect.signature(LLM.__init__).parameters) - {"self", "kwargs"}
+    return frozenset({f.name for f in dataclasses.fields(EngineArgs)} | own)
 
 
 class VLLMEngine(Engine):
@@ -52,6 +93,17 @@ class VLLMEngine(Engine):
     def sleeps_with(cls, options: dict) -> bool:
         """Sleep mode is CUDA-only: planned unless it is off or the options set the CPU backend's KV cache."""
         return "cpu_kvcache_gb" not in options and options.get("sleep_mode", True)
+
+    @classmethod
+    def check_kwargs(cls, kwargs: dict, where: str) -> None:
+        """Names must be vLLM engine arguments the project does not set (checked where vLLM is installed)."""
+        cls.refuse_named(kwargs, where, NAMED_ARGS)
+        valid = engine_arg_names() if kwargs else None
+        for key in kwargs if valid else ():
+            if key not in valid:
+                close = difflib.get_close_matches(key, sorted(valid - set(NAMED_ARGS)), n=3, cutoff=0.5)
+                raise ConfigError(f"{where}.{key}: not a vLLM engine argument; closest: "
+                                  f"{', '.join(close) or '(none; see vllm.engine.arg_utils.EngineArgs)'}")
 
     @property
     def can_sleep(self) -> bool:
@@ -104,6 +156,7 @@ class VLLMEngine(Engine):
             budget = max(budget or 8192, spec.max_model_len)
         if budget:
             kwargs["max_num_batched_tokens"] = budget
+        kwargs.update(self.kwargs)
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:

@@ -3,6 +3,7 @@ and against a small scripted server for the failure paths (rate limits, errors, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from skillmoe_ray.config import ModelSpec
 from skillmoe_ray.engines.base import ACTIVE, GenRequest, Sampling
 from skillmoe_ray.engines.openai_engine import OpenAIEngine
-from skillmoe_ray.errors import EngineError
+from skillmoe_ray.errors import ConfigError, EngineError
 from tests.conftest import JSONHandler, http_server
 
 pytestmark = pytest.mark.engine
@@ -147,3 +148,89 @@ def test_errors_that_persist_or_cannot_be_retried_name_the_url_and_status(script
 def test_an_unreachable_server_fails_at_load_with_what_to_do():
     with pytest.raises(EngineError, match=r"did not answer GET /models.*base_url"):
         engine(f"http://127.0.0.1:{free_port()}/v1", max_retries=0).load()
+
+
+def test_retry_after_ms_and_retry_after_seconds_are_honoured(scripted):
+    Scripted.script = [(429, {"retry-after-ms": "300"}, {"error": "slow down"}),
+                       (503, {"Retry-After": "0.4"}, {"error": "busy"})]
+    eng = engine(scripted, name="m")
+    eng.load()
+    start = time.perf_counter()
+    assert eng.generate([request("q", 3)])[0].text == "seed 3"
+    assert time.perf_counter() - start >= 0.7  # the backoff alone (backoff_s=0.01) would take ~0.03 s
+    assert len(Scripted.seen) == 3
+
+
+class Arrivals(Scripted):
+    """Rate-limits each seed's first request without Retry-After; records when every request arrived."""
+
+    times: dict = {}
+
+    def do_POST(self):
+        body = self.json_body()
+        Arrivals.times.setdefault(body["seed"], []).append(time.perf_counter())
+        if len(Arrivals.times[body["seed"]]) == 1:
+            self.reply({"error": "slow down"}, 429)
+        else:
+            self.reply({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
+
+
+def test_concurrent_retries_are_jittered_not_in_lockstep():
+    Arrivals.times = {}
+    with http_server(Arrivals) as url:
+        eng = engine(url, name="m", backoff_s=0.2, max_concurrency=8)
+        eng.load()
+        assert [o.text for o in eng.generate([request("q", s) for s in range(8)])] == ["ok"] * 8
+    gaps = [t[1] - t[0] for t in Arrivals.times.values()]
+    assert len(gaps) == 8 and min(gaps) >= 0.2 * 0.75 - 0.005, gaps  # backoff_s, less the SDK's jitter (<= 25 %)
+    assert max(gaps) - min(gaps) > 0.003, gaps  # not in lockstep
+
+
+class KeepAlive(Scripted):
+    """HTTP/1.1, so a client may keep its connection; records the client port of every request."""
+
+    protocol_version = "HTTP/1.1"
+    ports: list = []
+
+    def do_POST(self):
+        KeepAlive.ports.append(self.client_address[1])
+        super().do_POST()
+
+
+def test_one_connection_is_kept_alive_across_requests_and_no_key_sends_no_authorization(scripted, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    KeepAlive.ports = []
+    with http_server(KeepAlive) as url:
+        eng = engine(url, name="m")
+        eng.load()
+        for seed in range(4):
+            assert eng.generate([request("q", seed)])[0].text == f"seed {seed}"
+    assert len(KeepAlive.ports) == 4 and len(set(KeepAlive.ports)) == 1
+    assert all(auth is None for _, auth in Scripted.seen)
+
+
+class Slow(Scripted):
+    """Answers after 1.5 s, to a client that has given up by then."""
+
+    def do_POST(self):
+        time.sleep(1.5)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().do_POST()
+
+
+def test_a_request_past_timeout_s_fails_naming_the_timeout():
+    with http_server(Slow) as url:
+        eng = engine(url, name="m", timeout_s=0.3, max_retries=0)
+        eng.load()
+        with pytest.raises(EngineError, match=r"POST .*/chat/completions failed: timed out after 0.3 s"):
+            eng.generate([request("q", 1)])
+
+
+def test_engine_kwargs_travel_as_extra_request_fields_and_named_fields_are_refused(scripted):
+    eng = OpenAIEngine(ModelSpec(name="m", path="m"), {"base_url": scripted}, kwargs={"top_k": 5, "min_p": 0.1})
+    eng.load()
+    eng.generate([request("q", 9)])
+    body = Scripted.seen[-1][0]
+    assert body["top_k"] == 5 and body["min_p"] == 0.1 and body["seed"] == 9
+    with pytest.raises(ConfigError, match=r"engine.kwargs.seed: set by the project.*use the run's seed"):
+        OpenAIEngine(ModelSpec(name="m", path="m"), {"base_url": scripted}, kwargs={"seed": 1})

@@ -18,7 +18,7 @@ def request(text: str, seed: int) -> GenRequest:
 
 @pytest.fixture(scope="module")
 def vllm_actor(ray_cluster, tiny_model_dir):
-    from actors.expert import ExpertActor
+    from skillmoe_ray_actors.expert import ExpertActor
 
     spec = ModelSpec(name="tiny", path=str(tiny_model_dir), max_model_len=512)
     actor = ray_cluster.remote(ExpertActor).options(num_gpus=0.01).remote(spec, EngineConfig("vllm", "bfloat16", CPU_OPTIONS))

@@ -24,7 +24,7 @@ def requests(instances):
 
 @pytest.mark.ray
 def test_vllm_cpu_runs_a_lab_expert_good_at_its_skills_only(ray_cluster, lab_models):
-    from actors.expert import ExpertActor
+    from skillmoe_ray_actors.expert import ExpertActor
 
     test = generate_split("test", 80, 0)
     spec = ModelSpec(name="lab-llama-a", path=str(lab_models / "lab-llama-a"), max_model_len=512, max_tokens=16)

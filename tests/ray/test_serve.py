@@ -48,8 +48,8 @@ def ask(question: str, model: str = "symbolic-moe", **skillmoe) -> dict:
 
 def deploy(tmp_path, overrides: list[str], fake: bool = False) -> str:
     """Prepare and deploy the service; returns its base URL."""
-    from actors.serve import deploy as serve_deploy
     from skillmoe_ray.run import _on_driver, load_checked
+    from skillmoe_ray_actors.serve import deploy as serve_deploy
     from tests.conftest import FAKE_DEMO, compose_tree
 
     port = PORT
