@@ -79,6 +79,7 @@ class PlacementScheduler(SlotExecutor):
             max_replicas=cfg.scheduler.max_replicas,
             replica_min_requests=cfg.scheduler.replica_min_requests,
             max_retries=cfg.scheduler.max_retries,
+            chunk_requests=cfg.scheduler.chunk_requests,
         )
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share
