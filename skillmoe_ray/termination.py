@@ -17,7 +17,14 @@ from contextlib import contextmanager
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
+class _Terminated:
+    """Whether SIGTERM arrived (code it interrupts, such as Ray's ``get``, may turn the exit into another)."""
+
+    signalled = False
+
+
 def _exit_on_sigterm(signum, frame) -> None:
+    _Terminated.signalled = True
     print("stopped by SIGTERM: every finished chunk and stage is kept in the cache; rerun to resume",
           file=sys.stderr, flush=True)
     raise SystemExit(SIGTERM_EXIT)
@@ -30,7 +37,12 @@ def sigterm_exits() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _Terminated.signalled = False
     try:
         yield
+    except BaseException:
+        if _Terminated.signalled:  # whatever the interrupted call made of the SystemExit, the run ends as SIGTERM's
+            raise SystemExit(SIGTERM_EXIT) from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
