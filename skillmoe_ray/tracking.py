@@ -187,6 +187,13 @@ class WandbTracker:
 
     def finish(self) -> None:
         self.run.finish()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Offline, finish() may return before W&B's service has written the run's file; its teardown waits
+        for that, so the run on disk is whole when the status line names it (a later run starts a new service)."""
+        if self.mode == "offline":
+            self.wandb.teardown()
 
     def abort(self, reason: str = "") -> None:
         """Close the run as failed after an error (best effort: the first error is the one reported)."""
@@ -194,6 +201,7 @@ class WandbTracker:
             if reason:
                 self.run.summary["error"] = reason
             self.run.finish(exit_code=1)
+            self._flush()
         except Exception:
             log.debug("finishing the failed W&B run failed too", exc_info=True)
 
