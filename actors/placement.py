@@ -22,6 +22,7 @@ import ray
 
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
+from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.executor import SlotExecutor
 from skillmoe_ray.progress import ProgressFactory, no_progress
 from skillmoe_ray.residency import footprints_from_config
@@ -90,12 +91,14 @@ class PlacementScheduler(SlotExecutor):
             max_replicas=cfg.scheduler.max_replicas,
             replica_min_requests=cfg.scheduler.replica_min_requests,
             max_retries=cfg.scheduler.max_retries,
+            chunk_requests=cfg.scheduler.chunk_requests,
         )
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share
         self.placement = None
         self.placements: list[tuple] = []  # (expert, slot, bundle, the bundle's node, handle)
         self.lost_bundles: set[int] = set()  # bundles already waited for once
+        check_gpu_slots(cfg.resources.gpus)
         if ray.cluster_resources().get("GPU", 0) <= 0:
             # e.g. `serve run` started Ray itself on a machine without GPUs: no logical GPUs exist
             log.warning("the Ray cluster has no GPU resource: expert actors are placed without one")
@@ -174,10 +177,45 @@ def bundle_nodes(group) -> dict[int, str]:
     return {int(b): node or "" for b, node in placement_group_table(group)["bundles_to_node_id"].items()}
 
 
-def gpu_slots(n: int):
-    """A placement group of ``n`` one-GPU bundles: slot i is bundle i, one GPU each."""
+def gpu_shortage(requested: int, node_gpus: dict[str, float]) -> str | None:
+    """Why ``requested`` GPU slots cannot be placed on nodes with these GPU counts, or None when they can.
+
+    A cluster without any GPU is no shortage: expert actors are then placed without one (CPU engines).
+    """
+    total = sum(node_gpus.values())
+    if requested <= 1 or total <= 0 or total >= requested:
+        return None
+    nodes = ", ".join(f"{node}: {gpus:g}" for node, gpus in sorted(node_gpus.items()))
+    return (f"resources.gpus={requested} asks for {requested} GPU slots, but the Ray cluster has {total:g} GPU(s) "
+            f"on {len(node_gpus)} node(s) ({nodes}); set resources.gpus={int(total)} or fewer, or use a larger cluster")
+
+
+def check_gpu_slots(requested: int) -> None:
+    """Refuse (ConfigError) a slot count above the connected cluster's GPUs, naming what it has."""
+    if not ray.is_initialized():
+        return
+    node_gpus = {node.get("NodeManagerAddress", node["NodeID"][:8]): node.get("Resources", {}).get("GPU", 0.0)
+                 for node in ray.nodes() if node.get("Alive")}
+    problem = gpu_shortage(requested, node_gpus)
+    if problem:
+        raise ConfigError(problem)
+
+
+def gpu_slots(n: int, wait_s: float = 120.0):
+    """A placement group of ``n`` one-GPU bundles: slot i is bundle i, one GPU each.
+
+    The cluster has the GPUs (:func:`check_gpu_slots`); when other work holds them past ``wait_s``
+    the run stops with one error saying how many are free.
+    """
     from ray.util.placement_group import placement_group
 
     group = placement_group([{"GPU": 1}] * n, strategy="PACK")
-    ray.get(group.ready(), timeout=120)
+    try:
+        ray.get(group.ready(), timeout=wait_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.util.remove_placement_group(group)
+        free = ray.available_resources().get("GPU", 0.0)
+        raise ConfigError(f"resources.gpus={n}: {n} whole GPUs were not free within {wait_s:g} s (the cluster has "
+                          f"{ray.cluster_resources().get('GPU', 0.0):g}, {free:g} free now: other work holds the "
+                          "rest); retry when they are free or set resources.gpus lower") from None
     return group

@@ -198,6 +198,8 @@ class SchedulerConfig:
     max_replicas: int = 1
     replica_min_requests: int = 8
     max_retries: int = 2
+    chunk_requests: int = 64
+    progress_every_s: float = 15.0
     cost: CostConfig = field(default_factory=CostConfig)
 
 
@@ -218,6 +220,7 @@ class ResourcesConfig:
     gpu_memory_gb: float | None = None
     num_cpus: int | None = None
     ray_address: str | None = None
+    dashboard: bool = False
 
     @property
     def host_ram_bytes(self) -> float:

@@ -75,6 +75,11 @@ def validate(cfg: RunConfig) -> None:
                           f"{cfg.scheduler.max_replicas} and {cfg.scheduler.replica_min_requests}")
     if cfg.scheduler.max_retries < 0:
         raise ConfigError(f"scheduler.max_retries must be >= 0, got {cfg.scheduler.max_retries}")
+    if cfg.scheduler.chunk_requests < 0:
+        raise ConfigError(f"scheduler.chunk_requests must be >= 0 (0: a whole group at once), got "
+                          f"{cfg.scheduler.chunk_requests}")
+    if not 0 < cfg.scheduler.progress_every_s <= 3600:
+        raise ConfigError(f"scheduler.progress_every_s must lie in (0, 3600] seconds, got {cfg.scheduler.progress_every_s}")
     if cfg.scheduler.memory_headroom < 1:
         raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {cfg.scheduler.memory_headroom}")
     if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:

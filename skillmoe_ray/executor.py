@@ -5,7 +5,8 @@ an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.handles`): in-process en
 (``LocalExpert``, for tests and benchmarks) or Ray actors (``skillmoe_ray_actors.placement.RayExpert``).
 
 - On a slot one expert generates at a time; an expert is activated once per stage and generates
-  its whole group in one call; an expert left resident by the previous stage is reused.
+  its whole group, in one call or (``chunk_requests``) chunk after chunk, each chunk stored as it
+  finishes; an expert left resident by the previous stage is reused.
 - A slot keeps one resident expert, or, when its GPU memory is known (``gpu_memory_bytes``), as
   many as fit together (memory-aware co-residency, :mod:`skillmoe_ray.residency`): an incoming
   expert evicts the residents not needed later first, then the least recently used.
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenOutput
 from skillmoe_ray.errors import ExpertFailed, SkillMoEError
 from skillmoe_ray.handles import ExpertHandle
-from skillmoe_ray.plan import ExpertGroup, assign_slots, order_groups, spread
+from skillmoe_ray.plan import ExpertGroup, GroupChunks, assign_slots, chunked, order_groups, spread
 from skillmoe_ray.progress import ProgressFactory, no_progress
 from skillmoe_ray.residency import evictions, needed_again, sleeps_on_deactivation, touch
 
@@ -66,6 +67,7 @@ class SlotExecutor:
         max_replicas: int = 1,
         replica_min_requests: int = 8,
         max_retries: int = 0,
+        chunk_requests: int = 0,
     ):
         self.open_expert = open_expert
         self.n_slots = n_slots
@@ -79,6 +81,7 @@ class SlotExecutor:
         self.max_replicas = max_replicas
         self.replica_min_requests = replica_min_requests
         self.max_retries = max_retries  # a failed group is run again on a fresh expert this many times
+        self.chunk_requests = chunk_requests  # a group generates (and is stored) this many requests at a time; 0: all
         self.expert_of: dict[str, str] = {}  # copy (expert or expert#i) -> expert
         self.weight_bytes: dict[str, int] = {}
         self.next_experts: set[str] = set()
@@ -153,27 +156,30 @@ class SlotExecutor:
             self._run_group(stage, slot, group, queue[index + 1 :], callbacks, bar)
 
     def _run_group(self, stage: str, slot: int, group: ExpertGroup, rest: Sequence[ExpertGroup], callbacks, bar) -> None:
-        """Activate the group's expert, read the next one's weights ahead, generate, record.
+        """Activate the group's expert once, read the next one's weights ahead, generate chunk by chunk, record.
 
-        A group whose expert fails (its actor died, the engine crashed) is run again on a fresh expert up
-        to ``max_retries`` times; the timeline entry of the attempt that succeeds lists the failed ones
-        (``retries``). After that the stage's error handler gets it (serving answers those requests with
-        an error), or the run stops with one error naming the expert, the stage and the cause; every
-        group stored before is kept.
+        With ``chunk_requests`` the group is generated in chunks of that many requests, each handed to
+        ``on_group_done`` (and so stored) as it finishes: progress moves during a long group and a crash
+        loses at most the chunk in flight. A group whose expert fails (its actor died, the engine crashed)
+        is run again on a fresh expert up to ``max_retries`` times, from the first chunk not yet done; the
+        timeline entry of the attempt that succeeds lists the failed ones (``retries``). After that the
+        stage's error handler gets the requests not done (serving answers them with an error), or the run
+        stops with one error naming the expert, the stage and the cause; every chunk stored before is kept.
         """
         on_group_done, on_group_error = callbacks
         label = group.stage or stage
+        work = GroupChunks(group, chunked(group.requests, self.chunk_requests))
         failures: list[dict] = []
         for attempt in range(self.max_retries + 1):
             start = self.now()
             try:
                 kind, phases = self._activate(slot, group.key, {g.key for g in rest} | self.next_experts)
                 ready = self.now()
-                log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests",
-                         label, group.key, slot, kind, ready - start, len(group.requests))
+                log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests%s",
+                         label, group.key, slot, kind, ready - start, len(group.requests), work.chunk_note())
                 if rest:
                     self._read_ahead(rest[0], slot)
-                outputs = self._handle(group.key, slot, group.expert).generate(group.requests)
+                self._generate_chunks(label, slot, work, on_group_done, bar)
                 break
             except Exception as exc:
                 self._discard(slot, group.key)
@@ -183,26 +189,37 @@ class SlotExecutor:
                     log.warning("[%s] expert %s failed (%s): retrying on a fresh expert (%d of %d)",
                                 label, group.expert, exc, attempt + 1, self.max_retries)
                     continue
-                self._give_up(label, group, exc, attempt + 1, on_group_error)
+                self._give_up(label, work.remaining(), exc, attempt + 1, on_group_error)
                 return
-        end = self.now()
         with self._lock:
-            self.generate_calls += 1
-            on_group_done(group, outputs, end - ready)
             self.timeline.append({
                 "expert": group.expert, "stage": label, "slot": slot,
-                "start": round(start, 3), "end": round(end, 3), "kind": kind,
+                "start": round(start, 3), "end": round(self.now(), 3), "kind": kind,
                 "activation_seconds": round(ready - start, 3), "phases": phases,
-                "requests": len(group.requests),
-                "prompt_tokens": sum(o.prompt_tokens for o in outputs),
-                "output_tokens": sum(o.output_tokens for o in outputs),
+                "requests": len(group.requests), "chunks": len(work.chunks),
+                "prompt_tokens": work.prompt_tokens, "output_tokens": work.output_tokens,
                 **({"replica": group.replica} if group.replica else {}),
                 **({"retries": failures} if failures else {}),
             })
             if kind != "resident":
                 self.activations[group.expert] += 1
                 self.stage_activations[label][group.expert] += 1
-        bar.update(len(group.requests))
+
+    def _generate_chunks(self, label: str, slot: int, work: GroupChunks, on_group_done: GroupDone, bar) -> None:
+        """Generate the chunks not done yet on the active expert; each is stored before the next starts."""
+        handle = self._handle(work.group.key, slot, work.group.expert)
+        while work.done < len(work.chunks):
+            chunk = work.chunks[work.done]
+            began = self.now()
+            outputs = handle.generate(chunk.requests)
+            with self._lock:
+                self.generate_calls += 1
+                on_group_done(chunk, outputs, self.now() - began)
+            work.finish_chunk(outputs)
+            if len(work.chunks) > 1:
+                log.info("[%s] expert %s: chunk %d/%d stored (%d requests, %.1f s)", label, work.group.key,
+                         work.done, len(work.chunks), len(chunk.requests), self.now() - began)
+            bar.update(len(chunk.requests))
 
     @staticmethod
     def _give_up(label: str, group: ExpertGroup, exc: Exception, attempts: int, on_group_error) -> None:

@@ -63,6 +63,18 @@ STAGE_VERSION = 2  # bump when a stage's output format or rule changes, to inval
 RUN_METHODS = ("symbolic_moe", "majority_vote")  # what mode=run reports; mode=compare runs compare.methods
 
 
+def stage_row(name: str, record: dict, index: int, executor: SlotExecutor) -> dict:
+    """What a finished stage adds to the live W&B history: its seconds, requests and tokens, and the
+    expert activations and wall seconds of the run so far."""
+    return {
+        "stage": name, "stage_index": index, "stage_seconds": record.get("seconds", 0.0),
+        "stage_cached": bool(record.get("cached")), "stage_requests": record.get("requests", 0),
+        "stage_generated": record.get("generated", 0), "stage_prompt_tokens": record.get("prompt_tokens", 0),
+        "stage_output_tokens": record.get("output_tokens", 0),
+        "activations_so_far": sum(executor.activations.values()), "elapsed_seconds": round(executor.now(), 3),
+    }
+
+
 def failed_record(key: str, message: str) -> dict:
     """Stands in for an output whose expert failed (online serving only; never stored)."""
     return {"key": key, "tag": "", "text": "", "prompt_tokens": 0, "output_tokens": 0, "finish_reason": "error",
@@ -84,6 +96,15 @@ class Pipeline:
         self.measurements = Measurements(cfg.cache_dir)
         # Online serving answers a failed expert's requests with an error; batch runs stop instead.
         self.tolerate_failures = False
+        # Called with a stage's row (stage_row) as each stage ends: the live W&B run's history
+        self.on_stage: Callable[[dict], None] | None = None
+        self.stages_ended = 0
+
+    def _stage_ended(self, name: str, record: dict) -> None:
+        """Report a finished stage (its record complete) to ``on_stage``."""
+        self.stages_ended += 1
+        if self.on_stage is not None:
+            self.on_stage(stage_row(name, record, self.stages_ended, self.executor))
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -103,6 +124,7 @@ class Pipeline:
             log.info("stage %s: cached (%s)", name, key)
         record["seconds"] = round(time.perf_counter() - start, 3)
         record["path"] = str(self.cache.path(name, key))
+        self._stage_ended(name, record)
         return result
 
     def _keys(self, pairs: Sequence[tuple[str, GenRequest]]) -> list[str]:
@@ -262,6 +284,7 @@ class Pipeline:
         agg = self.cfg.aggregator
         if agg.fixed:
             self.stages["aggregator_selection"] = {"cached": True, "seconds": 0.0, "fixed": agg.fixed}
+            self._stage_ended("aggregator_selection", self.stages["aggregator_selection"])
             return {"selected": agg.fixed, "accuracy": {}, "fixed": True}
         candidates = self.cfg.aggregator_candidates()
         tasks = synthetic_tasks(val, self.profile_texts(val), profiles["correct"], self.cfg.seed)
@@ -298,6 +321,7 @@ class Pipeline:
             seconds=round(time.perf_counter() - start, 3),
         )
         self.stages[stage] = record
+        self._stage_ended(stage, record)
         return outputs
 
     def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from skillmoe_ray.engines.base import GenRequest
+from skillmoe_ray.engines.base import GenOutput, GenRequest
 
 CHARS_PER_TOKEN = 4  # rough prompt-size estimate before tokenization
 
@@ -50,6 +50,42 @@ class ExpertGroup:
     def split(self, parts: int) -> list[ExpertGroup]:
         """``parts`` shards (replica 0..parts-1) taking every parts-th request: sizes stay even."""
         return [replace(self, requests=self.requests[i::parts], replica=i) for i in range(parts)]
+
+
+def chunked(requests: Sequence, size: int) -> list[list]:
+    """``requests`` in consecutive runs of ``size`` (0: one run holding them all)."""
+    if size <= 0 or len(requests) <= size:
+        return [list(requests)]
+    return [list(requests[i:i + size]) for i in range(0, len(requests), size)]
+
+
+@dataclass
+class GroupChunks:
+    """One group's chunks (consecutive runs of its requests) and how far it got.
+
+    The executor keeps it across retries, so a fresh expert resumes at the first chunk not done.
+    """
+
+    group: ExpertGroup
+    parts: list[list]
+    done: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        self.chunks = [replace(self.group, requests=part) for part in self.parts]
+
+    def chunk_note(self) -> str:
+        return f" in {len(self.chunks)} chunks" if len(self.chunks) > 1 else ""
+
+    def finish_chunk(self, outputs: Sequence[GenOutput]) -> None:
+        self.done += 1
+        self.prompt_tokens += sum(o.prompt_tokens for o in outputs)
+        self.output_tokens += sum(o.output_tokens for o in outputs)
+
+    def remaining(self) -> ExpertGroup:
+        """The group's requests not generated yet (what a failure leaves unanswered)."""
+        return replace(self.group, requests=[r for c in self.chunks[self.done:] for r in c.requests])
 
 
 def replica_key(expert: str, replica: int) -> str:

@@ -39,28 +39,41 @@ def start_ray(cfg: RunConfig) -> None:
     """Connect to the configured cluster, or start a local one (logical GPUs where there are none).
 
     A run submitted as a Ray Job finds its cluster in ``RAY_ADDRESS`` (set by the job supervisor) and
-    joins it; in a Hydra multirun the cluster started for the first job serves all of them.
+    joins it; in a Hydra multirun the cluster started for the first job serves all of them. A local
+    cluster has Ray's dashboard with ``resources.dashboard``. A cluster with fewer GPUs than
+    ``resources.gpus`` is refused at once (ConfigError naming what it has), not after a placement wait.
     """
     import ray
 
+    from actors.placement import check_gpu_slots
+
     if ray.is_initialized():
+        check_gpu_slots(cfg.resources.gpus)
         return
     address = cfg.resources.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
-        return
-    ray.init(
-        address="local",  # a new cluster, even where `ray start` left one that ray.init() would join
-        num_cpus=cfg.resources.num_cpus,
-        num_gpus=None if _has_cuda() else cfg.resources.gpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        configure_logging=True,
-    )
+    else:
+        context = ray.init(
+            address="local",  # a new cluster, even where `ray start` left one that ray.init() would join
+            num_cpus=cfg.resources.num_cpus,
+            num_gpus=None if _has_cuda() else cfg.resources.gpus,
+            include_dashboard=cfg.resources.dashboard,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+        url = getattr(context, "dashboard_url", None)
+        if cfg.resources.dashboard and url:
+            print(f"ray dashboard: http://{url}", flush=True)
+    check_gpu_slots(cfg.resources.gpus)
 
 
-def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False):
-    """Call a DriverActor method on the local node; user errors inside it come back unwrapped."""
+def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False, on_event=None):
+    """Call a DriverActor method on the local node; user errors inside it come back unwrapped.
+
+    With ``on_event`` the method is a stream of (kind, payload) items: each is passed to ``on_event``
+    until the ``results`` item, whose payload is returned.
+    """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -70,7 +83,14 @@ def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False):
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     driver = ray.remote(DriverActor).options(num_cpus=0, scheduling_strategy=here).remote(cfg, show_progress)
     try:
-        return ray.get(getattr(driver, method).remote(*args))
+        if on_event is None:
+            return ray.get(getattr(driver, method).remote(*args))
+        for ref in getattr(driver, method).options(num_returns="streaming").remote(*args):
+            kind, payload = ray.get(ref)
+            if kind == "results":
+                return payload
+            on_event(kind, payload)
+        raise RuntimeError(f"DriverActor.{method} ended without results")
     except ray.exceptions.RayTaskError as exc:
         cause = _user_error(exc)
         if cause is not None:
@@ -78,9 +98,15 @@ def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False):
         raise
 
 
-def run_pipeline(cfg: RunConfig, val, test, show_progress: bool) -> dict:
-    """Run the DriverActor on the local node and return results.json's content."""
-    return _on_driver(cfg, "run", val, test, show_progress=show_progress)
+def run_pipeline(cfg: RunConfig, val, test, show_progress: bool, on_stage=None) -> dict:
+    """Run the DriverActor on the local node and return results.json's content; ``on_stage`` gets
+    each stage's row (:func:`skillmoe_ray.pipeline.stage_row`) as the stage ends."""
+
+    def on_event(kind: str, row: dict) -> None:
+        if kind == "stage" and on_stage is not None:
+            on_stage(row)
+
+    return _on_driver(cfg, "run", val, test, show_progress=show_progress, on_event=on_event)
 
 
 def _user_error(exc: BaseException) -> SkillMoEError | None:
@@ -176,7 +202,8 @@ def prepare_service(overrides: list[str]) -> tuple[RunConfig, dict]:
 def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
     from skillmoe_ray.summary import format_summary
-    from skillmoe_ray.tracking import track_run
+    from skillmoe_ray.termination import sigterm_exits
+    from skillmoe_ray.tracking import LiveTracking
 
     if tree.get("mode") == "plan":
         plan_only(load_config(tree, run_dir))
@@ -187,10 +214,17 @@ def execute(tree: dict, run_dir: str) -> dict | None:
 
         deploy(cfg, _on_driver(cfg, "prepare", val))
         return None
-    results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty())
-    print(format_summary(results, run_dir), flush=True)
-    report = write_report_line(run_dir, results)
-    print(track_run(cfg.tracking, run_dir, tree, results, report.plots if report else {}), flush=True)
+    start_ray(cfg)  # the cluster is checked (its GPUs) before a W&B run is opened for it
+    tracking = LiveTracking(cfg.tracking, run_dir, tree)  # live: one history row per stage as it ends
+    try:
+        with sigterm_exits():
+            results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty(), on_stage=tracking.stage_done)
+            print(format_summary(results, run_dir), flush=True)
+            report = write_report_line(run_dir, results)
+    except BaseException as exc:  # an error, Ctrl-C or SIGTERM: the W&B run is marked failed, then the error goes on
+        print(tracking.fail(exc), flush=True)
+        raise
+    print(tracking.finish(results, report.plots if report else {}), flush=True)
     return results
 
 

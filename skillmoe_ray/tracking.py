@@ -1,12 +1,14 @@
 """Experiment tracking with Weights & Biases behind a small facade.
 
-:func:`track_run` is called by the entry point in the main process once the pipeline has written
-results.json and the report, so tracking sees only finished files and can never lose them. It
-opens a tracker for ``tracking.mode`` (auto: ``$WANDB_MODE`` if set, else online when logged in and
-offline otherwise), logs the run and finishes it, and returns the one line the user sees. A W&B run
-holds the resolved Hydra config as its config, the accuracies, stage timings and expert
-activations as its summary, the per-instance predictions and per-skill accuracy as tables, the
-report's plots as images, and profiles.json and results.json as artifacts. Without wandb installed,
+The entry point opens a :class:`LiveTracking` in its own process when the pipeline starts: a tracker
+for ``tracking.mode`` (auto: ``$WANDB_MODE`` if set, else online when logged in and offline
+otherwise). Each stage adds one history row as it ends (seconds, requests, tokens, activations so
+far); once results.json and the report are written, the results are logged, the run is finished,
+and the user sees one line. A run that dies (an error, Ctrl-C, SIGTERM) is marked failed (exit
+code 1), keeping the rows of the stages that finished. A W&B run holds the resolved Hydra config
+as its config, one history row per stage, and as its summary the accuracies, stage timings and
+expert activations, the per-instance predictions and per-skill accuracy as tables and the report's
+plots as images; profiles.json and results.json are artifacts. Without wandb installed,
 or with ``tracking.mode=disabled``, a :class:`NullTracker` says that tracking is off and why. wandb is
 imported here only, and only when a run is tracked.
 """
@@ -120,11 +122,13 @@ def artifact_name(experiment: str, kind: str) -> str:
 class Tracker(Protocol):
     """What the entry point needs from a tracker."""
 
+    def log_stage(self, row: dict) -> None: ...
+
     def log_run(self, run_dir: Path, results: dict, plots: Mapping[str, Path]) -> None: ...
 
     def finish(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self, reason: str = "") -> None: ...
 
     def status(self) -> str: ...
 
@@ -135,13 +139,16 @@ class NullTracker:
 
     reason: str
 
+    def log_stage(self, row: dict) -> None:
+        """Nothing to log."""
+
     def log_run(self, run_dir: Path, results: dict, plots: Mapping[str, Path]) -> None:
         """Nothing to log."""
 
     def finish(self) -> None:
         """Nothing to finish."""
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "") -> None:
         """Nothing to abort."""
 
     def status(self) -> str:
@@ -154,10 +161,16 @@ class WandbTracker:
     def __init__(self, wandb: Any, run: Any, mode: str, reason: str):
         self.wandb, self.run, self.mode, self.reason = wandb, run, mode, reason
 
+    def log_stage(self, row: dict) -> None:
+        """One history row for a stage that ended."""
+        self.run.log(row)
+
     def log_run(self, run_dir: Path, results: dict, plots: Mapping[str, Path]) -> None:
-        """Summary values, the predictions and per-skill tables, the plots, and the artifacts."""
+        """Summary values, the predictions and per-skill tables, the plots, and the artifacts.
+
+        All go into the summary, not a history row: the history holds one row per stage.
+        """
         wandb = self.wandb
-        self.run.summary.update({**summary_values(results), "run_dir": str(run_dir)})
         columns, rows = prediction_table(read_jsonl(run_dir / "final_answers.jsonl"), read_jsonl(run_dir / "recruitment.jsonl"))
         skills = [[skill, s["n"], s["accuracy"], s.get("stderr")] for skill, s in results["per_skill"].items()]
         payload = {
@@ -165,7 +178,7 @@ class WandbTracker:
             "per_skill": wandb.Table(columns=["skill", "instances", "accuracy", "stderr"], data=skills),
         }
         payload.update({f"report/{name}": wandb.Image(str(path)) for name, path in plots.items()})
-        self.run.log(payload)
+        self.run.summary.update({**summary_values(results), "run_dir": str(run_dir), **payload})
         for filename, kind in ARTIFACTS.items():
             artifact = wandb.Artifact(artifact_name(results["experiment"], kind), type=kind,
                                       metadata={"run_dir": str(run_dir), "k": results.get("k")})
@@ -174,11 +187,21 @@ class WandbTracker:
 
     def finish(self) -> None:
         self.run.finish()
+        self._flush()
 
-    def abort(self) -> None:
+    def _flush(self) -> None:
+        """Offline, finish() may return before W&B's service has written the run's file; its teardown waits
+        for that, so the run on disk is whole when the status line names it (a later run starts a new service)."""
+        if self.mode == "offline":
+            self.wandb.teardown()
+
+    def abort(self, reason: str = "") -> None:
         """Close the run as failed after an error (best effort: the first error is the one reported)."""
         try:
+            if reason:
+                self.run.summary["error"] = reason
             self.run.finish(exit_code=1)
+            self._flush()
         except Exception:
             log.debug("finishing the failed W&B run failed too", exc_info=True)
 
@@ -205,23 +228,72 @@ def open_tracker(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping)
         mode=mode, project=cfg.project, entity=cfg.entity, group=cfg.group or experiment,
         tags=list(dict.fromkeys([experiment, str(config_tree.get("mode", "run")), *cfg.tags])),
         dir=str(directory), config=primitive(config_tree),
-        # The pipeline has ended: its console output and the machine's load are not the run's to record.
+        # The console is the run's own output (and Ray's); the machine's load is not the run's to record.
         settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
     )
     return WandbTracker(wandb, run, mode, reason)
 
 
+class LiveTracking:
+    """The W&B run of one batch run, open while its pipeline runs; tracking never fails the run.
+
+    Opening, a stage row, or the final logging may fail (no W&B, a full disk): the failure is kept
+    and the run goes on untracked; :meth:`finish` or :meth:`fail` returns the one status line.
+    """
+
+    def __init__(self, cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping):
+        self.run_dir = Path(run_dir)
+        self.tracker: Tracker | None = None
+        self.error: Exception | None = None
+        try:
+            self.tracker = open_tracker(cfg, run_dir, config_tree)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        log.debug("tracking failed", exc_info=True)  # the traceback with hydra.verbose=true; the user sees one line
+        self.error = self.error or exc
+        if self.tracker is not None:
+            self.tracker.abort()
+            self.tracker = None
+
+    def stage_done(self, row: dict) -> None:
+        """Log a stage's row as it ends."""
+        if self.tracker is not None:
+            try:
+                self.tracker.log_stage(row)
+            except Exception as exc:
+                self._failed(exc)
+
+    def finish(self, results: dict, plots: Mapping[str, Path]) -> str:
+        """Log the finished run's results and close it; returns the status line."""
+        if self.tracker is not None:
+            try:
+                self.tracker.log_run(self.run_dir, results, plots)
+                self.tracker.finish()
+                return self.tracker.status()
+            except Exception as exc:
+                self._failed(exc)
+        return self._failure_line(f"the run's results are in {self.run_dir}")
+
+    def fail(self, cause: BaseException) -> str:
+        """Mark the run failed (it died: an error, Ctrl-C, SIGTERM), keeping the stages logged so far."""
+        if self.tracker is None:
+            return self._failure_line("the run failed")
+        if isinstance(self.tracker, NullTracker):
+            return self.tracker.status()
+        reason = f"{type(cause).__name__}: {cause}"[:300]
+        self.tracker.abort(reason)
+        status, self.tracker = self.tracker.status(), None
+        return f"{status} (marked failed: {reason})"
+
+    def _failure_line(self, where: str) -> str:
+        if self.error is None:
+            return "tracking: off"
+        return f"tracking: failed ({type(self.error).__name__}: {self.error}); {where}"
+
+
 def track_run(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping, results: dict,
               plots: Mapping[str, Path]) -> str:
-    """Log a finished run and return the one status line; a tracking failure is reported, not raised."""
-    tracker: Tracker | None = None
-    try:
-        tracker = open_tracker(cfg, run_dir, config_tree)
-        tracker.log_run(Path(run_dir), results, plots)
-        tracker.finish()
-        return tracker.status()
-    except Exception as exc:  # the run's files are written; losing the tracking must not fail the run
-        log.debug("tracking failed", exc_info=True)  # the traceback with hydra.verbose=true; the user sees one line
-        if tracker is not None:
-            tracker.abort()
-        return f"tracking: failed ({type(exc).__name__}: {exc}); the run's results are in {run_dir}"
+    """Log a finished run at once and return the one status line; a tracking failure is reported, not raised."""
+    return LiveTracking(cfg, run_dir, config_tree).finish(results, plots)

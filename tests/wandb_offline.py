@@ -21,13 +21,15 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 @dataclass
 class OfflineRun:
-    """An offline run's config, final summary, logged history rows and artifacts (name, type, files)."""
+    """An offline run's config, final summary, logged history rows, artifacts (name, type, files), and
+    its exit code (None while the run was never finished: the process died before it could)."""
 
     path: Path
     config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     artifacts: list[dict] = field(default_factory=list)
+    exit_code: int | None = None
 
 
 def _payloads(data: bytes) -> list[bytes]:
@@ -79,6 +81,8 @@ def read_offline_run(run_path: Path) -> OfflineRun:
             row: dict = {}
             _apply(row, record.history.item)
             run.history.append(row)
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
         elif kind == "artifact":
             run.artifacts.append({"name": record.artifact.name, "type": record.artifact.type,
                                   "files": [e.path for e in record.artifact.manifest.contents]})

@@ -7,11 +7,13 @@ number for answer prompts. It never stands in for a real engine in what the proj
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict
 
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
 from skillmoe_ray.errors import EngineError
-from skillmoe_ray.seeding import derive_seed
+from skillmoe_ray.seeding import derive_seed, stable_hash
 
 FAKE_SKILLS = (
     "algebra", "geometry", "probability", "genetics", "optics", "enzymes",
@@ -28,6 +30,11 @@ class FakeEngine(Engine):
     OPTIONS = {
         # seconds each generate() call takes (to test kills and timelines)
         "delay_s": 0.0,
+        # seconds each request adds to its generate() call (a slow engine: long groups, chunk by chunk)
+        "request_delay_s": 0.0,
+        # a file each generate() call appends one JSON line to per request, before generating ({"model",
+        # "tag", "request": a hash of the request}), so tests can count what was (re)generated
+        "request_log": None,
         # seconds load() takes
         "load_delay_s": 0.0,
         # expert names whose generate() raises (to test failure handling)
@@ -76,10 +83,21 @@ class FakeEngine(Engine):
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         if self.spec.name in self.options["fail_models"]:
             raise EngineError(f"fake failure of expert {self.spec.name!r}")
+        self._log_requests(requests)
         self._maybe_die(requests)
         self._maybe_signal(requests)
-        time.sleep(self.options["delay_s"])
+        time.sleep(self.options["delay_s"] + self.options["request_delay_s"] * len(requests))
         return [self._reply(r) for r in requests]
+
+    def _log_requests(self, requests: list[GenRequest]) -> None:
+        """Append one line per request to ``request_log`` (one write, so concurrent actors' lines stay whole)."""
+        if not self.options["request_log"] or not requests:
+            return
+        lines = "".join(json.dumps({"model": self.spec.name, "tag": r.tag,
+                                    "request": stable_hash([r.messages, asdict(r.sampling)], 16)}) + "\n"
+                        for r in requests)
+        with open(self.options["request_log"], "a", encoding="utf-8") as f:
+            f.write(lines)
 
     def _maybe_die(self, requests: list[GenRequest]) -> None:
         """Exit the process (as an OOM kill or a segfault would) once, when ``die_once`` names this stage."""

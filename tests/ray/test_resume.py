@@ -41,7 +41,8 @@ def cli(args: list[str]) -> list[str]:
 
 def test_killed_run_resumes_from_finished_expert_groups(tmp_path):
     cache = tmp_path / "cache"
-    common = [f"cache_dir={cache}", "engine.options.delay_s=1.5"]
+    # whole groups (chunk_requests=0): a stored shard is a finished group (test_long_runs covers chunks)
+    common = [f"cache_dir={cache}", "engine.options.delay_s=1.5", "scheduler.chunk_requests=0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(cli([*common, f"hydra.run.dir={tmp_path / 'run1'}"]), cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

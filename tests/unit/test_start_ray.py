@@ -36,3 +36,28 @@ def test_inside_a_ray_job_the_run_joins_the_jobs_cluster(ray_init, monkeypatch, 
     start_ray(make_config(tmp_path))
     (call,) = ray_init
     assert call["address"] == "192.0.2.7:6379" and "num_cpus" not in call and "num_gpus" not in call
+
+
+def test_resources_dashboard_starts_rays_dashboard_with_a_local_cluster(ray_init, tmp_path):
+    start_ray(make_config(tmp_path, ["resources.dashboard=true"]))
+    (call,) = ray_init
+    assert call["include_dashboard"] is True
+
+
+def test_sigterm_inside_a_run_unwinds_it_and_exits_with_sigterms_status():
+    import os
+    import signal
+
+    from skillmoe_ray.termination import sigterm_exits
+
+    before = signal.getsignal(signal.SIGTERM)
+    unwound = []
+    with pytest.raises(SystemExit) as stopped, sigterm_exits():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+        finally:
+            unwound.append(True)
+    assert stopped.value.code == 143 and unwound == [True]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
