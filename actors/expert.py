@@ -13,7 +13,7 @@ import sys
 
 from skillmoe_ray.config import EngineConfig, ModelSpec
 from skillmoe_ray.engines import create_engine
-from skillmoe_ray.handles import LocalExpert
+from skillmoe_ray.scheduling.handles import LocalExpert
 
 
 class ExpertActor(LocalExpert):

@@ -23,9 +23,9 @@ import ray
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
 from skillmoe_ray.errors import ConfigError
-from skillmoe_ray.executor import SlotExecutor
 from skillmoe_ray.progress import ProgressFactory, no_progress
-from skillmoe_ray.residency import footprints_from_config
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.residency import footprints_from_config
 from skillmoe_ray_actors.expert import ExpertActor
 
 log = logging.getLogger(__name__)

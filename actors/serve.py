@@ -9,11 +9,11 @@ Two deployments, so that Serve's own back-pressure bounds the work:
 - :class:`SkillMoEService` is the HTTP ingress: it validates requests (400), hands them to the
   answerer, and maps what comes back to HTTP: 503 with Retry-After when Serve rejected the call,
   502 when experts failed, 504 past ``serve.request_timeout_s`` (the call is then cancelled in
-  Serve), and a JSON reply or an SSE stream (``skillmoe_ray.streaming``). It keeps the /v1/stats
+  Serve), and a JSON reply or an SSE stream (``skillmoe_ray.serving.streaming``). It keeps the /v1/stats
   counters, so rejected requests are counted although they never reach the answerer.
 
-Request validation and response shapes live in ``skillmoe_ray.openai_api``, micro-batching in
-``skillmoe_ray.batching``, answering in ``skillmoe_ray.online``. Two ways to start it:
+Request validation and response shapes live in ``skillmoe_ray.serving.openai_api``, micro-batching in
+``skillmoe_ray.serving.batching``, answering in ``skillmoe_ray.serving.router``. Two ways to start it:
 ``python -m skillmoe_ray.run mode=serve +experiment=demo`` and ``serve run jobs/serve_config.yaml``
 (which calls :func:`build_app`).
 """
@@ -31,11 +31,12 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from skillmoe_ray import streaming
-from skillmoe_ray.batching import MicroBatcher
 from skillmoe_ray.config import RunConfig
-from skillmoe_ray.online import OnlineRouter, Outcome
-from skillmoe_ray.openai_api import (
+from skillmoe_ray.method.skills import load_embedder
+from skillmoe_ray.pipeline import Pipeline
+from skillmoe_ray.serving import streaming
+from skillmoe_ray.serving.batching import MicroBatcher
+from skillmoe_ray.serving.openai_api import (
     BadRequest,
     Job,
     completion_response,
@@ -43,8 +44,7 @@ from skillmoe_ray.openai_api import (
     models_response,
     parse_request,
 )
-from skillmoe_ray.pipeline import Pipeline
-from skillmoe_ray.skills import load_embedder
+from skillmoe_ray.serving.router import OnlineRouter, Outcome
 from skillmoe_ray_actors.placement import PlacementScheduler
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from skillmoe_ray.aggregate import expert_messages
 from skillmoe_ray.config import ModelSpec, RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.errors import DataError
+from skillmoe_ray.method.aggregate import expert_messages
 
 
 def longest_prompt(spec: ModelSpec, instances: Sequence[Instance], prompts: str) -> tuple[int, Instance]:

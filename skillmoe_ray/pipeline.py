@@ -6,7 +6,7 @@ cached is skipped; a stage that must run asks the executor only for the requests
 grouped by expert, and stores each group's outputs as soon as the group finishes.
 
 With ``steering.enabled``, a ``steering`` stage before the test-time phases identifies each MoE
-expert's domain experts (DSMoE, :mod:`skillmoe_ray.steering`), and its answers are steered.
+expert's domain experts (DSMoE, :mod:`skillmoe_ray.method.steering`), and its answers are steered.
 """
 
 from __future__ import annotations
@@ -19,28 +19,30 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from skillmoe_ray import artifacts
-from skillmoe_ray.aggregate import extract_answer, is_correct
 from skillmoe_ray.cache import GenerationStore, StageCache
-from skillmoe_ray.compare import comparison_summary
 from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.engines.base import GenRequest, Steering
-from skillmoe_ray.evaluate import evaluate, gold_skill_accuracy, validation_accuracy
-from skillmoe_ray.executor import SlotExecutor
-from skillmoe_ray.measurements import Measurements
-from skillmoe_ray.methods import MethodContext, build_plans
-from skillmoe_ray.plan import ExpertGroup, group_by_expert
-from skillmoe_ray.profiles import (
+from skillmoe_ray.forecast.measurements import Measurements
+from skillmoe_ray.method.aggregate import extract_answer, is_correct
+from skillmoe_ray.method.catalog import MethodContext, build_plans
+from skillmoe_ray.method.profiles import (
     build_profiles,
     competence_distribution,
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.recruit import Recruitment
-from skillmoe_ray.registry import RECRUIT_POLICIES
-from skillmoe_ray.skills import (
+from skillmoe_ray.method.recruit import Recruitment
+from skillmoe_ray.method.requests import (
+    aggregation_request,
+    analysis_requests,
+    profile_requests,
+    skill_requests,
+    synthetic_tasks,
+)
+from skillmoe_ray.method.runner import PlanRun, PlanRunner
+from skillmoe_ray.method.skills import (
     build_vocabulary,
     load_embedder,
     map_instance_skills,
@@ -48,15 +50,13 @@ from skillmoe_ray.skills import (
     parse_keywords,
     vote_keywords,
 )
-from skillmoe_ray.stages import (
-    aggregation_request,
-    analysis_requests,
-    profile_requests,
-    skill_requests,
-    synthetic_tasks,
-)
-from skillmoe_ray.steering import choose_experts, query_domains, score_experts, skill_domains, steerer
-from skillmoe_ray.testtime import PlanRun, PlanRunner
+from skillmoe_ray.method.steering import choose_experts, query_domains, score_experts, skill_domains, steerer
+from skillmoe_ray.registry import RECRUIT_POLICIES
+from skillmoe_ray.reporting import artifacts
+from skillmoe_ray.reporting.compare import comparison_summary
+from skillmoe_ray.reporting.evaluate import evaluate, gold_skill_accuracy, validation_accuracy
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.grouping import ExpertGroup, group_by_expert
 
 log = logging.getLogger(__name__)
 STAGE_VERSION = 2  # bump when a stage's output format or rule changes, to invalidate old entries

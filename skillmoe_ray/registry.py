@@ -86,13 +86,13 @@ ENGINES.register("openai", "skillmoe_ray.engines.openai_engine:OpenAIEngine", re
 ENGINES.register("fake", "skillmoe_ray.engines.fake:FakeEngine", steerable=True)
 
 RECRUIT_POLICIES = Registry("recruitment policy", "recruit.policy")
-RECRUIT_POLICIES.register("symbolic_moe", "skillmoe_ray.recruit:recruit_symbolic_moe")
-RECRUIT_POLICIES.register("budgeted", "skillmoe_ray.recruit:recruit_budgeted")
+RECRUIT_POLICIES.register("symbolic_moe", "skillmoe_ray.method.recruit:recruit_symbolic_moe")
+RECRUIT_POLICIES.register("budgeted", "skillmoe_ray.method.recruit:recruit_budgeted")
 
 METHODS = Registry("method", "compare.methods")
 for _name in ("single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa",
               "symbolic_moe", "oracle"):
-    METHODS.register(_name, f"skillmoe_ray.methods:plan_{_name}")
+    METHODS.register(_name, f"skillmoe_ray.method.catalog:plan_{_name}")
 
 DATA_SOURCES = Registry("data source", "data.<split>.source")
 DATA_SOURCES.register("local", "skillmoe_ray.data.local:load_local")

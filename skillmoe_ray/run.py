@@ -3,7 +3,7 @@
 The composition root: Hydra composes the config from ``conf/``; this module validates it, builds
 the demo models if asked, loads the data (failing fast on bad input, before any model loads),
 starts Ray, runs the DriverActor, prints the summary, writes the report, and logs the run to W&B
-(:mod:`skillmoe_ray.tracking`) once results.json is on disk. Errors caused by input are printed as one
+(:mod:`skillmoe_ray.reporting.tracking`) once results.json is on disk. Errors caused by input are printed as one
 line naming the problem, without a traceback.
 """
 
@@ -23,7 +23,7 @@ from skillmoe_ray.engines import engine_entry
 from skillmoe_ray.errors import ConfigError, SkillMoEError
 
 if TYPE_CHECKING:
-    from skillmoe_ray.report import Report
+    from skillmoe_ray.reporting.report import Report
 
 log = logging.getLogger("skillmoe_ray")
 # Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repository's conf/ (checkout, editable install)
@@ -124,7 +124,7 @@ def write_report_line(run_dir: str, results: dict) -> Report | None:
 
     results.json is on disk before this runs, so a failing plot costs the report, never the results.
     """
-    from skillmoe_ray.report import write_report
+    from skillmoe_ray.reporting.report import write_report
 
     try:
         report = write_report(run_dir, results)
@@ -140,7 +140,7 @@ def write_report_line(run_dir: str, results: dict) -> Report | None:
 def plan_only(cfg: RunConfig) -> None:
     """mode=plan: print the schedule and predicted makespans; loads no model and no hub dataset."""
     from skillmoe_ray.data import load_data
-    from skillmoe_ray.planner import format_plan, make_plan
+    from skillmoe_ray.forecast.planner import format_plan, make_plan
 
     local = all(s.source in ("local", "demo", "lab") for s in (cfg.data.val, cfg.data.test))
     val, test = load_data(cfg.data, cfg.seed) if local else (None, None)
@@ -201,9 +201,9 @@ def prepare_service(overrides: list[str]) -> tuple[RunConfig, dict]:
 
 def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
-    from skillmoe_ray.summary import format_summary
+    from skillmoe_ray.reporting.summary import format_summary
+    from skillmoe_ray.reporting.tracking import LiveTracking
     from skillmoe_ray.termination import sigterm_exits
-    from skillmoe_ray.tracking import LiveTracking
 
     if tree.get("mode") == "plan":
         plan_only(load_config(tree, run_dir))
@@ -250,9 +250,9 @@ def cli() -> None:
     """``python -m skillmoe_ray.run``: the command line checked first (one line, exit 2), then Hydra runs it.
 
     Hydra would report an unknown key or group option in a paragraph and an unwritable run directory
-    with a traceback, both before any of our code runs (:mod:`skillmoe_ray.hydra_checks`).
+    with a traceback, both before any of our code runs (:mod:`skillmoe_ray.config.hydra_checks`).
     """
-    from skillmoe_ray.hydra_checks import check_command_line
+    from skillmoe_ray.config.hydra_checks import check_command_line
 
     try:
         check_command_line(sys.argv[1:], CONF_DIR)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from skillmoe_ray.assignment import Assignment, assign_budgeted, unified_scores
+from skillmoe_ray.budget.assignment import Assignment, assign_budgeted, unified_scores
 
 GOALS = {"no capacity": "< 1 s", "capacity": "< 10 s"}  # on a 2-core machine
 

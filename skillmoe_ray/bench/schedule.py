@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from skillmoe_ray.aggregate import expert_messages
 from skillmoe_ray.bench.presets import PRESETS, engine_dtype, parameter_count, preset_recipe
 from skillmoe_ray.config import DemoConfig, ModelSpec
 from skillmoe_ray.data import demo_data_path
@@ -39,9 +38,10 @@ from skillmoe_ray.data.local import load_local
 from skillmoe_ray.demo import ensure_demo_models
 from skillmoe_ray.engines import create_engine
 from skillmoe_ray.engines.base import GenRequest, Sampling
-from skillmoe_ray.executor import SlotExecutor
-from skillmoe_ray.handles import LocalExpert
-from skillmoe_ray.plan import ExpertGroup, group_by_expert
+from skillmoe_ray.method.aggregate import expert_messages
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.grouping import ExpertGroup, group_by_expert
+from skillmoe_ray.scheduling.handles import LocalExpert
 from skillmoe_ray.seeding import derive_seed
 
 

@@ -161,7 +161,7 @@ class HFEngine(Engine):
         """The prompt's routing statistics (under the request's steering, if any); no text."""
         prompt = self.tokenizer.apply_chat_template(request.chat(), tokenize=False, add_generation_prompt=True)
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
-        from skillmoe_ray.steering import common_token_mask
+        from skillmoe_ray.method.steering import common_token_mask
 
         common = common_token_mask(self.tokenizer.convert_ids_to_tokens(ids[0].tolist()))
         with steered(self.model, request.steering):

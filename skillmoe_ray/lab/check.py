@@ -11,10 +11,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from skillmoe_ray.aggregate import expert_messages, extract_answer, is_correct
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.lab import examples as ex
-from skillmoe_ray.skills import keyword_messages, parse_keywords
+from skillmoe_ray.method.aggregate import expert_messages, extract_answer, is_correct
+from skillmoe_ray.method.skills import keyword_messages, parse_keywords
 
 
 def generate(model_dir: Path, conversations: Sequence[list[dict]], max_new_tokens: int = 16, batch: int = 64) -> list[str]:

@@ -1,10 +1,10 @@
 """Training examples of the skill lab's models, written with the pipeline's own prompts.
 
 An expert learns to answer its skills' questions from the exact chat prompt the expert stage sends
-(:func:`skillmoe_ray.aggregate.expert_messages`); the keyword model learns to name a question's skill in
-the line the skill stage parses (:func:`skillmoe_ray.skills.keyword_messages`); the aggregator learns
+(:func:`skillmoe_ray.method.aggregate.expert_messages`); the keyword model learns to name a question's skill in
+the line the skill stage parses (:func:`skillmoe_ray.method.skills.keyword_messages`); the aggregator learns
 to state the answer most candidate solutions agree on, from the aggregation prompt itself
-(:func:`skillmoe_ray.aggregate.aggregator_messages`). Only the response is trained on.
+(:func:`skillmoe_ray.method.aggregate.aggregator_messages`). Only the response is trained on.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from skillmoe_ray.aggregate import aggregator_messages, expert_messages
 from skillmoe_ray.data.instances import CHOICE, Instance
 from skillmoe_ray.lab.world import SKILLS, make_instance
-from skillmoe_ray.skills import KEYWORD_LINE, keyword_messages
+from skillmoe_ray.method.aggregate import aggregator_messages, expert_messages
+from skillmoe_ray.method.skills import KEYWORD_LINE, keyword_messages
 
 Example = tuple[list[dict], str]  # (chat messages, the response to learn)
 # Shares of the aggregator's training sets by how many of the three candidates are right, and how

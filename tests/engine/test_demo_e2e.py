@@ -83,7 +83,7 @@ def test_budgeted_policy_with_max_experts_activates_fewer_experts(demo_runs):
 @pytest.mark.parametrize("replay", [True, False])
 def test_the_simulator_predicts_the_demo_makespan_within_25_percent(demo_runs, replay):
     """With the figures the run measured: a replay of its timeline, and an estimate from the config."""
-    from skillmoe_ray.planner import make_plan
+    from skillmoe_ray.forecast.planner import make_plan
     from tests.conftest import make_config
 
     (first, _, _), tmp = demo_runs[0][0], demo_runs[1]

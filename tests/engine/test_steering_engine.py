@@ -72,7 +72,7 @@ def test_analysis_splits_routing_by_saliency_decile_and_common_tokens_for_the_pa
     import numpy as np
 
     from skillmoe_ray.config import SteeringConfig
-    from skillmoe_ray.steering import choose_experts, score_experts
+    from skillmoe_ray.method.steering import choose_experts, score_experts
 
     # words of the demo vocabulary (the tiny model's tokenizer knows no others: the rest is <unk>, markup)
     questions = {"bio": ["When a ribosome joins two amino acids with a peptide bond, what type of reaction occurs?",

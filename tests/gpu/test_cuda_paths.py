@@ -79,9 +79,9 @@ def test_weights_load_straight_onto_the_gpu_where_accelerate_is_installed(tiny_m
 
 
 def test_the_executor_wakes_experts_on_cuda_and_their_probes_pass(tiny_model_dir):
-    from skillmoe_ray.executor import SlotExecutor
-    from skillmoe_ray.handles import LocalExpert
-    from skillmoe_ray.plan import ExpertGroup
+    from skillmoe_ray.scheduling.executor import SlotExecutor
+    from skillmoe_ray.scheduling.grouping import ExpertGroup
+    from skillmoe_ray.scheduling.handles import LocalExpert
 
     ex = SlotExecutor(lambda name, slot=0: LocalExpert(engine_for(tiny_model_dir, name)))
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.aggregate import expert_messages, extract_answer, is_correct
 from skillmoe_ray.config import EngineConfig, ModelSpec
 from skillmoe_ray.engines.base import GenRequest, Sampling
 from skillmoe_ray.lab.world import generate_split
+from skillmoe_ray.method.aggregate import expert_messages, extract_answer, is_correct
 
 pytestmark = pytest.mark.engine
 CPU_OPTIONS = {"enforce_eager": True, "gpu_memory_utilization": 0.05, "cpu_kvcache_gb": 1, "max_num_seqs": 64}
@@ -41,7 +41,7 @@ def test_vllm_cpu_runs_a_lab_expert_good_at_its_skills_only(ray_cluster, lab_mod
 
 def test_transformers_runs_the_keyword_model_in_the_skill_stages_format(lab_models):
     from skillmoe_ray.engines.hf_engine import HFEngine
-    from skillmoe_ray.skills import keyword_messages, parse_keywords
+    from skillmoe_ray.method.skills import keyword_messages, parse_keywords
 
     test = generate_split("test", 40, 1)
     engine = HFEngine(ModelSpec(name="lab-keyword", path=str(lab_models / "lab-keyword"), max_tokens=12),

@@ -13,9 +13,9 @@ import pytest
 from skillmoe_ray.config import load_config
 from skillmoe_ray.data import load_data
 from skillmoe_ray.engines import create_engine
-from skillmoe_ray.executor import SlotExecutor
-from skillmoe_ray.handles import LocalExpert
 from skillmoe_ray.pipeline import Pipeline
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.handles import LocalExpert
 from tests.conftest import compose_tree
 
 pytestmark = pytest.mark.engine
@@ -67,7 +67,7 @@ def test_the_comparison_reports_the_oracle_and_each_skills_specialists(compared)
 
 def test_with_recruitment_forced_uniform_the_gap_is_gone(lab_models, tmp_path, monkeypatch, compared):
     """Recruitment that ignores skills (every expert equally likely) must lose the advantage."""
-    import skillmoe_ray.recruit as recruit
+    import skillmoe_ray.method.recruit as recruit
 
     monkeypatch.setattr(recruit, "recruitment_distribution",
                         lambda profiles, skills, global_dist, pool: {m: 1 / len(pool) for m in pool})

@@ -56,9 +56,9 @@ def baseline_answers(tmp_path) -> list:
     """The same configuration without the fault: in-process experts on two slots (no Ray, no node to lose)."""
     from skillmoe_ray.data import load_data
     from skillmoe_ray.engines import create_engine
-    from skillmoe_ray.executor import SlotExecutor
-    from skillmoe_ray.handles import LocalExpert
     from skillmoe_ray.pipeline import Pipeline
+    from skillmoe_ray.scheduling.executor import SlotExecutor
+    from skillmoe_ray.scheduling.handles import LocalExpert
 
     cfg = make_config(tmp_path / "baseline", ["resources.gpus=2"])
     executor = SlotExecutor(lambda name, slot: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), n_slots=2)

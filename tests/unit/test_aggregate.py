@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.aggregate import (
+from skillmoe_ray.data.instances import CHOICE, MATH, Instance
+from skillmoe_ray.method.aggregate import (
     aggregator_messages,
     expert_messages,
     extract_answer,
@@ -13,7 +14,6 @@ from skillmoe_ray.aggregate import (
     is_correct,
     majority_vote,
 )
-from skillmoe_ray.data.instances import CHOICE, MATH, Instance
 
 MC = Instance("c1", "t", "Which is a prime?", "B", CHOICE, choices=("4", "7", "9", "15"))
 MATH_INST = Instance("m1", "t", "Compute 4/15 as a fraction.", "\\frac{4}{15}", MATH)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skillmoe_ray.assignment import (
+from skillmoe_ray.budget.assignment import (
     METHODS,
     Assignment,
     AssignmentError,
@@ -343,7 +343,8 @@ def test_budget_may_be_a_whole_float():
 
 def test_recruit_re_exports_budgeted_assignment():
     """recruit.py is where recruitment policies live; the budgeted one is reachable there."""
-    from skillmoe_ray import assignment, recruit
+    from skillmoe_ray.budget import assignment
+    from skillmoe_ray.method import recruit
 
     assert recruit.assign_budgeted is assignment.assign_budgeted
     assert recruit.Assignment is assignment.Assignment

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from skillmoe_ray.batching import MicroBatcher
+from skillmoe_ray.serving.batching import MicroBatcher
 
 
 def run(coro):

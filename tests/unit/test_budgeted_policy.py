@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.assignment import InfeasibleAssignment
+from skillmoe_ray.budget.assignment import InfeasibleAssignment
 from skillmoe_ray.config import BudgetConfig, RecruitConfig
-from skillmoe_ray.recruit import recruit_budgeted, recruit_symbolic_moe
+from skillmoe_ray.method.recruit import recruit_budgeted, recruit_symbolic_moe
 from tests.conftest import make_config
 from tests.unit.test_pipeline import run_pipeline
 
@@ -41,7 +41,7 @@ def test_max_experts_caps_the_distinct_experts_of_the_batch():
 def test_experts_are_listed_by_unified_score_best_first():
     import numpy as np
 
-    from skillmoe_ray.assignment import unified_scores
+    from skillmoe_ray.budget.assignment import unified_scores
 
     result = budgeted(per_instance=3.0, k_max=3)
     suitability = np.array([[r.probabilities[m] for m in POOL] for r in result.recruitments])

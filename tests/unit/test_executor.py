@@ -7,9 +7,9 @@ import pytest
 from skillmoe_ray.config import ModelSpec
 from skillmoe_ray.engines.base import GenRequest, Sampling
 from skillmoe_ray.engines.fake import FakeEngine
-from skillmoe_ray.executor import SlotExecutor
-from skillmoe_ray.handles import LocalExpert
-from skillmoe_ray.plan import ExpertGroup
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.grouping import ExpertGroup
+from skillmoe_ray.scheduling.handles import LocalExpert
 from tests.conftest import max_concurrency
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from skillmoe_ray.aggregate import extract_answer, is_correct
 from skillmoe_ray.data.instances import Instance
+from skillmoe_ray.method.aggregate import extract_answer, is_correct
 from tests.unit.extraction_corpus import cases
 
 OPTIONS = {4: ("w", "x", "y", "z"), 10: tuple("abcdefghij")}

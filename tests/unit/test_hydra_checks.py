@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.errors import ConfigError
-from skillmoe_ray.hydra_checks import (
+from skillmoe_ray.config.hydra_checks import (
     check_command_line,
     check_directory_writable,
     single_values,
     unknown_key_message,
 )
+from skillmoe_ray.errors import ConfigError
 from tests.conftest import REPO, TEST_CONF
 
 CONF = str(REPO / "conf")

@@ -8,12 +8,12 @@ from collections import Counter
 
 import pytest
 
-from skillmoe_ray.aggregate import expert_messages, extract_answer, is_correct
 from skillmoe_ray.data.instances import CHOICE, MATH
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.lab import examples as ex
 from skillmoe_ray.lab.build import full_recipe, recipe_hash
 from skillmoe_ray.lab.world import COUNTRY_CODES, SKILLS, TASKS, generate_split
+from skillmoe_ray.method.aggregate import expert_messages, extract_answer, is_correct
 from tests.conftest import compose_tree
 
 
@@ -156,7 +156,7 @@ def test_progress_from_workers_is_logged_with_counts_rate_and_eta_when_not_a_ter
 
 def test_the_oracle_needs_gold_skills():
     from skillmoe_ray.data.instances import Instance
-    from skillmoe_ray.methods import MethodContext, plan_oracle
+    from skillmoe_ray.method.catalog import MethodContext, plan_oracle
 
     insts = [Instance("a", "t", "q", "1", MATH, subject="s1"), Instance("b", "t", "q2", "2", MATH, subject="s2")]
     ctx = MethodContext(test=insts, experts=["x", "y"], recruitments={}, aggregator="x",

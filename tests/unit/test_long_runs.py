@@ -15,12 +15,12 @@ from skillmoe_ray.engines import create_engine
 from skillmoe_ray.engines.base import GenRequest, Sampling
 from skillmoe_ray.engines.fake import FakeEngine
 from skillmoe_ray.errors import ExpertFailed
-from skillmoe_ray.executor import SlotExecutor
-from skillmoe_ray.handles import LocalExpert
 from skillmoe_ray.pipeline import Pipeline
-from skillmoe_ray.plan import ExpertGroup, chunked
 from skillmoe_ray.progress import LogBar, duration, rate_line
-from skillmoe_ray.tracking import LiveTracking
+from skillmoe_ray.reporting.tracking import LiveTracking
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.grouping import ExpertGroup, chunked
+from skillmoe_ray.scheduling.handles import LocalExpert
 from tests.conftest import make_config
 from tests.unit.test_pipeline import fake_embedder
 from tests.wandb_offline import offline_runs, read_offline_run

@@ -9,8 +9,8 @@ import pytest
 
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.errors import ConfigError
-from skillmoe_ray.methods import MethodContext, build_plans
-from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.method.catalog import MethodContext, build_plans
+from skillmoe_ray.method.recruit import Recruitment
 
 EXPERTS = ["a", "b", "c", "d"]
 
@@ -136,7 +136,7 @@ def test_compare_reports_every_method_with_accuracy_and_costs(compared):
 
 
 def test_compare_gives_standard_errors_and_paired_bootstrap_differences_to_symbolic_moe(compared):
-    from skillmoe_ray.stats import standard_error
+    from skillmoe_ray.reporting.stats import standard_error
 
     results, run = compared
     sym, single = results["methods"]["symbolic_moe"], results["methods"]["single"]

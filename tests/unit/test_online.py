@@ -6,11 +6,11 @@ import pytest
 
 from skillmoe_ray.data import load_data
 from skillmoe_ray.engines import create_engine
-from skillmoe_ray.executor import SlotExecutor
-from skillmoe_ray.handles import LocalExpert
-from skillmoe_ray.online import OnlineRouter
-from skillmoe_ray.openai_api import parse_request
 from skillmoe_ray.pipeline import Pipeline
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray.serving.openai_api import parse_request
+from skillmoe_ray.serving.router import OnlineRouter
 from tests.conftest import make_config
 from tests.unit.test_pipeline import fake_embedder
 

@@ -6,8 +6,14 @@ import json
 
 import pytest
 
-from skillmoe_ray.openai_api import BadRequest, completion_response, model_names, parse_request, resolve_model
-from skillmoe_ray.testtime import ReplySampling
+from skillmoe_ray.method.runner import ReplySampling
+from skillmoe_ray.serving.openai_api import (
+    BadRequest,
+    completion_response,
+    model_names,
+    parse_request,
+    resolve_model,
+)
 
 
 def body(**fields) -> bytes:

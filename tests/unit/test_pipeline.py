@@ -9,9 +9,9 @@ import pytest
 
 from skillmoe_ray.data import load_data
 from skillmoe_ray.engines import create_engine
-from skillmoe_ray.executor import SlotExecutor
-from skillmoe_ray.handles import LocalExpert
 from skillmoe_ray.pipeline import Pipeline
+from skillmoe_ray.scheduling.executor import SlotExecutor
+from skillmoe_ray.scheduling.handles import LocalExpert
 from tests.conftest import make_config, max_concurrency
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skillmoe_ray.engines.base import GenRequest, Sampling
-from skillmoe_ray.plan import ExpertGroup, assign_slots, group_by_expert, order_groups, spread
+from skillmoe_ray.scheduling.grouping import ExpertGroup, assign_slots, group_by_expert, order_groups, spread
 
 
 def req(tag: str, max_tokens: int = 10) -> GenRequest:

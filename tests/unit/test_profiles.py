@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from skillmoe_ray.profiles import (
+from skillmoe_ray.method.profiles import (
     build_profiles,
     competence_distribution,
     global_competence,

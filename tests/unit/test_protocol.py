@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.aggregate import aggregator_messages, expert_messages, extract_answer
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
 from skillmoe_ray.errors import ConfigError
-from skillmoe_ray.skills import keyword_messages, parse_keywords
+from skillmoe_ray.method.aggregate import aggregator_messages, expert_messages, extract_answer
+from skillmoe_ray.method.skills import keyword_messages, parse_keywords
 from tests.conftest import compose_tree, make_config
 from tests.unit.test_pipeline import run_pipeline
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from skillmoe_ray.config import RecruitConfig
-from skillmoe_ray.recruit import (
+from skillmoe_ray.method.recruit import (
     Recruitment,
     local_scores,
     recruit_symbolic_moe,
@@ -180,7 +180,7 @@ def test_recruitment_to_dict_round_trip():
 
 
 def test_the_rare_expert_rule_replaces_an_expert_holding_under_the_share_of_slots():
-    from skillmoe_ray.recruit import Recruitment, replace_rare_experts
+    from skillmoe_ray.method.recruit import Recruitment, replace_rare_experts
 
     probs = {"a": 0.5, "b": 0.4, "c": 0.1}
     recs = [Recruitment(f"q{i}", ("s",), ("a", "b", "a"), probs) for i in range(9)]
@@ -195,7 +195,7 @@ def test_the_rare_expert_rule_replaces_an_expert_holding_under_the_share_of_slot
 
 
 def test_symbolic_moe_recruitment_applies_the_rare_expert_rule_when_configured():
-    from skillmoe_ray.recruit import recruit_symbolic_moe
+    from skillmoe_ray.method.recruit import recruit_symbolic_moe
 
     profiles = {"a": {"s": 5}, "b": {"s": 4}, "c": {"s": 1}}
     skills = {f"q{i}": ["s"] for i in range(40)}

@@ -70,7 +70,7 @@ def test_steering_on_an_engine_without_router_access_names_the_engines_that_have
 
 
 def test_the_planner_asks_the_engine_class_whether_it_sleeps(tmp_path):
-    from skillmoe_ray.planner import engine_can_sleep
+    from skillmoe_ray.forecast.planner import engine_can_sleep
 
     assert engine_can_sleep(make_config(tmp_path, ["engine=hf"]))
     assert not engine_can_sleep(make_config(tmp_path, ["engine=vllm_cpu"]))

@@ -8,7 +8,14 @@ import sys
 
 import pytest
 
-from skillmoe_ray.report import PLOTS, build_figures, expert_usage, read_jsonl, top_skills, write_report
+from skillmoe_ray.reporting.report import (
+    PLOTS,
+    build_figures,
+    expert_usage,
+    read_jsonl,
+    top_skills,
+    write_report,
+)
 from tests.conftest import make_config
 from tests.unit.test_pipeline import run_pipeline
 
@@ -120,7 +127,7 @@ def test_without_matplotlib_the_report_has_the_tables_and_says_why_once(demo_run
     run_dir, results = demo_run
     (tmp_path / "recruitment.jsonl").write_text((run_dir / "recruitment.jsonl").read_text())
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.delitem(sys.modules, "skillmoe_ray.plots", raising=False)
+    monkeypatch.delitem(sys.modules, "skillmoe_ray.reporting.plots", raising=False)
     monkeypatch.delattr(skillmoe_ray, "plots", raising=False)
     report = write_report(tmp_path, json.loads((run_dir / "results.json").read_text()))
     assert report.plots == {} and "matplotlib is not installed" in report.missing_plots

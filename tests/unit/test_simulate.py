@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.simulate import ExpertFigures, StageWork, Work, modeled_figures, simulate
-from skillmoe_ray.workload import estimate_stages, stages_from_run
+from skillmoe_ray.forecast.simulator import ExpertFigures, StageWork, Work, modeled_figures, simulate
+from skillmoe_ray.forecast.workload import estimate_stages, stages_from_run
 from tests.conftest import make_config
 
 FIG = {e: ExpertFigures(load_s=10.0, wake_s=1.0, tokens_per_s=100.0, weight_bytes=1.0) for e in "abcd"}
@@ -73,7 +73,7 @@ def test_modeled_figures_follow_the_bandwidths(tmp_path):
 
 
 def test_experts_behind_an_openai_server_activate_for_free(tmp_path):
-    from skillmoe_ray.simulate import expert_figures
+    from skillmoe_ray.forecast.simulator import expert_figures
 
     cfg = make_config(tmp_path, ["engine=openai"])
     figures = expert_figures(cfg, {}, {name: name for name in cfg.pool}, can_sleep=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from skillmoe_ray.data.instances import CHOICE, Instance
-from skillmoe_ray.skills import (
+from skillmoe_ray.method.skills import (
     KEYWORD_SYSTEM,
     build_vocabulary,
     keyword_messages,
@@ -221,7 +221,7 @@ def test_repeated_mapped_skills_count_once_or_once_per_keyword():
 
 
 def test_counting_repeats_changes_recruitment_as_multiplicity_would():
-    from skillmoe_ray.recruit import local_scores
+    from skillmoe_ray.method.recruit import local_scores
 
     profiles = {"m1": {"organic chemistry": 2, "acid base": -3}, "m2": {"organic chemistry": -1, "acid base": 2}}
     assert local_scores(profiles, ["organic chemistry", "acid base"]) == {"m1": -1, "m2": 1}

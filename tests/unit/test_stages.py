@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from skillmoe_ray.data.instances import Instance
-from skillmoe_ray.stages import aggregation_request, analysis_requests, profile_requests, skill_requests
+from skillmoe_ray.method.requests import (
+    aggregation_request,
+    analysis_requests,
+    profile_requests,
+    skill_requests,
+)
 from tests.conftest import make_config
 
 

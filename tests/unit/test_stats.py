@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.stats import mean_std, paired_bootstrap, seeds_summary, standard_error
+from skillmoe_ray.reporting.stats import mean_std, paired_bootstrap, seeds_summary, standard_error
 
 
 def test_standard_error_of_an_accuracy():
@@ -38,7 +38,7 @@ def test_seeds_summary_is_mean_and_sample_std_per_method():
 def test_report_seeds_summarizes_run_directories_and_multirun_parents(tmp_path, capsys):
     import json
 
-    from skillmoe_ray.report import main
+    from skillmoe_ray.reporting.report import main
 
     for seed, acc in [(0, 0.9), (1, 1.0), (2, 0.95)]:
         run = tmp_path / "multirun" / str(seed)

@@ -9,7 +9,7 @@ import pytest
 
 from skillmoe_ray.engines.base import GenRequest, Sampling, Steering
 from skillmoe_ray.errors import EngineError
-from skillmoe_ray.steering import (
+from skillmoe_ray.method.steering import (
     domain_scores,
     query_domain,
     select_experts,
@@ -95,7 +95,7 @@ def test_an_engine_without_router_hooks_refuses_steered_requests():
 
 
 def test_the_papers_score_is_specific_minus_common_activations_per_domain():
-    from skillmoe_ray.steering import paper_scores
+    from skillmoe_ray.method.steering import paper_scores
 
     # one layer, two experts; bins: 10 saliency deciles of non-common tokens; common: stopword/punctuation share
     bins_q1 = np.zeros((1, 2, 10))
@@ -115,7 +115,7 @@ def test_the_papers_score_is_specific_minus_common_activations_per_domain():
 
 
 def test_global_selection_takes_the_top_share_of_all_pairs_positive_only():
-    from skillmoe_ray.steering import select_global
+    from skillmoe_ray.method.steering import select_global
 
     scores = {"bio": np.array([[0.9, 0.1, -1.0, 0.0], [0.5, 0.8, -0.2, 0.3]]), "law": np.full((2, 4), -1.0)}
     table = select_global(scores, fraction=0.25)  # 2 of 8 pairs, wherever they are
@@ -125,7 +125,7 @@ def test_global_selection_takes_the_top_share_of_all_pairs_positive_only():
 
 
 def test_stopwords_punctuation_and_markup_are_common_tokens():
-    from skillmoe_ray.steering import common_token_mask
+    from skillmoe_ray.method.steering import common_token_mask
 
     tokens = ["<|user|>", "ĠThe", "Ġenzyme", "▁amylase", ",", "Ġof", "Ġstarch", "?", "Ċ"]
     assert common_token_mask(tokens) == [True, True, False, False, True, True, False, True, True]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from skillmoe_ray.openai_api import parse_request
-from skillmoe_ray.streaming import DONE, error_events, reply_events, role_event
+from skillmoe_ray.serving.openai_api import parse_request
+from skillmoe_ray.serving.streaming import DONE, error_events, reply_events, role_event
 
 
 def job(**fields):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skillmoe_ray.summary import format_summary
+from skillmoe_ray.reporting.summary import format_summary
 from tests.conftest import make_config
 from tests.unit.test_pipeline import run_pipeline
 

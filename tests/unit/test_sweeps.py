@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from skillmoe_ray.config import load_config
-from skillmoe_ray.tracking import summary_values
+from skillmoe_ray.reporting.tracking import summary_values
 from tests.conftest import REPO, compose_tree
 
 SWEEPS = sorted((REPO / "jobs" / "sweeps").glob("*.yaml"))

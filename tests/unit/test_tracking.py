@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from skillmoe_ray import tracking
 from skillmoe_ray.config import TrackingConfig
-from skillmoe_ray.report import write_report
-from skillmoe_ray.tracking import (
+from skillmoe_ray.reporting import tracking
+from skillmoe_ray.reporting.report import write_report
+from skillmoe_ray.reporting.tracking import (
     NullTracker,
     open_tracker,
     prediction_table,

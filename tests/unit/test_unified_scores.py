@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skillmoe_ray.assignment import AssignmentError, unified_scores
+from skillmoe_ray.budget.assignment import AssignmentError, unified_scores
 
 SUITABILITY = np.array([[0.0, 1.0], [2.0, 1.0]])
 E = np.e

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from skillmoe_ray.compare import COST_COLUMNS
 from skillmoe_ray.config import TrackingConfig
-from skillmoe_ray.report import read_jsonl
+from skillmoe_ray.reporting.compare import COST_COLUMNS
+from skillmoe_ray.reporting.report import read_jsonl
 
 log = logging.getLogger(__name__)
 WANDB_ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline", "run": "online"}

@@ -2,7 +2,7 @@
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so drawing needs no display,
 changes no global backend and keeps no figure alive after it is saved. matplotlib is imported here
-only; :mod:`skillmoe_ray.report` imports this module lazily and writes a table-only report without it.
+only; :mod:`skillmoe_ray.reporting.report` imports this module lazily and writes a table-only report without it.
 The data each plot shows is prepared by the caller; this module only draws, and returns the figure
 so that tests can check its labels before :func:`save` writes it.
 """

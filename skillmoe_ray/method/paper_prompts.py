@@ -7,7 +7,7 @@ or "The answer is \\boxed{X}" (math); the aggregator gets a Mixture-of-Agents-st
 then the numbered model responses ("### Model 1's response:", reasoning before the end-of-thinking tag
 removed), then the question and the answer format. Only those format contracts are the reference's;
 the sentences around them are the project's. The project's own prompts (``prompts: project``) are in
-:mod:`skillmoe_ray.skills` and :mod:`skillmoe_ray.aggregate`.
+:mod:`skillmoe_ray.method.skills` and :mod:`skillmoe_ray.method.aggregate`.
 """
 
 from __future__ import annotations

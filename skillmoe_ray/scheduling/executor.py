@@ -1,14 +1,14 @@
 """Stage execution on GPU slots: activation, generation, deactivation, and the timeline.
 
 :class:`SlotExecutor` holds the scheduling semantics of DESIGN section 4 for any way of reaching
-an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.handles`): in-process engines
+an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.scheduling.handles`): in-process engines
 (``LocalExpert``, for tests and benchmarks) or Ray actors (``skillmoe_ray_actors.placement.RayExpert``).
 
 - On a slot one expert generates at a time; an expert is activated once per stage and generates
   its whole group, in one call or (``chunk_requests``) chunk after chunk, each chunk stored as it
   finishes; an expert left resident by the previous stage is reused.
 - A slot keeps one resident expert, or, when its GPU memory is known (``gpu_memory_bytes``), as
-  many as fit together (memory-aware co-residency, :mod:`skillmoe_ray.residency`): an incoming
+  many as fit together (memory-aware co-residency, :mod:`skillmoe_ray.scheduling.residency`): an incoming
   expert evicts the residents not needed later first, then the least recently used.
 - With several slots, groups run in parallel, one thread per slot. An expert resident or asleep on
   a slot keeps that slot (its home); the others are placed longest work first.
@@ -19,7 +19,7 @@ an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.handles`): in-process en
   first load catch a wake that corrupted weights; a failed probe reloads the expert from disk.
 - While a group generates, the next expert of that slot reads its weight files ahead (page cache).
 - With ``max_replicas`` > 1 and several slots, a group much larger than its fair share is split
-  over replicas of its expert on other slots (:func:`skillmoe_ray.plan.spread`). A replica is a
+  over replicas of its expert on other slots (:func:`skillmoe_ray.scheduling.grouping.spread`). A replica is a
   copy named ``expert#i``; it is unloaded, never put to sleep, when its slot needs the room.
 - Follow-up work (a stage's consumer, such as the aggregator) can stream in: ``followup`` is asked
   for newly ready groups whenever a group finishes, and they run on a free slot.
@@ -35,10 +35,17 @@ from collections.abc import Callable, Iterable, Sequence
 
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenOutput
 from skillmoe_ray.errors import ExpertFailed, SkillMoEError
-from skillmoe_ray.handles import ExpertHandle
-from skillmoe_ray.plan import ExpertGroup, GroupChunks, assign_slots, chunked, order_groups, spread
 from skillmoe_ray.progress import ProgressFactory, no_progress
-from skillmoe_ray.residency import evictions, needed_again, sleeps_on_deactivation, touch
+from skillmoe_ray.scheduling.grouping import (
+    ExpertGroup,
+    GroupChunks,
+    assign_slots,
+    chunked,
+    order_groups,
+    spread,
+)
+from skillmoe_ray.scheduling.handles import ExpertHandle
+from skillmoe_ray.scheduling.residency import evictions, needed_again, sleeps_on_deactivation, touch
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 
 from skillmoe_ray.config import CostConfig, RunConfig
 from skillmoe_ray.engines import engine_entry
-from skillmoe_ray.plan import assign_slots, order_groups, replica_key, spread
-from skillmoe_ray.residency import (
+from skillmoe_ray.scheduling.grouping import assign_slots, order_groups, replica_key, spread
+from skillmoe_ray.scheduling.residency import (
     evictions,
     footprints_from_config,
     needed_again,

@@ -44,7 +44,7 @@ def question_text(inst: Instance) -> str:
 def keyword_messages(inst: Instance, system_role: bool = True, prompts: str = "project") -> list[dict]:
     """Chat messages asking the keyword model for the skills ``inst`` needs."""
     if prompts == "paper":
-        from skillmoe_ray import paper_prompts
+        from skillmoe_ray.method import paper_prompts
 
         return paper_prompts.keyword_messages(question_text(inst))
     user = f"Question:\n{question_text(inst)}\n\nReply with one line of the form\n{KEYWORD_LINE} skill one, skill two, skill three"

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from skillmoe_ray.cache import write_json, write_jsonl
-from skillmoe_ray.compare import write_comparison
-from skillmoe_ray.recruit import Recruitment
-from skillmoe_ray.testtime import PlanRun, PlanRunner
+from skillmoe_ray.method.recruit import Recruitment
+from skillmoe_ray.method.runner import PlanRun, PlanRunner
+from skillmoe_ray.reporting.compare import write_comparison
 
 
 def final_answer_rows(runner: PlanRunner, runs: Mapping[str, PlanRun]) -> list[dict]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from skillmoe_ray.openai_api import Job, error_body, usage_body
+from skillmoe_ray.serving.openai_api import Job, error_body, usage_body
 
 DONE = "data: [DONE]\n\n"
 # An SSE comment: clients ignore it, proxies and idle timeouts see traffic while the experts work.

@@ -4,7 +4,7 @@ report.md holds the accuracy table (the rows of the summary and of comparison.md
 skill, expert usage and the stage timings, and embeds the plots: accuracy per method, accuracy by
 skill, expert usage (skill x expert heatmap) and the activation timeline (a Gantt chart). It is
 built from results.json's content and recruitment.jsonl only, so the report of an earlier run can be
-rebuilt: ``python -m skillmoe_ray.report RUN_DIR``. Without matplotlib it holds the tables only and
+rebuilt: ``python -m skillmoe_ray.reporting.report RUN_DIR``. Without matplotlib it holds the tables only and
 says why.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skillmoe_ray.cache import write_atomic
-from skillmoe_ray.compare import fmt, to_markdown
+from skillmoe_ray.reporting.compare import fmt, to_markdown
 
 TOP_SKILLS = 25  # skills shown in the per-skill plot and tables; a real benchmark has hundreds
 NO_SKILL = "(no skill)"
@@ -76,7 +76,7 @@ def expert_usage(
 
 def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_SKILLS) -> dict:
     """The four matplotlib figures (plot name -> Figure); raises ImportError when matplotlib is missing."""
-    from skillmoe_ray import plots
+    from skillmoe_ray.reporting import plots
 
     methods, per_skill = results["methods"], results["per_skill"]
     skills = top_skills(per_skill, limit)
@@ -108,7 +108,7 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
 
 def draw_plots(run_dir: Path, results: dict, recruitments: Sequence[dict], limit: int = TOP_SKILLS) -> dict[str, Path]:
     """Write the four plots as <name>.png into ``run_dir``; raises ImportError when matplotlib is missing."""
-    from skillmoe_ray import plots
+    from skillmoe_ray.reporting import plots
 
     figures = build_figures(results, recruitments, limit)
     return {name: plots.save(fig, run_dir / f"{name}.png") for name, fig in figures.items()}
@@ -187,7 +187,7 @@ def results_files(dirs: Sequence[str]) -> list[Path]:
 
 def seeds_table(files: Sequence[Path]) -> str:
     """Mean +/- std (over runs, typically seeds) of each method's accuracy, as a Markdown table."""
-    from skillmoe_ray.stats import seeds_summary
+    from skillmoe_ray.reporting.stats import seeds_summary
 
     runs = [json.loads(f.read_text(encoding="utf-8")) for f in files]
     seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})

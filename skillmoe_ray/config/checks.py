@@ -20,7 +20,7 @@ STEERING_SCORES = ("share", "paper")  # routing/saliency shares, or DSMoE's Eq. 
 STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 REPEATED_SKILLS = ("once", "count")
-PROMPT_SETS = ("project", "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.paper_prompts)
+PROMPT_SETS = ("project", "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.method.paper_prompts)
 
 
 def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:

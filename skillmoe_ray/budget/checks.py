@@ -1,4 +1,4 @@
-"""Input checks for budgeted assignment (``skillmoe_ray.assignment``).
+"""Input checks for budgeted assignment (``skillmoe_ray.budget.assignment``).
 
 Malformed input (a wrong shape, a negative count, a fractional budget) raises
 ``AssignmentError``; well-formed input that no 0/1 matrix can satisfy raises

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skillmoe_ray.config.structured import build
 from skillmoe_ray.errors import ConfigError
-from skillmoe_ray.structured import build
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class AggregatorConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """Settings of the budgeted (USMoE-style) policy; see skillmoe_ray.assignment."""
+    """Settings of the budgeted (USMoE-style) policy; see skillmoe_ray.budget.assignment."""
 
     per_instance: float = 2.0
     k_min: int = 1
@@ -359,7 +359,7 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
     )
     cfg = dataclasses.replace(cfg, pool=pool)
     # The cross-field rules live beside the types (imported here: config_checks reads RunConfig)
-    from skillmoe_ray.config_checks import validate
+    from skillmoe_ray.config.checks import validate
 
     validate(cfg)
     return cfg

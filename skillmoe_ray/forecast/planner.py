@@ -15,10 +15,10 @@ from pathlib import Path
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines import engine_class, model_fingerprint
 from skillmoe_ray.errors import ConfigError
-from skillmoe_ray.measurements import Measurements
-from skillmoe_ray.plan import replica_key
-from skillmoe_ray.simulate import Simulation, expert_figures, simulate
-from skillmoe_ray.workload import estimate_stages, plan_sizes, stages_from_run
+from skillmoe_ray.forecast.measurements import Measurements
+from skillmoe_ray.forecast.simulator import Simulation, expert_figures, simulate
+from skillmoe_ray.forecast.workload import estimate_stages, plan_sizes, stages_from_run
+from skillmoe_ray.scheduling.grouping import replica_key
 
 
 def engine_can_sleep(cfg: RunConfig) -> bool:

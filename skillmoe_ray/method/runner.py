@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from skillmoe_ray.aggregate import extract_answer, is_correct, majority_vote
 from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines.base import GenRequest, Steering
-from skillmoe_ray.methods import MethodPlan
-from skillmoe_ray.plan import ExpertGroup
-from skillmoe_ray.stages import aggregation_request, answer_request
+from skillmoe_ray.method.aggregate import extract_answer, is_correct, majority_vote
+from skillmoe_ray.method.catalog import MethodPlan
+from skillmoe_ray.method.requests import aggregation_request, answer_request
+from skillmoe_ray.scheduling.grouping import ExpertGroup
 
 # (stage name, (expert, request) pairs, experts the next stage needs[, follow-up][, later=experts any
 # later stage needs]) -> records aligned with pairs

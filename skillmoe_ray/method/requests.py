@@ -12,13 +12,13 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from skillmoe_ray.aggregate import aggregator_messages, expert_messages
 from skillmoe_ray.config import GenerationConfig, ModelSpec, SkillsConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines.base import GenRequest, Sampling
-from skillmoe_ray.profiles import synthetic_aggregation_task
+from skillmoe_ray.method.aggregate import aggregator_messages, expert_messages
+from skillmoe_ray.method.profiles import synthetic_aggregation_task
+from skillmoe_ray.method.skills import keyword_messages
 from skillmoe_ray.seeding import derive_seed
-from skillmoe_ray.skills import keyword_messages
 
 Pair = tuple[str, GenRequest]
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from skillmoe_ray.config import RunConfig
-from skillmoe_ray.simulate import StageWork, Work
+from skillmoe_ray.forecast.simulator import StageWork, Work
 
 TEMPLATE_TOKENS = 80  # system prompt and instructions around a question
 BACKWARD_FACTOR = 3  # DSMoE analysis: a forward and a backward pass over the prompt, ~3 forward passes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skillmoe_ray.compare import display_rows, fmt, gold_skill_rows, specialist_line
+from skillmoe_ray.reporting.compare import display_rows, fmt, gold_skill_rows, specialist_line
 
 
 def _all_cached_note(results: dict) -> str:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from skillmoe_ray.assignment import Assignment, assign_budgeted, unified_scores  # noqa: F401 (re-exported)
+from skillmoe_ray.budget.assignment import Assignment, assign_budgeted, unified_scores  # noqa: F401 (re-exported)
 from skillmoe_ray.config import RecruitConfig
 from skillmoe_ray.seeding import derive_seed
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
-from skillmoe_ray.aggregate import extract_answer, is_correct
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import Instance
-from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.method.aggregate import extract_answer, is_correct
+from skillmoe_ray.method.recruit import Recruitment
+from skillmoe_ray.method.runner import PlanRun, PlanRunner
+from skillmoe_ray.reporting.stats import paired_bootstrap, standard_error
 from skillmoe_ray.seeding import derive_seed
-from skillmoe_ray.stats import paired_bootstrap, standard_error
-from skillmoe_ray.testtime import PlanRun, PlanRunner
 
 
 def accuracy(flags: Sequence[bool]) -> float:

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 
 from skillmoe_ray.errors import SkillMoEError
-from skillmoe_ray.testtime import ReplySampling
+from skillmoe_ray.method.runner import ReplySampling
 
 BASELINES = {
     "majority-vote": "majority_vote",

@@ -16,17 +16,23 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from skillmoe_ray.aggregate import extract_answer
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
-from skillmoe_ray.methods import MethodContext, build_plans
-from skillmoe_ray.openai_api import Job
+from skillmoe_ray.method.aggregate import extract_answer
+from skillmoe_ray.method.catalog import MethodContext, build_plans
+from skillmoe_ray.method.recruit import Recruitment, draw_experts, recruitment_distribution
+from skillmoe_ray.method.requests import skill_requests
+from skillmoe_ray.method.runner import PlanRun, PlanRunner, ReplySampling
+from skillmoe_ray.method.skills import (
+    Embedder,
+    map_instance_skills,
+    map_keywords,
+    parse_keywords,
+    vote_keywords,
+)
+from skillmoe_ray.method.steering import query_domains, steerer
 from skillmoe_ray.pipeline import Pipeline
-from skillmoe_ray.recruit import Recruitment, draw_experts, recruitment_distribution
 from skillmoe_ray.seeding import derive_seed, stable_hash
-from skillmoe_ray.skills import Embedder, map_instance_skills, map_keywords, parse_keywords, vote_keywords
-from skillmoe_ray.stages import skill_requests
-from skillmoe_ray.steering import query_domains, steerer
-from skillmoe_ray.testtime import PlanRun, PlanRunner, ReplySampling
+from skillmoe_ray.serving.openai_api import Job
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.errors import ConfigError
-from skillmoe_ray.recruit import Recruitment
+from skillmoe_ray.method.recruit import Recruitment
 from skillmoe_ray.registry import METHODS
 from skillmoe_ray.seeding import derive_seed
 

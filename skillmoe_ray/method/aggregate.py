@@ -1,6 +1,6 @@
 """Prompts for experts and the aggregator, answer extraction, grading and majority vote.
 
-DESIGN section 3, steps 6-8. Answers are read by :mod:`skillmoe_ray.extract` (explicit statements in
+DESIGN section 3, steps 6-8. Answers are read by :mod:`skillmoe_ray.method.extract` (explicit statements in
 the many styles models write them, never a capital letter out of the text, so "I hope this helps"
 is not answer I); math answers are graded by math-verify equivalence.
 """
@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from skillmoe_ray.data.instances import CHOICE, Instance
-from skillmoe_ray.extract import extract_boxed, extract_choice, extract_math, split_reasoning  # noqa: F401 (re-exported)
-from skillmoe_ray.skills import chat, question_text
+from skillmoe_ray.method.extract import extract_boxed, extract_choice, extract_math, split_reasoning  # noqa: F401 (re-exported)
+from skillmoe_ray.method.skills import chat, question_text
 
 EXPERT_SYSTEM = (
     "You are an expert problem solver. Reason step by step, check your work, and finish with "
@@ -35,7 +35,7 @@ def answer_instruction(inst: Instance) -> str:
 def expert_messages(inst: Instance, system_role: bool = True, prompts: str = "project") -> list[dict]:
     """Chain-of-thought prompt for an expert (profiles and test-time inference)."""
     if prompts == "paper":
-        from skillmoe_ray import paper_prompts
+        from skillmoe_ray.method import paper_prompts
 
         return paper_prompts.expert_messages(inst, question_text(inst))
     user = f"Question:\n{question_text(inst)}\n\n{answer_instruction(inst)}"
@@ -55,7 +55,7 @@ def aggregator_messages(
 ) -> list[dict]:
     """The aggregation prompt: the question and the experts' replies, reasoning before the tag removed."""
     if prompts == "paper":
-        from skillmoe_ray import paper_prompts
+        from skillmoe_ray.method import paper_prompts
 
         replies = [strip_reasoning(r, think_end_tag) for r in responses]
         return paper_prompts.aggregator_messages(inst, question_text(inst), replies)
@@ -72,7 +72,7 @@ def aggregator_messages(
 
 def extract_answer(text: str, inst: Instance, think_end_tag: str = "</think>") -> str | None:
     """The final answer of a reply to ``inst``: a letter for choice questions, an expression for math
-    (the rules are :mod:`skillmoe_ray.extract`'s)."""
+    (the rules are :mod:`skillmoe_ray.method.extract`'s)."""
     if inst.answer_type == CHOICE:
         return extract_choice(split_reasoning(text, think_end_tag)[1], inst.valid_letters())
     return extract_math(text, think_end_tag)

@@ -14,7 +14,7 @@ Each constraint combination goes to the simplest algorithm that solves it exactl
   Exact because within a row the optional gains are sorted, so taking the best gains overall
   never skips a better pair of the same row.
 - ``flow_lp``: capacities: a flow LP, integral because its constraint matrix is totally
-  unimodular (see ``skillmoe_ray.flow_lp``).
+  unimodular (see ``skillmoe_ray.budget.flow_lp``).
 - ``subset_enumeration``: a cap on distinct experts and/or activation costs: the exact inner
   problem (one of the above) solved for every allowed expert set, when there are at most
   ``MAX_ENUMERATED_SETS`` of them.
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skillmoe_ray.assignment_checks import AssignmentError, InfeasibleAssignment, Problem, validated_problem
-from skillmoe_ray.expert_sets import Candidate, count_sets, enumerate_sets, greedy_set
-from skillmoe_ray.flow_lp import solve_flow_lp
+from skillmoe_ray.budget.checks import AssignmentError, InfeasibleAssignment, Problem, validated_problem
+from skillmoe_ray.budget.expert_sets import Candidate, count_sets, enumerate_sets, greedy_set
+from skillmoe_ray.budget.flow_lp import solve_flow_lp
 
 __all__ = [
     "METHODS",

@@ -1,0 +1,1 @@
+"""Budgeted expert assignment (USMoE style): recruitment as one optimization over the whole batch."""

@@ -1,0 +1,1 @@
+"""mode=plan: the cost model, the schedule simulator, workloads and measured figures."""

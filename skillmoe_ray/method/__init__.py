@@ -1,0 +1,1 @@
+"""The Symbolic-MoE method and its baselines: skills, profiles, recruitment, aggregation, steering."""

@@ -1,0 +1,1 @@
+"""What a run reports: evaluation, statistics, comparison tables, artifacts, report, plots, W&B."""

@@ -1,0 +1,1 @@
+"""Scheduling generation on GPU slots: grouping work by expert, the executor, residency, handles."""

@@ -1,0 +1,1 @@
+"""Online serving: the router over the batch path, the OpenAI surface, micro-batching."""
