@@ -45,7 +45,7 @@ def start_ray(cfg: RunConfig) -> None:
     """
     import ray
 
-    from actors.placement import check_gpu_slots
+    from skillmoe_ray_actors.placement import check_gpu_slots
 
     if ray.is_initialized():
         check_gpu_slots(cfg.resources.gpus)

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from actors.placement import gpu_shortage
 from skillmoe_ray.config import ModelSpec, TrackingConfig
 from skillmoe_ray.data import load_data
 from skillmoe_ray.engines import create_engine
@@ -21,6 +20,7 @@ from skillmoe_ray.reporting.tracking import LiveTracking
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.grouping import ExpertGroup, chunked
 from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray_actors.placement import gpu_shortage
 from tests.conftest import make_config
 from tests.unit.test_pipeline import fake_embedder
 from tests.wandb_offline import offline_runs, read_offline_run
