@@ -68,7 +68,7 @@ class DriverActor:
             scheduler = PlacementScheduler(self.cfg, self.progress, t0=time.perf_counter())
             try:
                 pipeline = Pipeline(self.cfg, scheduler)
-                pipeline.on_stage = lambda row: events.put(("stage", row))
+                pipeline.generation.on_stage = lambda row: events.put(("stage", row))
                 results = pipeline.run(val, test)
             except BaseException as exc:  # re-raised in the stream, so the caller gets it
                 events.put(("error", exc))

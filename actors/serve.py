@@ -75,8 +75,7 @@ class SkillMoEAnswerer:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.cfg = cfg
         self.scheduler = PlacementScheduler(cfg)
-        pipe = Pipeline(cfg, self.scheduler)
-        pipe.tolerate_failures = True
+        pipe = Pipeline(cfg, self.scheduler, failures="report")  # a failed expert's requests answer 502
         self.router = OnlineRouter(pipe, preparation, load_embedder(cfg.skills.embedding_model))
         self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch)
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve

@@ -17,14 +17,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-from skillmoe_ray.cache import GenerationStore, StageCache
 from skillmoe_ray.config import GenerationConfig, RunConfig
 from skillmoe_ray.data.instances import Instance
-from skillmoe_ray.engines import model_fingerprint
-from skillmoe_ray.engines.base import GenRequest, Steering
+from skillmoe_ray.engines.base import Steering
 from skillmoe_ray.forecast.measurements import Measurements
+from skillmoe_ray.generation import GenerationService
 from skillmoe_ray.method.aggregate import extract_answer, is_correct
 from skillmoe_ray.method.catalog import MethodContext, build_plans
 from skillmoe_ray.method.profiles import (
@@ -56,134 +54,24 @@ from skillmoe_ray.reporting import artifacts
 from skillmoe_ray.reporting.compare import comparison_summary
 from skillmoe_ray.reporting.evaluate import evaluate, gold_skill_accuracy, validation_accuracy
 from skillmoe_ray.scheduling.executor import SlotExecutor
-from skillmoe_ray.scheduling.grouping import ExpertGroup, group_by_expert
 
 log = logging.getLogger(__name__)
-STAGE_VERSION = 2  # bump when a stage's output format or rule changes, to invalidate old entries
 RUN_METHODS = ("symbolic_moe", "majority_vote")  # what mode=run reports; mode=compare runs compare.methods
-
-
-def stage_row(name: str, record: dict, index: int, executor: SlotExecutor) -> dict:
-    """What a finished stage adds to the live W&B history: its seconds, requests and tokens, and the
-    expert activations and wall seconds of the run so far."""
-    return {
-        "stage": name, "stage_index": index, "stage_seconds": record.get("seconds", 0.0),
-        "stage_cached": bool(record.get("cached")), "stage_requests": record.get("requests", 0),
-        "stage_generated": record.get("generated", 0), "stage_prompt_tokens": record.get("prompt_tokens", 0),
-        "stage_output_tokens": record.get("output_tokens", 0),
-        "activations_so_far": sum(executor.activations.values()), "elapsed_seconds": round(executor.now(), 3),
-    }
-
-
-def failed_record(key: str, message: str) -> dict:
-    """Stands in for an output whose expert failed (online serving only; never stored)."""
-    return {"key": key, "tag": "", "text": "", "prompt_tokens": 0, "output_tokens": 0, "finish_reason": "error",
-            "seconds": 0.0, "error": message}
 
 
 class Pipeline:
     """Runs every stage for one configuration; the executor decides where experts run."""
 
-    def __init__(self, cfg: RunConfig, executor: SlotExecutor, embedder_factory: Callable = load_embedder):
+    def __init__(self, cfg: RunConfig, executor: SlotExecutor, embedder_factory: Callable = load_embedder,
+                 failures: str = "stop"):
+        """``failures``: "stop" (batch runs: a failed expert stops the run) or "report" (serving: its
+        requests are answered with an error), the :class:`GenerationService`'s policy."""
         self.cfg = cfg
         self.executor = executor
         self.embedder_factory = embedder_factory
-        self.cache = StageCache(cfg.cache_dir)
-        self.store = GenerationStore(cfg.cache_dir)
+        self.generation = GenerationService(cfg, executor, failures)
         self.run_dir = Path(cfg.run_dir)
-        self.fingerprints = {name: model_fingerprint(spec, cfg.engine) for name, spec in cfg.pool.items()}
-        self.stages: dict[str, dict] = {}
         self.measurements = Measurements(cfg.cache_dir)
-        # Online serving answers a failed expert's requests with an error; batch runs stop instead.
-        self.tolerate_failures = False
-        # Called with a stage's row (stage_row) as each stage ends: the live W&B run's history
-        self.on_stage: Callable[[dict], None] | None = None
-        self.stages_ended = 0
-
-    def _stage_ended(self, name: str, record: dict) -> None:
-        """Report a finished stage (its record complete) to ``on_stage``."""
-        self.stages_ended += 1
-        if self.on_stage is not None:
-            self.on_stage(stage_row(name, record, self.stages_ended, self.executor))
-
-    # -- plumbing -------------------------------------------------------------------------------
-
-    def _stage(self, name: str, inputs: Any, compute: Callable[[dict], dict]) -> dict:
-        """Return the cached result of stage ``name`` for ``inputs``, computing and storing it if absent."""
-        key = self.cache.key(name, [STAGE_VERSION, inputs])
-        start = time.perf_counter()
-        record = {"key": key, "cached": True}
-        self.stages[name] = record
-        result = self.cache.get(name, key)
-        if result is None:
-            record["cached"] = False
-            log.info("stage %s: running", name)
-            result = compute(record)
-            self.cache.put(name, key, result)
-        else:
-            log.info("stage %s: cached (%s)", name, key)
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        record["path"] = str(self.cache.path(name, key))
-        self._stage_ended(name, record)
-        return result
-
-    def _keys(self, pairs: Sequence[tuple[str, GenRequest]]) -> list[str]:
-        return [request.key(self.fingerprints[expert]) for expert, request in pairs]
-
-    def lookup(self, expert: str, request: GenRequest) -> dict | None:
-        """The stored output of ``request`` on ``expert``, if it was generated already."""
-        fp = self.fingerprints[expert]
-        key = request.key(fp)
-        return self.store.lookup(fp, [key]).get(key)
-
-    def _generate(
-        self, stage: str, pairs: Sequence[tuple[str, GenRequest]], record: dict, next_experts: Iterable[str] = (),
-        followup=None, later: Iterable[str] | None = None,
-    ) -> list[dict]:
-        """Outputs for ``pairs`` (aligned), generating only what the store does not hold yet."""
-        keys = self._keys(pairs)
-        found: dict[str, dict] = {}
-        for expert in dict.fromkeys(e for e, _ in pairs):
-            wanted = [k for (e, _), k in zip(pairs, keys) if e == expert]
-            found.update(self.store.lookup(self.fingerprints[expert], wanted))
-        missing: dict[str, tuple[str, GenRequest]] = {}
-        for pair, key in zip(pairs, keys):
-            if key not in found:
-                missing.setdefault(key, pair)
-        groups = group_by_expert(missing.values())
-        experts = set(e for e, _ in pairs)
-        record.update(
-            requests=len(pairs),
-            generated=len(missing),
-            expert_groups=len(experts),
-            expert_groups_cached=len(experts) - len(groups),
-        )
-        if groups:
-
-            def on_group_done(group: ExpertGroup, outputs: list, seconds: float) -> None:
-                fp = self.fingerprints[group.expert]
-                tokens = sum(out.output_tokens for out in outputs) or len(outputs)
-                rows = [
-                    {"key": req.key(fp), "tag": req.tag, **out.as_record(),
-                     "seconds": round(seconds * (out.output_tokens or 1) / tokens, 6)}
-                    for req, out in zip(group.requests, outputs)
-                ]
-                self.store.save(fp, rows)
-                found.update({row["key"]: row for row in rows})
-
-            failed: dict[str, str] = {}
-
-            def on_group_error(group: ExpertGroup, exc: Exception) -> None:
-                fp = self.fingerprints[group.expert]
-                failed.update({req.key(fp): f"expert {group.expert} failed: {exc}" for req in group.requests})
-
-            handler = on_group_error if self.tolerate_failures else None
-            self.executor.run_stage(stage, groups, next_experts, on_group_done, handler, followup, later)
-            found.update({key: failed_record(key, message) for key, message in failed.items()})
-        outputs = [found[k] for k in keys]
-        record["prompt_tokens"] = sum(o["prompt_tokens"] for o in outputs)
-        record["output_tokens"] = sum(o["output_tokens"] for o in outputs)
-        return outputs
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -193,21 +81,21 @@ class Pipeline:
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
 
         def compute(record: dict) -> dict:
-            outputs = self._generate("skills", pairs, record, [s.name for s in self.cfg.experts])
+            outputs = self.generation.generate("skills", pairs, record, [s.name for s in self.cfg.experts])
             samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
             for (_, request), out in zip(pairs, outputs):
                 samples[request.instance_id].append(parse_keywords(out["text"], sk.max_chars))
             kept = {iid: vote_keywords(s, sk.min_votes) for iid, s in samples.items()}
             return {"samples": samples, "skills": kept}
 
-        return self._stage("skills", [self._keys(pairs), sk.min_votes, sk.max_chars], compute)
+        return self.generation.cached_stage("skills", [self.generation.keys(pairs), sk.min_votes, sk.max_chars], compute)
 
     def build_profiles(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> dict:
         """Every expert answers every validation question; +1/-1 per skill; global competence."""
         pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed, self.cfg.prompts)
 
         def compute(record: dict) -> dict:
-            outputs = self._generate("profiles", pairs, record, self.cfg.aggregator_candidates())
+            outputs = self.generation.generate("profiles", pairs, record, self.cfg.aggregator_candidates())
             by_id = {inst.id: inst for inst in val}
             answers: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
             correct: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
@@ -221,7 +109,7 @@ class Pipeline:
             return {"answers": answers, "correct": correct, "keys": keys,
                     "profiles": profiles, "competence": global_competence(profiles)}
 
-        result = self._stage("profiles", [self._keys(pairs), val_skills], compute)
+        result = self.generation.cached_stage("profiles", [self.generation.keys(pairs), val_skills], compute)
         # Derived, not cached: a sweep over the temperature reuses the profile stage as it is.
         dist = competence_distribution(result["competence"], self.cfg.recruit.competence_temperature)
         return {**result, "distribution": dist}
@@ -238,7 +126,7 @@ class Pipeline:
             return {"vocabulary": vocabulary, "mapping": mapping, "mapped": map_instance_skills(test_skills, mapping),
                     "mapped_with_repeats": map_instance_skills(test_skills, mapping, repeats=True)}
 
-        return self._stage("mapping", [vocabulary, test_skills, self.cfg.skills.embedding_model], compute)
+        return self.generation.cached_stage("mapping", [vocabulary, test_skills, self.cfg.skills.embedding_model], compute)
 
     def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]], profiles: dict) -> tuple[list[Recruitment], dict]:
         """Recruit experts for every test instance with the configured policy; returns them and its report."""
@@ -252,7 +140,7 @@ class Pipeline:
             return {"recruitments": [r.to_dict() for r in result.recruitments], "info": result.info}
 
         inputs = [instance_skills, profiles["profiles"], profiles["distribution"], pool, asdict(rc), self.cfg.seed]
-        result = self._stage("recruitment", inputs, compute)
+        result = self.generation.cached_stage("recruitment", inputs, compute)
         recruitments = [
             Recruitment(r["instance_id"], tuple(r["skills"]), tuple(r["experts"]), r["probabilities"])
             for r in result["recruitments"]
@@ -267,7 +155,7 @@ class Pipeline:
         """
         pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed, self.cfg.prompts)
         record: dict = {}
-        outputs = self._generate("profiles", pairs, record)
+        outputs = self.generation.generate("profiles", pairs, record)
         if record.get("generated"):
             log.warning("regenerated %d profile answers missing from the generation store", record["generated"])
         texts: dict[str, dict[str, str]] = {spec.name: {} for spec in self.cfg.experts}
@@ -283,8 +171,7 @@ class Pipeline:
         """Each candidate answers the synthetic 1-correct/2-incorrect tasks; the most accurate wins."""
         agg = self.cfg.aggregator
         if agg.fixed:
-            self.stages["aggregator_selection"] = {"cached": True, "seconds": 0.0, "fixed": agg.fixed}
-            self._stage_ended("aggregator_selection", self.stages["aggregator_selection"])
+            self.generation.end_stage("aggregator_selection", {"cached": True, "seconds": 0.0, "fixed": agg.fixed})
             return {"selected": agg.fixed, "accuracy": {}, "fixed": True}
         candidates = self.cfg.aggregator_candidates()
         tasks = synthetic_tasks(val, self.profile_texts(val), profiles["correct"], self.cfg.seed)
@@ -299,7 +186,7 @@ class Pipeline:
         by_id = {inst.id: inst for inst in val}
 
         def compute(record: dict) -> dict:
-            outputs = self._generate("aggregator_selection", pairs, record, next_experts)
+            outputs = self.generation.generate("aggregator_selection", pairs, record, next_experts)
             hits = {c: 0 for c in candidates}
             for (c, request), out in zip(pairs, outputs):
                 inst = by_id[request.instance_id]
@@ -307,22 +194,7 @@ class Pipeline:
             accuracy = {c: hits[c] / len(val) for c in candidates}
             return {"selected": select_aggregator(accuracy, candidates), "accuracy": accuracy, "fixed": False}
 
-        return self._stage("aggregator_selection", self._keys(pairs), compute)
-
-    def _timed_generate(self, stage: str, pairs: list[tuple[str, GenRequest]], next_experts: list[str],
-                        followup=None, later: list[str] | None = None) -> list[dict]:
-        """A test-time phase: generation shared by all methods, cached per request in the store."""
-        start = time.perf_counter()
-        record: dict = {}
-        outputs = self._generate(stage, pairs, record, next_experts, followup, later)
-        record.update(
-            key=self.cache.key(stage, self._keys(pairs)),
-            cached=record["generated"] == 0,
-            seconds=round(time.perf_counter() - start, 3),
-        )
-        self.stages[stage] = record
-        self._stage_ended(stage, record)
-        return outputs
+        return self.generation.cached_stage("aggregator_selection", self.generation.keys(pairs), compute)
 
     def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],
                     aggregator: str, profiles: dict, steer: Callable[[str, str], Steering | None] | None,
@@ -351,7 +223,7 @@ class Pipeline:
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
         streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
-        runner = PlanRunner(self.cfg, test, self._timed_generate, self.lookup, streaming=streaming, final=True,
+        runner = PlanRunner(self.cfg, test, self.generation.phase, self.generation.lookup, streaming=streaming, final=True,
                             steer=steer)
         return runner, runner.run(build_plans(names, ctx))
 
@@ -367,15 +239,15 @@ class Pipeline:
 
         def compute(record: dict) -> dict:
             records: dict[str, list] = {}
-            for (expert, request), out in zip(pairs, self._generate("steering", pairs, record)):
+            for (expert, request), out in zip(pairs, self.generation.generate("steering", pairs, record)):
                 domain, router = domain_of[request.instance_id], out["router"]
                 fields = ("bins", "common") if st.score == "paper" else ("counts", "saliency")
                 records.setdefault(expert, []).append((domain, *(router[f] for f in fields)))
             return {"tables": {e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()}}
 
-        inputs = [self._keys(pairs), domain_of, st.experts_per_layer, st.count_weight, st.score, st.selection,
+        inputs = [self.generation.keys(pairs), domain_of, st.experts_per_layer, st.count_weight, st.score, st.selection,
                   st.saliency_percentile, st.top_fraction]
-        tables = self._stage("steering", inputs, compute)["tables"]
+        tables = self.generation.cached_stage("steering", inputs, compute)["tables"]
         return {"tables": tables, "skill_domains": skill_domains(val_skills, domain_of), "alpha": st.alpha}
 
     def steering(self, val: Sequence[Instance], val_skills: dict[str, list[str]],
@@ -428,11 +300,11 @@ class Pipeline:
         skill_accuracy = gold_skill_accuracy(val, profiles["correct"])
         runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles, steer, skill_accuracy)
         summary = self.executor.summary()
-        self.measurements.record_timeline(summary["timeline"], self.fingerprints)
-        measured = lambda expert: self.measurements.activation_seconds(self.fingerprints[expert])  # noqa: E731
+        self.measurements.record_timeline(summary["timeline"], self.generation.fingerprints)
+        measured = lambda expert: self.measurements.activation_seconds(self.generation.fingerprints[expert])  # noqa: E731
         results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured,
                                  skill_accuracy)
-        results.update(recruitment=recruitment_info, aggregator=selection, stages=self.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
+        results.update(recruitment=recruitment_info, aggregator=selection, stages=self.generation.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
         if steering:
             results["steering"] = steering
         if self.cfg.mode == "compare":

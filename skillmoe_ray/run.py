@@ -100,7 +100,7 @@ def _on_driver(cfg: RunConfig, method: str, *args, show_progress: bool = False, 
 
 def run_pipeline(cfg: RunConfig, val, test, show_progress: bool, on_stage=None) -> dict:
     """Run the DriverActor on the local node and return results.json's content; ``on_stage`` gets
-    each stage's row (:func:`skillmoe_ray.pipeline.stage_row`) as the stage ends."""
+    each stage's row (:func:`skillmoe_ray.generation.stage_row`) as the stage ends."""
 
     def on_event(kind: str, row: dict) -> None:
         if kind == "stage" and on_stage is not None:

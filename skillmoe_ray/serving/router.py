@@ -75,7 +75,7 @@ class OnlineRouter:
         """Voted keywords per instance from one keyword-model call; an error message if it failed."""
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
-        records = self.pipe._timed_generate("online_skills", pairs, self.experts)
+        records = self.pipe.generation.phase("online_skills", pairs, self.experts)
         errors = [r["error"] for r in records if "error" in r]
         samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
         for (_, request), record in zip(pairs, records):
@@ -125,7 +125,7 @@ class OnlineRouter:
                     for j in jobs for inst in [instances[j.request_id]]}
         answering = [j for j in jobs if not j.route_only]
         plans = self._plans(answering, instances, recruits)
-        runner = PlanRunner(self.cfg, unique, self.pipe._timed_generate, steer=self._steer(mapped),
+        runner = PlanRunner(self.cfg, unique, self.pipe.generation.phase, steer=self._steer(mapped),
                             reply={plan.name: key[2] for key, plan in plans.items() if key[2] != ReplySampling()})
         runs = {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
         return [self._outcome(j, instances[j.request_id], skills, mapped, recruits, runner, runs) for j in jobs]

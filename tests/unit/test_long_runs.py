@@ -121,7 +121,7 @@ def test_each_stage_reports_one_row_as_it_ends_and_chunking_changes_no_result(tm
         ex = SlotExecutor(lambda name, slot=0, cfg=cfg: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
                           chunk_requests=chunk)
         pipe = Pipeline(cfg, ex, embedder_factory=fake_embedder)
-        pipe.on_stage = rows.append if chunk else None
+        pipe.generation.on_stage = rows.append if chunk else None
         val, test = load_data(cfg.data, cfg.seed)
         results[chunk] = pipe.run(val, test)
     assert [r["stage"] for r in rows] == list(results[3]["stages"])

@@ -18,10 +18,9 @@ from tests.unit.test_pipeline import fake_embedder
 def router_for(tmp_path, overrides=()):
     cfg = make_config(tmp_path, list(overrides))
     executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
-    pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder)
+    pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder, failures="report")
     val, _ = load_data(cfg.data, cfg.seed)
     prep = pipe.prepare(val)
-    pipe.tolerate_failures = True
     return OnlineRouter(pipe, prep, fake_embedder("x")), executor
 
 
@@ -56,7 +55,7 @@ def test_route_only_recruits_without_generating_answers(tmp_path):
     details = outcome.skillmoe
     assert len(details["experts"]) == 3 and sum(details["probabilities"].values()) == pytest.approx(1)
     assert details["predicted_cost"]["expert_calls"] == 4
-    assert "inference" not in router.pipe.stages
+    assert "inference" not in router.pipe.generation.stages
 
 
 def test_model_field_selects_k_and_baselines(tmp_path):
@@ -113,13 +112,13 @@ def test_a_requests_own_sampling_drives_its_reply_and_the_expert_answers_stay_sh
 
     router, _ = router_for(tmp_path)
     seen: dict[str, list] = {}
-    generate = router.pipe._timed_generate
+    generate = router.pipe.generation.phase
 
     def recording(stage, pairs, *args, **kwargs):
         seen.setdefault(stage, []).extend(request for _, request in pairs)
         return generate(stage, pairs, *args, **kwargs)
 
-    router.pipe._timed_generate = recording
+    router.pipe.generation.phase = recording
     own = {"seed": 9, "temperature": 0.1, "max_tokens": 7}
     raw = {"messages": [{"role": "user", "content": QUESTIONS[4]}], **own}
     outcomes = router.answer([job(QUESTIONS[4]), parse_request(json.dumps(raw).encode(), 1 << 20, 3),
