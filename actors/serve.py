@@ -15,7 +15,7 @@ Two deployments, so that Serve's own back-pressure bounds the work:
 Request validation and response shapes live in ``skillmoe_ray.serving.openai_api``, micro-batching in
 ``skillmoe_ray.serving.batching``, answering in ``skillmoe_ray.serving.router``. Two ways to start it:
 ``python -m skillmoe_ray.run mode=serve +experiment=demo`` and ``serve run jobs/serve_config.yaml``
-(which calls :func:`build_app`).
+(which calls :func:`skillmoe_ray_actors.serve_app.build_app`).
 """
 
 from __future__ import annotations
@@ -296,41 +296,3 @@ class SkillMoEService:
             "queue_depth": self.in_flight,
             "resident_experts": b.get("resident_experts", []),
         }
-
-
-def application(cfg: RunConfig, preparation: dict) -> serve.Application:
-    """The ingress over the answerer, with Serve's back-pressure bounds from cfg.serve."""
-    s = cfg.serve
-    answerer = SkillMoEAnswerer.options(max_ongoing_requests=s.max_ongoing_requests,
-                                        max_queued_requests=s.max_queued_requests).bind(cfg, preparation)
-    ingress_limit = s.max_ongoing_requests + s.max_queued_requests + INGRESS_HEADROOM
-    return SkillMoEService.options(max_ongoing_requests=ingress_limit).bind(cfg, answerer)
-
-
-def build_app(args: dict) -> serve.Application:
-    """Application builder for ``serve run``: args.overrides are Hydra overrides (e.g. +experiment=demo)."""
-    from skillmoe_ray.run import prepare_service
-
-    cfg, preparation = prepare_service(list(args.get("overrides", [])))
-    return application(cfg, preparation)
-
-
-def deploy(cfg: RunConfig, preparation: dict, blocking: bool = True) -> None:
-    """Start the HTTP proxy on cfg.serve.host:port and run the application; block until interrupted."""
-    import signal
-    import threading
-
-    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    serve.run(application(cfg, preparation), name="skillmoe", route_prefix="/")
-    print(f"skillmoe-ray is serving on http://{cfg.serve.host}:{cfg.serve.port} "
-          "(POST /v1/chat/completions, GET /v1/models /v1/stats /healthz); Ctrl-C stops it", flush=True)
-    if not blocking:
-        return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        serve.shutdown()

@@ -36,9 +36,10 @@ class Entry:
 class Registry:
     """Named entries of one kind, with collision checks and errors that list what is available."""
 
-    def __init__(self, kind: str, key: str):
+    def __init__(self, kind: str, key: str, open_targets: bool = False):
         self.kind = kind  # what an entry is, for messages ("engine")
         self.key = key  # the config key that names one ("engine.name")
+        self.open_targets = open_targets  # a "module:attribute" name is accepted as the user's own entry
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, target: str, **capabilities: bool) -> Entry:
@@ -58,7 +59,12 @@ class Registry:
         return name in self._entries
 
     def get(self, name: str, key: str | None = None) -> Entry:
-        """The entry called ``name``; otherwise a ConfigError naming ``key`` and the available names."""
+        """The entry called ``name``; otherwise a ConfigError naming ``key`` and the available names.
+
+        Where targets are open, a "module:attribute" name is an entry of its own, with no capability.
+        """
+        if self.open_targets and ":" in name:
+            return Entry(name, name)
         if name not in self._entries:
             raise ConfigError(f"{key or self.key}: unknown {self.kind} {name!r}; available: {', '.join(self._entries)}")
         return self._entries[name]
@@ -78,7 +84,7 @@ class Registry:
         return tuple(name for name, entry in self._entries.items() if getattr(entry, capability))
 
 
-ENGINES = Registry("engine", "engine.name")
+ENGINES = Registry("engine", "engine.name", open_targets=True)
 ENGINES.register("vllm", "skillmoe_ray.engines.vllm_engine:VLLMEngine")
 ENGINES.register("hf", "skillmoe_ray.engines.hf_engine:HFEngine", steerable=True)
 ENGINES.register("openai", "skillmoe_ray.engines.openai_engine:OpenAIEngine", remote=True)

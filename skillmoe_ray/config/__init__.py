@@ -16,6 +16,11 @@ from typing import Any
 from skillmoe_ray.config.structured import build
 from skillmoe_ray.errors import ConfigError
 
+# Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repository's conf/ (checkout, editable install)
+_LIBRARY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONF_DIR = next(d for d in (os.path.join(_LIBRARY, "conf"), os.path.join(os.path.dirname(_LIBRARY), "conf"))
+                if os.path.isdir(d))
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -32,8 +32,7 @@ def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:
 
 def validate_names(cfg: RunConfig) -> None:
     """Every pluggable part the config names is registered (a "module:Class" engine is the user's own)."""
-    if ":" not in cfg.engine.name:
-        ENGINES.get(cfg.engine.name)
+    ENGINES.get(cfg.engine.name)
     RECRUIT_POLICIES.get(cfg.recruit.policy)
     METHODS.check(cfg.compare.methods)
     for split in ("val", "test"):
@@ -51,6 +50,21 @@ def validate(cfg: RunConfig) -> None:
     if cfg.recruit.k < 1:
         raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
     validate_names(cfg)
+    validate_recruit_and_skills(cfg)
+    _check_serve(cfg.serve)
+    validate_resources(cfg)
+    if not cfg.experts:
+        raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")
+    validate_steering(cfg)
+    validate_engine_kwargs(cfg)
+    _require_expert(cfg, cfg.skills.keyword_model, "skills.keyword_model")
+    _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
+    for name in cfg.aggregator.candidates or ():
+        _require_expert(cfg, name, "aggregator.candidates")
+
+
+def validate_recruit_and_skills(cfg: RunConfig) -> None:
+    """Recruitment's budget and temperature, the prompt set, and skill annotation's voting."""
     if cfg.recruit.budget.per_instance <= 0 or cfg.recruit.budget.k_min < 1:
         raise ConfigError("recruit.budget.per_instance must be > 0 and recruit.budget.k_min >= 1")
     if cfg.recruit.rare_expert_share is not None and not 0 <= cfg.recruit.rare_expert_share < 1:
@@ -65,49 +79,48 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"
         )
-    _check_serve(cfg.serve)
+
+
+def validate_resources(cfg: RunConfig) -> None:
+    """GPU slots and memory, and the scheduler's bounds."""
     if cfg.resources.gpus < 1:
         raise ConfigError(f"resources.gpus must be >= 1, got {cfg.resources.gpus}")
     if cfg.resources.gpu_memory_gb is not None and cfg.resources.gpu_memory_gb <= 0:
         raise ConfigError(f"resources.gpu_memory_gb must be > 0 or null, got {cfg.resources.gpu_memory_gb}")
-    if cfg.scheduler.max_replicas < 1 or cfg.scheduler.replica_min_requests < 1:
+    sc = cfg.scheduler
+    if sc.max_replicas < 1 or sc.replica_min_requests < 1:
         raise ConfigError(f"scheduler.max_replicas and scheduler.replica_min_requests must be >= 1, got "
-                          f"{cfg.scheduler.max_replicas} and {cfg.scheduler.replica_min_requests}")
-    if cfg.scheduler.max_retries < 0:
-        raise ConfigError(f"scheduler.max_retries must be >= 0, got {cfg.scheduler.max_retries}")
-    if cfg.scheduler.chunk_requests < 0:
-        raise ConfigError(f"scheduler.chunk_requests must be >= 0 (0: a whole group at once), got "
-                          f"{cfg.scheduler.chunk_requests}")
-    if not 0 < cfg.scheduler.progress_every_s <= 3600:
-        raise ConfigError(f"scheduler.progress_every_s must lie in (0, 3600] seconds, got {cfg.scheduler.progress_every_s}")
-    if cfg.scheduler.memory_headroom < 1:
-        raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {cfg.scheduler.memory_headroom}")
-    if cfg.scheduler.deactivate not in DEACTIVATE_POLICIES:
-        raise ConfigError(
-            f"scheduler.deactivate: unknown policy {cfg.scheduler.deactivate!r}; "
-            f"valid: {', '.join(DEACTIVATE_POLICIES)}"
-        )
-    if not cfg.experts:
-        raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")
-    validate_steering(cfg)
-    # the engine package reads the config types: imported here, not at the top
-    from skillmoe_ray.engines import check_engine_kwargs
+                          f"{sc.max_replicas} and {sc.replica_min_requests}")
+    if sc.max_retries < 0:
+        raise ConfigError(f"scheduler.max_retries must be >= 0, got {sc.max_retries}")
+    if sc.chunk_requests < 0:
+        raise ConfigError(f"scheduler.chunk_requests must be >= 0 (0: a whole group at once), got {sc.chunk_requests}")
+    if not 0 < sc.progress_every_s <= 3600:
+        raise ConfigError(f"scheduler.progress_every_s must lie in (0, 3600] seconds, got {sc.progress_every_s}")
+    if sc.memory_headroom < 1:
+        raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {sc.memory_headroom}")
+    if sc.deactivate not in DEACTIVATE_POLICIES:
+        raise ConfigError(f"scheduler.deactivate: unknown policy {sc.deactivate!r}; "
+                          f"valid: {', '.join(DEACTIVATE_POLICIES)}")
 
-    check_engine_kwargs(cfg.engine, cfg.pool)
-    _require_expert(cfg, cfg.skills.keyword_model, "skills.keyword_model")
-    _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
-    for name in cfg.aggregator.candidates or ():
-        _require_expert(cfg, name, "aggregator.candidates")
-    _require_expert(cfg, cfg.compare.moa.aggregator, "compare.moa.aggregator")
-    _require_expert(cfg, cfg.compare.self_model, "compare.self_model")
-    for name in cfg.compare.moa.proposers or ():
-        _require_expert(cfg, name, "compare.moa.proposers")
-    for spec in cfg.pool.values():
-        if spec.max_tokens < 1:
-            raise ConfigError(f"pool.models.{spec.name}.max_tokens must be >= 1")
-        if spec.tensor_parallel_size != 1:
-            raise ConfigError(f"pool.models.{spec.name}.tensor_parallel_size: only 1 is supported by the slot "
-                              "scheduler so far (one GPU per expert)")
+
+def validate_engine_kwargs(cfg: RunConfig) -> None:
+    """Check ``engine.kwargs`` and every model's ``engine_kwargs`` against the chosen engine (no model loads).
+
+    The engine class comes from the registry by name; nothing is imported when no model has any, so a
+    run without pass-through arguments pays nothing.
+    """
+    where = {"engine.kwargs": cfg.engine.kwargs}
+    where.update({f"pool.models.{name}.engine_kwargs": spec.engine_kwargs for name, spec in cfg.pool.items()})
+    where = {key: kwargs for key, kwargs in where.items() if kwargs}
+    if not where:
+        return
+    cls = ENGINES.load(cfg.engine.name)
+    for key, kwargs in where.items():
+        bad = [k for k in kwargs if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise ConfigError(f"{key}: argument names must be identifiers, got {bad[0]!r}")
+        cls.check_kwargs(kwargs, key)
 
 
 def validate_steering(cfg: RunConfig) -> None:
@@ -115,7 +128,7 @@ def validate_steering(cfg: RunConfig) -> None:
     st = cfg.steering
     if not st.enabled:
         return
-    if ":" in cfg.engine.name or not ENGINES.get(cfg.engine.name).steerable:
+    if not ENGINES.get(cfg.engine.name).steerable:
         raise ConfigError(f"steering.enabled needs an engine that reaches the model's routers "
                           f"({', '.join(ENGINES.with_capability('steerable'))}); got engine={cfg.engine.name}")
     if not any(spec.moe for spec in cfg.experts):

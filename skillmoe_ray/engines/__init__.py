@@ -7,55 +7,34 @@ transformers) happen only when that backend is chosen, inside the process that r
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from pathlib import Path
 
 from skillmoe_ray.config import EngineConfig, ModelSpec
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest, Sampling
-from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.registry import ENGINES, Entry
 from skillmoe_ray.seeding import stable_hash
 
 __all__ = [
-    "Engine", "GenOutput", "GenRequest", "Sampling", "check_engine_kwargs", "create_engine", "engine_class",
+    "Engine", "GenOutput", "GenRequest", "Sampling", "create_engine", "engine_class",
     "engine_entry", "model_fingerprint",
 ]
 
 
 def engine_entry(name: str) -> Entry:
     """The registry entry of engine ``name``; a "module:Class" name is a user's own (local) engine."""
-    return Entry(name, name) if ":" in name else ENGINES.get(name)
+    return ENGINES.get(name)
 
 
 def engine_class(name: str) -> type[Engine]:
     """The engine class registered under ``name`` (or given directly as "module:Class")."""
-    module, cls = engine_entry(name).target.split(":", 1)
-    return getattr(importlib.import_module(module), cls)
+    return ENGINES.load(name)
 
 
 def create_engine(engine: EngineConfig, spec: ModelSpec) -> Engine:
     """An engine instance for one expert (not yet loaded)."""
     cls = engine_class(engine.name)
     return cls(spec, engine.options, engine.dtype, engine.kwargs_for(spec))
-
-
-def check_engine_kwargs(engine: EngineConfig, pool: dict[str, ModelSpec]) -> None:
-    """Check ``engine.kwargs`` and every model's ``engine_kwargs`` against the chosen engine (no model loads).
-
-    Nothing is imported when no model has any, so a run without pass-through arguments pays nothing.
-    """
-    where = {"engine.kwargs": engine.kwargs}
-    where.update({f"pool.models.{name}.engine_kwargs": spec.engine_kwargs for name, spec in pool.items()})
-    where = {key: kwargs for key, kwargs in where.items() if kwargs}
-    if not where:
-        return
-    cls = engine_class(engine.name)
-    for key, kwargs in where.items():
-        bad = [k for k in kwargs if not isinstance(k, str) or not k.isidentifier()]
-        if bad:
-            raise ConfigError(f"{key}: argument names must be identifiers, got {bad[0]!r}")
-        cls.check_kwargs(kwargs, key)
 
 
 def _file_digest(path: Path) -> str:

@@ -30,7 +30,7 @@ def compose(overrides: list[str]) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from skillmoe_ray.run import CONF_DIR
+    from skillmoe_ray.config import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides or ["+experiment=skill_lab"])

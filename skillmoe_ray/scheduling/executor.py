@@ -15,8 +15,8 @@ an expert (an :class:`ExpertHandle`, :mod:`skillmoe_ray.scheduling.handles`): in
 - Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
   allows, and unloads it otherwise; under ``auto``, an expert no later stage needs is unloaded
   (``later``: a sleep would only cost a device-to-host copy and host RAM).
-- After a wake, a one-token warm-up and a short greedy probe compared with the probe recorded at
-  first load catch a wake that corrupted weights; a failed probe reloads the expert from disk.
+- After a wake, a warm-up and a greedy probe compared with the one recorded at first load catch a
+  wake that corrupted weights; a failed probe reloads the expert from disk.
 - While a group generates, the next expert of that slot reads its weight files ahead (page cache).
 - With ``max_replicas`` > 1 and several slots, a group much larger than its fair share is split
   over replicas of its expert on other slots (:func:`skillmoe_ray.scheduling.grouping.spread`). A replica is a
@@ -32,10 +32,12 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenOutput
 from skillmoe_ray.errors import ExpertFailed, SkillMoEError
 from skillmoe_ray.progress import ProgressFactory, no_progress
+from skillmoe_ray.scheduling.fanout import FanOut
 from skillmoe_ray.scheduling.grouping import (
     ExpertGroup,
     GroupChunks,
@@ -55,6 +57,22 @@ GroupDone = Callable[[ExpertGroup, list[GenOutput], float], None]
 GroupFailed = Callable[[ExpertGroup, Exception], None]
 # Returns groups that became ready to run (each returned once); [] when none are ready now.
 FollowUp = Callable[[], list[ExpertGroup]]
+
+
+@dataclass
+class ExpertCopy:
+    """One copy of an expert on a slot (the expert itself, or a replica ``expert#i``) and what the
+    executor knows of it: its handle (None once discarded: a fresh one opens on next use), its state,
+    the weight bytes measured at load, the host RAM it holds asleep, and its probe reply at first load."""
+
+    name: str
+    expert: str
+    slot: int
+    handle: ExpertHandle | None = None
+    state: str = UNLOADED
+    weight_bytes: int = 0
+    sleeping_bytes: int = 0
+    probe: str | None = None
 
 
 class SlotExecutor:
@@ -89,16 +107,10 @@ class SlotExecutor:
         self.replica_min_requests = replica_min_requests
         self.max_retries = max_retries  # a failed group is run again on a fresh expert this many times
         self.chunk_requests = chunk_requests  # a group generates (and is stored) this many requests at a time; 0: all
-        self.expert_of: dict[str, str] = {}  # copy (expert or expert#i) -> expert
-        self.weight_bytes: dict[str, int] = {}
         self.next_experts: set[str] = set()
         self.later: set[str] | None = None
         self.t0 = time.perf_counter() if t0 is None else t0
-        self.handles: dict[str, ExpertHandle] = {}
-        self.handle_slot: dict[str, int] = {}
-        self.state: dict[str, str] = {}
-        self.sleeping_bytes: dict[str, int] = {}
-        self.probes: dict[str, str] = {}
+        self.copies: dict[str, ExpertCopy] = {}  # copy name (expert or expert#i) -> its record
         self.slot_resident: list[list[str]] = [[] for _ in range(n_slots)]  # least recently used first
         self.timeline: list[dict] = []
         self.activations: Counter[str] = Counter()
@@ -106,7 +118,7 @@ class SlotExecutor:
         self.deactivations: Counter[str] = Counter()  # sleep | unload
         self.generate_calls = 0
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
+        self.condition = threading.Condition(self._lock)  # notified as groups finish (the fan-out waits on it)
 
     def now(self) -> float:
         """Seconds since the run started (the timeline's clock)."""
@@ -118,18 +130,11 @@ class SlotExecutor:
 
     def homes(self) -> dict[str, int]:
         """Experts resident or asleep on a slot: they stay there."""
-        return {e: self.handle_slot[e] for e, s in self.state.items() if s in (ACTIVE, SLEEPING)}
+        return {name: c.slot for name, c in self.copies.items() if c.state in (ACTIVE, SLEEPING)}
 
-    def run_stage(
-        self,
-        stage: str,
-        groups: Sequence[ExpertGroup],
-        next_experts: Iterable[str],
-        on_group_done: GroupDone,
-        on_group_error: GroupFailed | None = None,
-        followup: FollowUp | None = None,
-        later: Iterable[str] | None = None,
-    ) -> None:
+    def run_stage(self, stage: str, groups: Sequence[ExpertGroup], next_experts: Iterable[str], on_group_done: GroupDone,
+                  on_group_error: GroupFailed | None = None, followup: FollowUp | None = None,
+                  later: Iterable[str] | None = None) -> None:
         """Run every group of a stage; ``on_group_done`` is called as each group finishes.
 
         ``next_experts`` go last in the order (they stay resident into the next stage); ``later``
@@ -152,17 +157,18 @@ class SlotExecutor:
         callbacks = (on_group_done, on_group_error)
         try:
             if self.n_slots == 1 and followup is None:
-                self._run_queue(stage, 0, queues[0], callbacks, bar)
+                self.run_queue(stage, 0, queues[0], callbacks, bar)
             else:
-                _FanOut(self, stage, queues, callbacks, followup, bar).run()
+                FanOut(self, stage, queues, callbacks, followup, bar).run()
         finally:
             bar.close()
 
-    def _run_queue(self, stage: str, slot: int, queue: Sequence[ExpertGroup], callbacks, bar) -> None:
+    def run_queue(self, stage: str, slot: int, queue: Sequence[ExpertGroup], callbacks, bar) -> None:
+        """Run ``queue``'s groups on ``slot`` in order (each knows the ones after it, for eviction and read-ahead)."""
         for index, group in enumerate(queue):
-            self._run_group(stage, slot, group, queue[index + 1 :], callbacks, bar)
+            self.run_group(stage, slot, group, queue[index + 1 :], callbacks, bar)
 
-    def _run_group(self, stage: str, slot: int, group: ExpertGroup, rest: Sequence[ExpertGroup], callbacks, bar) -> None:
+    def run_group(self, stage: str, slot: int, group: ExpertGroup, rest: Sequence[ExpertGroup], callbacks, bar) -> None:
         """Activate the group's expert once, read the next one's weights ahead, generate chunk by chunk, record.
 
         With ``chunk_requests`` the group is generated in chunks of that many requests, each handed to
@@ -247,20 +253,28 @@ class SlotExecutor:
         An unloaded copy moving slots gets a fresh handle there.
         """
         with self._lock:
-            if copy in self.handles and self.handle_slot[copy] != slot:
-                if self.state[copy] != UNLOADED:
-                    raise RuntimeError(f"expert {copy} is {self.state[copy]} on slot {self.handle_slot[copy]}")
-                self.handles.pop(copy).close()
-            if copy not in self.handles:
-                self.expert_of[copy] = expert or self.expert_of.get(copy, copy)
-                self.handles[copy] = self.open_expert(self.expert_of[copy], slot)
-                self.handle_slot[copy] = slot
-                self.state[copy] = UNLOADED
-            return self.handles[copy]
+            record = self.copies.get(copy)
+            if record is not None and record.handle is not None and record.slot != slot:
+                if record.state != UNLOADED:
+                    raise RuntimeError(f"expert {copy} is {record.state} on slot {record.slot}")
+                record.handle.close()
+                record.handle = None
+            if record is None:
+                record = self.copies[copy] = ExpertCopy(copy, expert or copy, slot)
+            if record.handle is None:
+                record.handle, record.slot, record.state = self.open_expert(record.expert, slot), slot, UNLOADED
+            return record.handle
+
+    def _expert_of(self, copy: str) -> str:
+        return self.copies[copy].expert if copy in self.copies else copy
+
+    def _state(self, copy: str) -> str:
+        record = self.copies.get(copy)
+        return record.state if record and record.handle else UNLOADED
 
     def _read_ahead(self, group: ExpertGroup, slot: int) -> None:
         """Warm the page cache with the next group's expert weights if it will load from disk."""
-        if self.state.get(group.key, UNLOADED) == UNLOADED:
+        if self._state(group.key) == UNLOADED:
             try:
                 self._handle(group.key, slot, group.expert).prefetch()
             except Exception as exc:  # read-ahead is an optimization; never fail the stage for it
@@ -276,13 +290,13 @@ class SlotExecutor:
         if touch(residents, copy):
             return "resident", {}
         phases: dict[str, float] = {}
-        footprints = {e: self.footprint(self.expert_of.get(e, e), self.weight_bytes.get(e, 0))
+        footprints = {e: self.footprint(self._expert_of(e), self.copies[e].weight_bytes if e in self.copies else 0)
                       for e in [*residents, copy]}
         evict = evictions(residents, footprints, copy, self.gpu_memory_bytes, keep)
         if evict:
             t = time.perf_counter()
             for previous in evict:
-                again = needed_again(previous, self.expert_of.get(previous, previous), keep, self.later)
+                again = needed_again(previous, self._expert_of(previous), keep, self.later)
                 try:
                     self._deactivate(previous, again)
                     residents.remove(previous)
@@ -291,10 +305,11 @@ class SlotExecutor:
                     self._discard(slot, previous)
             phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
         handle = self._handle(copy, slot)
-        if self.state[copy] == SLEEPING:
+        record = self.copies[copy]
+        if record.state == SLEEPING:
             kind = "wake"
             phases.update(handle.wake())
-            self.sleeping_bytes.pop(copy, None)
+            record.sleeping_bytes = 0
             if self.probe_after_wake and not self._probe_ok(copy, handle, phases):
                 log.error("expert %s failed its probe after waking: reloading it from disk", copy)
                 handle.unload()
@@ -305,25 +320,27 @@ class SlotExecutor:
             phases.update(handle.load())
             if self.probe_after_wake:
                 probe = handle.probe()
-                self.probes[copy] = probe["text"]
+                record.probe = probe["text"]
                 phases["probe"] = probe["seconds"]
             if self.gpu_memory_bytes is not None:
-                self.weight_bytes[copy] = handle.info().weight_bytes
-        self.state[copy] = ACTIVE
+                record.weight_bytes = handle.info().weight_bytes
+        record.state = ACTIVE
         residents.append(copy)
         return kind, {k: round(v, 3) for k, v in phases.items()}
 
     def _probe_ok(self, expert: str, handle: ExpertHandle, phases: dict) -> bool:
         probe = handle.probe()
         phases["warmup_probe"] = probe["seconds"]
-        return expert not in self.probes or probe["text"] == self.probes[expert]
+        recorded = self.copies[expert].probe
+        return recorded is None or probe["text"] == recorded
 
     def _discard(self, slot: int, expert: str) -> None:
         """Drop a failed expert: release its handle (a fresh one is opened on next use)."""
         with self._lock:
-            handle = self.handles.pop(expert, None)
-            self.state.pop(expert, None)
-            self.sleeping_bytes.pop(expert, None)
+            record = self.copies.get(expert)
+            handle = record.handle if record is not None else None
+            if record is not None:
+                record.handle, record.state, record.sleeping_bytes = None, UNLOADED, 0
             if expert in self.slot_resident[slot]:
                 self.slot_resident[slot].remove(expert)
         if handle is not None:
@@ -334,24 +351,26 @@ class SlotExecutor:
 
     def _deactivate(self, expert: str, again: bool = True) -> None:
         """Sleep when the policy, the engine and the host-RAM budget allow; unload otherwise."""
-        handle = self.handles[expert]
+        record = self.copies[expert]
+        handle = record.handle
         info = handle.info()
         with self._lock:
-            fits = sum(self.sleeping_bytes.values()) + info.weight_bytes <= self.host_ram_bytes
+            asleep = sum(c.sleeping_bytes for c in self.copies.values())
+            fits = asleep + info.weight_bytes <= self.host_ram_bytes
             sleep = sleeps_on_deactivation(self.deactivate_policy, info.can_sleep, fits, again)
             if sleep:
-                self.sleeping_bytes[expert] = info.weight_bytes
+                record.sleeping_bytes = info.weight_bytes
             self.deactivations["sleep" if sleep else "unload"] += 1
         if sleep:
             handle.sleep()
-            self.state[expert] = SLEEPING
+            record.state = SLEEPING
             return
         if self.deactivate_policy == "sleep":
             log.warning("expert %s cannot sleep here (engine or host-RAM budget); unloading it", expert)
         elif not again:
             log.info("expert %s is not needed again: unloading it instead of sleeping", expert)
         handle.unload()
-        self.state[expert] = UNLOADED
+        record.state = UNLOADED
 
     def summary(self) -> dict:
         """Activation counts (total and per stage), deactivations by kind, generate calls and the timeline."""
@@ -365,78 +384,11 @@ class SlotExecutor:
 
     def close(self) -> None:
         """Unload every expert and release its handle."""
-        for expert, handle in self.handles.items():
+        for name, record in self.copies.items():
             try:
-                handle.close()
+                if record.handle is not None:
+                    record.handle.close()
             except Exception as exc:  # closing must not hide the run's own outcome
-                log.warning("closing expert %s failed: %s", expert, exc)
-        self.handles.clear()
-        self.state.clear()
+                log.warning("closing expert %s failed: %s", name, exc)
+        self.copies.clear()
         self.slot_resident = [[] for _ in range(self.n_slots)]
-
-
-class _FanOut:
-    """One stage on several slots (one thread each), with streamed follow-up groups.
-
-    A follow-up group runs on its expert's slot: the home slot, or the slot its expert was given
-    in this stage, or else the slot that found it free. A slot that has finished its own queue
-    waits for follow-ups until every slot is done and nothing more can become ready.
-    """
-
-    def __init__(self, ex: SlotExecutor, stage: str, queues: list[list[ExpertGroup]], callbacks, followup, bar):
-        self.ex, self.stage, self.queues, self.callbacks, self.followup, self.bar = ex, stage, queues, callbacks, followup, bar
-        self.claimed = {**ex.homes(), **{g.key: slot for slot, q in enumerate(queues) for g in q}}
-        self.waiting: list[list[ExpertGroup]] = [[] for _ in queues]
-        self.finished = 0
-        self.running = 0
-        self.errors: list[BaseException] = []
-
-    def run(self) -> None:
-        threads = [threading.Thread(target=self._worker, args=(slot,)) for slot in range(len(self.queues))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if self.errors:
-            raise self.errors[0]
-
-    def _worker(self, slot: int) -> None:
-        try:
-            self.ex._run_queue(self.stage, slot, self.queues[slot], self.callbacks, self.bar)
-        except BaseException as exc:
-            self.errors.append(exc)
-        with self.ex._cond:
-            self.finished += 1
-            self.ex._cond.notify_all()
-        if self.followup is not None and not self.errors:
-            self._follow_ups(slot)
-
-    def _follow_ups(self, slot: int) -> None:
-        cond = self.ex._cond
-        while True:
-            with cond:
-                self._collect(slot)
-                if self.waiting[slot]:
-                    group = self.waiting[slot].pop(0)
-                    self.running += 1
-                elif self.finished == len(self.queues) and self.running == 0 and not any(self.waiting):
-                    cond.notify_all()
-                    return
-                else:
-                    cond.wait(0.05)
-                    continue
-            try:
-                self.ex._run_group(self.stage, slot, group, (), self.callbacks, self.bar)
-            except BaseException as exc:
-                self.errors.append(exc)
-            with cond:
-                self.running -= 1
-                cond.notify_all()
-            if self.errors:
-                return
-
-    def _collect(self, slot: int) -> None:
-        """Route newly ready follow-up groups to the slot that owns their expert."""
-        for group in self.followup():
-            target = self.claimed.setdefault(group.key, slot)
-            self.waiting[target].append(group)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from skillmoe_ray.data import load_data
-from skillmoe_ray.run import run_pipeline
+from skillmoe_ray_actors.cluster import run_pipeline
 from tests.conftest import make_config, max_concurrency
 
 pytestmark = pytest.mark.ray

@@ -48,15 +48,16 @@ def ask(question: str, model: str = "symbolic-moe", **skillmoe) -> dict:
 
 def deploy(tmp_path, overrides: list[str], fake: bool = False) -> str:
     """Prepare and deploy the service; returns its base URL."""
-    from skillmoe_ray.run import _on_driver, load_checked
-    from skillmoe_ray_actors.serve import deploy as serve_deploy
+    from skillmoe_ray.preflight import load_checked
+    from skillmoe_ray_actors.cluster import on_driver
+    from skillmoe_ray_actors.serve_app import deploy as serve_deploy
     from tests.conftest import FAKE_DEMO, compose_tree
 
     port = PORT
     base = FAKE_DEMO if fake else ["+experiment=demo", "engine=hf"]
     tree = compose_tree([*base, "mode=serve", f"cache_dir={tmp_path / 'cache'}", f"serve.port={port}", *overrides])
     cfg, val, _ = load_checked(tree, str(tmp_path / "run"))
-    serve_deploy(cfg, _on_driver(cfg, "prepare", val), blocking=False)
+    serve_deploy(cfg, on_driver(cfg, "prepare", val), blocking=False)
     return f"http://127.0.0.1:{port}"
 
 

@@ -123,7 +123,7 @@ def test_close_unloads_everything():
     ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None)
     ex.close()
     assert ("unload", "b") in CountingEngine.calls
-    assert ex.handles == {}
+    assert ex.copies == {}
 
 
 def test_a_wake_that_corrupts_weights_is_caught_by_the_probe_and_reloaded():
@@ -202,7 +202,7 @@ def test_a_dominant_group_runs_on_replicas_in_parallel_and_every_request_once():
     assert len(a_slots) == 4 and 1 < max_concurrency(ex.timeline) <= 4
     assert {t.get("replica", 0) for t in ex.timeline if t["expert"] == "a"} == {0, 1, 2, 3}
     ex.run_stage("s2", groups("c", "d"), [], lambda g, o, t: None, later=[])
-    assert not any(e.startswith("a#") and s == "sleeping" for e, s in ex.state.items())  # replicas never sleep
+    assert not any(e.startswith("a#") and c.state == "sleeping" for e, c in ex.copies.items())  # replicas never sleep
 
 
 def test_experts_keep_their_home_slot_across_stages():
@@ -295,10 +295,10 @@ def test_after_its_retries_a_dying_expert_stops_the_run_with_one_error_naming_ex
 def test_a_dead_resident_leaves_the_slot_instead_of_blocking_every_later_expert():
     ex = executor()
     ex.run_stage("s1", groups("a"), [], lambda g, outs, t: None)
-    dead = ex.handles["a"]
+    dead = ex.copies["a"].handle
     dead.info = lambda: (_ for _ in ()).throw(RuntimeError("actor died"))  # deactivating it fails
     done = []
     ex.run_stage("s2", groups("b"), [], lambda g, outs, t: done.append(g.expert))
-    assert done == ["b"] and ex.resident_experts() == ["b"] and "a" not in ex.handles
+    assert done == ["b"] and ex.resident_experts() == ["b"] and ex.copies["a"].handle is None
     ex.run_stage("s3", groups("a"), [], lambda g, outs, t: done.append(g.expert))
-    assert done == ["b", "a"] and ex.handles["a"] is not dead  # recreated on next use
+    assert done == ["b", "a"] and ex.copies["a"].handle is not dead  # recreated on next use

@@ -38,7 +38,7 @@ def test_every_package_and_data_folder_is_listed_with_conf_and_actors_under_the_
 
 
 def test_the_console_command_the_spdx_license_and_a_setuptools_that_reads_it():
-    assert PROJECT["project"]["scripts"] == {"skillmoe-ray": "skillmoe_ray.run:main"}
+    assert PROJECT["project"]["scripts"] == {"skillmoe-ray": "skillmoe_ray.run:cli"}
     assert PROJECT["project"]["license"] == "Apache-2.0"
     assert "setuptools>=77" in PROJECT["build-system"]["requires"]
 

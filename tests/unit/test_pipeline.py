@@ -66,7 +66,7 @@ def test_test_time_experts_not_needed_again_are_unloaded_not_put_to_sleep(cfg):
     results, executor = run_pipeline(cfg)
     aggregator = results["aggregator"]["selected"]
     inference = [t["expert"] for t in results["timeline"] if t["stage"] == "inference"]
-    asleep = {e for e, state in executor.state.items() if state == "sleeping"}
+    asleep = {e for e, copy in executor.copies.items() if copy.state == "sleeping"}
     assert inference and not (set(inference) - {aggregator}) & asleep
     assert results["deactivations"]["unload"] >= len(set(inference) - {aggregator}) > 0
     assert results["deactivations"]["sleep"] > 0  # before recruitment, experts still sleep
@@ -104,7 +104,7 @@ def test_second_run_is_fully_cached_and_activates_nothing(cfg, tmp_path):
     first, _ = run_pipeline(cfg)
     second, executor = run_pipeline(cfg)
     assert all(s["cached"] for s in second["stages"].values())
-    assert executor.handles == {} and second["timeline"] == []
+    assert executor.copies == {} and second["timeline"] == []
     assert accuracies(second) == accuracies(first)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skillmoe_ray.run import start_ray
+from skillmoe_ray_actors.cluster import start_ray
 from tests.conftest import make_config
 
 

@@ -1,0 +1,64 @@
+"""The Serve application built from a config: the deployments bound with their options, and its start.
+
+Apart from the deployment classes (:mod:`skillmoe_ray_actors.serve`), as Ray Serve LLM's builders are:
+:func:`application` applies ``cfg.serve``'s deployment options (Serve's back-pressure bounds),
+:func:`build_app` is ``serve run jobs/serve_config.yaml``'s entry (it composes the config from Hydra
+overrides and prepares the profiles on the cluster first), and :func:`deploy` starts the HTTP proxy
+for ``python -m skillmoe_ray.run mode=serve``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ray import serve
+
+from skillmoe_ray.config import RunConfig
+from skillmoe_ray.preflight import compose_tree, load_checked
+from skillmoe_ray_actors.cluster import on_driver
+from skillmoe_ray_actors.serve import INGRESS_HEADROOM, SkillMoEAnswerer, SkillMoEService
+
+
+def application(cfg: RunConfig, preparation: dict) -> serve.Application:
+    """The ingress over the answerer, with Serve's back-pressure bounds from cfg.serve."""
+    s = cfg.serve
+    answerer = SkillMoEAnswerer.options(max_ongoing_requests=s.max_ongoing_requests,
+                                        max_queued_requests=s.max_queued_requests).bind(cfg, preparation)
+    ingress_limit = s.max_ongoing_requests + s.max_queued_requests + INGRESS_HEADROOM
+    return SkillMoEService.options(max_ongoing_requests=ingress_limit).bind(cfg, answerer)
+
+
+def build_app(args: dict) -> serve.Application:
+    """Application builder for ``serve run``: args.overrides are Hydra overrides (e.g. +experiment=demo)."""
+    cfg, preparation = prepare_service(list(args.get("overrides", [])))
+    return application(cfg, preparation)
+
+
+def deploy(cfg: RunConfig, preparation: dict, blocking: bool = True) -> None:
+    """Start the HTTP proxy on cfg.serve.host:port and run the application; block until interrupted."""
+    import signal
+    import threading
+
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.run(application(cfg, preparation), name="skillmoe", route_prefix="/")
+    print(f"skillmoe-ray is serving on http://{cfg.serve.host}:{cfg.serve.port} "
+          "(POST /v1/chat/completions, GET /v1/models /v1/stats /healthz); Ctrl-C stops it", flush=True)
+    if not blocking:
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+
+
+def prepare_service(overrides: list[str]) -> tuple[RunConfig, dict]:
+    """Config and serving preparation (profiles, vocabulary, aggregator) for ``serve run``'s builder."""
+    tree = compose_tree(overrides)
+    run_dir = os.path.join("runs", str(tree.get("experiment", "default")), time.strftime("serve-%Y-%m-%d_%H-%M-%S"))
+    cfg, val, _ = load_checked({**tree, "mode": "serve"}, os.path.abspath(run_dir))
+    return cfg, on_driver(cfg, "prepare", val)
