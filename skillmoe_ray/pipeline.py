@@ -31,7 +31,7 @@ from skillmoe_ray.method.profiles import (
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.method.recruit import Recruitment
+from skillmoe_ray.method.recruit import Recruitment, recruit
 from skillmoe_ray.method.requests import (
     aggregation_request,
     analysis_requests,
@@ -41,15 +41,13 @@ from skillmoe_ray.method.requests import (
 )
 from skillmoe_ray.method.runner import PlanRun, PlanRunner
 from skillmoe_ray.method.skills import (
+    annotate,
     build_vocabulary,
     load_embedder,
     map_instance_skills,
     map_keywords,
-    parse_keywords,
-    vote_keywords,
 )
 from skillmoe_ray.method.steering import choose_experts, query_domains, score_experts, skill_domains, steerer
-from skillmoe_ray.registry import RECRUIT_POLICIES
 from skillmoe_ray.reporting import artifacts
 from skillmoe_ray.reporting.compare import comparison_summary
 from skillmoe_ray.reporting.evaluate import evaluate, gold_skill_accuracy, validation_accuracy
@@ -82,10 +80,8 @@ class Pipeline:
 
         def compute(record: dict) -> dict:
             outputs = self.generation.generate("skills", pairs, record, [s.name for s in self.cfg.experts])
-            samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
-            for (_, request), out in zip(pairs, outputs):
-                samples[request.instance_id].append(parse_keywords(out["text"], sk.max_chars))
-            kept = {iid: vote_keywords(s, sk.min_votes) for iid, s in samples.items()}
+            replies = [(request.instance_id, out["text"]) for (_, request), out in zip(pairs, outputs)]
+            samples, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
             return {"samples": samples, "skills": kept}
 
         return self.generation.cached_stage("skills", [self.generation.keys(pairs), sk.min_votes, sk.max_chars], compute)
@@ -135,8 +131,7 @@ class Pipeline:
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
 
         def compute(record: dict) -> dict:
-            policy = RECRUIT_POLICIES.load(rc.policy)
-            result = policy(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc, self.cfg.seed)
+            result = recruit(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc, self.cfg.seed)
             return {"recruitments": [r.to_dict() for r in result.recruitments], "info": result.info}
 
         inputs = [instance_skills, profiles["profiles"], profiles["distribution"], pool, asdict(rc), self.cfg.seed]
@@ -203,23 +198,9 @@ class Pipeline:
 
         ``skill_accuracy``: each expert's validation accuracy per gold skill (empty without gold skills).
         """
-        cc = self.cfg.compare
-        ctx = MethodContext(
-            test=test,
-            experts=[s.name for s in self.cfg.experts],
-            recruitments={r.instance_id: r for r in recruitments},
-            aggregator=aggregator,
-            val_accuracy=validation_accuracy(val, profiles["correct"]),
-            k=self.cfg.recruit.k,
-            seed=self.cfg.seed,
-            moa_layers=cc.moa.layers,
-            moa_proposers=cc.moa.proposers,
-            moa_aggregator=cc.moa.aggregator,
-            self_model=cc.self_model,
-            skip_aggregator_single=self.cfg.recruit.skip_aggregator_single,
-            skill_accuracy=skill_accuracy,
-        )
-        names = cc.methods if self.cfg.mode == "compare" else RUN_METHODS
+        ctx = MethodContext.for_run(self.cfg, test, {r.instance_id: r for r in recruitments}, aggregator,
+                                    validation_accuracy(val, profiles["correct"]), skill_accuracy=skill_accuracy)
+        names = self.cfg.compare.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
         streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1

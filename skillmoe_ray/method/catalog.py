@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.method.recruit import Recruitment
@@ -59,6 +60,19 @@ class MethodContext:
     self_model: str | None = None
     skip_aggregator_single: bool = False
     skill_accuracy: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def for_run(cls, cfg: RunConfig, test: Sequence[Instance], recruitments: Mapping[str, Recruitment],
+                aggregator: str, val_accuracy: Mapping[str, Mapping[str, float]], k: int | None = None,
+                skill_accuracy: Mapping[str, Mapping[str, float]] | None = None) -> MethodContext:
+        """The context of a run's configuration (the baselines' settings from ``cfg.compare``); the batch
+        pipeline and online serving (``k`` per request) build it here."""
+        cc = cfg.compare
+        return cls(test=test, experts=[s.name for s in cfg.experts], recruitments=recruitments, aggregator=aggregator,
+                   val_accuracy=val_accuracy, k=cfg.recruit.k if k is None else k, seed=cfg.seed,
+                   moa_layers=cc.moa.layers, moa_proposers=cc.moa.proposers, moa_aggregator=cc.moa.aggregator,
+                   self_model=cc.self_model, skip_aggregator_single=cfg.recruit.skip_aggregator_single,
+                   skill_accuracy=skill_accuracy or {})
 
 
 def with_samples(models: Sequence[str]) -> list[Slot]:

@@ -102,6 +102,17 @@ def vote_keywords(samples: Sequence[Sequence[str]], min_votes: int = 2) -> list[
     return sorted(kept, key=lambda k: (-votes[k], first_seen[k]))
 
 
+def annotate(instance_ids: Sequence[str], replies: Sequence[tuple[str, str]], max_chars: int,
+             min_votes: int) -> tuple[dict[str, list[list[str]]], dict[str, list[str]]]:
+    """Skill annotation from the keyword model's replies, as (instance id, text) pairs: each reply's
+    parsed keywords per instance (the samples) and the keywords that won the vote. The batch pipeline
+    and online serving annotate through this one function."""
+    samples: dict[str, list[list[str]]] = {iid: [] for iid in instance_ids}
+    for iid, text in replies:
+        samples[iid].append(parse_keywords(text, max_chars))
+    return samples, {iid: vote_keywords(s, min_votes) for iid, s in samples.items()}
+
+
 def build_vocabulary(skills_by_instance: dict[str, list[str]]) -> list[str]:
     """The skill vocabulary: every keyword kept for some validation instance, sorted."""
     return sorted({k for keywords in skills_by_instance.values() for k in keywords})

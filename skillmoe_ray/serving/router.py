@@ -12,26 +12,24 @@ aggregation) is generated with that sampling; the experts' answers stay shared.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
 from skillmoe_ray.method.aggregate import extract_answer
 from skillmoe_ray.method.catalog import MethodContext, build_plans
-from skillmoe_ray.method.recruit import Recruitment, draw_experts, recruitment_distribution
+from skillmoe_ray.method.recruit import Recruitment, recruit
 from skillmoe_ray.method.requests import skill_requests
 from skillmoe_ray.method.runner import PlanRun, PlanRunner, ReplySampling
 from skillmoe_ray.method.skills import (
     Embedder,
+    annotate,
     map_instance_skills,
     map_keywords,
-    parse_keywords,
-    vote_keywords,
 )
 from skillmoe_ray.method.steering import query_domains, steerer
 from skillmoe_ray.pipeline import Pipeline
-from skillmoe_ray.seeding import derive_seed, stable_hash
+from skillmoe_ray.seeding import stable_hash
 from skillmoe_ray.serving.openai_api import Job
 
 log = logging.getLogger(__name__)
@@ -77,20 +75,25 @@ class OnlineRouter:
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
         records = self.pipe.generation.phase("online_skills", pairs, self.experts)
         errors = [r["error"] for r in records if "error" in r]
-        samples: dict[str, list[list[str]]] = {inst.id: [] for inst in instances}
-        for (_, request), record in zip(pairs, records):
-            samples[request.instance_id].append(parse_keywords(record["text"], sk.max_chars))
-        return {iid: vote_keywords(s, sk.min_votes) for iid, s in samples.items()}, (errors[0] if errors else None)
+        replies = [(request.instance_id, record["text"]) for (_, request), record in zip(pairs, records)]
+        _, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
+        return kept, (errors[0] if errors else None)
 
     def _map(self, skills: dict[str, list[str]]) -> dict[str, list[str]]:
         keywords = sorted({k for ks in skills.values() for k in ks})
         mapping = map_keywords(keywords, self.prep["vocabulary"], self.embed)
         return map_instance_skills(skills, mapping, repeats=self.cfg.skills.repeated == "count")
 
-    def _recruit(self, iid: str, skills: list[str], k: int) -> Recruitment:
-        probs = recruitment_distribution(self.prep["profiles"], skills, self.prep["distribution"], self.experts)
-        rng = random.Random(derive_seed(self.cfg.seed, "online-recruit", iid, k))
-        return Recruitment(iid, tuple(skills), draw_experts(probs, k, rng), probs)
+    def _recruit(self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Recruitment]:
+        """Recruitments of (instance, k) pairs with the configured policy (the batch path's own), one call per k:
+        ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
+        out = {}
+        for k in dict.fromkeys(k for _, k in wanted):
+            ids = list(dict.fromkeys(iid for iid, kk in wanted if kk == k))
+            result = recruit({iid: mapped[iid] for iid in ids}, self.prep["profiles"], self.prep["distribution"],
+                             self.experts, replace(self.cfg.recruit, k=k), self.cfg.seed)
+            out.update({(r.instance_id, k): r for r in result.recruitments})
+        return out
 
     def _plans(self, jobs: Sequence[Job], instances: dict[str, Instance], recruits: dict) -> dict[tuple, object]:
         """One plan per (method, k, the request's own sampling) over the jobs that asked for it."""
@@ -99,13 +102,8 @@ class OnlineRouter:
         for key in dict.fromkeys((j.method, j.k, j.sampling) for j in jobs):
             method, k, sampling = key
             ids = list(dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k, j.sampling) == key))
-            ctx = MethodContext(
-                test=[by_id[i] for i in ids], experts=self.experts,
-                recruitments={i: recruits[(i, k)] for i in ids}, aggregator=self.prep["aggregator"],
-                val_accuracy=self.prep["val_accuracy"], k=k, seed=self.cfg.seed,
-                moa_layers=self.cfg.compare.moa.layers, moa_proposers=self.cfg.compare.moa.proposers,
-                moa_aggregator=self.cfg.compare.moa.aggregator, self_model=self.cfg.compare.self_model,
-            )
+            ctx = MethodContext.for_run(self.cfg, [by_id[i] for i in ids], {i: recruits[(i, k)] for i in ids},
+                                        self.prep["aggregator"], self.prep["val_accuracy"], k=k)
             plan = next(p for p in build_plans([method], ctx) if p.name == method)
             plan.name = f"{method}/k{k}" + ("" if sampling == ReplySampling() else f"/{stable_hash(asdict(sampling), 12)}")
             plans[key] = plan
@@ -121,8 +119,7 @@ class OnlineRouter:
         if failure:
             return [Outcome(502, error=failure) for _ in jobs]
         mapped = self._map(skills)
-        recruits = {(inst.id, j.k): self._recruit(inst.id, mapped[inst.id], j.k)
-                    for j in jobs for inst in [instances[j.request_id]]}
+        recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
         answering = [j for j in jobs if not j.route_only]
         plans = self._plans(answering, instances, recruits)
         runner = PlanRunner(self.cfg, unique, self.pipe.generation.phase, steer=self._steer(mapped),

@@ -130,3 +130,37 @@ def test_a_requests_own_sampling_drives_its_reply_and_the_expert_answers_stay_sh
     own_answers = [r for r in answers if (r.sampling.temperature, r.sampling.max_tokens) == (0.1, 7)]
     assert len(own_answers) == 3  # majority vote has no aggregator: its answers take the request's sampling
     assert len(answers) == 6  # symbolic-moe's experts answer the same for both of its requests
+
+
+def test_online_recruitment_is_the_batch_policy_budgeted_included(tmp_path):
+    """recruit=budgeted online: the batch path's own policy assigns over the micro-batch (its budget holds,
+    an instance gets k_min..k_max experts), and each request's experts are what the policy chose."""
+    from dataclasses import replace
+
+    from skillmoe_ray.method.recruit import recruit_budgeted
+
+    overrides = ["recruit=budgeted", "recruit.budget.per_instance=1.5", "recruit.budget.k_min=1"]
+    router, _ = router_for(tmp_path, overrides)
+    jobs = [job(q, route_only=True) for q in QUESTIONS[:6]]
+    outcomes = router.answer(jobs)
+    assert [o.status for o in outcomes] == [200] * len(jobs)
+    chosen = [o.skillmoe["experts"] for o in outcomes]
+    assert sum(map(len, chosen)) <= round(1.5 * len(jobs)) and all(1 <= len(c) <= 3 for c in chosen)
+    assert len({len(c) for c in chosen}) > 1 or sum(map(len, chosen)) < 3 * len(jobs)  # not a fixed top-k
+    skills = {f"q{i}": o.skillmoe["mapped_skills"] for i, o in enumerate(outcomes)}
+    direct = recruit_budgeted(skills, router.prep["profiles"], router.prep["distribution"], router.experts,
+                              replace(router.cfg.recruit, k=3), router.cfg.seed)
+    assert [list(r.experts) for r in direct.recruitments] == chosen
+
+
+def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(tmp_path):
+    from skillmoe_ray.method.recruit import recruit_symbolic_moe
+    from skillmoe_ray.serving.router import job_instance
+
+    router, _ = router_for(tmp_path)
+    jobs = [job(q, route_only=True) for q in QUESTIONS[:4]]
+    outcomes = router.answer(jobs)
+    skills = {job_instance(j).id: o.skillmoe["mapped_skills"] for j, o in zip(jobs, outcomes)}
+    direct = recruit_symbolic_moe(skills, router.prep["profiles"], router.prep["distribution"], router.experts,
+                                  router.cfg.recruit, router.cfg.seed)
+    assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
