@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import Instance
+from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.progress import log_progress, ray_progress
 from skillmoe_ray_actors.placement import PlacementScheduler
@@ -44,7 +45,7 @@ class DriverActor:
         # A terminal gets Ray's bars; anything else (nohup, Slurm, ray job logs) progress lines
         self.progress = ray_progress if show_progress else log_progress(cfg.scheduler.progress_every_s)
 
-    def prepare(self, val: list[Instance]) -> dict:
+    def prepare(self, val: list[Instance]) -> ServingPreparation:
         """The validation-side stages online serving needs (cached after a batch run)."""
         scheduler = PlacementScheduler(self.cfg, self.progress, t0=time.perf_counter())
         try:

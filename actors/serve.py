@@ -32,6 +32,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from skillmoe_ray.config import RunConfig
+from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.method.skills import load_embedder
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.serving import streaming
@@ -71,7 +72,7 @@ def _error(status: int, message: str, kind: str, headers: dict | None = None, pa
 class SkillMoEAnswerer:
     """One answering replica: a micro-batch queue and an OnlineRouter over Ray experts."""
 
-    def __init__(self, cfg: RunConfig, preparation: dict):
+    def __init__(self, cfg: RunConfig, preparation: ServingPreparation):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.cfg = cfg
         self.scheduler = PlacementScheduler(cfg)

@@ -15,12 +15,13 @@ import time
 from ray import serve
 
 from skillmoe_ray.config import RunConfig
+from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.preflight import compose_tree, load_checked
 from skillmoe_ray_actors.cluster import on_driver
 from skillmoe_ray_actors.serve import INGRESS_HEADROOM, SkillMoEAnswerer, SkillMoEService
 
 
-def application(cfg: RunConfig, preparation: dict) -> serve.Application:
+def application(cfg: RunConfig, preparation: ServingPreparation) -> serve.Application:
     """The ingress over the answerer, with Serve's back-pressure bounds from cfg.serve."""
     s = cfg.serve
     answerer = SkillMoEAnswerer.options(max_ongoing_requests=s.max_ongoing_requests,
@@ -35,7 +36,7 @@ def build_app(args: dict) -> serve.Application:
     return application(cfg, preparation)
 
 
-def deploy(cfg: RunConfig, preparation: dict, blocking: bool = True) -> None:
+def deploy(cfg: RunConfig, preparation: ServingPreparation, blocking: bool = True) -> None:
     """Start the HTTP proxy on cfg.serve.host:port and run the application; block until interrupted."""
     import signal
     import threading
@@ -56,7 +57,7 @@ def deploy(cfg: RunConfig, preparation: dict, blocking: bool = True) -> None:
         serve.shutdown()
 
 
-def prepare_service(overrides: list[str]) -> tuple[RunConfig, dict]:
+def prepare_service(overrides: list[str]) -> tuple[RunConfig, ServingPreparation]:
     """Config and serving preparation (profiles, vocabulary, aggregator) for ``serve run``'s builder."""
     tree = compose_tree(overrides)
     run_dir = os.path.join("runs", str(tree.get("experiment", "default")), time.strftime("serve-%Y-%m-%d_%H-%M-%S"))

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from skillmoe_ray.cache import GenerationStore, StageCache
+from skillmoe_ray.cache import GenerationStore, StageCache, set_aside
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.engines.base import GenOutput, GenRequest
+from skillmoe_ray.method.results import StageResult
 from skillmoe_ray.scheduling.executor import FollowUp, SlotExecutor
 from skillmoe_ray.scheduling.grouping import ExpertGroup, group_by_expert
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 STAGE_VERSION = 2  # bump when a stage's output format or rule changes, to invalidate old entries
 FAILURE_POLICIES = ("stop", "report")
 Pair = tuple[str, GenRequest]
+R = TypeVar("R", bound=StageResult)
 
 
 def failed_record(key: str, message: str) -> dict:
@@ -82,24 +84,37 @@ class GenerationService:
         if self.on_stage is not None:
             self.on_stage(stage_row(name, record, self.stages_ended, self.executor))
 
-    def cached_stage(self, name: str, inputs: Any, compute: Callable[[dict], dict]) -> dict:
-        """The cached result of stage ``name`` for ``inputs``; computed (``compute(record)``) and stored if absent."""
+    def cached_stage(self, name: str, inputs: Any, compute: Callable[[dict], R], result_type: type[R]) -> R:
+        """The cached result of stage ``name`` for ``inputs``; computed (``compute(record)``) and stored if absent.
+
+        A stored entry that does not read back as ``result_type`` is damaged: set aside and computed again.
+        """
         key = self.cache.key(name, [STAGE_VERSION, inputs])
         start = time.perf_counter()
         record = {"key": key, "cached": True}
         self.stages[name] = record
-        result = self.cache.get(name, key)
+        result = self._read_stage(name, key, result_type)
         if result is None:
             record["cached"] = False
             log.info("stage %s: running", name)
             result = compute(record)
-            self.cache.put(name, key, result)
+            self.cache.put(name, key, result.to_json())
         else:
             log.info("stage %s: cached (%s)", name, key)
         record["seconds"] = round(time.perf_counter() - start, 3)
         record["path"] = str(self.cache.path(name, key))
         self.end_stage(name, record)
         return result
+
+    def _read_stage(self, name: str, key: str, result_type: type[R]) -> R | None:
+        stored = self.cache.get(name, key)
+        if stored is None:
+            return None
+        try:
+            return result_type.from_json(stored)
+        except (ValueError, TypeError) as exc:
+            set_aside(self.cache.path(name, key), f"not a {result_type.__name__}: {exc}")
+            return None
 
     def phase(self, stage: str, pairs: list[Pair], next_experts: Iterable[str],
               followup: FollowUp | None = None, later: Iterable[str] | None = None) -> list[dict]:

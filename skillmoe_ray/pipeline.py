@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from skillmoe_ray.config import GenerationConfig, RunConfig
@@ -38,6 +38,16 @@ from skillmoe_ray.method.requests import (
     profile_requests,
     skill_requests,
     synthetic_tasks,
+)
+from skillmoe_ray.method.results import (
+    AggregatorSelection,
+    ModelProfiles,
+    RecruitmentStage,
+    ServingPreparation,
+    SkillAnnotation,
+    SkillMapping,
+    SteeringPrep,
+    SteeringTables,
 )
 from skillmoe_ray.method.runner import PlanRun, PlanRunner
 from skillmoe_ray.method.skills import (
@@ -73,24 +83,25 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def annotate_skills(self, instances: Sequence[Instance]) -> dict:
+    def annotate_skills(self, instances: Sequence[Instance]) -> SkillAnnotation:
         """Keyword samples per instance, parsed and vote-filtered."""
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
 
-        def compute(record: dict) -> dict:
+        def compute(record: dict) -> SkillAnnotation:
             outputs = self.generation.generate("skills", pairs, record, [s.name for s in self.cfg.experts])
             replies = [(request.instance_id, out["text"]) for (_, request), out in zip(pairs, outputs)]
             samples, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
-            return {"samples": samples, "skills": kept}
+            return SkillAnnotation(samples, kept)
 
-        return self.generation.cached_stage("skills", [self.generation.keys(pairs), sk.min_votes, sk.max_chars], compute)
+        inputs = [self.generation.keys(pairs), sk.min_votes, sk.max_chars]
+        return self.generation.cached_stage("skills", inputs, compute, SkillAnnotation)
 
-    def build_profiles(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> dict:
+    def build_profiles(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> ModelProfiles:
         """Every expert answers every validation question; +1/-1 per skill; global competence."""
         pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed, self.cfg.prompts)
 
-        def compute(record: dict) -> dict:
+        def compute(record: dict) -> ModelProfiles:
             outputs = self.generation.generate("profiles", pairs, record, self.cfg.aggregator_candidates())
             by_id = {inst.id: inst for inst in val}
             answers: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
@@ -102,45 +113,46 @@ class Pipeline:
                 correct[expert][inst.id] = is_correct(answers[expert][inst.id], inst)
                 keys[expert][inst.id] = out["key"]
             profiles = build_profiles(val_skills, correct)
-            return {"answers": answers, "correct": correct, "keys": keys,
-                    "profiles": profiles, "competence": global_competence(profiles)}
+            return ModelProfiles(answers, correct, keys, profiles, global_competence(profiles))
 
-        result = self.generation.cached_stage("profiles", [self.generation.keys(pairs), val_skills], compute)
+        result = self.generation.cached_stage("profiles", [self.generation.keys(pairs), val_skills], compute, ModelProfiles)
         # Derived, not cached: a sweep over the temperature reuses the profile stage as it is.
-        dist = competence_distribution(result["competence"], self.cfg.recruit.competence_temperature)
-        return {**result, "distribution": dist}
+        dist = competence_distribution(result.competence, self.cfg.recruit.competence_temperature)
+        return replace(result, distribution=dist)
 
-    def map_skills(self, val_skills: dict[str, list[str]], test_skills: dict[str, list[str]]) -> dict:
+    def map_skills(self, val_skills: dict[str, list[str]], test_skills: dict[str, list[str]]) -> SkillMapping:
         """Validation keywords form the vocabulary; test keywords map to their nearest vocabulary skill."""
         vocabulary = build_vocabulary(val_skills)
         keywords = sorted({k for ks in test_skills.values() for k in ks})
 
-        def compute(record: dict) -> dict:
+        def compute(record: dict) -> SkillMapping:
             unknown = [k for k in keywords if k not in set(vocabulary)]
             embed = self.embedder_factory(self.cfg.skills.embedding_model) if unknown and vocabulary else None
             mapping = map_keywords(keywords, vocabulary, embed)
-            return {"vocabulary": vocabulary, "mapping": mapping, "mapped": map_instance_skills(test_skills, mapping),
-                    "mapped_with_repeats": map_instance_skills(test_skills, mapping, repeats=True)}
+            return SkillMapping(vocabulary, mapping, map_instance_skills(test_skills, mapping),
+                                map_instance_skills(test_skills, mapping, repeats=True))
 
-        return self.generation.cached_stage("mapping", [vocabulary, test_skills, self.cfg.skills.embedding_model], compute)
+        inputs = [vocabulary, test_skills, self.cfg.skills.embedding_model]
+        return self.generation.cached_stage("mapping", inputs, compute, SkillMapping)
 
-    def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]], profiles: dict) -> tuple[list[Recruitment], dict]:
+    def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]],
+                profiles: ModelProfiles) -> tuple[list[Recruitment], dict]:
         """Recruit experts for every test instance with the configured policy; returns them and its report."""
         rc = self.cfg.recruit
         pool = [s.name for s in self.cfg.experts]
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
 
-        def compute(record: dict) -> dict:
-            result = recruit(instance_skills, profiles["profiles"], profiles["distribution"], pool, rc, self.cfg.seed)
-            return {"recruitments": [r.to_dict() for r in result.recruitments], "info": result.info}
+        def compute(record: dict) -> RecruitmentStage:
+            result = recruit(instance_skills, profiles.profiles, profiles.distribution, pool, rc, self.cfg.seed)
+            return RecruitmentStage([r.to_dict() for r in result.recruitments], result.info)
 
-        inputs = [instance_skills, profiles["profiles"], profiles["distribution"], pool, asdict(rc), self.cfg.seed]
-        result = self.generation.cached_stage("recruitment", inputs, compute)
+        inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, asdict(rc), self.cfg.seed]
+        result = self.generation.cached_stage("recruitment", inputs, compute, RecruitmentStage)
         recruitments = [
             Recruitment(r["instance_id"], tuple(r["skills"]), tuple(r["experts"]), r["probabilities"])
-            for r in result["recruitments"]
+            for r in result.recruitments
         ]
-        return recruitments, result["info"]
+        return recruitments, result.info
 
     def profile_texts(self, val: Sequence[Instance]) -> dict[str, dict[str, str]]:
         """Every expert's profile answer text per validation instance, from the store.
@@ -162,14 +174,15 @@ class Pipeline:
         agg = self.cfg.aggregator
         return GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
 
-    def select_aggregator(self, val: Sequence[Instance], profiles: dict, next_experts: Iterable[str]) -> dict:
+    def select_aggregator(self, val: Sequence[Instance], profiles: ModelProfiles,
+                          next_experts: Iterable[str]) -> AggregatorSelection:
         """Each candidate answers the synthetic 1-correct/2-incorrect tasks; the most accurate wins."""
         agg = self.cfg.aggregator
         if agg.fixed:
             self.generation.end_stage("aggregator_selection", {"cached": True, "seconds": 0.0, "fixed": agg.fixed})
-            return {"selected": agg.fixed, "accuracy": {}, "fixed": True}
+            return AggregatorSelection(agg.fixed, {}, True)
         candidates = self.cfg.aggregator_candidates()
-        tasks = synthetic_tasks(val, self.profile_texts(val), profiles["correct"], self.cfg.seed)
+        tasks = synthetic_tasks(val, self.profile_texts(val), profiles.correct, self.cfg.seed)
         gen = self._aggregator_generation()
         pairs = [
             (c, aggregation_request(inst, tasks[inst.id], self.cfg.pool[c], gen, agg.think_end_tag, self.cfg.seed, "select",
@@ -180,26 +193,27 @@ class Pipeline:
 
         by_id = {inst.id: inst for inst in val}
 
-        def compute(record: dict) -> dict:
+        def compute(record: dict) -> AggregatorSelection:
             outputs = self.generation.generate("aggregator_selection", pairs, record, next_experts)
             hits = {c: 0 for c in candidates}
             for (c, request), out in zip(pairs, outputs):
                 inst = by_id[request.instance_id]
                 hits[c] += is_correct(extract_answer(out["text"], inst, agg.think_end_tag), inst)
             accuracy = {c: hits[c] / len(val) for c in candidates}
-            return {"selected": select_aggregator(accuracy, candidates), "accuracy": accuracy, "fixed": False}
+            return AggregatorSelection(select_aggregator(accuracy, candidates), accuracy, False)
 
-        return self.generation.cached_stage("aggregator_selection", self.generation.keys(pairs), compute)
+        return self.generation.cached_stage("aggregator_selection", self.generation.keys(pairs), compute,
+                                            AggregatorSelection)
 
     def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],
-                    aggregator: str, profiles: dict, steer: Callable[[str, str], Steering | None] | None,
+                    aggregator: str, profiles: ModelProfiles, steer: Callable[[str, str], Steering | None] | None,
                     skill_accuracy: dict) -> tuple[PlanRunner, dict[str, PlanRun]]:
         """Build the configured methods' plans and run them together on the test set.
 
         ``skill_accuracy``: each expert's validation accuracy per gold skill (empty without gold skills).
         """
         ctx = MethodContext.for_run(self.cfg, test, {r.instance_id: r for r in recruitments}, aggregator,
-                                    validation_accuracy(val, profiles["correct"]), skill_accuracy=skill_accuracy)
+                                    validation_accuracy(val, profiles.correct), skill_accuracy=skill_accuracy)
         names = self.cfg.compare.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
@@ -208,7 +222,7 @@ class Pipeline:
                             steer=steer)
         return runner, runner.run(build_plans(names, ctx))
 
-    def steering_prep(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> dict | None:
+    def steering_prep(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> SteeringPrep | None:
         """DSMoE (when enabled): each MoE expert's internal experts per domain (validation task), from
         its routing on the validation questions, with each skill's domain and alpha; None when off."""
         st = self.cfg.steering
@@ -218,18 +232,18 @@ class Pipeline:
                                   self.cfg.prompts)
         domain_of = {inst.id: inst.task for inst in val}
 
-        def compute(record: dict) -> dict:
+        def compute(record: dict) -> SteeringTables:
             records: dict[str, list] = {}
             for (expert, request), out in zip(pairs, self.generation.generate("steering", pairs, record)):
                 domain, router = domain_of[request.instance_id], out["router"]
                 fields = ("bins", "common") if st.score == "paper" else ("counts", "saliency")
                 records.setdefault(expert, []).append((domain, *(router[f] for f in fields)))
-            return {"tables": {e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()}}
+            return SteeringTables({e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()})
 
         inputs = [self.generation.keys(pairs), domain_of, st.experts_per_layer, st.count_weight, st.score, st.selection,
                   st.saliency_percentile, st.top_fraction]
-        tables = self.generation.cached_stage("steering", inputs, compute)["tables"]
-        return {"tables": tables, "skill_domains": skill_domains(val_skills, domain_of), "alpha": st.alpha}
+        tables = self.generation.cached_stage("steering", inputs, compute, SteeringTables).tables
+        return SteeringPrep(tables, skill_domains(val_skills, domain_of), st.alpha)
 
     def steering(self, val: Sequence[Instance], val_skills: dict[str, list[str]],
                  test_skills: dict[str, list[str]]) -> tuple[Callable | None, dict | None]:
@@ -237,55 +251,51 @@ class Pipeline:
         prep = self.steering_prep(val, val_skills)
         if prep is None:
             return None, None
-        domains = query_domains(test_skills, prep["skill_domains"])
-        summary = {"alpha": prep["alpha"],
-                   "experts": {e: {d: len(p) for d, p in t.items()} for e, t in prep["tables"].items()},
+        domains = query_domains(test_skills, prep.skill_domains)
+        summary = {"alpha": prep.alpha,
+                   "experts": {e: {d: len(p) for d, p in t.items()} for e, t in prep.tables.items()},
                    "test_domains": dict(Counter(d or "(none)" for d in domains.values()))}
-        return steerer(prep["tables"], domains, prep["alpha"]), summary
+        return steerer(prep.tables, domains, prep.alpha), summary
 
     # -- the whole run --------------------------------------------------------------------------
 
-    def prepare(self, val: list[Instance]) -> dict:
+    def prepare(self, val: list[Instance]) -> ServingPreparation:
         """What online serving needs from a batch run, built (or read from the cache) on validation data.
 
         The vocabulary, the profiles and competence distribution, each model's validation accuracy
         (for the baselines), the selected aggregator, and the DSMoE steering tables (None when off).
         """
         skills = self.annotate_skills(val)
-        val_skills = {inst.id: skills["skills"][inst.id] for inst in val}
+        val_skills = {inst.id: skills.skills[inst.id] for inst in val}
         profiles = self.build_profiles(val, val_skills)
         selection = self.select_aggregator(val, profiles, [])
-        return {
-            "vocabulary": build_vocabulary(val_skills),
-            "profiles": profiles["profiles"],
-            "distribution": profiles["distribution"],
-            "val_accuracy": validation_accuracy(val, profiles["correct"]),
-            "aggregator": selection["selected"],
-            "steering": self.steering_prep(val, val_skills),
-        }
+        return ServingPreparation(build_vocabulary(val_skills), profiles.profiles, profiles.distribution,
+                                  validation_accuracy(val, profiles.correct), selection.selected,
+                                  self.steering_prep(val, val_skills))
 
     def run(self, val: list[Instance], test: list[Instance]) -> dict:
         """Every stage in order; writes the run directory's artifacts and returns results.json's content."""
         start = time.perf_counter()
         skills = self.annotate_skills(val + test)
-        val_skills = {inst.id: skills["skills"][inst.id] for inst in val}
-        test_skills = {inst.id: skills["skills"][inst.id] for inst in test}
+        val_skills = {inst.id: skills.skills[inst.id] for inst in val}
+        test_skills = {inst.id: skills.skills[inst.id] for inst in test}
         profiles = self.build_profiles(val, val_skills)
         mapping = self.map_skills(val_skills, test_skills)
         # Recruitment may count a repeated skill once per keyword (skills.repeated=count); reports count it once.
-        recruited_skills = mapping["mapped_with_repeats" if self.cfg.skills.repeated == "count" else "mapped"]
+        recruited_skills = mapping.mapped_with_repeats if self.cfg.skills.repeated == "count" else mapping.mapped
         recruitments, recruitment_info = self.recruit(test, recruited_skills, profiles)
         recruited = {e for r in recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
-        steer, steering = self.steering(val, val_skills, mapping["mapped"])
-        skill_accuracy = gold_skill_accuracy(val, profiles["correct"])
-        runner, runs = self.run_methods(val, test, recruitments, selection["selected"], profiles, steer, skill_accuracy)
+        steer, steering = self.steering(val, val_skills, mapping.mapped)
+        skill_accuracy = gold_skill_accuracy(val, profiles.correct)
+        runner, runs = self.run_methods(val, test, recruitments, selection.selected, profiles, steer, skill_accuracy)
         summary = self.executor.summary()
         self.measurements.record_timeline(summary["timeline"], self.generation.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.generation.fingerprints[expert])  # noqa: E731
-        results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping["mapped"], measured,
+        results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping.mapped, measured,
                                  skill_accuracy)
-        results.update(recruitment=recruitment_info, aggregator=selection, stages=self.generation.stages, **summary, wall_seconds=round(time.perf_counter() - start, 3))
+        results.update(recruitment=recruitment_info, aggregator=selection.to_json(), stages=self.generation.stages,
+                       **summary, wall_seconds=round(time.perf_counter() - start, 3))
         if steering:
             results["steering"] = steering
         if self.cfg.mode == "compare":

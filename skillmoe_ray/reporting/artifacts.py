@@ -7,6 +7,7 @@ from pathlib import Path
 
 from skillmoe_ray.cache import write_json, write_jsonl
 from skillmoe_ray.method.recruit import Recruitment
+from skillmoe_ray.method.results import AggregatorSelection, ModelProfiles, SkillAnnotation, SkillMapping
 from skillmoe_ray.method.runner import PlanRun, PlanRunner
 from skillmoe_ray.reporting.compare import write_comparison
 
@@ -32,11 +33,11 @@ def final_answer_rows(runner: PlanRunner, runs: Mapping[str, PlanRun]) -> list[d
 
 def write_run(
     run_dir: Path,
-    skills: dict,
-    profiles: dict,
-    mapping: dict,
+    skills: SkillAnnotation,
+    profiles: ModelProfiles,
+    mapping: SkillMapping,
     recruitments: Sequence[Recruitment],
-    selection: dict,
+    selection: AggregatorSelection,
     runner: PlanRunner,
     runs: Mapping[str, PlanRun],
     expert_rows: Sequence[dict],
@@ -44,21 +45,21 @@ def write_run(
 ) -> None:
     """Write skills, profiles, aggregator choice, recruitment, expert outputs, final answers, results."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    mapped = mapping["mapped"]
+    mapped = mapping.mapped
     write_jsonl(
         run_dir / "skills.jsonl",
         [
-            {"id": iid, "samples": skills["samples"][iid], "skills": kept, "mapped_skills": mapped.get(iid)}
-            for iid, kept in skills["skills"].items()
+            {"id": iid, "samples": skills.samples[iid], "skills": kept, "mapped_skills": mapped.get(iid)}
+            for iid, kept in skills.skills.items()
         ],
     )
-    write_json(run_dir / "vocabulary.json", {"vocabulary": mapping["vocabulary"], "mapping": mapping["mapping"]})
-    write_json(run_dir / "profiles.json", profiles["profiles"])
+    write_json(run_dir / "vocabulary.json", {"vocabulary": mapping.vocabulary, "mapping": mapping.mapping})
+    write_json(run_dir / "profiles.json", profiles.profiles)
     write_json(
         run_dir / "competence.json",
-        {m: {"competence": c, "probability": profiles["distribution"][m]} for m, c in profiles["competence"].items()},
+        {m: {"competence": c, "probability": profiles.distribution[m]} for m, c in profiles.competence.items()},
     )
-    write_json(run_dir / "aggregator.json", selection)
+    write_json(run_dir / "aggregator.json", selection.to_json())
     write_jsonl(run_dir / "recruitment.jsonl", [r.to_dict() for r in recruitments])
     write_jsonl(run_dir / "expert_outputs.jsonl", [{**r, "text": runner.records[r["key"]]["text"]} for r in expert_rows])
     write_jsonl(run_dir / "final_answers.jsonl", final_answer_rows(runner, runs))

@@ -20,6 +20,7 @@ from skillmoe_ray.method.aggregate import extract_answer
 from skillmoe_ray.method.catalog import MethodContext, build_plans
 from skillmoe_ray.method.recruit import Recruitment, recruit
 from skillmoe_ray.method.requests import skill_requests
+from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.method.runner import PlanRun, PlanRunner, ReplySampling
 from skillmoe_ray.method.skills import (
     Embedder,
@@ -60,7 +61,7 @@ def job_instance(job: Job) -> Instance:
 class OnlineRouter:
     """Serves micro-batches of jobs with a Pipeline (its executor, caches and stages)."""
 
-    def __init__(self, pipe: Pipeline, preparation: dict, embed: Embedder):
+    def __init__(self, pipe: Pipeline, preparation: ServingPreparation, embed: Embedder):
         self.pipe = pipe
         self.cfg = pipe.cfg
         self.prep = preparation
@@ -81,7 +82,7 @@ class OnlineRouter:
 
     def _map(self, skills: dict[str, list[str]]) -> dict[str, list[str]]:
         keywords = sorted({k for ks in skills.values() for k in ks})
-        mapping = map_keywords(keywords, self.prep["vocabulary"], self.embed)
+        mapping = map_keywords(keywords, self.prep.vocabulary, self.embed)
         return map_instance_skills(skills, mapping, repeats=self.cfg.skills.repeated == "count")
 
     def _recruit(self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Recruitment]:
@@ -90,7 +91,7 @@ class OnlineRouter:
         out = {}
         for k in dict.fromkeys(k for _, k in wanted):
             ids = list(dict.fromkeys(iid for iid, kk in wanted if kk == k))
-            result = recruit({iid: mapped[iid] for iid in ids}, self.prep["profiles"], self.prep["distribution"],
+            result = recruit({iid: mapped[iid] for iid in ids}, self.prep.profiles, self.prep.distribution,
                              self.experts, replace(self.cfg.recruit, k=k), self.cfg.seed)
             out.update({(r.instance_id, k): r for r in result.recruitments})
         return out
@@ -103,7 +104,7 @@ class OnlineRouter:
             method, k, sampling = key
             ids = list(dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k, j.sampling) == key))
             ctx = MethodContext.for_run(self.cfg, [by_id[i] for i in ids], {i: recruits[(i, k)] for i in ids},
-                                        self.prep["aggregator"], self.prep["val_accuracy"], k=k)
+                                        self.prep.aggregator, self.prep.val_accuracy, k=k)
             plan = next(p for p in build_plans([method], ctx) if p.name == method)
             plan.name = f"{method}/k{k}" + ("" if sampling == ReplySampling() else f"/{stable_hash(asdict(sampling), 12)}")
             plans[key] = plan
@@ -129,17 +130,17 @@ class OnlineRouter:
 
     def _steer(self, mapped: dict[str, list[str]]):
         """DSMoE steering of the batch's answers from MoE experts (None when steering is off)."""
-        prep = self.prep.get("steering")
-        if not prep:
+        prep = self.prep.steering
+        if prep is None:
             return None
-        return steerer(prep["tables"], query_domains(mapped, prep["skill_domains"]), prep["alpha"])
+        return steerer(prep.tables, query_domains(mapped, prep.skill_domains), prep.alpha)
 
     def _outcome(self, job, inst, skills, mapped, recruits, runner, runs) -> Outcome:
         rec = recruits[(inst.id, job.k)]
         details = {"method": job.method, "skills": skills[inst.id], "mapped_skills": mapped[inst.id],
                    "probabilities": rec.probabilities, "route_only": job.route_only}
         if job.route_only:
-            details.update(experts=list(rec.experts), aggregator=self.prep["aggregator"],
+            details.update(experts=list(rec.experts), aggregator=self.prep.aggregator,
                            predicted_cost=self._predicted_cost(rec.experts))
             return Outcome(200, content="", finish_reason="route_only", skillmoe=details)
         run: PlanRun = runs[(job.method, job.k, job.sampling)]
@@ -166,10 +167,10 @@ class OnlineRouter:
 
     def _predicted_cost(self, experts: Sequence[str]) -> dict:
         """What answering would take: engine calls, an output-token bound, and experts not resident now."""
-        calls = sorted(set(experts)) + [self.prep["aggregator"]]
+        calls = sorted(set(experts)) + [self.prep.aggregator]
         resident = set(self.pipe.executor.resident_experts())
         return {
             "expert_calls": len(experts) + 1,
-            "max_output_tokens": sum(self.cfg.pool[e].max_tokens for e in [*experts, self.prep["aggregator"]]),
+            "max_output_tokens": sum(self.cfg.pool[e].max_tokens for e in [*experts, self.prep.aggregator]),
             "cold_experts": [e for e in dict.fromkeys(calls) if e not in resident],
         }

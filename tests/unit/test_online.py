@@ -93,7 +93,7 @@ def test_online_answers_from_moe_experts_are_steered_like_batch_ones(tmp_path):
     first = plain.answer([job(q) for q in QUESTIONS])
     used = sorted({e for o in first for e in o.skillmoe["experts"]})
     steered, executor = router_for(tmp_path / "steered", ["steering.enabled=true", f"+pool.models.{used[0]}.moe=true"])
-    assert steered.prep["steering"]["tables"][used[0]]
+    assert steered.prep.steering.tables[used[0]]
     sent = []
     original = executor.run_stage
 
@@ -148,7 +148,7 @@ def test_online_recruitment_is_the_batch_policy_budgeted_included(tmp_path):
     assert sum(map(len, chosen)) <= round(1.5 * len(jobs)) and all(1 <= len(c) <= 3 for c in chosen)
     assert len({len(c) for c in chosen}) > 1 or sum(map(len, chosen)) < 3 * len(jobs)  # not a fixed top-k
     skills = {f"q{i}": o.skillmoe["mapped_skills"] for i, o in enumerate(outcomes)}
-    direct = recruit_budgeted(skills, router.prep["profiles"], router.prep["distribution"], router.experts,
+    direct = recruit_budgeted(skills, router.prep.profiles, router.prep.distribution, router.experts,
                               replace(router.cfg.recruit, k=3), router.cfg.seed)
     assert [list(r.experts) for r in direct.recruitments] == chosen
 
@@ -161,6 +161,6 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     jobs = [job(q, route_only=True) for q in QUESTIONS[:4]]
     outcomes = router.answer(jobs)
     skills = {job_instance(j).id: o.skillmoe["mapped_skills"] for j, o in zip(jobs, outcomes)}
-    direct = recruit_symbolic_moe(skills, router.prep["profiles"], router.prep["distribution"], router.experts,
+    direct = recruit_symbolic_moe(skills, router.prep.profiles, router.prep.distribution, router.experts,
                                   router.cfg.recruit, router.cfg.seed)
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]

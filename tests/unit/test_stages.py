@@ -32,3 +32,37 @@ def test_the_instance_id_is_not_part_of_the_cache_key(tmp_path):
     inst = Instance("q1", "demo", "What is 1+1?", "2", "math")
     _, request = profile_requests([inst], cfg.experts[:1], cfg.profiles, 0)[0]
     assert replace(request, instance_id="other").key("fp") == request.key("fp")
+
+
+def test_stage_results_round_trip_through_json_and_a_damaged_entry_is_refused():
+    import json
+
+    import pytest
+
+    from skillmoe_ray.method.results import ModelProfiles, ServingPreparation, SkillMapping, SteeringPrep
+
+    profiles = ModelProfiles({"m": {"q": "A"}}, {"m": {"q": True}}, {"m": {"q": "k"}}, {"m": {"algebra": 1}}, {"m": 0.5})
+    assert ModelProfiles.from_json(json.loads(json.dumps(profiles.to_json()))) == profiles
+    mapping = SkillMapping(["algebra"], {"alg": "algebra"}, {"q": ["algebra"]}, {"q": ["algebra", "algebra"]})
+    assert SkillMapping.from_json(json.loads(json.dumps(mapping.to_json()))) == mapping
+    prep = ServingPreparation(["algebra"], {"m": {"algebra": 1}}, {"m": 1.0}, {"m": {"t": 1.0}}, "m",
+                              SteeringPrep({"m": {}}, {"algebra": "t"}, 0.5))
+    assert prep.to_json()["steering"] == {"tables": {"m": {}}, "skill_domains": {"algebra": "t"}, "alpha": 0.5}
+    with pytest.raises(ValueError, match="SkillMapping: missing mapped_with_repeats"):
+        SkillMapping.from_json({"vocabulary": [], "mapping": {}, "mapped": {}})
+
+
+def test_a_stage_entry_of_the_wrong_shape_is_set_aside_and_computed_again(tmp_path):
+    from skillmoe_ray.generation import GenerationService
+    from skillmoe_ray.method.results import AggregatorSelection
+    from skillmoe_ray.scheduling.executor import SlotExecutor
+
+    cfg = make_config(tmp_path)
+    gen = GenerationService(cfg, SlotExecutor(lambda name, slot=0: None))
+    made = AggregatorSelection("m", {"m": 1.0}, False)
+    assert gen.cached_stage("aggregator_selection", ["x"], lambda record: made, AggregatorSelection) == made
+    path = gen.cache.path("aggregator_selection", gen.stages["aggregator_selection"]["key"])
+    path.write_text('{"selected": "m"}')  # parses as JSON, but is not a whole selection
+    again = gen.cached_stage("aggregator_selection", ["x"], lambda record: made, AggregatorSelection)
+    assert again == made and not gen.stages["aggregator_selection"]["cached"]
+    assert path.with_name(path.name + ".corrupt").exists()
