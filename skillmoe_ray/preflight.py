@@ -3,16 +3,24 @@
 The validated config, writable directories, the data (decoded and checked), the demo and lab models
 (built if asked), local model paths and prompt lengths against each expert's context; and Hydra's
 composition of a config from overrides, for callers without a command line (``serve run``'s builder).
+
+A question whose expert prompt does not fit an expert's context (``max_model_len`` minus the reply's
+``max_tokens``) would fail inside the engine after every model before it had loaded and generated; it is
+refused here, naming the instance and the expert. Only local models are checked (a hub model's tokenizer
+would have to be downloaded first); aggregation prompts, which hold the experts' replies, can only be
+measured once those exist.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
-from skillmoe_ray.config import CONF_DIR, check_model_paths, load_config
+from skillmoe_ray.config import CONF_DIR, ModelSpec, RunConfig, check_model_paths, load_config
+from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import engine_entry
-from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.errors import ConfigError, DataError
 
 log = logging.getLogger("skillmoe_ray")
 
@@ -48,8 +56,6 @@ def load_checked(tree: dict, run_dir: str):
     if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
         if cfg.engine.name != "fake":  # the fake engine's models have no tokenizer
-            from skillmoe_ray.input_checks import check_prompt_lengths
-
             check_prompt_lengths(cfg, val + test)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test
@@ -62,3 +68,34 @@ def compose_tree(overrides: list[str]) -> dict:
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+
+
+def longest_prompt(spec: ModelSpec, instances: Sequence[Instance], prompts: str) -> tuple[int, Instance]:
+    """(tokens, instance) of the longest expert prompt among ``instances`` for ``spec``'s tokenizer."""
+    from transformers import AutoTokenizer
+
+    from skillmoe_ray.method.aggregate import expert_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
+    texts = [tokenizer.apply_chat_template(expert_messages(inst, spec.system_role, prompts), tokenize=False,
+                                           add_generation_prompt=True) for inst in instances]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    return lengths[longest], instances[longest]
+
+
+def check_prompt_lengths(cfg: RunConfig, instances: Sequence[Instance]) -> None:
+    """Refuse, naming instance and expert, a question whose prompt leaves no room for an expert's reply."""
+    if not instances:
+        return
+    for spec in cfg.experts:
+        if not spec.is_local:
+            continue
+        room = spec.max_model_len - min(spec.max_tokens, cfg.inference.max_tokens or spec.max_tokens)
+        tokens, inst = longest_prompt(spec, instances, cfg.prompts)
+        if tokens > room:
+            raise DataError(
+                f"instance {inst.id}: its prompt is {tokens} tokens for expert {spec.name!r}, whose context leaves "
+                f"{room} (pool.models.{spec.name}.max_model_len={spec.max_model_len} minus {spec.max_model_len - room} "
+                f"for the reply); shorten the question or raise max_model_len"
+            )

@@ -129,3 +129,17 @@ def private_reaches(name: str, tree: ast.Module) -> list[str]:
 def test_no_module_reaches_into_private_names_elsewhere():
     reaches = [r for name, path in modules() for r in private_reaches(name, ast.parse(path.read_text()))]
     assert reaches == []
+
+
+def test_the_method_is_pure_it_imports_no_ray_executor_generation_or_pipeline():
+    banned = ("ray", "skillmoe_ray.pipeline", "skillmoe_ray.generation", "skillmoe_ray.scheduling.executor",
+              "skillmoe_ray_actors")
+    found = []
+    for name, path in modules():
+        if not name.startswith("skillmoe_ray.method"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{name}: {t}" for t in targets if any(t == b or t.startswith(b + ".") for b in banned)]
+    assert found == []
