@@ -194,7 +194,8 @@ def check_gpu_slots(requested: int) -> None:
     """Refuse (ConfigError) a slot count above the connected cluster's GPUs, naming what it has."""
     if not ray.is_initialized():
         return
-    node_gpus = {node.get("NodeManagerAddress", node["NodeID"][:8]): node.get("Resources", {}).get("GPU", 0.0)
+    # keyed by node id: several nodes may share one address (ray.cluster_utils, or containers on one host)
+    node_gpus = {f"{node.get('NodeManagerAddress', '?')}/{node['NodeID'][:8]}": node.get("Resources", {}).get("GPU", 0.0)
                  for node in ray.nodes() if node.get("Alive")}
     problem = gpu_shortage(requested, node_gpus)
     if problem:
