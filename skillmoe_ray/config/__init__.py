@@ -360,10 +360,9 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
     cfg = build(
         RunConfig,
         {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo, "lab": lab},
-        "config",
     )
     cfg = dataclasses.replace(cfg, pool=pool)
-    # The cross-field rules live beside the types (imported here: config_checks reads RunConfig)
+    # The cross-field rules live beside the types (imported here: config.checks reads RunConfig)
     from skillmoe_ray.config.checks import validate
 
     validate(cfg)

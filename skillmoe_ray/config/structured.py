@@ -15,28 +15,33 @@ from typing import Any
 from skillmoe_ray.errors import ConfigError
 
 
-def build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a plain dict, naming ``where`` in any error.
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, naming ``where`` (its dotted key; "" for the root) in any error.
 
     Unknown keys are an error listing the valid ones; missing required keys are an error naming
     them; nested dataclasses, tuples and dicts of dataclasses are built recursively.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}: {data!r}")
+        raise ConfigError(f"{where or 'the config'} must be a mapping, got {type(data).__name__}: {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown key {where}.{unknown[0]}; valid keys of {where}: {', '.join(sorted(fields))}"
+            f"unknown key {_key(where, unknown[0])}; valid keys{f' of {where}' if where else ''}: "
+            f"{', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+            kwargs[name] = _coerce(hints[name], data[name], _key(where, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key {where}.{name}")
+            raise ConfigError(f"missing required key {_key(where, name)}")
     return cls(**kwargs)
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

@@ -50,14 +50,14 @@ def test_unknown_aggregator_candidate_is_rejected(tmp_path):
 def test_unknown_key_lists_valid_keys():
     tree = compose_tree(["+experiment=gpqa"])
     tree["recruit"]["kk"] = 3
-    with pytest.raises(ConfigError, match=r"unknown key config.recruit.kk; valid keys of config.recruit: .*k, policy"):
+    with pytest.raises(ConfigError, match=r"^unknown key recruit.kk; valid keys of recruit: .*k, policy"):
         load_config(tree, "/tmp/run")
 
 
 def test_wrong_type_names_the_key():
     tree = compose_tree(["+experiment=gpqa"])
     tree["recruit"]["k"] = "three"
-    with pytest.raises(ConfigError, match="config.recruit.k must be a number"):
+    with pytest.raises(ConfigError, match="^recruit.k must be a number"):
         load_config(tree, "/tmp/run")
 
 
@@ -106,7 +106,7 @@ def test_unknown_tracking_mode_lists_the_valid_modes(tmp_path):
 
 
 def test_unknown_tracking_key_lists_valid_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key config.tracking.projet; valid keys of config.tracking: dir, entity"):
+    with pytest.raises(ConfigError, match=r"^unknown key tracking.projet; valid keys of tracking: dir, entity"):
         make_config(tmp_path, ["+tracking.projet=x"])
 
 
