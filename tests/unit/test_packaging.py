@@ -43,6 +43,16 @@ def test_the_console_command_the_spdx_license_and_a_setuptools_that_reads_it():
     assert "setuptools>=77" in PROJECT["build-system"]["requires"]
 
 
+def test_the_ray_jobs_runtime_env_asks_for_the_same_ranges_as_pyproject():
+    import yaml
+
+    extras = PROJECT["project"]["optional-dependencies"]
+    declared = {re.split(r"[<>=\[]", r)[0]: r for r in PROJECT["project"]["dependencies"] + extras["tracking"]}
+    shipped = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())["pip"]
+    for requirement in shipped:
+        assert requirement == declared[re.split(r"[<>=\[]", requirement)[0]], requirement
+
+
 def test_runtime_dependencies_have_floors_and_ceilings():
     extras = PROJECT["project"]["optional-dependencies"]
     runtime = PROJECT["project"]["dependencies"] + [d for name in ("gpu", "openai", "serving", "tracking")
