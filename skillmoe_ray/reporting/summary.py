@@ -26,6 +26,17 @@ def _accuracy(entry: dict | None) -> str:
     return f"{entry['accuracy']:.3f}" + (f" +/- {entry['stderr']:.3f}" if "stderr" in entry else "")
 
 
+def retry_lines(results: dict) -> list[str]:
+    """One line per expert group that succeeded only after retries (the timeline's ``retries``), with its first error."""
+    lines = []
+    for entry in results.get("timeline", []):
+        failures = entry.get("retries") or []
+        if failures:
+            lines.append(f"retried: expert {entry['expert']} in stage {entry['stage']} succeeded after "
+                         f"{len(failures)} failed attempt(s); first: {failures[0].get('error', '?')}")
+    return lines
+
+
 def format_summary(results: dict, run_dir: str) -> str:
     """Methods, stages (time, cached), experts (activations, recruitment) in one screen."""
     methods = _table(*display_rows(results))
@@ -63,4 +74,7 @@ def format_summary(results: dict, run_dir: str) -> str:
     if results.get("gold_skills"):
         header, rows = gold_skill_rows(results)
         parts += [_table(header, [[fmt(v) for v in row] for row in rows]), specialist_line(results)]
+    retries = retry_lines(results)
+    if retries:
+        parts.append("\n".join(retries))
     return "\n\n".join([*parts, stages, experts, f"run directory: {run_dir}"])

@@ -98,6 +98,9 @@ def test_an_expert_actor_that_dies_mid_group_is_replaced_and_the_answers_do_not_
     retried = [t for t in results["timeline"] if t.get("retries")]
     assert len(retried) == 1 and retried[0]["expert"] == marker.read_text()
     assert "died" in retried[0]["retries"][0]["error"].lower() or "actor" in retried[0]["retries"][0]["error"].lower()
+    from skillmoe_ray.reporting.summary import format_summary
+
+    assert f"retried: expert {marker.read_text()} in stage {retried[0]['stage']}" in format_summary(results, str(tmp_path))
 
     def answers(run_dir):
         return [json.loads(line)["answers"] for line in (run_dir / "final_answers.jsonl").read_text().splitlines()]
