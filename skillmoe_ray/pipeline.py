@@ -31,7 +31,7 @@ from skillmoe_ray.method.profiles import (
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.method.recruit import Recruitment, recruit
+from skillmoe_ray.method.recruit import Recruitment, recruit_with_policy
 from skillmoe_ray.method.requests import (
     aggregation_request,
     analysis_requests,
@@ -143,7 +143,7 @@ class Pipeline:
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
 
         def compute(record: dict) -> RecruitmentStage:
-            result = recruit(instance_skills, profiles.profiles, profiles.distribution, pool, rc, self.cfg.seed)
+            result = recruit_with_policy(instance_skills, profiles.profiles, profiles.distribution, pool, rc, self.cfg.seed)
             return RecruitmentStage([r.to_dict() for r in result.recruitments], result.info)
 
         inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, asdict(rc), self.cfg.seed]

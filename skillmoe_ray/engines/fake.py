@@ -99,27 +99,29 @@ class FakeEngine(Engine):
         with open(self.options["request_log"], "a", encoding="utf-8") as f:
             f.write(lines)
 
-    def _maybe_die(self, requests: list[GenRequest]) -> None:
-        """Exit the process (as an OOM kill or a segfault would) once, when ``die_once`` names this stage."""
-        import os
+    def _first_of_stage(self, option: str, requests: list[GenRequest]) -> bool:
+        """Whether this is the first call, in this run, of the stage named by ``option`` ("stage:marker file");
+        the marker file (written now, with the expert's name) makes it happen once."""
         from pathlib import Path
 
-        if not self.options["die_once"]:
-            return
-        stage, marker = self.options["die_once"].split(":", 1)
+        if not self.options[option]:
+            return False
+        stage, marker = self.options[option].split(":", 1)
         if requests and requests[0].tag.startswith(stage + "/") and not Path(marker).exists():
             Path(marker).write_text(self.spec.name)
+            return True
+        return False
+
+    def _maybe_die(self, requests: list[GenRequest]) -> None:
+        """Exit the process (as an OOM kill or a segfault would) once, when ``die_once`` names this stage."""
+        if self._first_of_stage("die_once", requests):
+            import os
+
             os._exit(1)
 
     def _maybe_signal(self, requests: list[GenRequest]) -> None:
         """Write the marker file once, when ``signal_once`` names this stage (the caller acts on it)."""
-        from pathlib import Path
-
-        if not self.options["signal_once"]:
-            return
-        stage, marker = self.options["signal_once"].split(":", 1)
-        if requests and requests[0].tag.startswith(stage + "/") and not Path(marker).exists():
-            Path(marker).write_text(self.spec.name)
+        self._first_of_stage("signal_once", requests)
 
     def _reply(self, request: GenRequest) -> GenOutput:
         prompt = "\n".join(content for _, content in request.messages)

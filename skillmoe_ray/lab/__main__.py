@@ -26,15 +26,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    """The resolved config of ``overrides`` (the skill lab's experiment by default)."""
+    from skillmoe_ray.preflight import compose_tree
 
-    from skillmoe_ray.config import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides or ["+experiment=skill_lab"])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_tree(overrides or ["+experiment=skill_lab"])
 
 
 def print_checks(root: Path, models: dict, n: int, seed: int = 0) -> None:

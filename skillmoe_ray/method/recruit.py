@@ -121,8 +121,9 @@ def replace_rare_experts(recruitments: Sequence[Recruitment], min_share: float, 
     return out, rare
 
 
-def recruit(instance_skills: Mapping[str, Sequence[str]], profiles: Mapping[str, Mapping[str, int]],
-            global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig, seed: int) -> RecruitResult:
+def recruit_with_policy(instance_skills: Mapping[str, Sequence[str]], profiles: Mapping[str, Mapping[str, int]],
+                        global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig,
+                        seed: int) -> RecruitResult:
     """Recruitment with the policy ``rc.policy`` names (:data:`skillmoe_ray.registry.RECRUIT_POLICIES`):
     the one entry point of the batch pipeline and online serving."""
     from skillmoe_ray.registry import RECRUIT_POLICIES

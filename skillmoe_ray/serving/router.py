@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
 from skillmoe_ray.method.aggregate import extract_answer
 from skillmoe_ray.method.catalog import MethodContext, build_plans
-from skillmoe_ray.method.recruit import Recruitment, recruit
+from skillmoe_ray.method.recruit import Recruitment, recruit_with_policy
 from skillmoe_ray.method.requests import skill_requests
 from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.method.runner import PlanRun, PlanRunner, ReplySampling
@@ -91,7 +91,7 @@ class OnlineRouter:
         out = {}
         for k in dict.fromkeys(k for _, k in wanted):
             ids = list(dict.fromkeys(iid for iid, kk in wanted if kk == k))
-            result = recruit({iid: mapped[iid] for iid in ids}, self.prep.profiles, self.prep.distribution,
+            result = recruit_with_policy({iid: mapped[iid] for iid in ids}, self.prep.profiles, self.prep.distribution,
                              self.experts, replace(self.cfg.recruit, k=k), self.cfg.seed)
             out.update({(r.instance_id, k): r for r in result.recruitments})
         return out
