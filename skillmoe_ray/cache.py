@@ -4,9 +4,9 @@ Two stores live under the configured ``cache_dir``:
 
 - :class:`StageCache` keeps each stage's result under a hash of everything that determines it, so
   a rerun (or a sweep over k, which needs the same profiles) skips finished stages.
-- :class:`GenerationStore` keeps every generated output under its request key (model fingerprint,
-  messages, sampling with seed). An expert group's outputs are written as one shard file as soon
-  as the group finishes, so a run killed mid-stage loses at most the group in flight, and
+- :class:`GenerationStore` keeps every generated output (a :class:`~skillmoe_ray.records.Generation`,
+  one JSON line) under its request key (model fingerprint, messages, sampling with seed). An expert
+  group's outputs are written as one shard file as soon as the group finishes, so a run killed mid-stage loses at most the group in flight, and
   different methods or runs that need the same (model, prompt, sample) share it.
 
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from skillmoe_ray.records import Generation
 from skillmoe_ray.seeding import stable_hash
 
 log = logging.getLogger(__name__)
@@ -82,21 +83,16 @@ def set_aside(path: Path, why: str) -> None:
     os.replace(path, aside)
 
 
-def read_records(path: Path) -> tuple[list[dict], int]:
-    """The parseable records of a generation shard (each a JSON object with a key), and how many lines were not."""
+def read_records(path: Path) -> tuple[list[Generation], int]:
+    """The readable generations of a shard (each line one :class:`Generation`), and how many lines were not."""
     good, bad = [], 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(row, dict) and "key" in row:
-                good.append(row)
-            else:
+                good.append(Generation.from_json(json.loads(line)))
+            except (json.JSONDecodeError, ValueError, TypeError):
                 bad += 1
     return good, bad
 
@@ -135,11 +131,11 @@ class GenerationStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / "generations"
-        self._loaded: dict[str, dict[str, dict]] = {}
+        self._loaded: dict[str, dict[str, Generation]] = {}
 
-    def _records(self, model_fp: str) -> dict[str, dict]:
+    def _records(self, model_fp: str) -> dict[str, Generation]:
         if model_fp not in self._loaded:
-            records: dict[str, dict] = {}
+            records: dict[str, Generation] = {}
             folder = self.root / model_fp
             if folder.is_dir():
                 for shard in sorted(folder.glob("*.jsonl")):
@@ -147,21 +143,21 @@ class GenerationStore:
                     if bad:  # keep the good lines in a new shard; the bad ones are generated again
                         set_aside(shard, f"{bad} unreadable line(s)")
                         if good:
-                            write_jsonl(shard, good)
-                    records.update({r["key"]: r for r in good})
+                            write_jsonl(shard, [g.to_json() for g in good])
+                    records.update({g.key: g for g in good})
             self._loaded[model_fp] = records
         return self._loaded[model_fp]
 
-    def lookup(self, model_fp: str, keys: list[str]) -> dict[str, dict]:
-        """The stored records among ``keys`` (missing keys are simply absent)."""
+    def lookup(self, model_fp: str, keys: list[str]) -> dict[str, Generation]:
+        """The stored generations among ``keys`` (missing keys are simply absent)."""
         records = self._records(model_fp)
         return {k: records[k] for k in keys if k in records}
 
-    def save(self, model_fp: str, records: list[dict]) -> Path | None:
-        """Store one expert group's outputs as a new shard; each record needs a ``key``."""
+    def save(self, model_fp: str, records: list[Generation]) -> Path | None:
+        """Store one expert group's generations as a new shard."""
         if not records:
             return None
-        shard = stable_hash(sorted(r["key"] for r in records), 24)
-        path = write_jsonl(self.root / model_fp / f"{shard}.jsonl", records)
-        self._records(model_fp).update({r["key"]: r for r in records})
+        shard = stable_hash(sorted(g.key for g in records), 24)
+        path = write_jsonl(self.root / model_fp / f"{shard}.jsonl", [g.to_json() for g in records])
+        self._records(model_fp).update({g.key: g for g in records})
         return path

@@ -4,11 +4,13 @@ One :class:`GenerationService` serves the batch pipeline, the test-time method r
 router alike. It answers (expert, request) pairs from the :class:`GenerationStore` and asks the executor
 only for what the store lacks, grouped by expert, storing each group (chunk) as it finishes; it caches
 whole stage results in the :class:`StageCache` under a hash of their inputs; and it keeps one record per
-stage (seconds, requests, tokens), reported to ``on_stage`` as each stage ends (the live W&B history).
+stage (:class:`~skillmoe_ray.records.StageRecord`: seconds, requests, tokens), reported to ``on_stage``
+as each stage ends (the live W&B history). What it answers is one
+:class:`~skillmoe_ray.records.Generation` per pair, made here once from the engine's output.
 
 Its failure policy is fixed when it is made: ``failures="stop"`` (batch runs) lets a failed expert group
 stop the run, which resumes from the store; ``failures="report"`` (online serving) answers the affected
-requests with an error record and keeps going.
+requests with a failed :class:`Generation` (its ``error`` set) and keeps going.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.engines.base import GenOutput, GenRequest
 from skillmoe_ray.method.results import StageResult
+from skillmoe_ray.records import Generation, GenerationCounts, StageRecord
 from skillmoe_ray.scheduling.executor import FollowUp, SlotExecutor
 from skillmoe_ray.scheduling.grouping import ExpertGroup, group_by_expert
 
@@ -33,22 +36,24 @@ Pair = tuple[str, GenRequest]
 R = TypeVar("R", bound=StageResult)
 
 
-def failed_record(key: str, message: str) -> dict:
-    """Stands in for an output whose expert failed (``failures="report"`` only; never stored)."""
-    return {"key": key, "tag": "", "text": "", "prompt_tokens": 0, "output_tokens": 0, "finish_reason": "error",
-            "seconds": 0.0, "error": message}
-
-
-def stage_row(name: str, record: dict, index: int, executor: SlotExecutor) -> dict:
+def stage_row(name: str, record: StageRecord, index: int, executor: SlotExecutor) -> dict:
     """What a finished stage adds to the live W&B history: its seconds, requests and tokens, and the
     expert activations and wall seconds of the run so far."""
+    counts = record.counts or GenerationCounts()
     return {
-        "stage": name, "stage_index": index, "stage_seconds": record.get("seconds", 0.0),
-        "stage_cached": bool(record.get("cached")), "stage_requests": record.get("requests", 0),
-        "stage_generated": record.get("generated", 0), "stage_prompt_tokens": record.get("prompt_tokens", 0),
-        "stage_output_tokens": record.get("output_tokens", 0),
+        "stage": name, "stage_index": index, "stage_seconds": record.seconds,
+        "stage_cached": record.cached, "stage_requests": counts.requests,
+        "stage_generated": counts.generated, "stage_prompt_tokens": counts.prompt_tokens,
+        "stage_output_tokens": counts.output_tokens,
         "activations_so_far": sum(executor.activations.values()), "elapsed_seconds": round(executor.now(), 3),
     }
+
+
+def counted(pairs: Sequence[Pair], generated: int, groups: int, outputs: Sequence[Generation]) -> GenerationCounts:
+    """The counts of one generating call: ``groups`` of its experts' groups had to generate."""
+    experts = len({e for e, _ in pairs})
+    return GenerationCounts(len(pairs), generated, experts, experts - groups,
+                            sum(o.prompt_tokens for o in outputs), sum(o.output_tokens for o in outputs))
 
 
 class GenerationService:
@@ -62,7 +67,7 @@ class GenerationService:
         self.cache = StageCache(cfg.cache_dir)
         self.store = GenerationStore(cfg.cache_dir)
         self.fingerprints = {name: model_fingerprint(spec, cfg.engine) for name, spec in cfg.pool.items()}
-        self.stages: dict[str, dict] = {}  # stage name -> its record (results.json "stages")
+        self.stages: dict[str, StageRecord] = {}  # stage name -> its record (results.json "stages")
         # Called with a stage's row (stage_row) as each stage ends: the live W&B run's history
         self.on_stage: Callable[[dict], None] | None = None
         self.stages_ended = 0
@@ -71,39 +76,38 @@ class GenerationService:
         """The store keys of ``pairs`` (a request's key on its expert's model)."""
         return [request.key(self.fingerprints[expert]) for expert, request in pairs]
 
-    def lookup(self, expert: str, request: GenRequest) -> dict | None:
+    def lookup(self, expert: str, request: GenRequest) -> Generation | None:
         """The stored output of ``request`` on ``expert``, if it was generated already."""
         fp = self.fingerprints[expert]
         key = request.key(fp)
         return self.store.lookup(fp, [key]).get(key)
 
-    def end_stage(self, name: str, record: dict) -> None:
+    def end_stage(self, name: str, record: StageRecord) -> None:
         """Record a finished stage and report it to ``on_stage``."""
         self.stages[name] = record
         self.stages_ended += 1
         if self.on_stage is not None:
             self.on_stage(stage_row(name, record, self.stages_ended, self.executor))
 
-    def cached_stage(self, name: str, inputs: Any, compute: Callable[[dict], R], result_type: type[R]) -> R:
-        """The cached result of stage ``name`` for ``inputs``; computed (``compute(record)``) and stored if absent.
+    def cached_stage(self, name: str, inputs: Any, compute: Callable[[], tuple[R, GenerationCounts | None]],
+                     result_type: type[R]) -> R:
+        """The cached result of stage ``name`` for ``inputs``; computed and stored if absent.
 
+        ``compute()`` returns the result and what it generated (None for a stage that generates nothing).
         A stored entry that does not read back as ``result_type`` is damaged: set aside and computed again.
         """
         key = self.cache.key(name, [STAGE_VERSION, inputs])
         start = time.perf_counter()
-        record = {"key": key, "cached": True}
-        self.stages[name] = record
         result = self._read_stage(name, key, result_type)
+        cached, counts = result is not None, None
         if result is None:
-            record["cached"] = False
             log.info("stage %s: running", name)
-            result = compute(record)
+            result, counts = compute()
             self.cache.put(name, key, result.to_json())
         else:
             log.info("stage %s: cached (%s)", name, key)
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        record["path"] = str(self.cache.path(name, key))
-        self.end_stage(name, record)
+        seconds = round(time.perf_counter() - start, 3)
+        self.end_stage(name, StageRecord(key, cached, counts, seconds, str(self.cache.path(name, key))))
         return result
 
     def _read_stage(self, name: str, key: str, result_type: type[R]) -> R | None:
@@ -117,22 +121,19 @@ class GenerationService:
             return None
 
     def phase(self, stage: str, pairs: list[Pair], next_experts: Iterable[str],
-              followup: FollowUp | None = None, later: Iterable[str] | None = None) -> list[dict]:
+              followup: FollowUp | None = None, later: Iterable[str] | None = None) -> list[Generation]:
         """A generating phase recorded as its own stage (test-time phases, online batches)."""
         start = time.perf_counter()
-        record: dict = {}
-        outputs = self.generate(stage, pairs, record, next_experts, followup, later)
-        record.update(key=self.cache.key(stage, self.keys(pairs)), cached=record["generated"] == 0,
-                      seconds=round(time.perf_counter() - start, 3))
-        self.end_stage(stage, record)
+        outputs, counts = self.generate(stage, pairs, next_experts, followup, later)
+        self.end_stage(stage, StageRecord(self.cache.key(stage, self.keys(pairs)), counts.generated == 0, counts,
+                                          round(time.perf_counter() - start, 3)))
         return outputs
 
-    def generate(self, stage: str, pairs: Sequence[Pair], record: dict, next_experts: Iterable[str] = (),
-                 followup: FollowUp | None = None, later: Iterable[str] | None = None) -> list[dict]:
-        """Outputs for ``pairs`` (aligned), generating only what the store does not hold yet.
-
-        ``record`` (the stage's) gets the request, generation and token counts.
-        """
+    def generate(self, stage: str, pairs: Sequence[Pair], next_experts: Iterable[str] = (),
+                 followup: FollowUp | None = None,
+                 later: Iterable[str] | None = None) -> tuple[list[Generation], GenerationCounts]:
+        """Outputs for ``pairs`` (aligned), generating only what the store does not hold yet, and the
+        counts of requests, generations and tokens (the stage's statistics)."""
         keys = self.keys(pairs)
         found = self._stored(pairs, keys)
         missing: dict[str, Pair] = {}
@@ -140,33 +141,28 @@ class GenerationService:
             if key not in found:
                 missing.setdefault(key, pair)
         groups = group_by_expert(missing.values())
-        experts = {e for e, _ in pairs}
-        record.update(requests=len(pairs), generated=len(missing), expert_groups=len(experts),
-                      expert_groups_cached=len(experts) - len(groups))
         if groups:
             found.update(self._run(stage, groups, next_experts, followup, later))
         outputs = [found[k] for k in keys]
-        record["prompt_tokens"] = sum(o["prompt_tokens"] for o in outputs)
-        record["output_tokens"] = sum(o["output_tokens"] for o in outputs)
-        return outputs
+        return outputs, counted(pairs, len(missing), len(groups), outputs)
 
-    def _stored(self, pairs: Sequence[Pair], keys: list[str]) -> dict[str, dict]:
-        found: dict[str, dict] = {}
+    def _stored(self, pairs: Sequence[Pair], keys: list[str]) -> dict[str, Generation]:
+        found: dict[str, Generation] = {}
         for expert in dict.fromkeys(e for e, _ in pairs):
             wanted = [k for (e, _), k in zip(pairs, keys) if e == expert]
             found.update(self.store.lookup(self.fingerprints[expert], wanted))
         return found
 
     def _run(self, stage: str, groups: list[ExpertGroup], next_experts: Iterable[str],
-             followup: FollowUp | None, later: Iterable[str] | None) -> dict[str, dict]:
-        """Generate ``groups`` on the executor, storing each as it finishes; their records by key."""
-        produced: dict[str, dict] = {}
+             followup: FollowUp | None, later: Iterable[str] | None) -> dict[str, Generation]:
+        """Generate ``groups`` on the executor, storing each as it finishes; their generations by key."""
+        produced: dict[str, Generation] = {}
         failed: dict[str, str] = {}
 
         def on_group_done(group: ExpertGroup, outputs: list[GenOutput], seconds: float) -> None:
-            rows = self._rows(group, outputs, seconds)
-            self.store.save(self.fingerprints[group.expert], rows)
-            produced.update({row["key"]: row for row in rows})
+            made = self._generations(group, outputs, seconds)
+            self.store.save(self.fingerprints[group.expert], made)
+            produced.update({g.key: g for g in made})
 
         def on_group_error(group: ExpertGroup, exc: Exception) -> None:
             fp = self.fingerprints[group.expert]
@@ -174,13 +170,12 @@ class GenerationService:
 
         handler = on_group_error if self.failures == "report" else None
         self.executor.run_stage(stage, groups, next_experts, on_group_done, handler, followup, later)
-        produced.update({key: failed_record(key, message) for key, message in failed.items()})
+        produced.update({key: Generation.failure(key, message) for key, message in failed.items()})
         return produced
 
-    def _rows(self, group: ExpertGroup, outputs: list[GenOutput], seconds: float) -> list[dict]:
-        """Store rows of a finished group: each output with its share of the group's seconds (by tokens)."""
+    def _generations(self, group: ExpertGroup, outputs: list[GenOutput], seconds: float) -> list[Generation]:
+        """A finished group's generations: each output with its share of the group's seconds (by tokens)."""
         fp = self.fingerprints[group.expert]
         tokens = sum(out.output_tokens for out in outputs) or len(outputs)
-        return [{"key": req.key(fp), "tag": req.tag, **out.as_record(),
-                 "seconds": round(seconds * (out.output_tokens or 1) / tokens, 6)}
+        return [Generation(req.key(fp), req.tag, out, round(seconds * (out.output_tokens or 1) / tokens, 6))
                 for req, out in zip(group.requests, outputs)]

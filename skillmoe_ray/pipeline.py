@@ -31,7 +31,7 @@ from skillmoe_ray.method.profiles import (
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.method.recruit import Recruitment, recruit_with_policy
+from skillmoe_ray.method.recruit import recruit_with_policy
 from skillmoe_ray.method.requests import (
     aggregation_request,
     analysis_requests,
@@ -58,9 +58,10 @@ from skillmoe_ray.method.skills import (
     map_keywords,
 )
 from skillmoe_ray.method.steering import choose_experts, query_domains, score_experts, skill_domains, steerer
+from skillmoe_ray.records import GenerationCounts, StageRecord
 from skillmoe_ray.reporting import artifacts
-from skillmoe_ray.reporting.compare import comparison_summary
 from skillmoe_ray.reporting.evaluate import evaluate, gold_skill_accuracy, validation_accuracy
+from skillmoe_ray.reporting.run_result import Execution, Routing, RunResult
 from skillmoe_ray.scheduling.executor import SlotExecutor
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,11 @@ class Pipeline:
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
 
-        def compute(record: dict) -> SkillAnnotation:
-            outputs = self.generation.generate("skills", pairs, record, [s.name for s in self.cfg.experts])
-            replies = [(request.instance_id, out["text"]) for (_, request), out in zip(pairs, outputs)]
+        def compute() -> tuple[SkillAnnotation, GenerationCounts]:
+            outputs, counts = self.generation.generate("skills", pairs, [s.name for s in self.cfg.experts])
+            replies = [(request.instance_id, out.text) for (_, request), out in zip(pairs, outputs)]
             samples, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
-            return SkillAnnotation(samples, kept)
+            return SkillAnnotation(samples, kept), counts
 
         inputs = [self.generation.keys(pairs), sk.min_votes, sk.max_chars]
         return self.generation.cached_stage("skills", inputs, compute, SkillAnnotation)
@@ -101,19 +102,19 @@ class Pipeline:
         """Every expert answers every validation question; +1/-1 per skill; global competence."""
         pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed, self.cfg.prompts)
 
-        def compute(record: dict) -> ModelProfiles:
-            outputs = self.generation.generate("profiles", pairs, record, self.cfg.aggregator_candidates())
+        def compute() -> tuple[ModelProfiles, GenerationCounts]:
+            outputs, counts = self.generation.generate("profiles", pairs, self.cfg.aggregator_candidates())
             by_id = {inst.id: inst for inst in val}
             answers: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
             correct: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
             keys: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
             for (expert, request), out in zip(pairs, outputs):
                 inst = by_id[request.instance_id]
-                answers[expert][inst.id] = extract_answer(out["text"], inst, self.cfg.aggregator.think_end_tag)
+                answers[expert][inst.id] = extract_answer(out.text, inst, self.cfg.aggregator.think_end_tag)
                 correct[expert][inst.id] = is_correct(answers[expert][inst.id], inst)
-                keys[expert][inst.id] = out["key"]
+                keys[expert][inst.id] = out.key
             profiles = build_profiles(val_skills, correct)
-            return ModelProfiles(answers, correct, keys, profiles, global_competence(profiles))
+            return ModelProfiles(answers, correct, keys, profiles, global_competence(profiles)), counts
 
         result = self.generation.cached_stage("profiles", [self.generation.keys(pairs), val_skills], compute, ModelProfiles)
         # Derived, not cached: a sweep over the temperature reuses the profile stage as it is.
@@ -125,34 +126,30 @@ class Pipeline:
         vocabulary = build_vocabulary(val_skills)
         keywords = sorted({k for ks in test_skills.values() for k in ks})
 
-        def compute(record: dict) -> SkillMapping:
+        def compute() -> tuple[SkillMapping, None]:
             unknown = [k for k in keywords if k not in set(vocabulary)]
             embed = self.embedder_factory(self.cfg.skills.embedding_model) if unknown and vocabulary else None
             mapping = map_keywords(keywords, vocabulary, embed)
             return SkillMapping(vocabulary, mapping, map_instance_skills(test_skills, mapping),
-                                map_instance_skills(test_skills, mapping, repeats=True))
+                                map_instance_skills(test_skills, mapping, repeats=True)), None
 
         inputs = [vocabulary, test_skills, self.cfg.skills.embedding_model]
         return self.generation.cached_stage("mapping", inputs, compute, SkillMapping)
 
     def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]],
-                profiles: ModelProfiles) -> tuple[list[Recruitment], dict]:
-        """Recruit experts for every test instance with the configured policy; returns them and its report."""
+                profiles: ModelProfiles) -> RecruitmentStage:
+        """Recruit experts for every test instance with the configured policy: them, and its report."""
         rc = self.cfg.recruit
         pool = [s.name for s in self.cfg.experts]
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
 
-        def compute(record: dict) -> RecruitmentStage:
-            result = recruit_with_policy(instance_skills, profiles.profiles, profiles.distribution, pool, rc, self.cfg.seed)
-            return RecruitmentStage([r.to_dict() for r in result.recruitments], result.info)
+        def compute() -> tuple[RecruitmentStage, None]:
+            result = recruit_with_policy(instance_skills, profiles.profiles, profiles.distribution, pool, rc,
+                                         self.cfg.seed)
+            return RecruitmentStage(result.recruitments, result.info), None
 
         inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, asdict(rc), self.cfg.seed]
-        result = self.generation.cached_stage("recruitment", inputs, compute, RecruitmentStage)
-        recruitments = [
-            Recruitment(r["instance_id"], tuple(r["skills"]), tuple(r["experts"]), r["probabilities"])
-            for r in result.recruitments
-        ]
-        return recruitments, result.info
+        return self.generation.cached_stage("recruitment", inputs, compute, RecruitmentStage)
 
     def profile_texts(self, val: Sequence[Instance]) -> dict[str, dict[str, str]]:
         """Every expert's profile answer text per validation instance, from the store.
@@ -161,13 +158,12 @@ class Pipeline:
         the synthetic tasks, and so the aggregator chosen, are those of an uninterrupted run.
         """
         pairs = profile_requests(val, self.cfg.experts, self.cfg.profiles, self.cfg.seed, self.cfg.prompts)
-        record: dict = {}
-        outputs = self.generation.generate("profiles", pairs, record)
-        if record.get("generated"):
-            log.warning("regenerated %d profile answers missing from the generation store", record["generated"])
+        outputs, counts = self.generation.generate("profiles", pairs)
+        if counts.generated:
+            log.warning("regenerated %d profile answers missing from the generation store", counts.generated)
         texts: dict[str, dict[str, str]] = {spec.name: {} for spec in self.cfg.experts}
         for (expert, request), out in zip(pairs, outputs):
-            texts[expert][request.instance_id] = out["text"]
+            texts[expert][request.instance_id] = out.text
         return texts
 
     def _aggregator_generation(self) -> GenerationConfig:
@@ -179,7 +175,7 @@ class Pipeline:
         """Each candidate answers the synthetic 1-correct/2-incorrect tasks; the most accurate wins."""
         agg = self.cfg.aggregator
         if agg.fixed:
-            self.generation.end_stage("aggregator_selection", {"cached": True, "seconds": 0.0, "fixed": agg.fixed})
+            self.generation.end_stage("aggregator_selection", StageRecord(cached=True, fixed=agg.fixed))
             return AggregatorSelection(agg.fixed, {}, True)
         candidates = self.cfg.aggregator_candidates()
         tasks = synthetic_tasks(val, self.profile_texts(val), profiles.correct, self.cfg.seed)
@@ -193,33 +189,31 @@ class Pipeline:
 
         by_id = {inst.id: inst for inst in val}
 
-        def compute(record: dict) -> AggregatorSelection:
-            outputs = self.generation.generate("aggregator_selection", pairs, record, next_experts)
+        def compute() -> tuple[AggregatorSelection, GenerationCounts]:
+            outputs, counts = self.generation.generate("aggregator_selection", pairs, next_experts)
             hits = {c: 0 for c in candidates}
             for (c, request), out in zip(pairs, outputs):
                 inst = by_id[request.instance_id]
-                hits[c] += is_correct(extract_answer(out["text"], inst, agg.think_end_tag), inst)
+                hits[c] += is_correct(extract_answer(out.text, inst, agg.think_end_tag), inst)
             accuracy = {c: hits[c] / len(val) for c in candidates}
-            return AggregatorSelection(select_aggregator(accuracy, candidates), accuracy, False)
+            return AggregatorSelection(select_aggregator(accuracy, candidates), accuracy, False), counts
 
         return self.generation.cached_stage("aggregator_selection", self.generation.keys(pairs), compute,
                                             AggregatorSelection)
 
-    def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], recruitments: Sequence[Recruitment],
-                    aggregator: str, profiles: ModelProfiles, steer: Callable[[str, str], Steering | None] | None,
-                    skill_accuracy: dict) -> tuple[PlanRunner, dict[str, PlanRun]]:
-        """Build the configured methods' plans and run them together on the test set.
-
-        ``skill_accuracy``: each expert's validation accuracy per gold skill (empty without gold skills).
-        """
-        ctx = MethodContext.for_run(self.cfg, test, {r.instance_id: r for r in recruitments}, aggregator,
-                                    validation_accuracy(val, profiles.correct), skill_accuracy=skill_accuracy)
+    def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], routing: Routing,
+                    steer: Callable[[str, str], Steering | None] | None) -> tuple[PlanRunner, dict[str, PlanRun]]:
+        """Build the configured methods' plans and run them together on the test set."""
+        recruited = {r.instance_id: r for r in routing.recruitment.recruitments}
+        ctx = MethodContext.for_run(self.cfg, test, recruited, routing.selection.selected,
+                                    validation_accuracy(val, routing.profiles.correct),
+                                    skill_accuracy=routing.skill_accuracy)
         names = self.cfg.compare.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
         streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
-        runner = PlanRunner(self.cfg, test, self.generation.phase, self.generation.lookup, streaming=streaming, final=True,
-                            steer=steer)
+        runner = PlanRunner(self.cfg, test, self.generation.phase, self.generation.lookup, streaming=streaming,
+                            final=True, steer=steer)
         return runner, runner.run(build_plans(names, ctx))
 
     def steering_prep(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> SteeringPrep | None:
@@ -232,13 +226,15 @@ class Pipeline:
                                   self.cfg.prompts)
         domain_of = {inst.id: inst.task for inst in val}
 
-        def compute(record: dict) -> SteeringTables:
+        def compute() -> tuple[SteeringTables, GenerationCounts]:
             records: dict[str, list] = {}
-            for (expert, request), out in zip(pairs, self.generation.generate("steering", pairs, record)):
-                domain, router = domain_of[request.instance_id], out["router"]
+            outputs, counts = self.generation.generate("steering", pairs)
+            for (expert, request), out in zip(pairs, outputs):
+                domain, router = domain_of[request.instance_id], out.router
                 fields = ("bins", "common") if st.score == "paper" else ("counts", "saliency")
                 records.setdefault(expert, []).append((domain, *(router[f] for f in fields)))
-            return SteeringTables({e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()})
+            tables = {e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()}
+            return SteeringTables(tables), counts
 
         inputs = [self.generation.keys(pairs), domain_of, st.experts_per_layer, st.count_weight, st.score, st.selection,
                   st.saliency_percentile, st.top_fraction]
@@ -273,9 +269,9 @@ class Pipeline:
                                   validation_accuracy(val, profiles.correct), selection.selected,
                                   self.steering_prep(val, val_skills))
 
-    def run(self, val: list[Instance], test: list[Instance]) -> dict:
-        """Every stage in order; writes the run directory's artifacts and returns results.json's content."""
-        start = time.perf_counter()
+    def route(self, val: list[Instance], test: list[Instance]) -> tuple[Routing, Callable | None]:
+        """The stages before the test-time answers, in order (skills, profiles, mapping, recruitment, the
+        aggregator, steering): what they decided, and the steering of each test answer (None when off)."""
         skills = self.annotate_skills(val + test)
         val_skills = {inst.id: skills.skills[inst.id] for inst in val}
         test_skills = {inst.id: skills.skills[inst.id] for inst in test}
@@ -283,22 +279,23 @@ class Pipeline:
         mapping = self.map_skills(val_skills, test_skills)
         # Recruitment may count a repeated skill once per keyword (skills.repeated=count); reports count it once.
         recruited_skills = mapping.mapped_with_repeats if self.cfg.skills.repeated == "count" else mapping.mapped
-        recruitments, recruitment_info = self.recruit(test, recruited_skills, profiles)
-        recruited = {e for r in recruitments for e in r.experts}
+        recruitment = self.recruit(test, recruited_skills, profiles)
+        recruited = {e for r in recruitment.recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
         steer, steering = self.steering(val, val_skills, mapping.mapped)
         skill_accuracy = gold_skill_accuracy(val, profiles.correct)
-        runner, runs = self.run_methods(val, test, recruitments, selection.selected, profiles, steer, skill_accuracy)
+        return Routing(skills, profiles, mapping, recruitment, selection, skill_accuracy, steering), steer
+
+    def run(self, val: list[Instance], test: list[Instance]) -> dict:
+        """Every stage in order; writes the run directory's artifacts and returns results.json's content."""
+        start = time.perf_counter()
+        routing, steer = self.route(val, test)
+        runner, runs = self.run_methods(val, test, routing, steer)
         summary = self.executor.summary()
         self.measurements.record_timeline(summary["timeline"], self.generation.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.generation.fingerprints[expert])  # noqa: E731
-        results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping.mapped, measured,
-                                 skill_accuracy)
-        results.update(recruitment=recruitment_info, aggregator=selection.to_json(), stages=self.generation.stages,
-                       **summary, wall_seconds=round(time.perf_counter() - start, 3))
-        if steering:
-            results["steering"] = steering
-        if self.cfg.mode == "compare":
-            results["comparison"] = comparison_summary(results)
-        artifacts.write_run(self.run_dir, skills, profiles, mapping, recruitments, selection, runner, runs, rows, results)
+        execution = Execution(dict(self.generation.stages), summary, round(time.perf_counter() - start, 3))
+        result = RunResult(val, test, routing, runner, runs, execution)
+        results, rows = evaluate(self.cfg, result, measured)
+        artifacts.write_run(self.run_dir, result, rows, results)
         return results

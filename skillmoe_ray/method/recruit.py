@@ -18,6 +18,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -36,8 +37,17 @@ class Recruitment:
     probabilities: dict[str, float]
 
     def to_dict(self) -> dict:
-        """Plain-JSON form, for recruitment.jsonl."""
+        """Plain-JSON form, for recruitment.jsonl and the stage cache."""
         return {**asdict(self), "skills": list(self.skills), "experts": list(self.experts)}
+
+    @staticmethod
+    def from_dict(data: dict) -> Recruitment:
+        """The recruitment ``to_dict`` wrote; ValueError when ``data`` is not one (a damaged cache entry)."""
+        try:
+            return Recruitment(data["instance_id"], tuple(data["skills"]), tuple(data["experts"]),
+                               data["probabilities"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a recruitment: {exc!r}") from exc
 
 
 def local_scores(profiles: Mapping[str, Mapping[str, int]], skills: Sequence[str]) -> dict[str, int]:
@@ -87,6 +97,16 @@ class RecruitResult:
     info: dict
 
 
+class RecruitPolicy(Protocol):
+    """What every recruitment policy is (registered in :data:`skillmoe_ray.registry.RECRUIT_POLICIES`):
+    the recruitments of all instances at once, from their skills, the experts' profiles and global
+    competence distribution, the pool, the recruitment config and the run's seed."""
+
+    def __call__(self, instance_skills: Mapping[str, Sequence[str]], profiles: Mapping[str, Mapping[str, int]],
+                 global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig,
+                 seed: int) -> RecruitResult: ...
+
+
 def summarize(recruitments: Sequence[Recruitment], policy: str, budget: int, **extra) -> dict:
     """Policy, budget, mean k and distinct experts of a recruitment, for results.json."""
     n = max(len(recruitments), 1)
@@ -128,7 +148,8 @@ def recruit_with_policy(instance_skills: Mapping[str, Sequence[str]], profiles: 
     the one entry point of the batch pipeline and online serving."""
     from skillmoe_ray.registry import RECRUIT_POLICIES
 
-    return RECRUIT_POLICIES.load(rc.policy)(instance_skills, profiles, global_dist, pool, rc, seed)
+    policy: RecruitPolicy = RECRUIT_POLICIES.load(rc.policy)
+    return policy(instance_skills, profiles, global_dist, pool, rc, seed)
 
 
 def recruit_symbolic_moe(

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from skillmoe_ray.method.recruit import Recruitment
+
 T = TypeVar("T", bound="StageResult")
 
 
@@ -69,10 +71,18 @@ class SkillMapping(StageResult):
 
 @dataclass(frozen=True)
 class RecruitmentStage(StageResult):
-    """Each test instance's recruitment (``Recruitment.to_dict``) and what the policy reports."""
+    """Each test instance's recruitment and what the policy reports (stored as ``Recruitment.to_dict`` rows)."""
 
-    recruitments: list[dict]
+    recruitments: list[Recruitment]
     info: dict
+
+    def to_json(self) -> dict:
+        return {"recruitments": [r.to_dict() for r in self.recruitments], "info": self.info}
+
+    @classmethod
+    def from_json(cls, data: dict) -> RecruitmentStage:
+        stored = super().from_json(data)
+        return cls([Recruitment.from_dict(r) for r in stored.recruitments], stored.info)
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from skillmoe_ray.cache import write_json, write_jsonl
-from skillmoe_ray.method.recruit import Recruitment
-from skillmoe_ray.method.results import AggregatorSelection, ModelProfiles, SkillAnnotation, SkillMapping
-from skillmoe_ray.method.runner import PlanRun, PlanRunner
 from skillmoe_ray.reporting.compare import write_comparison
+from skillmoe_ray.reporting.run_result import RunResult
 
 
-def final_answer_rows(runner: PlanRunner, runs: Mapping[str, PlanRun]) -> list[dict]:
+def final_answer_rows(run: RunResult) -> list[dict]:
     """Per test instance: gold, every method's answer and correctness, and Symbolic-MoE's final text."""
-    correct = {name: runner.correct(run) for name, run in runs.items()}
+    runner, runs = run.runner, run.runs
+    correct = {name: runner.correct(plan_run) for name, plan_run in runs.items()}
     sym = runs["symbolic_moe"]
     rows = []
     for iid, inst in runner.by_id.items():
@@ -23,28 +22,21 @@ def final_answer_rows(runner: PlanRunner, runs: Mapping[str, PlanRun]) -> list[d
             "id": iid,
             "task": inst.task,
             "gold": inst.gold,
-            "answers": {name: run.answers.get(iid) for name, run in runs.items()},
+            "answers": {name: plan_run.answers.get(iid) for name, plan_run in runs.items()},
             "correct": {name: flags.get(iid) for name, flags in correct.items()},
             "key": key,
-            "text": runner.records[key]["text"] if key else None,
+            "text": runner.records[key].text if key else None,
         })
     return rows
 
 
-def write_run(
-    run_dir: Path,
-    skills: SkillAnnotation,
-    profiles: ModelProfiles,
-    mapping: SkillMapping,
-    recruitments: Sequence[Recruitment],
-    selection: AggregatorSelection,
-    runner: PlanRunner,
-    runs: Mapping[str, PlanRun],
-    expert_rows: Sequence[dict],
-    results: dict,
-) -> None:
-    """Write skills, profiles, aggregator choice, recruitment, expert outputs, final answers, results."""
+def write_run(run_dir: Path, run: RunResult, expert_rows: Sequence[dict], results: dict) -> None:
+    """Write skills, profiles, aggregator choice, recruitment, expert outputs, final answers, results.
+
+    ``expert_rows`` and ``results`` are what :func:`skillmoe_ray.reporting.evaluate.evaluate` made of ``run``.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
+    skills, mapping, profiles = run.routing.skills, run.routing.mapping, run.routing.profiles
     mapped = mapping.mapped
     write_jsonl(
         run_dir / "skills.jsonl",
@@ -59,10 +51,11 @@ def write_run(
         run_dir / "competence.json",
         {m: {"competence": c, "probability": profiles.distribution[m]} for m, c in profiles.competence.items()},
     )
-    write_json(run_dir / "aggregator.json", selection.to_json())
-    write_jsonl(run_dir / "recruitment.jsonl", [r.to_dict() for r in recruitments])
-    write_jsonl(run_dir / "expert_outputs.jsonl", [{**r, "text": runner.records[r["key"]]["text"]} for r in expert_rows])
-    write_jsonl(run_dir / "final_answers.jsonl", final_answer_rows(runner, runs))
+    write_json(run_dir / "aggregator.json", run.routing.selection.to_json())
+    write_jsonl(run_dir / "recruitment.jsonl", [r.to_dict() for r in run.recruitments])
+    records = run.runner.records
+    write_jsonl(run_dir / "expert_outputs.jsonl", [{**r, "text": records[r["key"]].text} for r in expert_rows])
+    write_jsonl(run_dir / "final_answers.jsonl", final_answer_rows(run))
     if results.get("mode") == "compare":
         write_comparison(run_dir, results)
     write_json(run_dir / "results.json", results)

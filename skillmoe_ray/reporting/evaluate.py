@@ -1,4 +1,7 @@
-"""Evaluation: accuracy and cost per method, per task, per skill and per expert, for results.json."""
+"""Evaluation: accuracy and cost per method, per task, per skill and per expert, for results.json.
+
+:func:`evaluate` makes results.json's whole content from a :class:`~skillmoe_ray.reporting.run_result.RunResult`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.method.aggregate import extract_answer, is_correct
 from skillmoe_ray.method.recruit import Recruitment
 from skillmoe_ray.method.runner import PlanRun, PlanRunner
+from skillmoe_ray.records import Generation
+from skillmoe_ray.reporting.compare import comparison_summary
+from skillmoe_ray.reporting.run_result import RunResult
 from skillmoe_ray.reporting.stats import paired_bootstrap, standard_error
 from skillmoe_ray.seeding import derive_seed
 
@@ -90,7 +96,7 @@ def paired_differences(test: Sequence[Instance], correct: Mapping[str, Mapping[s
     }
 
 
-def method_costs(run: PlanRun, records: Mapping[str, dict], activation_seconds: Callable[[str], float | None]) -> dict:
+def method_costs(run: PlanRun, records: Mapping[str, Generation], activation_seconds: Callable[[str], float | None]) -> dict:
     """What the method costs on its own at test time: tokens, GPU-seconds, activations, wall time.
 
     Requests are counted once each even when another method shared them, and GPU-seconds are the
@@ -100,14 +106,14 @@ def method_costs(run: PlanRun, records: Mapping[str, dict], activation_seconds: 
     for that model (this run or an earlier one; null when no activation of any model was measured).
     """
     keys = {key for requests in run.phase_requests.values() for _, key in requests}
-    gpu = sum(records[k].get("seconds", 0.0) for k in keys)
+    gpu = sum(records[k].seconds for k in keys)
     per_phase = [{e for e, _ in requests} for requests in run.phase_requests.values()]
     activations = sum(len(experts) for experts in per_phase)
     load = [activation_seconds(e) for experts in per_phase for e in experts]
     known = [t for t in load if t is not None]
     wall = round(gpu + sum(t if t is not None else sum(known) / len(known) for t in load), 3) if known else None
     return {
-        "generated_tokens": sum(records[k]["output_tokens"] for k in keys),
+        "generated_tokens": sum(records[k].output_tokens for k in keys),
         "gpu_seconds": round(gpu, 3),
         "activations": activations,
         "wall_seconds": wall,
@@ -120,10 +126,10 @@ def expert_rows(run: PlanRun, runner: PlanRunner, think_end_tag: str) -> list[di
     for iid, answered in run.first_round.items():
         inst = runner.by_id[iid]
         for slot, (expert, key) in enumerate(answered):
-            record = runner.records[key]
-            answer = extract_answer(record["text"], inst, think_end_tag)
+            generation = runner.records[key]
+            answer = extract_answer(generation.text, inst, think_end_tag)
             rows.append({"id": iid, "slot": slot, "expert": expert, "key": key, "answer": answer,
-                         "correct": is_correct(answer, inst), "output_tokens": record["output_tokens"]})
+                         "correct": is_correct(answer, inst), "output_tokens": generation.output_tokens})
     return rows
 
 
@@ -153,38 +159,47 @@ def per_expert(rows: Sequence[dict]) -> dict:
     }
 
 
-def evaluate(
-    cfg: RunConfig,
-    val: Sequence[Instance],
-    test: Sequence[Instance],
-    recruitments: Sequence[Recruitment],
-    runner: PlanRunner,
-    runs: Mapping[str, PlanRun],
-    mapped: Mapping[str, Sequence[str]],
-    activation_seconds: Callable[[str], float | None],
-    skill_accuracy: Mapping[str, Mapping[str, float]] | None = None,
-) -> tuple[dict, list[dict]]:
-    """The accuracy and cost part of results.json, and the recruited experts' output rows.
+def evaluate(cfg: RunConfig, run: RunResult,
+             activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[dict]]:
+    """results.json's content, and the recruited experts' output rows (for expert_outputs.jsonl).
 
-    ``activation_seconds(expert)`` gives the measured seconds of one activation of an expert;
-    ``skill_accuracy`` each expert's validation accuracy per gold skill, when the data records gold skills.
+    ``activation_seconds(expert)`` gives the measured seconds of one activation of an expert.
     """
+    results, rows = scores(cfg, run, activation_seconds)
+    routing, execution = run.routing, run.execution
+    results.update(recruitment=routing.recruitment.info, aggregator=routing.selection.to_json(),
+                   stages={name: record.to_json() for name, record in execution.stages.items()},
+                   **execution.summary, wall_seconds=execution.wall_seconds)
+    if routing.steering:
+        results["steering"] = routing.steering
+    if cfg.mode == "compare":
+        results["comparison"] = comparison_summary(results)
+    return results, rows
+
+
+def scores(cfg: RunConfig, run: RunResult,
+           activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[dict]]:
+    """The accuracy and cost part of results.json, and the recruited experts' output rows."""
+    test, runner, runs, recruitments = run.test, run.runner, run.runs, run.recruitments
+    skill_accuracy = run.routing.skill_accuracy
     methods = {}
-    correct = {name: runner.correct(run) for name, run in runs.items()}
-    for name, run in runs.items():
-        methods[name] = {**method_scores(test, correct[name]), **method_costs(run, runner.records, activation_seconds)}
-        if run.plan.note:
-            methods[name]["note"] = run.plan.note
+    correct = {name: runner.correct(plan_run) for name, plan_run in runs.items()}
+    for name, plan_run in runs.items():
+        methods[name] = {**method_scores(test, correct[name]),
+                         **method_costs(plan_run, runner.records, activation_seconds)}
+        if plan_run.plan.note:
+            methods[name]["note"] = plan_run.plan.note
     if cfg.mode == "compare":
         for name, paired in paired_differences(test, correct, cfg.seed).items():
             methods[name]["vs_symbolic_moe"] = paired
     sym = runs["symbolic_moe"]
     rows = expert_rows(sym, runner, cfg.aggregator.think_end_tag)
+    mapped = run.routing.mapping.mapped
     results = {
         "experiment": cfg.experiment,
         "mode": cfg.mode,
         "n_instances": len(test),
-        "n_validation": len(val),
+        "n_validation": len(run.val),
         "pool": [spec.name for spec in cfg.experts],
         "k": cfg.recruit.k,
         "seed": cfg.seed,

@@ -74,9 +74,9 @@ class OnlineRouter:
         """Voted keywords per instance from one keyword-model call; an error message if it failed."""
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
-        records = self.pipe.generation.phase("online_skills", pairs, self.experts)
-        errors = [r["error"] for r in records if "error" in r]
-        replies = [(request.instance_id, record["text"]) for (_, request), record in zip(pairs, records)]
+        generations = self.pipe.generation.phase("online_skills", pairs, self.experts)
+        errors = [g.error for g in generations if g.failed]
+        replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)]
         _, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
         return kept, (errors[0] if errors else None)
 
@@ -146,17 +146,18 @@ class OnlineRouter:
         run: PlanRun = runs[(job.method, job.k, job.sampling)]
         keys = [key for _, key in run.first_round.get(inst.id, [])]
         final_key = run.final_keys.get(inst.id)
-        records = [runner.records[k] for k in keys + ([final_key] if final_key else [])]
-        errors = [r["error"] for r in records if "error" in r]
+        used = [runner.records[k] for k in keys + ([final_key] if final_key else [])]
+        errors = [g.error for g in used if g.failed]
         if errors:
             return Outcome(502, error=errors[0], skillmoe=details)
         answer = run.answers.get(inst.id)
         details.update(experts=[e for e, _ in run.first_round.get(inst.id, [])],
                        aggregator=run.plan.aggregator.get(inst.id), answer=answer)
-        text = runner.records[final_key]["text"] if final_key else self._voted_text(run, inst, answer)
-        usage = {"prompt_tokens": sum(r["prompt_tokens"] for r in records),
-                 "completion_tokens": sum(r["output_tokens"] for r in records)}
-        finish = runner.records[final_key]["finish_reason"] if final_key else "stop"
+        final = runner.records[final_key] if final_key else None
+        text = final.text if final else self._voted_text(run, inst, answer)
+        usage = {"prompt_tokens": sum(g.prompt_tokens for g in used),
+                 "completion_tokens": sum(g.output_tokens for g in used)}
+        finish = final.finish_reason if final else "stop"
         return Outcome(200, content=text, finish_reason=finish or "stop", usage=usage, skillmoe=details)
 
     def _voted_text(self, run: PlanRun, inst: Instance, answer: str | None) -> str:

@@ -60,9 +60,9 @@ def test_a_stage_entry_of_the_wrong_shape_is_set_aside_and_computed_again(tmp_pa
     cfg = make_config(tmp_path)
     gen = GenerationService(cfg, SlotExecutor(lambda name, slot=0: None))
     made = AggregatorSelection("m", {"m": 1.0}, False)
-    assert gen.cached_stage("aggregator_selection", ["x"], lambda record: made, AggregatorSelection) == made
-    path = gen.cache.path("aggregator_selection", gen.stages["aggregator_selection"]["key"])
+    assert gen.cached_stage("aggregator_selection", ["x"], lambda: (made, None), AggregatorSelection) == made
+    path = gen.cache.path("aggregator_selection", gen.stages["aggregator_selection"].key)
     path.write_text('{"selected": "m"}')  # parses as JSON, but is not a whole selection
-    again = gen.cached_stage("aggregator_selection", ["x"], lambda record: made, AggregatorSelection)
-    assert again == made and not gen.stages["aggregator_selection"]["cached"]
+    again = gen.cached_stage("aggregator_selection", ["x"], lambda: (made, None), AggregatorSelection)
+    assert again == made and not gen.stages["aggregator_selection"].cached
     assert path.with_name(path.name + ".corrupt").exists()
