@@ -68,8 +68,7 @@ class DriverActor:
         def work() -> None:
             scheduler = PlacementScheduler(self.cfg, self.progress, t0=time.perf_counter())
             try:
-                pipeline = Pipeline(self.cfg, scheduler)
-                pipeline.generation.on_stage = lambda row: events.put(("stage", row))
+                pipeline = Pipeline(self.cfg, scheduler, on_stage=lambda row: events.put(("stage", row)))
                 results = pipeline.run(val, test)
             except BaseException as exc:  # re-raised in the stream, so the caller gets it
                 events.put(("error", exc))

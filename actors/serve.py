@@ -32,9 +32,9 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from skillmoe_ray.config import RunConfig
+from skillmoe_ray.generation import GenerationService
 from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.method.skills import load_embedder
-from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.serving import streaming
 from skillmoe_ray.serving.batching import MicroBatcher
 from skillmoe_ray.serving.openai_api import (
@@ -76,8 +76,8 @@ class SkillMoEAnswerer:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.cfg = cfg
         self.scheduler = PlacementScheduler(cfg)
-        pipe = Pipeline(cfg, self.scheduler, failures="report")  # a failed expert's requests answer 502
-        self.router = OnlineRouter(pipe, preparation, load_embedder(cfg.skills.embedding_model))
+        generation = GenerationService(cfg, self.scheduler, failures="report")  # a failed expert's requests: 502
+        self.router = OnlineRouter(cfg, generation, preparation, load_embedder(cfg.skills.embedding_model))
         self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch)
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
 

@@ -5,7 +5,7 @@ router alike. It answers (expert, request) pairs from the :class:`GenerationStor
 only for what the store lacks, grouped by expert, storing each group (chunk) as it finishes; it caches
 whole stage results in the :class:`StageCache` under a hash of their inputs; and it keeps one record per
 stage (:class:`~skillmoe_ray.records.StageRecord`: seconds, requests, tokens), reported to ``on_stage``
-as each stage ends (the live W&B history). What it answers is one
+(given when it is made) as each stage ends (the live W&B history). What it answers is one
 :class:`~skillmoe_ray.records.Generation` per pair, made here once from the engine's output.
 
 Its failure policy is fixed when it is made: ``failures="stop"`` (batch runs) lets a failed expert group
@@ -59,7 +59,10 @@ def counted(pairs: Sequence[Pair], generated: int, groups: int, outputs: Sequenc
 class GenerationService:
     """Cached generations and stage results for one configuration; the executor decides where experts run."""
 
-    def __init__(self, cfg: RunConfig, executor: SlotExecutor, failures: str = "stop"):
+    def __init__(self, cfg: RunConfig, executor: SlotExecutor, failures: str = "stop",
+                 on_stage: Callable[[dict], None] | None = None):
+        """``on_stage`` is called with a stage's row (:func:`stage_row`) as each stage ends: the live W&B
+        run's history."""
         if failures not in FAILURE_POLICIES:
             raise ValueError(f"failures must be one of {FAILURE_POLICIES}, got {failures!r}")
         self.executor = executor
@@ -68,8 +71,7 @@ class GenerationService:
         self.store = GenerationStore(cfg.cache_dir)
         self.fingerprints = {name: model_fingerprint(spec, cfg.engine) for name, spec in cfg.pool.items()}
         self.stages: dict[str, StageRecord] = {}  # stage name -> its record (results.json "stages")
-        # Called with a stage's row (stage_row) as each stage ends: the live W&B run's history
-        self.on_stage: Callable[[dict], None] | None = None
+        self.on_stage = on_stage
         self.stages_ended = 0
 
     def keys(self, pairs: Sequence[Pair]) -> list[str]:
@@ -81,6 +83,10 @@ class GenerationService:
         fp = self.fingerprints[expert]
         key = request.key(fp)
         return self.store.lookup(fp, [key]).get(key)
+
+    def resident_experts(self) -> list[str]:
+        """The experts the executor holds loaded now (online serving's cold-start estimate)."""
+        return self.executor.resident_experts()
 
     def end_stage(self, name: str, record: StageRecord) -> None:
         """Record a finished stage and report it to ``on_stage``."""

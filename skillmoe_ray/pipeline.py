@@ -72,13 +72,14 @@ class Pipeline:
     """Runs every stage for one configuration; the executor decides where experts run."""
 
     def __init__(self, cfg: RunConfig, executor: SlotExecutor, embedder_factory: Callable = load_embedder,
-                 failures: str = "stop"):
-        """``failures``: "stop" (batch runs: a failed expert stops the run) or "report" (serving: its
-        requests are answered with an error), the :class:`GenerationService`'s policy."""
+                 failures: str = "stop", on_stage: Callable[[dict], None] | None = None):
+        """``failures``: "stop" (batch runs: a failed expert stops the run) or "report" (its requests are
+        answered with an error), and ``on_stage`` (each stage's row as it ends): the
+        :class:`GenerationService`'s."""
         self.cfg = cfg
         self.executor = executor
         self.embedder_factory = embedder_factory
-        self.generation = GenerationService(cfg, executor, failures)
+        self.generation = GenerationService(cfg, executor, failures, on_stage)
         self.run_dir = Path(cfg.run_dir)
         self.measurements = Measurements(cfg.cache_dir)
 

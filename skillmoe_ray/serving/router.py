@@ -1,5 +1,9 @@
 """Answering a micro-batch of online requests with the batch pipeline's own machinery.
 
+The router receives what it uses: the config, the generation service (its cached, grouped phases, and
+which experts are resident), the serving preparation (made once by the pipeline's validation stages) and
+the embedder; it runs no pipeline stage and imports nothing of the pipeline.
+
 Each request becomes an Instance (its id a hash of the question, so a repeated question hits the
 generation cache). The keyword model annotates every question of the batch in one call; keywords map
 onto the validation vocabulary; each request is recruited for by its method; then the requests'
@@ -15,7 +19,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
+from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
+from skillmoe_ray.generation import GenerationService
 from skillmoe_ray.method.aggregate import extract_answer
 from skillmoe_ray.method.catalog import MethodContext, build_plans
 from skillmoe_ray.method.recruit import Recruitment, recruit_with_policy
@@ -29,7 +35,6 @@ from skillmoe_ray.method.skills import (
     map_keywords,
 )
 from skillmoe_ray.method.steering import query_domains, steerer
-from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.seeding import stable_hash
 from skillmoe_ray.serving.openai_api import Job
 
@@ -59,11 +64,12 @@ def job_instance(job: Job) -> Instance:
 
 
 class OnlineRouter:
-    """Serves micro-batches of jobs with a Pipeline (its executor, caches and stages)."""
+    """Serves micro-batches of jobs through a generation service (its executor and caches)."""
 
-    def __init__(self, pipe: Pipeline, preparation: ServingPreparation, embed: Embedder):
-        self.pipe = pipe
-        self.cfg = pipe.cfg
+    def __init__(self, cfg: RunConfig, generation: GenerationService, preparation: ServingPreparation,
+                 embed: Embedder):
+        self.cfg = cfg
+        self.generation = generation
         self.prep = preparation
         self.embed = embed
         self.experts = [s.name for s in self.cfg.experts]
@@ -74,7 +80,7 @@ class OnlineRouter:
         """Voted keywords per instance from one keyword-model call; an error message if it failed."""
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
-        generations = self.pipe.generation.phase("online_skills", pairs, self.experts)
+        generations = self.generation.phase("online_skills", pairs, self.experts)
         errors = [g.error for g in generations if g.failed]
         replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)]
         _, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
@@ -123,7 +129,7 @@ class OnlineRouter:
         recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
         answering = [j for j in jobs if not j.route_only]
         plans = self._plans(answering, instances, recruits)
-        runner = PlanRunner(self.cfg, unique, self.pipe.generation.phase, steer=self._steer(mapped),
+        runner = PlanRunner(self.cfg, unique, self.generation.phase, steer=self._steer(mapped),
                             reply={plan.name: key[2] for key, plan in plans.items() if key[2] != ReplySampling()})
         runs = {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
         return [self._outcome(j, instances[j.request_id], skills, mapped, recruits, runner, runs) for j in jobs]
@@ -169,7 +175,7 @@ class OnlineRouter:
     def _predicted_cost(self, experts: Sequence[str]) -> dict:
         """What answering would take: engine calls, an output-token bound, and experts not resident now."""
         calls = sorted(set(experts)) + [self.prep.aggregator]
-        resident = set(self.pipe.executor.resident_experts())
+        resident = set(self.generation.resident_experts())
         return {
             "expert_calls": len(experts) + 1,
             "max_output_tokens": sum(self.cfg.pool[e].max_tokens for e in [*experts, self.prep.aggregator]),

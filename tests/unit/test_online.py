@@ -21,7 +21,7 @@ def router_for(tmp_path, overrides=()):
     pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder, failures="report")
     val, _ = load_data(cfg.data, cfg.seed)
     prep = pipe.prepare(val)
-    return OnlineRouter(pipe, prep, fake_embedder("x")), executor
+    return OnlineRouter(cfg, pipe.generation, prep, fake_embedder("x")), executor
 
 
 def job(question, model="symbolic-moe", **skillmoe):
@@ -55,7 +55,7 @@ def test_route_only_recruits_without_generating_answers(tmp_path):
     details = outcome.skillmoe
     assert len(details["experts"]) == 3 and sum(details["probabilities"].values()) == pytest.approx(1)
     assert details["predicted_cost"]["expert_calls"] == 4
-    assert "inference" not in router.pipe.generation.stages
+    assert "inference" not in router.generation.stages
 
 
 def test_model_field_selects_k_and_baselines(tmp_path):
@@ -112,13 +112,13 @@ def test_a_requests_own_sampling_drives_its_reply_and_the_expert_answers_stay_sh
 
     router, _ = router_for(tmp_path)
     seen: dict[str, list] = {}
-    generate = router.pipe.generation.phase
+    generate = router.generation.phase
 
     def recording(stage, pairs, *args, **kwargs):
         seen.setdefault(stage, []).extend(request for _, request in pairs)
         return generate(stage, pairs, *args, **kwargs)
 
-    router.pipe.generation.phase = recording
+    router.generation.phase = recording
     own = {"seed": 9, "temperature": 0.1, "max_tokens": 7}
     raw = {"messages": [{"role": "user", "content": QUESTIONS[4]}], **own}
     outcomes = router.answer([job(QUESTIONS[4]), parse_request(json.dumps(raw).encode(), 1 << 20, 3),
@@ -164,3 +164,20 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     direct = recruit_symbolic_moe(skills, router.prep.profiles, router.prep.distribution, router.experts,
                                   router.cfg.recruit, router.cfg.seed)
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
+
+
+def test_serving_imports_nothing_of_the_pipeline():
+    """The router receives the generation service and the preparation; serving/ sits below pipeline.py
+    (issue 21), function-local imports included."""
+    import ast
+    from pathlib import Path
+
+    import skillmoe_ray.serving as serving
+
+    found = []
+    for path in Path(serving.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n == "skillmoe_ray.pipeline"]
+    assert found == []
