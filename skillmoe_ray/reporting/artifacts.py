@@ -7,6 +7,7 @@ from pathlib import Path
 
 from skillmoe_ray.cache import write_json, write_jsonl
 from skillmoe_ray.reporting.compare import write_comparison
+from skillmoe_ray.reporting.evaluate import ExpertAnswer
 from skillmoe_ray.reporting.run_result import RunResult
 
 
@@ -30,7 +31,7 @@ def final_answer_rows(run: RunResult) -> list[dict]:
     return rows
 
 
-def write_run(run_dir: Path, run: RunResult, expert_rows: Sequence[dict], results: dict) -> None:
+def write_run(run_dir: Path, run: RunResult, expert_rows: Sequence[ExpertAnswer], results: dict) -> None:
     """Write skills, profiles, aggregator choice, recruitment, expert outputs, final answers, results.
 
     ``expert_rows`` and ``results`` are what :func:`skillmoe_ray.reporting.evaluate.evaluate` made of ``run``.
@@ -54,7 +55,7 @@ def write_run(run_dir: Path, run: RunResult, expert_rows: Sequence[dict], result
     write_json(run_dir / "aggregator.json", run.routing.selection.to_json())
     write_jsonl(run_dir / "recruitment.jsonl", [r.to_dict() for r in run.recruitments])
     records = run.runner.records
-    write_jsonl(run_dir / "expert_outputs.jsonl", [{**r, "text": records[r["key"]].text} for r in expert_rows])
+    write_jsonl(run_dir / "expert_outputs.jsonl", [r.to_json(records[r.key].text) for r in expert_rows])
     write_jsonl(run_dir / "final_answers.jsonl", final_answer_rows(run))
     if results.get("mode") == "compare":
         write_comparison(run_dir, results)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import Instance
@@ -120,7 +121,24 @@ def method_costs(run: PlanRun, records: Mapping[str, Generation], activation_sec
     }
 
 
-def expert_rows(run: PlanRun, runner: PlanRunner, think_end_tag: str) -> list[dict]:
+@dataclass(frozen=True)
+class ExpertAnswer:
+    """One recruited expert's answer to one instance (a slot of Symbolic-MoE's first round), graded."""
+
+    id: str
+    slot: int
+    expert: str
+    key: str
+    answer: str | None
+    correct: bool
+    output_tokens: int
+
+    def to_json(self, text: str) -> dict:
+        """Its line of expert_outputs.jsonl, with the answer's ``text``."""
+        return {**asdict(self), "text": text}
+
+
+def expert_rows(run: PlanRun, runner: PlanRunner, think_end_tag: str) -> list[ExpertAnswer]:
     """One row per (instance, slot) of a method's first round: expert, answer, correctness, tokens."""
     rows = []
     for iid, answered in run.first_round.items():
@@ -128,8 +146,8 @@ def expert_rows(run: PlanRun, runner: PlanRunner, think_end_tag: str) -> list[di
         for slot, (expert, key) in enumerate(answered):
             generation = runner.records[key]
             answer = extract_answer(generation.text, inst, think_end_tag)
-            rows.append({"id": iid, "slot": slot, "expert": expert, "key": key, "answer": answer,
-                         "correct": is_correct(answer, inst), "output_tokens": generation.output_tokens})
+            rows.append(ExpertAnswer(iid, slot, expert, key, answer, is_correct(answer, inst),
+                                     generation.output_tokens))
     return rows
 
 
@@ -142,26 +160,26 @@ def per_skill(mapped: Mapping[str, Sequence[str]], correct: Mapping[str, bool]) 
     return {s: {"n": len(f), "accuracy": accuracy(f), "stderr": standard_error(f)} for s, f in sorted(groups.items())}
 
 
-def per_expert(rows: Sequence[dict]) -> dict:
+def per_expert(rows: Sequence[ExpertAnswer]) -> dict:
     """How often each expert was recruited, how accurate and how verbose its answers were."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[ExpertAnswer]] = defaultdict(list)
     for row in rows:
-        groups[row["expert"]].append(row)
+        groups[row.expert].append(row)
     return {
         expert: {
             "recruited": len(rs),
-            "accuracy": accuracy([r["correct"] for r in rs]),
-            "stderr": standard_error([r["correct"] for r in rs]),
-            "no_answer": sum(r["answer"] is None for r in rs),  # replies with no answer read (misses, not misreads)
-            "output_tokens": sum(r["output_tokens"] for r in rs),
+            "accuracy": accuracy([r.correct for r in rs]),
+            "stderr": standard_error([r.correct for r in rs]),
+            "no_answer": sum(r.answer is None for r in rs),  # replies with no answer read (misses, not misreads)
+            "output_tokens": sum(r.output_tokens for r in rs),
         }
         for expert, rs in sorted(groups.items())
     }
 
 
 def evaluate(cfg: RunConfig, run: RunResult,
-             activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[dict]]:
-    """results.json's content, and the recruited experts' output rows (for expert_outputs.jsonl).
+             activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[ExpertAnswer]]:
+    """results.json's content, and the recruited experts' answers (for expert_outputs.jsonl).
 
     ``activation_seconds(expert)`` gives the measured seconds of one activation of an expert.
     """
@@ -178,8 +196,8 @@ def evaluate(cfg: RunConfig, run: RunResult,
 
 
 def scores(cfg: RunConfig, run: RunResult,
-           activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[dict]]:
-    """The accuracy and cost part of results.json, and the recruited experts' output rows."""
+           activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[ExpertAnswer]]:
+    """The accuracy and cost part of results.json, and the recruited experts' answers."""
     test, runner, runs, recruitments = run.test, run.runner, run.runs, run.recruitments
     skill_accuracy = run.routing.skill_accuracy
     methods = {}
@@ -217,7 +235,7 @@ def scores(cfg: RunConfig, run: RunResult,
     return results, rows
 
 
-def gold_skill_report(test: Sequence[Instance], rows: Sequence[dict],
+def gold_skill_report(test: Sequence[Instance], rows: Sequence[ExpertAnswer],
                       skill_accuracy: Mapping[str, Mapping[str, float]]) -> dict:
     """Per gold skill: test instances, its specialists (validation accuracy), and how the recruited
     specialists' answers scored on its test instances (Symbolic-MoE's first round)."""
@@ -226,7 +244,7 @@ def gold_skill_report(test: Sequence[Instance], rows: Sequence[dict],
     report = {}
     for skill in sorted(set(gold.values())):
         own = experts_of.get(skill, [])
-        answers = [r["correct"] for r in rows if gold[r["id"]] == skill and r["expert"] in own]
+        answers = [r.correct for r in rows if gold[r.id] == skill and r.expert in own]
         report[skill] = {
             "n": sum(1 for s in gold.values() if s == skill),
             "specialists": {m: skill_accuracy[m].get(skill, 0.0) for m in own},

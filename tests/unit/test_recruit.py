@@ -205,3 +205,14 @@ def test_symbolic_moe_recruitment_applies_the_rare_expert_rule_when_configured()
     ruled = recruit_symbolic_moe(skills, profiles, dist, ["a", "b", "c"], RecruitConfig(k=3, rare_expert_share=0.05), seed=0)
     assert ruled.info["rare_experts_replaced"] == ["c"]
     assert not any("c" in r.experts for r in ruled.recruitments)
+
+
+def test_every_registered_policy_has_the_recruit_policy_signature():
+    import inspect
+
+    from skillmoe_ray.method.recruit import RecruitPolicy
+    from skillmoe_ray.registry import RECRUIT_POLICIES
+
+    wanted = list(inspect.signature(RecruitPolicy.__call__).parameters)[1:]  # without self
+    for name in ("symbolic_moe", "budgeted"):
+        assert list(inspect.signature(RECRUIT_POLICIES.load(name)).parameters) == wanted, name
