@@ -76,7 +76,8 @@ class SkillMoEAnswerer:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.cfg = cfg
         self.scheduler = PlacementScheduler(cfg)
-        generation = GenerationService(cfg, self.scheduler, failures="report")  # a failed expert's requests: 502
+        # failures="report": a failed expert's requests are answered 502, the others still 200
+        generation = GenerationService(cfg, self.scheduler, failures="report")
         self.router = OnlineRouter(cfg, generation, preparation, load_embedder(cfg.skills.embedding_model))
         self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch)
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve

@@ -6,8 +6,9 @@ Two stores live under the configured ``cache_dir``:
   a rerun (or a sweep over k, which needs the same profiles) skips finished stages.
 - :class:`GenerationStore` keeps every generated output (a :class:`~skillmoe_ray.records.Generation`,
   one JSON line) under its request key (model fingerprint, messages, sampling with seed). An expert
-  group's outputs are written as one shard file as soon as the group finishes, so a run killed mid-stage loses at most the group in flight, and
-  different methods or runs that need the same (model, prompt, sample) share it.
+  group's outputs are written as one shard file as soon as the group finishes, so a run killed
+  mid-stage loses at most the group in flight, and different methods or runs that need the same
+  (model, prompt, sample) share it.
 
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
 half-written entry behind; files get the permissions the user's umask gives (a cache shared by a
@@ -84,7 +85,7 @@ def set_aside(path: Path, why: str) -> None:
 
 
 def read_records(path: Path) -> tuple[list[Generation], int]:
-    """The readable generations of a shard (each line one :class:`Generation`), and how many lines were not."""
+    """The readable generations of a shard (one :class:`Generation` a line), and how many lines were not."""
     good, bad = [], 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:

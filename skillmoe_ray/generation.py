@@ -49,7 +49,8 @@ def stage_row(name: str, record: StageRecord, index: int, executor: SlotExecutor
     }
 
 
-def counted(pairs: Sequence[Pair], generated: int, groups: int, outputs: Sequence[Generation]) -> GenerationCounts:
+def counted(pairs: Sequence[Pair], generated: int, groups: int,
+            outputs: Sequence[Generation]) -> GenerationCounts:
     """The counts of one generating call: ``groups`` of its experts' groups had to generate."""
     experts = len({e for e, _ in pairs})
     return GenerationCounts(len(pairs), generated, experts, experts - groups,
@@ -131,8 +132,9 @@ class GenerationService:
         """A generating phase recorded as its own stage (test-time phases, online batches)."""
         start = time.perf_counter()
         outputs, counts = self.generate(stage, pairs, next_experts, followup, later)
-        self.end_stage(stage, StageRecord(self.cache.key(stage, self.keys(pairs)), counts.generated == 0, counts,
-                                          round(time.perf_counter() - start, 3)))
+        key = self.cache.key(stage, self.keys(pairs))
+        seconds = round(time.perf_counter() - start, 3)
+        self.end_stage(stage, StageRecord(key, counts.generated == 0, counts, seconds))
         return outputs
 
     def generate(self, stage: str, pairs: Sequence[Pair], next_experts: Iterable[str] = (),

@@ -203,7 +203,8 @@ class Pipeline:
                                             AggregatorSelection)
 
     def run_methods(self, val: Sequence[Instance], test: Sequence[Instance], routing: Routing,
-                    steer: Callable[[str, str], Steering | None] | None) -> tuple[PlanRunner, dict[str, PlanRun]]:
+                    steer: Callable[[str, str], Steering | None] | None,
+                    ) -> tuple[PlanRunner, dict[str, PlanRun]]:
         """Build the configured methods' plans and run them together on the test set."""
         recruited = {r.instance_id: r for r in routing.recruitment.recruitments}
         ctx = MethodContext.for_run(self.cfg, test, recruited, routing.selection.selected,
@@ -213,8 +214,8 @@ class Pipeline:
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
         streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
-        runner = PlanRunner(self.cfg, test, self.generation.phase, self.generation.lookup, streaming=streaming,
-                            final=True, steer=steer)
+        runner = PlanRunner(self.cfg, test, self.generation.phase, self.generation.lookup,
+                            streaming=streaming, final=True, steer=steer)
         return runner, runner.run(build_plans(names, ctx))
 
     def steering_prep(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> SteeringPrep | None:

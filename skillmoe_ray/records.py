@@ -79,7 +79,8 @@ class Generation:
         if not isinstance(data, dict) or not isinstance(data.get("key"), str) or "text" not in data:
             raise ValueError("not a stored generation (no key or no text)")
         output = GenOutput(**{name: data[name] for name in OUTPUT_FIELDS if name in data})
-        return Generation(data["key"], data.get("tag", ""), output, data.get("seconds", 0.0), data.get("error"))
+        seconds = data.get("seconds", 0.0)
+        return Generation(data["key"], data.get("tag", ""), output, seconds, data.get("error"))
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ class GenerationCounts:
 
 @dataclass(frozen=True)
 class StageRecord:
-    """One stage's statistics (results.json ``stages``): cache key and path, cached or not, seconds, what it
-    generated (None for a stage that generates nothing), and the aggregator a config fixed (no selection ran)."""
+    """One stage's statistics (results.json ``stages``): cache key and path, cached or not, seconds, what
+    it generated (None for a stage that generates nothing), the aggregator a config fixed (none selected)."""
 
     key: str | None = None
     cached: bool = False

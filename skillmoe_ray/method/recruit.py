@@ -102,9 +102,9 @@ class RecruitPolicy(Protocol):
     the recruitments of all instances at once, from their skills, the experts' profiles and global
     competence distribution, the pool, the recruitment config and the run's seed."""
 
-    def __call__(self, instance_skills: Mapping[str, Sequence[str]], profiles: Mapping[str, Mapping[str, int]],
-                 global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig,
-                 seed: int) -> RecruitResult: ...
+    def __call__(self, instance_skills: Mapping[str, Sequence[str]],
+                 profiles: Mapping[str, Mapping[str, int]], global_dist: Mapping[str, float],
+                 pool: Sequence[str], rc: RecruitConfig, seed: int) -> RecruitResult: ...
 
 
 def summarize(recruitments: Sequence[Recruitment], policy: str, budget: int, **extra) -> dict:
@@ -160,7 +160,7 @@ def recruit_symbolic_moe(
     rc: RecruitConfig,
     seed: int,
 ) -> RecruitResult:
-    """Recruit k experts for every instance (in the order of ``instance_skills``)."""
+    """Recruit k experts for every instance (in the order of ``instance_skills``): a :class:`RecruitPolicy`."""
     out = []
     for iid, skills in instance_skills.items():
         probs = recruitment_distribution(profiles, skills, global_dist, pool)
@@ -181,7 +181,7 @@ def recruit_budgeted(
     rc: RecruitConfig,
     seed: int,
 ) -> RecruitResult:
-    """Choose all (instance, expert) pairs at once under the configured budget.
+    """Choose all (instance, expert) pairs at once under the configured budget (a :class:`RecruitPolicy`).
 
     Suitability is the Symbolic-MoE recruitment distribution of each instance; each chosen expert
     answers once, and an instance's experts are listed by unified score, best first.

@@ -71,7 +71,7 @@ class SkillMapping(StageResult):
 
 @dataclass(frozen=True)
 class RecruitmentStage(StageResult):
-    """Each test instance's recruitment and what the policy reports (stored as ``Recruitment.to_dict`` rows)."""
+    """Each test instance's recruitment and what the policy reports (stored as ``Recruitment.to_dict``)."""
 
     recruitments: list[Recruitment]
     info: dict

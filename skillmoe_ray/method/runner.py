@@ -33,11 +33,12 @@ class Phase(Protocol):
     """
 
     def __call__(self, stage: str, pairs: list[tuple[str, GenRequest]], next_experts: Iterable[str],
-                 followup: FollowUp | None = None, later: Iterable[str] | None = None) -> list[Generation]: ...
+                 followup: FollowUp | None = None,
+                 later: Iterable[str] | None = None) -> list[Generation]: ...
 
 
 class Lookup(Protocol):
-    """The stored generation of a request on an expert, if there is one yet (the generation service's ``lookup``)."""
+    """The stored generation of a request on an expert, if there is one yet (the service's ``lookup``)."""
 
     def __call__(self, expert: str, request: GenRequest) -> Generation | None: ...
 
@@ -120,7 +121,7 @@ class PlanRunner:
         return runs
 
     def _phase(self, stage: str, wanted: list[tuple[PlanRun, str, str, GenRequest]], next_experts: list[str],
-               followup=None, later: list[str] | None = None):
+               followup: FollowUp | None = None, later: list[str] | None = None) -> list:
         """Generate every (run, instance, expert, request) in one stage; requests that several
         methods share are generated once (the pipeline deduplicates by request key).
 

@@ -1,6 +1,7 @@
 """Evaluation: accuracy and cost per method, per task, per skill and per expert, for results.json.
 
-:func:`evaluate` makes results.json's whole content from a :class:`~skillmoe_ray.reporting.run_result.RunResult`.
+:func:`evaluate` makes results.json's whole content from a
+:class:`~skillmoe_ray.reporting.run_result.RunResult`.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def paired_differences(test: Sequence[Instance], correct: Mapping[str, Mapping[s
     }
 
 
-def method_costs(run: PlanRun, records: Mapping[str, Generation], activation_seconds: Callable[[str], float | None]) -> dict:
+def method_costs(run: PlanRun, records: Mapping[str, Generation],
+                 activation_seconds: Callable[[str], float | None]) -> dict:
     """What the method costs on its own at test time: tokens, GPU-seconds, activations, wall time.
 
     Requests are counted once each even when another method shared them, and GPU-seconds are the
@@ -170,7 +172,7 @@ def per_expert(rows: Sequence[ExpertAnswer]) -> dict:
             "recruited": len(rs),
             "accuracy": accuracy([r.correct for r in rs]),
             "stderr": standard_error([r.correct for r in rs]),
-            "no_answer": sum(r.answer is None for r in rs),  # replies with no answer read (misses, not misreads)
+            "no_answer": sum(r.answer is None for r in rs),  # no answer read (misses, not misreads)
             "output_tokens": sum(r.output_tokens for r in rs),
         }
         for expert, rs in sorted(groups.items())

@@ -43,8 +43,8 @@ def test_a_generation_is_stored_as_the_json_line_the_store_has_always_held(tmp_p
     """Shards written before the Generation type read back, and new lines have the same fields."""
     import json
 
-    old = {"key": "k1", "tag": "profile/q1/0", "text": "The answer is 4", "prompt_tokens": 12, "output_tokens": 5,
-           "finish_reason": "stop", "router": {"counts": [[1, 2]]}, "seconds": 0.25}
+    old = {"key": "k1", "tag": "profile/q1/0", "text": "The answer is 4", "prompt_tokens": 12,
+           "output_tokens": 5, "finish_reason": "stop", "router": {"counts": [[1, 2]]}, "seconds": 0.25}
     shard = tmp_path / "generations" / "model-a" / "old.jsonl"
     shard.parent.mkdir(parents=True)
     shard.write_text(json.dumps(old) + "\n")

@@ -77,14 +77,15 @@ def test_recruitments_round_trip_as_recruitments_and_stage_records_keep_results_
     from skillmoe_ray.method.results import RecruitmentStage
     from skillmoe_ray.records import GenerationCounts, StageRecord
 
-    stage = RecruitmentStage([Recruitment("q1", ("algebra",), ("m", "m", "n"), {"m": 0.75, "n": 0.25})], {"k": 3})
+    recruitment = Recruitment("q1", ("algebra",), ("m", "m", "n"), {"m": 0.75, "n": 0.25})
+    stage = RecruitmentStage([recruitment], {"k": 3})
     stored = json.loads(json.dumps(stage.to_json()))
     assert stored["recruitments"][0]["experts"] == ["m", "m", "n"]
     assert RecruitmentStage.from_json(stored) == stage
     with pytest.raises(ValueError, match="not a recruitment"):
         RecruitmentStage.from_json({"recruitments": [{"instance_id": "q1"}], "info": {}})
     computed = StageRecord("k", False, GenerationCounts(4, 3, 2, 1, 40, 30), 1.5, "/c/k.json")
-    assert computed.to_json() == {"key": "k", "cached": False, "requests": 4, "generated": 3, "expert_groups": 2,
-                                  "expert_groups_cached": 1, "prompt_tokens": 40, "output_tokens": 30,
-                                  "seconds": 1.5, "path": "/c/k.json"}
+    assert computed.to_json() == {"key": "k", "cached": False, "requests": 4, "generated": 3,
+                                  "expert_groups": 2, "expert_groups_cached": 1, "prompt_tokens": 40,
+                                  "output_tokens": 30, "seconds": 1.5, "path": "/c/k.json"}
     assert StageRecord(cached=True, fixed="m").to_json() == {"cached": True, "seconds": 0.0, "fixed": "m"}
