@@ -214,8 +214,8 @@ class Pipeline:
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
         streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
-        runner = PlanRunner(self.cfg, test, self.generation.phase, self.generation.lookup,
-                            streaming=streaming, final=True, steer=steer)
+        lookup = self.generation.lookup if streaming else None
+        runner = PlanRunner(self.cfg, test, self.generation.phase, lookup, final=True, steer=steer)
         return runner, runner.run(build_plans(names, ctx))
 
     def steering_prep(self, val: Sequence[Instance], val_skills: dict[str, list[str]]) -> SteeringPrep | None:

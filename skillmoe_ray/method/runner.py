@@ -89,6 +89,8 @@ class PlanRunner:
     """Runs plans phase by phase through ``generate`` (the generation service's cached, grouped phases);
     ``records`` holds every generation it read, by key.
 
+    ``lookup`` (the stored generation of a request, if any): given, each instance's aggregation is streamed
+    into the answers phase as soon as its answers are stored (several GPUs); None: it waits for its phase.
     ``final``: no work follows these plans (a batch run), so each phase can tell the executor
     which experts any later phase needs and the others are unloaded rather than put to sleep.
     Online serving leaves it False: the next request batch may need any expert.
@@ -97,14 +99,14 @@ class PlanRunner:
     """
 
     def __init__(self, cfg: RunConfig, test: Sequence[Instance], generate: Phase,
-                 lookup: Lookup | None = None, streaming: bool = False,
-                 final: bool = False, steer: Callable[[str, str], Steering | None] | None = None,
+                 lookup: Lookup | None = None, final: bool = False,
+                 steer: Callable[[str, str], Steering | None] | None = None,
                  reply: dict[str, ReplySampling] | None = None):
         self.cfg = cfg
         self.by_id = {inst.id: inst for inst in test}
         self.generate = generate
         self.lookup = lookup
-        self.streaming = streaming and lookup is not None
+        self.streaming = lookup is not None
         self.final = final
         self.steer = steer
         self.reply = reply or {}
