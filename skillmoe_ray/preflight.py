@@ -54,7 +54,7 @@ def load_checked(tree: dict, run_dir: str):
         ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
     if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
-        if cfg.engine.name != "fake":  # the fake engine's models have no tokenizer
+        if engine_entry(cfg.engine.name).has_tokenizer:  # the fake engine's models have none to measure with
             check_prompt_lengths(cfg, val + test)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test
