@@ -217,7 +217,7 @@ class Pipeline:
         names = self.cfg.compare.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
-        streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
+        streaming = self.executor.policy.n_slots > 1 and self.executor.policy.max_replicas <= 1
         runner = PlanRunner(self.cfg, test, self.generation.phase, self.generation.lookup, streaming=streaming, final=True,
                             steer=steer)
         return runner, runner.run(build_plans(names, ctx))
@@ -289,7 +289,7 @@ class Pipeline:
         steer, steering = self.steering(val, val_skills, mapping.mapped)
         skill_accuracy = gold_skill_accuracy(val, profiles.correct)
         runner, runs = self.run_methods(val, test, recruitments, selection.selected, profiles, steer, skill_accuracy)
-        summary = self.executor.summary()
+        summary = self.executor.summary().to_json()
         self.measurements.record_timeline(summary["timeline"], self.generation.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.generation.fingerprints[expert])  # noqa: E731
         results, rows = evaluate(self.cfg, val, test, recruitments, runner, runs, mapping.mapped, measured,
