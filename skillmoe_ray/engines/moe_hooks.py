@@ -20,10 +20,10 @@ from skillmoe_ray.errors import EngineError
 
 # Words that carry no domain: with punctuation, always "common" tokens in the paper's score.
 _STOPWORD_TEXT = (
-    "a an the of to in on at for by with from into about and or but if then than as is are was were be been being "
-    "it its this that these those which what who whom whose how why when where do does did not no nor so such "
-    "can could would should may might will shall must there their they them he she his her we our you your i me my "
-    "question options option answer end line letter correct"
+    "a an the of to in on at for by with from into about and or but if then than as is are was were "
+    "be been being it its this that these those which what who whom whose how why when where do does "
+    "did not no nor so such can could would should may might will shall must there their they them "
+    "he she his her we our you your i me my question options option answer end line letter correct"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 

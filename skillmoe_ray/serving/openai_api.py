@@ -30,7 +30,8 @@ from skillmoe_ray.method.runner import ReplySampling
 from skillmoe_ray.registry import METHODS
 
 # model name -> method for every method the registry marks servable (symbolic_moe has names of its own, below)
-BASELINES = {name.replace("_", "-"): name for name in METHODS.with_capability("servable") if name != "symbolic_moe"}
+BASELINES = {name.replace("_", "-"): name for name in METHODS.with_capability("servable")
+             if name != "symbolic_moe"}
 MAX_K = 8
 _K_MODEL = re.compile(r"^symbolic-moe-k(\d+)$")
 
