@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from skillmoe_ray.config import ModelSpec
@@ -306,3 +308,35 @@ def test_a_dead_resident_leaves_the_slot_instead_of_blocking_every_later_expert(
     assert done == ["b"] and ex.resident_experts() == ["b"] and ex.slots.copies["a"].handle is None
     ex.run_stage("s3", groups("a"), [], lambda g, outs, t: done.append(g.expert))
     assert done == ["b", "a"] and ex.slots.copies["a"].handle is not dead  # recreated on next use
+
+
+def test_the_summary_and_its_timeline_serialize_to_the_dicts_results_json_has_always_held():
+    """results.json and the measurements files are unchanged: same keys, same order, optional ones if set."""
+    ex = dying_executor(deaths=1, max_retries=1)
+    ex.run_stage("s1", groups("a", "b"), [], lambda g, outs, t: None)
+    data = ex.summary().to_json()
+    assert list(data) == ["activations", "activations_per_stage", "deactivations", "generate_calls",
+                          "timeline"]
+    assert data["activations"] == {"a": 1, "b": 1}
+    assert data["activations_per_stage"] == {"s1": {"a": 1, "b": 1}}
+    entry = next(t for t in data["timeline"] if t["expert"] == "a")
+    assert list(entry) == ["expert", "stage", "slot", "start", "end", "kind", "activation_seconds", "phases",
+                           "requests", "chunks", "prompt_tokens", "output_tokens", "retries"]
+    assert list(entry["retries"][0]) == ["start", "end", "error"]
+    assert "retries" not in next(t for t in data["timeline"] if t["expert"] == "b")
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_a_runs_config_becomes_one_execution_policy(tmp_path):
+    from skillmoe_ray.scheduling.policy import execution_policy
+    from tests.conftest import make_config
+
+    cfg = make_config(tmp_path, ["resources.gpus=2", "scheduler.max_retries=3", "scheduler.chunk_requests=5",
+                                 "scheduler.deactivate=unload", "resources.gpu_memory_gb=40"])
+    policy = execution_policy(cfg)
+    assert (policy.n_slots, policy.max_retries, policy.chunk_requests) == (2, 3, 5)
+    assert policy.deactivate == "unload"
+    assert policy.gpu_memory_bytes == 40e9 and policy.host_ram_bytes == cfg.resources.host_ram_bytes
+    assert policy.probe_after_wake == cfg.scheduler.probe_after_wake
+    assert policy.max_replicas == cfg.scheduler.max_replicas
+    assert policy.footprint(next(iter(cfg.pool)), 1000) > 0
