@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import time
+from dataclasses import replace
 
 import ray
 
@@ -25,7 +26,8 @@ from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.progress import ProgressFactory, no_progress
 from skillmoe_ray.scheduling.executor import SlotExecutor
-from skillmoe_ray.scheduling.residency import footprints_from_config
+from skillmoe_ray.scheduling.policy import execution_policy
+from skillmoe_ray.scheduling.timeline import ExecutorSummary
 from skillmoe_ray_actors.expert import ExpertActor
 
 log = logging.getLogger(__name__)
@@ -78,21 +80,7 @@ class PlacementScheduler(SlotExecutor):
     """Serializes expert activation per GPU slot; experts are Ray actors created on first need."""
 
     def __init__(self, cfg: RunConfig, progress: ProgressFactory = no_progress, t0: float | None = None):
-        super().__init__(
-            self._open_expert,
-            n_slots=cfg.resources.gpus,
-            deactivate=cfg.scheduler.deactivate,
-            host_ram_bytes=cfg.resources.host_ram_bytes,
-            progress=progress,
-            t0=t0,
-            probe=cfg.scheduler.probe_after_wake,
-            gpu_memory_bytes=cfg.resources.gpu_memory_bytes,
-            footprint=footprints_from_config(cfg),
-            max_replicas=cfg.scheduler.max_replicas,
-            replica_min_requests=cfg.scheduler.replica_min_requests,
-            max_retries=cfg.scheduler.max_retries,
-            chunk_requests=cfg.scheduler.chunk_requests,
-        )
+        super().__init__(self._open_expert, execution_policy(cfg), progress, t0)
         self.cfg = cfg
         self.gpu_share = cfg.scheduler.gpu_share
         self.placement = None
@@ -147,9 +135,9 @@ class PlacementScheduler(SlotExecutor):
                     "until Ray places the bundle again", slot, chosen, nodes[chosen][:12])
         return chosen, nodes[chosen]
 
-    def summary(self) -> dict:
+    def summary(self) -> ExecutorSummary:
         """The executor's summary plus ``placements``: each expert actor's slot, bundle and node."""
-        return {**super().summary(), "placements": self._placement_rows()}
+        return replace(super().summary(), placements=tuple(self._placement_rows()))
 
     def _placement_rows(self) -> list[dict]:
         refs = [handle.node for *_, handle in self.placements]

@@ -15,8 +15,9 @@ import time
 from ray import serve
 
 from skillmoe_ray.config import RunConfig
+from skillmoe_ray.config.compose import compose_tree
 from skillmoe_ray.method.results import ServingPreparation
-from skillmoe_ray.preflight import compose_tree, load_checked
+from skillmoe_ray.preflight import load_checked
 from skillmoe_ray_actors.cluster import on_driver
 from skillmoe_ray_actors.serve import INGRESS_HEADROOM, SkillMoEAnswerer, SkillMoEService
 

@@ -213,7 +213,7 @@ class Pipeline:
         names = self.cfg.compare.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
-        streaming = self.executor.n_slots > 1 and self.executor.max_replicas <= 1
+        streaming = self.executor.policy.n_slots > 1 and self.executor.policy.max_replicas <= 1
         lookup = self.generation.lookup if streaming else None
         runner = PlanRunner(self.cfg, test, self.generation.phase, lookup, final=True, steer=steer)
         return runner, runner.run(build_plans(names, ctx))
@@ -294,7 +294,7 @@ class Pipeline:
         routing, steer = self.route(val, test)
         runner, runs = self.run_methods(val, test, routing, steer)
         summary = self.executor.summary()
-        self.measurements.record_timeline(summary["timeline"], self.generation.fingerprints)
+        self.measurements.record_timeline(summary.to_json()["timeline"], self.generation.fingerprints)
         measured = lambda expert: self.measurements.activation_seconds(self.generation.fingerprints[expert])  # noqa: E731
         execution = Execution(dict(self.generation.stages), summary, round(time.perf_counter() - start, 3))
         result = RunResult(val, test, routing, runner, runs, execution)

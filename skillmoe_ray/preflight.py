@@ -1,8 +1,7 @@
 """Everything checked and built before Ray starts, so bad input fails in one line before any model loads.
 
 The validated config, writable directories, the data (decoded and checked), the demo and lab models
-(built if asked), local model paths and prompt lengths against each expert's context; and Hydra's
-composition of a config from overrides, for callers without a command line (``serve run``'s builder).
+(built if asked), local model paths and prompt lengths against each expert's context.
 
 A question whose expert prompt does not fit an expert's context (``max_model_len`` minus the reply's
 ``max_tokens``) would fail inside the engine after every model before it had loaded and generated; it is
@@ -17,7 +16,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from skillmoe_ray.config import CONF_DIR, ModelSpec, RunConfig, check_model_paths, load_config
+from skillmoe_ray.config import ModelSpec, RunConfig, check_model_paths, load_config
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import engine_entry
 from skillmoe_ray.errors import ConfigError, DataError
@@ -55,19 +54,10 @@ def load_checked(tree: dict, run_dir: str):
         ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
     if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
-        if cfg.engine.name != "fake":  # the fake engine's models have no tokenizer
+        if engine_entry(cfg.engine.name).has_tokenizer:  # the fake engine's models have none to measure with
             check_prompt_lengths(cfg, val + test)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test
-
-
-def compose_tree(overrides: list[str]) -> dict:
-    """The resolved config tree Hydra composes from ``conf/`` for ``overrides``."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
 
 
 def longest_prompt(spec: ModelSpec, instances: Sequence[Instance], prompts: str) -> tuple[int, Instance]:

@@ -22,15 +22,25 @@ __all__ = ["DATA_SOURCES", "ENGINES", "METHODS", "RECRUIT_POLICIES", "Entry", "R
 class Entry:
     """One pluggable part: its name, where its implementation lives, and what it can do.
 
-    ``remote``: the model is served elsewhere (no weights on this disk, an activation loads nothing);
-    ``steerable``: the engine reaches an MoE model's routers (DSMoE steering). Capabilities that depend on
-    the engine's options (whether it can sleep) are the engine class's own ``sleeps_with``.
+    Callers test these capabilities, never an entry's name, so a new entry states what it can do here once.
+    Engines: ``remote``, the model is served elsewhere (no weights on this disk, an activation loads
+    nothing); ``steerable``, the engine reaches an MoE model's routers (DSMoE steering); ``has_tokenizer``,
+    the models carry a tokenizer (prompt lengths can be measured before a run; true unless stated, as for a
+    user's own "module:Class" engine); ``reserves_gpu_share``, the engine takes a fixed share of the GPU
+    (``gpu_memory_utilization``) whatever the model's size. Capabilities that depend on the engine's
+    options (whether it can sleep) are the engine class's own ``sleeps_with``.
+    Data sources: ``offline``, the split is read or generated here, with no download (``mode=plan`` loads it).
+    Methods: ``servable``, the method needs nothing a served request lacks (the service offers it).
     """
 
     name: str
     target: str
     remote: bool = False
     steerable: bool = False
+    has_tokenizer: bool = True
+    reserves_gpu_share: bool = False
+    offline: bool = False
+    servable: bool = False
 
 
 class Registry:
@@ -74,9 +84,9 @@ class Registry:
         for name in names:
             self.get(name, key)
 
-    def load(self, name: str) -> Any:
-        """The implementation of ``name``, imported now."""
-        module, attribute = self.get(name).target.split(":", 1)
+    def load(self, name: str, key: str | None = None) -> Any:
+        """The implementation of ``name``, imported now (an unknown name fails as in :meth:`get`)."""
+        module, attribute = self.get(name, key).target.split(":", 1)
         return getattr(importlib.import_module(module), attribute)
 
     def with_capability(self, capability: str) -> tuple[str, ...]:
@@ -85,11 +95,12 @@ class Registry:
 
 
 ENGINES = Registry("engine", "engine.name", open_targets=True)
-ENGINES.register("vllm", "skillmoe_ray.engines.vllm_engine:VLLMEngine")
+ENGINES.register("vllm", "skillmoe_ray.engines.vllm_engine:VLLMEngine", reserves_gpu_share=True)
 ENGINES.register("hf", "skillmoe_ray.engines.hf_engine:HFEngine", steerable=True)
 ENGINES.register("openai", "skillmoe_ray.engines.openai_engine:OpenAIEngine", remote=True)
-# fake: canned outputs for orchestration tests; it plays an MoE engine too, so steering's plumbing is testable
-ENGINES.register("fake", "skillmoe_ray.engines.fake:FakeEngine", steerable=True)
+# fake: canned outputs for orchestration tests; it plays an MoE engine too, so steering's plumbing is
+# testable; its models are config stubs with no tokenizer
+ENGINES.register("fake", "skillmoe_ray.engines.fake:FakeEngine", steerable=True, has_tokenizer=False)
 
 RECRUIT_POLICIES = Registry("recruitment policy", "recruit.policy")
 RECRUIT_POLICIES.register("symbolic_moe", "skillmoe_ray.method.recruit:recruit_symbolic_moe")
@@ -97,11 +108,14 @@ RECRUIT_POLICIES.register("budgeted", "skillmoe_ray.method.recruit:recruit_budge
 
 METHODS = Registry("method", "compare.methods")
 for _name in ("single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa",
-              "symbolic_moe", "oracle"):
-    METHODS.register(_name, f"skillmoe_ray.method.catalog:plan_{_name}")
+              "symbolic_moe"):
+    METHODS.register(_name, f"skillmoe_ray.method.catalog:plan_{_name}", servable=True)
+# oracle: the upper bound that routes each question by its gold skill, which a served request does not carry
+METHODS.register("oracle", "skillmoe_ray.method.catalog:plan_oracle")
 
+# Every source is called as source(spec, task, where, seed) -> list[Instance] (skillmoe_ray.data.DataSource).
 DATA_SOURCES = Registry("data source", "data.<split>.source")
-DATA_SOURCES.register("local", "skillmoe_ray.data.local:load_local")
-DATA_SOURCES.register("demo", "skillmoe_ray.data.local:load_local")
-DATA_SOURCES.register("hub", "skillmoe_ray.data.hub:load_hub")
-DATA_SOURCES.register("lab", "skillmoe_ray.lab.world:generate_split")
+DATA_SOURCES.register("local", "skillmoe_ray.data.local:local_source", offline=True)
+DATA_SOURCES.register("demo", "skillmoe_ray.data.local:demo_source", offline=True)
+DATA_SOURCES.register("hub", "skillmoe_ray.data.hub:hub_source")
+DATA_SOURCES.register("lab", "skillmoe_ray.lab.world:lab_source", offline=True)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from skillmoe_ray.config import CONF_DIR, RunConfig, load_config
 from skillmoe_ray.errors import ConfigError, SkillMoEError
 from skillmoe_ray.preflight import load_checked
+from skillmoe_ray.registry import DATA_SOURCES
 
 if TYPE_CHECKING:
     from skillmoe_ray.reporting.report import Report
@@ -47,7 +48,7 @@ def plan_only(cfg: RunConfig) -> None:
     from skillmoe_ray.data import load_data
     from skillmoe_ray.forecast.planner import format_plan, make_plan
 
-    local = all(s.source in ("local", "demo", "lab") for s in (cfg.data.val, cfg.data.test))
+    local = all(DATA_SOURCES.get(s.source).offline for s in (cfg.data.val, cfg.data.test))
     val, test = load_data(cfg.data, cfg.seed) if local else (None, None)
     print(format_plan(make_plan(cfg, val, test)), flush=True)
 

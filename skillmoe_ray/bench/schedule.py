@@ -42,6 +42,7 @@ from skillmoe_ray.method.aggregate import expert_messages
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.grouping import ExpertGroup, group_by_expert
 from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from skillmoe_ray.seeding import derive_seed
 
 
@@ -134,8 +135,9 @@ def executor(pool: dict[str, ModelSpec], engine: str, options: dict, gpus: int, 
     from skillmoe_ray.config import EngineConfig
 
     cfg = EngineConfig(engine, engine_dtype(options.get("device", "cpu")), options)
-    return SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg, pool[name])), n_slots=gpus,
-                        deactivate=deactivate, host_ram_bytes=host_ram_bytes, probe=False)
+    policy = ExecutionPolicy(n_slots=gpus, deactivate=deactivate, host_ram_bytes=host_ram_bytes,
+                             probe_after_wake=False)
+    return SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg, pool[name])), policy)
 
 
 def run(ex: SlotExecutor, stages: list[list[ExpertGroup]]) -> tuple[float, dict]:
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     naive_stages = [[ExpertGroup(e, [r])] for pairs in per_instance for e, r in pairs]
     naive_ex = executor(pool, args.engine, options, args.gpus, args.deactivate, host_ram)
     naive, naive_out = run(naive_ex, naive_stages)
-    bound = lower_bound(grouped_ex.timeline, args.gpus)
+    bound = lower_bound([t.to_json() for t in grouped_ex.timeline], args.gpus)
 
     size = (f"preset {args.preset}" if args.preset != "tiny"
             else f"hidden {args.hidden_size}, {args.layers} layers")
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     print_result(result, args.experts)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        timelines = {"grouped_timeline": grouped_ex.timeline, "naive_timeline": naive_ex.timeline}
+        timelines = {"grouped_timeline": [t.to_json() for t in grouped_ex.timeline],
+                     "naive_timeline": [t.to_json() for t in naive_ex.timeline]}
         Path(args.json).write_text(json.dumps({**result, **timelines}, indent=2))
     return result
 

@@ -5,50 +5,36 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from importlib import resources
-from pathlib import Path
+from typing import Protocol
 
 from skillmoe_ray.config import DataConfig, SplitSpec
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
+from skillmoe_ray.data.local import demo_data_path
 from skillmoe_ray.errors import ConfigError, DataError
 from skillmoe_ray.registry import DATA_SOURCES
 
-__all__ = ["CHOICE", "MATH", "Instance", "load_data", "load_split", "demo_data_path", "sample"]
+__all__ = ["CHOICE", "MATH", "DataSource", "Instance", "load_data", "load_split", "demo_data_path", "sample"]
 
 log = logging.getLogger(__name__)
 
 
-def demo_data_path(name: str) -> Path:
-    """Path of a file of the project's own demo question set (shipped in the package)."""
-    return Path(str(resources.files("skillmoe_ray.data") / "demo" / name))
+class DataSource(Protocol):
+    """What every data source of :data:`skillmoe_ray.registry.DATA_SOURCES` is called as.
+
+    ``spec`` is the split's config, ``task`` its task name (the split's own or the benchmark's), ``where``
+    its config key (``data.val``, ``data.test``: for messages, and the split's name), ``seed`` the run's.
+    """
+
+    def __call__(self, spec: SplitSpec, task: str, where: str, seed: int) -> list[Instance]: ...
 
 
 def load_split(spec: SplitSpec, default_task: str, where: str, seed: int = 0) -> list[Instance]:
-    """Every instance of one split as described by ``spec`` (before any sampling).
+    """Every instance of one split as described by ``spec`` (before any sampling), from its registered source.
 
     Source ``lab`` generates the skill lab's questions from ``seed`` (``spec.size`` of them).
     """
-    task = spec.task or default_task
-    if spec.source == "lab":
-        from skillmoe_ray.lab.world import generate_split
-
-        return generate_split(where.rsplit(".", 1)[-1], spec.size or 120, seed)
-    if spec.source in ("local", "demo"):
-        if not spec.path:
-            raise ConfigError(f"{where}.path is required for source {spec.source!r}")
-        from skillmoe_ray.data.local import load_local
-
-        path = demo_data_path(spec.path) if spec.source == "demo" else Path(spec.path).expanduser()
-        split_name = where.rsplit(".", 1)[-1]
-        return load_local(path, task, spec.answer_type, id_prefix=f"{task}-{split_name}-")
-    if spec.source == "hub":
-        if not spec.dataset or not spec.split:
-            raise ConfigError(f"{where}: source 'hub' needs dataset and split")
-        from skillmoe_ray.data.hub import load_hub
-
-        return load_hub(spec.dataset, spec.config, spec.split, spec.format, task, spec.answer_type, spec.where)
-    DATA_SOURCES.get(spec.source, f"{where}.source")  # raises: every registered source is handled above
-    raise AssertionError(f"data source {spec.source!r} is registered but not loaded here")
+    source: DataSource = DATA_SOURCES.load(spec.source, f"{where}.source")
+    return source(spec, spec.task or default_task, where, seed)
 
 
 def sample(instances: list[Instance], size: int | None, seed: int) -> list[Instance]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from skillmoe_ray.config import SplitSpec
 from skillmoe_ray.data.instances import LETTERS, Instance
 from skillmoe_ray.data.local import row_to_instance
-from skillmoe_ray.errors import DataError
+from skillmoe_ray.errors import ConfigError, DataError
 from skillmoe_ray.seeding import derive_seed
 
 
@@ -114,3 +115,10 @@ def load_hub(
             raise DataError(f"{place}: cannot read as {fmt!r} ({type(exc).__name__}: {exc})") from None
         out.append(row_to_instance(converted, place, task, f"{task}-{split}-{index}", answer_type))
     return out
+
+
+def hub_source(spec: SplitSpec, task: str, where: str, seed: int) -> list[Instance]:
+    """The data source ``hub``: split ``spec.split`` of hub dataset ``spec.dataset``."""
+    if not spec.dataset or not spec.split:
+        raise ConfigError(f"{where}: source 'hub' needs dataset and split")
+    return load_hub(spec.dataset, spec.config, spec.split, spec.format, task, spec.answer_type, spec.where)

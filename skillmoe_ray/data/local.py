@@ -3,16 +3,20 @@
 The layout follows the original research code: each row has ``question`` and ``gold_answer``;
 ``choices`` (a list of option strings), ``id``, ``task``, ``subject`` and ``answer_type`` are
 optional. Malformed rows raise a :class:`DataError` naming the file, the line and the field.
+The data sources ``local`` (a user's file) and ``demo`` (the project's own question set, shipped in
+the package) read such files.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
+from skillmoe_ray.config import SplitSpec
 from skillmoe_ray.data.instances import ANSWER_TYPES, LETTERS, Instance, infer_answer_type
-from skillmoe_ray.errors import DataError
+from skillmoe_ray.errors import ConfigError, DataError
 
 REQUIRED_FIELDS = ("question", "gold_answer")
 
@@ -128,3 +132,30 @@ def load_local(path: str | Path, task: str, answer_type: str = "auto", id_prefix
     if not instances:
         raise DataError(f"{path}: no rows")
     return instances
+
+
+def demo_data_path(name: str) -> Path:
+    """Path of a file of the project's own demo question set (shipped in the package)."""
+    return Path(str(resources.files("skillmoe_ray.data") / "demo" / name))
+
+
+def local_source(spec: SplitSpec, task: str, where: str, seed: int) -> list[Instance]:
+    """The data source ``local``: the file at ``spec.path``."""
+    return _split_file(Path(_required_path(spec, where)).expanduser(), spec, task, where)
+
+
+def demo_source(spec: SplitSpec, task: str, where: str, seed: int) -> list[Instance]:
+    """The data source ``demo``: the demo set's file named ``spec.path``."""
+    return _split_file(demo_data_path(_required_path(spec, where)), spec, task, where)
+
+
+def _required_path(spec: SplitSpec, where: str) -> str:
+    if not spec.path:
+        raise ConfigError(f"{where}.path is required for source {spec.source!r}")
+    return spec.path
+
+
+def _split_file(path: Path, spec: SplitSpec, task: str, where: str) -> list[Instance]:
+    """One split's file; rows without an id are numbered within the task and split."""
+    split_name = where.rsplit(".", 1)[-1]
+    return load_local(path, task, spec.answer_type, id_prefix=f"{task}-{split_name}-")

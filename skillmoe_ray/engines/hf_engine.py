@@ -17,7 +17,7 @@ import itertools
 import logging
 
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
-from skillmoe_ray.engines.moe_hooks import routing_statistics, steered
+from skillmoe_ray.engines.moe_hooks import common_token_mask, routing_statistics, steered
 from skillmoe_ray.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,6 @@ class HFEngine(Engine):
         """The prompt's routing statistics (under the request's steering, if any); no text."""
         prompt = self.tokenizer.apply_chat_template(request.chat(), tokenize=False, add_generation_prompt=True)
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
-        from skillmoe_ray.method.steering import common_token_mask
-
         common = common_token_mask(self.tokenizer.convert_ids_to_tokens(ids[0].tolist()))
         with steered(self.model, request.steering):
             stats = routing_statistics(self.model, ids, common)

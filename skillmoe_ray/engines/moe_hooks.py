@@ -5,16 +5,37 @@ that computes ``logits -> softmax -> top-k`` and returns ``(logits, scores, indi
 adds a bias to chosen experts' logits before the choice, so a forward hook recomputes the choice
 from the biased logits with the router's own rule (its ``top_k`` and ``norm_topk_prob``).
 Statistics record which experts each prompt token was routed to, and how much of the prompt's
-gradient-x-input saliency those tokens carry. "Layer" means the n-th MoE router of the model.
+gradient-x-input saliency those tokens carry, apart from the common tokens (stopwords, punctuation,
+markup) that DSMoE's score counts on their own. "Layer" means the n-th MoE router of the model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import partial
 
 from skillmoe_ray.engines.base import Steering
 from skillmoe_ray.errors import EngineError
+
+# Words that carry no domain: with punctuation, always "common" tokens in the paper's score.
+_STOPWORD_TEXT = (
+    "a an the of to in on at for by with from into about and or but if then than as is are was were "
+    "be been being it its this that these those which what who whom whose how why when where do does "
+    "did not no nor so such can could would should may might will shall must there their they them "
+    "he she his her we our you your i me my question options option answer end line letter correct"
+)
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def common_token_mask(tokens: Sequence[str]) -> list[bool]:
+    """Which prompt tokens are common (stopwords, punctuation, markup): never domain-specific."""
+    mask = []
+    for token in tokens:
+        word = token.lstrip("Ġ▁ Ċ").strip().lower()  # GPT-2 and SentencePiece word-start markers
+        markup = word.startswith("<") and word.endswith(">")  # chat-template tokens such as <|user|>
+        mask.append(markup or not any(c.isalnum() for c in word) or word in STOPWORDS)
+    return mask
 
 
 def find_routers(model) -> list:

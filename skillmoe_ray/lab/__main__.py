@@ -27,7 +27,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def compose(overrides: list[str]) -> dict:
     """The resolved config of ``overrides`` (the skill lab's experiment by default)."""
-    from skillmoe_ray.preflight import compose_tree
+    from skillmoe_ray.config.compose import compose_tree
 
     return compose_tree(overrides or ["+experiment=skill_lab"])
 

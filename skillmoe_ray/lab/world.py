@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from skillmoe_ray.config import SplitSpec
 from skillmoe_ray.data.instances import CHOICE, LETTERS, MATH, Instance
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.seeding import derive_seed, stable_hash
@@ -170,3 +171,9 @@ def generate_split(split: str, size: int, seed: int) -> list[Instance]:
         out += [make_instance(SKILLS[name], q, "") for q in draw_questions(SKILLS[name], n, rng, split)]
     random.Random(derive_seed(seed, "lab-order", split)).shuffle(out)
     return [replace(inst, id=f"lab-{split}-{i:04d}") for i, inst in enumerate(out)]
+
+
+def lab_source(spec: SplitSpec, task: str, where: str, seed: int) -> list[Instance]:
+    """The data source ``lab``: ``spec.size`` (default 120) questions of the split ``where`` names, drawn
+    from ``seed``. The questions carry their own tasks (``task`` is not used)."""
+    return generate_split(where.rsplit(".", 1)[-1], spec.size or 120, seed)

@@ -72,24 +72,6 @@ def select_experts(scores: Mapping[str, np.ndarray], per_layer: int) -> Table:
 
 
 SALIENCY_BINS = 10  # the engine reports each token's routing by its saliency decile within the prompt
-# Words that carry no domain: with punctuation, always "common" tokens in the paper's score.
-_STOPWORD_TEXT = (
-    "a an the of to in on at for by with from into about and or but if then than as is are was were be been being "
-    "it its this that these those which what who whom whose how why when where do does did not no nor so such "
-    "can could would should may might will shall must there their they them he she his her we our you your i me my "
-    "question options option answer end line letter correct"
-)
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-
-def common_token_mask(tokens: Sequence[str]) -> list[bool]:
-    """Which prompt tokens are common (stopwords, punctuation, markup): never domain-specific."""
-    mask = []
-    for token in tokens:
-        word = token.lstrip("Ġ▁ Ċ").strip().lower()  # GPT-2 and SentencePiece word-start markers
-        markup = word.startswith("<") and word.endswith(">")  # chat-template tokens such as <|user|>
-        mask.append(markup or not any(c.isalnum() for c in word) or word in STOPWORDS)
-    return mask
 
 
 def paper_scores(records: Sequence[tuple[str, np.ndarray, np.ndarray]], percentile: int = 80) -> dict[str, np.ndarray]:

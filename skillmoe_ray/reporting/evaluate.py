@@ -189,7 +189,7 @@ def evaluate(cfg: RunConfig, run: RunResult,
     routing, execution = run.routing, run.execution
     results.update(recruitment=routing.recruitment.info, aggregator=routing.selection.to_json(),
                    stages={name: record.to_json() for name, record in execution.stages.items()},
-                   **execution.summary, wall_seconds=execution.wall_seconds)
+                   **execution.summary.to_json(), wall_seconds=execution.wall_seconds)
     if routing.steering:
         results["steering"] = routing.steering
     if cfg.mode == "compare":

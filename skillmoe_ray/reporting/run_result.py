@@ -22,6 +22,7 @@ from skillmoe_ray.method.results import (
 )
 from skillmoe_ray.method.runner import PlanRun, PlanRunner
 from skillmoe_ray.records import StageRecord
+from skillmoe_ray.scheduling.timeline import ExecutorSummary
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,11 @@ class Routing:
 
 @dataclass(frozen=True)
 class Execution:
-    """How the run went: each stage's record, the executor's summary (activations, the timeline, ...: the
-    executor's own keys, spread into results.json as they are) and the run's wall seconds."""
+    """How the run went: each stage's record, the executor's summary (activations, the timeline, ...:
+    spread into results.json as its ``to_json()`` gives them) and the run's wall seconds."""
 
     stages: dict[str, StageRecord]
-    summary: dict
+    summary: ExecutorSummary
     wall_seconds: float
 
 

@@ -1,19 +1,19 @@
 """One stage on several GPU slots at once, one thread per slot, with follow-up groups streamed in.
 
-:class:`FanOut` drives a :class:`~skillmoe_ray.scheduling.executor.SlotExecutor` through its public
-interface: ``run_queue`` and ``run_group`` (a slot's work), ``homes`` (where experts live) and
-``condition`` (notified as groups finish).
+:class:`FanOut` knows nothing of the executor: it is given each slot's queue, a function that runs one
+group on a slot (the executor's ``run_group`` for this stage), the condition the executor notifies as
+groups finish (and whose lock guards the fan-out's own counters), and where experts live now.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from skillmoe_ray.scheduling.grouping import ExpertGroup
 
-if TYPE_CHECKING:
-    from skillmoe_ray.scheduling.executor import SlotExecutor
+# Runs a group on a slot: (slot, group, the groups after it in that slot's queue, for eviction and read-ahead)
+RunGroup = Callable[[int, ExpertGroup, Sequence[ExpertGroup]], None]
 
 
 class FanOut:
@@ -24,9 +24,10 @@ class FanOut:
     waits for follow-ups until every slot is done and nothing more can become ready.
     """
 
-    def __init__(self, ex: SlotExecutor, stage: str, queues: list[list[ExpertGroup]], callbacks, followup, bar):
-        self.ex, self.stage, self.queues, self.callbacks, self.followup, self.bar = ex, stage, queues, callbacks, followup, bar
-        self.claimed = {**ex.homes(), **{g.key: slot for slot, q in enumerate(queues) for g in q}}
+    def __init__(self, queues: list[list[ExpertGroup]], run_group: RunGroup, condition: threading.Condition,
+                 homes: dict[str, int], followup: Callable[[], list[ExpertGroup]] | None):
+        self.queues, self.run_group, self.condition, self.followup = queues, run_group, condition, followup
+        self.claimed = {**homes, **{g.key: slot for slot, q in enumerate(queues) for g in q}}
         self.waiting: list[list[ExpertGroup]] = [[] for _ in queues]
         self.finished = 0
         self.running = 0
@@ -42,18 +43,20 @@ class FanOut:
             raise self.errors[0]
 
     def _worker(self, slot: int) -> None:
+        queue = self.queues[slot]
         try:
-            self.ex.run_queue(self.stage, slot, self.queues[slot], self.callbacks, self.bar)
+            for index, group in enumerate(queue):
+                self.run_group(slot, group, queue[index + 1 :])
         except BaseException as exc:
             self.errors.append(exc)
-        with self.ex.condition:
+        with self.condition:
             self.finished += 1
-            self.ex.condition.notify_all()
+            self.condition.notify_all()
         if self.followup is not None and not self.errors:
             self._follow_ups(slot)
 
     def _follow_ups(self, slot: int) -> None:
-        cond = self.ex.condition
+        cond = self.condition
         while True:
             with cond:
                 self._collect(slot)
@@ -67,7 +70,7 @@ class FanOut:
                     cond.wait(0.05)
                     continue
             try:
-                self.ex.run_group(self.stage, slot, group, (), self.callbacks, self.bar)
+                self.run_group(slot, group, ())
             except BaseException as exc:
                 self.errors.append(exc)
             with cond:

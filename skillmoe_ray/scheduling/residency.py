@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec, RunConfig
+from skillmoe_ray.engines import engine_entry
 
 GB = 1e9
 
@@ -97,7 +98,7 @@ def footprint(
     else estimated from the pool's ``params_b``.
     """
     share = engine.options.get("gpu_memory_utilization")
-    if engine.name == "vllm" and share and gpu_memory_gb:
+    if engine_entry(engine.name).reserves_gpu_share and share and gpu_memory_gb:
         return float(share) * gpu_memory_gb * GB
     if weight_bytes <= 0:
         weight_bytes = (spec.params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param

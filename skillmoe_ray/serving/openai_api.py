@@ -27,16 +27,11 @@ from dataclasses import dataclass
 
 from skillmoe_ray.errors import SkillMoEError
 from skillmoe_ray.method.runner import ReplySampling
+from skillmoe_ray.registry import METHODS
 
-BASELINES = {
-    "majority-vote": "majority_vote",
-    "single": "single",
-    "self-consistency": "self_consistency",
-    "task-level": "task_level",
-    "random": "random",
-    "moa": "moa",
-    "self-moa": "self_moa",
-}
+# model name -> method for every method the registry marks servable (symbolic_moe has names of its own, below)
+BASELINES = {name.replace("_", "-"): name for name in METHODS.with_capability("servable")
+             if name != "symbolic_moe"}
 MAX_K = 8
 _K_MODEL = re.compile(r"^symbolic-moe-k(\d+)$")
 

@@ -90,10 +90,10 @@ def test_the_executor_wakes_experts_on_cuda_and_their_probes_pass(tiny_model_dir
 
         ex.run_stage("s1", [group("a"), group("b")], [], lambda g, o, t: None)
         ex.run_stage("s2", [group("a")], [], lambda g, o, t: None)
-        kinds = [(t["expert"], t["kind"]) for t in ex.timeline]
+        kinds = [(t.expert, t.kind) for t in ex.timeline]
         assert kinds[-1] == ("a", "wake"), kinds  # a reload would mean the probe after the wake failed
-        assert "warmup_probe" in ex.timeline[-1]["phases"] and "wake" in ex.timeline[-1]["phases"]
-        assert ex.summary()["deactivations"]["sleep"] >= 1
+        assert "warmup_probe" in ex.timeline[-1].phases and "wake" in ex.timeline[-1].phases
+        assert ex.summary().deactivations["sleep"] >= 1
     finally:
         ex.close()
 

@@ -59,9 +59,11 @@ def baseline_answers(tmp_path) -> list:
     from skillmoe_ray.pipeline import Pipeline
     from skillmoe_ray.scheduling.executor import SlotExecutor
     from skillmoe_ray.scheduling.handles import LocalExpert
+    from skillmoe_ray.scheduling.policy import ExecutionPolicy
 
     cfg = make_config(tmp_path / "baseline", ["resources.gpus=2"])
-    executor = SlotExecutor(lambda name, slot: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), n_slots=2)
+    executor = SlotExecutor(lambda name, slot: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+                            ExecutionPolicy(n_slots=2))
     Pipeline(cfg, executor).run(*load_data(cfg.data, cfg.seed))
     return final_answers(tmp_path / "baseline" / "run")
 

@@ -20,6 +20,7 @@ from skillmoe_ray.reporting.tracking import LiveTracking
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.grouping import ExpertGroup, chunked
 from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from skillmoe_ray_actors.placement import gpu_shortage
 from tests.conftest import make_config
 from tests.unit.test_pipeline import fake_embedder
@@ -47,7 +48,7 @@ def requests(expert: str, n: int) -> list[GenRequest]:
 def run_chunked(chunk: int, n: int = 10, fail_on: int = 0, retries: int = 0):
     FlakyEngine.calls, FlakyEngine.fail_on = 0, fail_on
     ex = SlotExecutor(lambda name, slot=0: LocalExpert(FlakyEngine(ModelSpec(name=name, path=f"fake/{name}"))),
-                      chunk_requests=chunk, max_retries=retries)
+                      ExecutionPolicy(chunk_requests=chunk, max_retries=retries))
     stored: list[list[str]] = []
     texts: dict[str, str] = {}
 
@@ -70,7 +71,7 @@ def test_a_group_is_stored_chunk_by_chunk_in_one_activation_with_the_same_output
     assert [len(tags) for tags in stored] == [4, 4, 2, 3]  # a: 10 in chunks of 4; b: 3 in one
     assert ex.stage_activations["s"] == {"a": 1, "b": 1}
     assert ex.generate_calls == 4
-    assert {t["expert"]: t["chunks"] for t in ex.timeline} == {"a": 3, "b": 1}
+    assert {t.expert: t.chunks for t in ex.timeline} == {"a": 3, "b": 1}
     _, whole, same = run_chunked(chunk=0)
     assert [len(tags) for tags in whole] == [10, 3] and same == texts
 
@@ -79,14 +80,14 @@ def test_a_retry_resumes_at_the_first_chunk_not_stored():
     ex, stored, texts = run_chunked(chunk=4, fail_on=2, retries=1)  # a's second chunk fails once
     tags = [t for chunk in stored for t in chunk]
     assert len(tags) == len(set(tags)) == 13, "no chunk is generated twice"
-    (entry,) = [t for t in ex.timeline if t["expert"] == "a"]
-    assert len(entry["retries"]) == 1 and ex.stage_activations["s"]["a"] == 1
+    (entry,) = [t for t in ex.timeline if t.expert == "a"]
+    assert len(entry.retries) == 1 and ex.stage_activations["s"]["a"] == 1
 
 
 def test_after_the_last_retry_the_error_handler_gets_only_the_requests_not_done():
     FlakyEngine.calls, FlakyEngine.fail_on = 0, 2
     ex = SlotExecutor(lambda name, slot=0: LocalExpert(FlakyEngine(ModelSpec(name=name, path=f"fake/{name}"))),
-                      chunk_requests=4)
+                      ExecutionPolicy(chunk_requests=4))
     failed = []
     ex.run_stage("s", [ExpertGroup("a", requests("a", 10))], [], lambda g, o, t: None,
                  lambda group, exc: failed.append(len(group.requests)))
@@ -119,7 +120,7 @@ def test_each_stage_reports_one_row_as_it_ends_and_chunking_changes_no_result(tm
     for chunk in (0, 3):
         cfg = make_config(tmp_path / f"c{chunk}")
         ex = SlotExecutor(lambda name, slot=0, cfg=cfg: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
-                          chunk_requests=chunk)
+                          ExecutionPolicy(chunk_requests=chunk))
         pipe = Pipeline(cfg, ex, embedder_factory=fake_embedder)
         pipe.generation.on_stage = rows.append if chunk else None
         val, test = load_data(cfg.data, cfg.seed)

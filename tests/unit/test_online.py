@@ -164,20 +164,3 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     direct = recruit_symbolic_moe(skills, router.prep.profiles, router.prep.distribution, router.experts,
                                   router.cfg.recruit, router.cfg.seed)
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
-
-
-def test_serving_imports_nothing_of_the_pipeline():
-    """The router receives the generation service and the preparation; serving/ sits below pipeline.py
-    (issue 21), function-local imports included."""
-    import ast
-    from pathlib import Path
-
-    import skillmoe_ray.serving as serving
-
-    found = []
-    for path in Path(serving.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            found += [f"{path.name}: {n}" for n in names if n == "skillmoe_ray.pipeline"]
-    assert found == []

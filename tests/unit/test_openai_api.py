@@ -120,3 +120,11 @@ def test_stream_options_are_read():
     job = parse_request(body(stream=True, stream_options={"include_usage": True}), 10_000, 3)
     assert job.stream and job.include_usage
     assert not parse_request(body(stream=True), 10_000, 3).include_usage
+
+
+def test_the_baseline_model_names_are_the_servable_methods_of_the_registry():
+    from skillmoe_ray.serving.openai_api import BASELINES
+
+    assert BASELINES == {"majority-vote": "majority_vote", "single": "single",
+                         "self-consistency": "self_consistency", "task-level": "task_level",
+                         "random": "random", "moa": "moa", "self-moa": "self_moa"}

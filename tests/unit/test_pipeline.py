@@ -12,6 +12,7 @@ from skillmoe_ray.engines import create_engine
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from tests.conftest import make_config, max_concurrency
 
 
@@ -66,7 +67,7 @@ def test_test_time_experts_not_needed_again_are_unloaded_not_put_to_sleep(cfg):
     results, executor = run_pipeline(cfg)
     aggregator = results["aggregator"]["selected"]
     inference = [t["expert"] for t in results["timeline"] if t["stage"] == "inference"]
-    asleep = {e for e, copy in executor.copies.items() if copy.state == "sleeping"}
+    asleep = {e for e, copy in executor.slots.copies.items() if copy.state == "sleeping"}
     assert inference and not (set(inference) - {aggregator}) & asleep
     assert results["deactivations"]["unload"] >= len(set(inference) - {aggregator}) > 0
     assert results["deactivations"]["sleep"] > 0  # before recruitment, experts still sleep
@@ -104,7 +105,7 @@ def test_second_run_is_fully_cached_and_activates_nothing(cfg, tmp_path):
     first, _ = run_pipeline(cfg)
     second, executor = run_pipeline(cfg)
     assert all(s["cached"] for s in second["stages"].values())
-    assert executor.copies == {} and second["timeline"] == []
+    assert executor.slots.copies == {} and second["timeline"] == []
     assert accuracies(second) == accuracies(first)
 
 
@@ -145,7 +146,8 @@ def test_a_sweep_over_the_competence_temperature_reuses_the_profile_stage(tmp_pa
 @pytest.mark.parametrize("gpus", [1, 2, 4])
 def test_every_recruited_slot_gets_one_output_whatever_the_gpu_count(tmp_path, gpus):
     cfg = make_config(tmp_path, [f"resources.gpus={gpus}", "engine.options.delay_s=0.02"])
-    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), n_slots=gpus)
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+                            ExecutionPolicy(n_slots=gpus))
     val, test = load_data(cfg.data, cfg.seed)
     results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
     recruited = [json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()]
@@ -166,7 +168,7 @@ def test_replicas_spread_the_keyword_stage_and_change_no_output(tmp_path):
     def outputs(run_dir, options):
         cfg = make_config(run_dir, ["resources.gpus=4"])
         executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
-                                n_slots=4, **options)
+                                ExecutionPolicy(n_slots=4, **options))
         val, test = load_data(cfg.data, cfg.seed)
         results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
         rows = [json.loads(line) for line in (run_dir / "run" / "expert_outputs.jsonl").read_text().splitlines()]
@@ -185,7 +187,8 @@ def test_replicas_spread_the_keyword_stage_and_change_no_output(tmp_path):
 
 def test_with_several_gpus_aggregation_streams_into_the_inference_stage(tmp_path):
     cfg = make_config(tmp_path, ["resources.gpus=4", "engine.options.delay_s=0.05"])
-    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), n_slots=4)
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+                            ExecutionPolicy(n_slots=4))
     val, test = load_data(cfg.data, cfg.seed)
     results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
     inference_end = max(t["end"] for t in results["timeline"] if t["stage"] == "inference")

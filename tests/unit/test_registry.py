@@ -76,3 +76,27 @@ def test_the_planner_asks_the_engine_class_whether_it_sleeps(tmp_path):
     assert not engine_can_sleep(make_config(tmp_path, ["engine=vllm_cpu"]))
     assert engine_can_sleep(make_config(tmp_path, ["engine=vllm"]))
     assert not engine_can_sleep(make_config(tmp_path, ["engine=vllm", "engine.options.sleep_mode=false"]))
+
+
+def test_what_callers_used_to_test_by_name_is_a_capability_of_the_entry():
+    assert DATA_SOURCES.with_capability("offline") == ("local", "demo", "lab")  # mode=plan loads these
+    assert ENGINES.with_capability("reserves_gpu_share") == ("vllm",)
+    assert "fake" not in ENGINES.with_capability("has_tokenizer")
+    assert ENGINES.get("my.mod:Engine").has_tokenizer  # a user's own engine is measured as before
+    assert set(METHODS.names()) - set(METHODS.with_capability("servable")) == {"oracle"}
+
+
+def test_every_data_source_is_loaded_through_the_registry(tmp_path):
+    from skillmoe_ray.config import SplitSpec
+    from skillmoe_ray.data import load_split
+
+    lab = load_split(SplitSpec(source="lab", size=4), "lab", "data.val", seed=1)
+    assert len(lab) == 4 and all(inst.id.startswith("lab-val-") for inst in lab)
+    demo = load_split(SplitSpec(source="demo", path="test.jsonl"), "demo", "data.test")
+    assert demo and demo[0].id == "test-mc-001"  # rows carry their own ids and tasks
+    with pytest.raises(ConfigError, match=r"^data.test.path is required for source 'local'"):
+        load_split(SplitSpec(source="local"), "t", "data.test")
+    with pytest.raises(ConfigError, match=r"^data.val: source 'hub' needs dataset and split"):
+        load_split(SplitSpec(source="hub"), "t", "data.val")
+    with pytest.raises(ConfigError, match=r"^data.val.source: unknown data source 'ftp'"):
+        load_split(SplitSpec(source="ftp"), "t", "data.val")

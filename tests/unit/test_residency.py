@@ -8,6 +8,7 @@ from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec
 from skillmoe_ray.forecast.simulator import ExpertFigures, StageWork, Work, simulate
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from skillmoe_ray.scheduling.residency import evictions, footprint, touch, weight_bytes_on_disk
 from tests.unit.test_executor import CountingEngine, groups
 
@@ -64,8 +65,8 @@ def co_resident_executor(gpu_memory_bytes):
     CountingEngine.sleepable = True
     return SlotExecutor(
         lambda name, slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
-        gpu_memory_bytes=gpu_memory_bytes,
-        footprint=lambda expert, weight_bytes: float(weight_bytes or 10),
+        ExecutionPolicy(gpu_memory_bytes=gpu_memory_bytes,
+                        footprint=lambda expert, weight_bytes: float(weight_bytes or 10)),
     )
 
 
@@ -76,7 +77,7 @@ def test_co_resident_experts_are_reused_across_stages(gpu_memory_bytes, activati
         ex.run_stage(stage, groups("a", "b", "c"), [], lambda g, o, t: None)
     assert sum(ex.activations.values()) == activations
     assert len(ex.resident_experts()) == (1 if gpu_memory_bytes is None else gpu_memory_bytes // 10)
-    spans = sorted((t["start"], t["end"]) for t in ex.timeline)
+    spans = sorted((t.start, t.end) for t in ex.timeline)
     assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:])), "one expert generates at a time"
 
 
@@ -85,7 +86,7 @@ def test_co_residency_keeps_the_expert_the_next_stage_needs():
     ex.run_stage("s1", groups("a", "b", "c"), ["a"], lambda g, o, t: None)
     assert "a" in ex.resident_experts()
     ex.run_stage("s2", groups("a"), [], lambda g, o, t: None)
-    assert ex.timeline[-1]["kind"] == "resident"
+    assert ex.timeline[-1].kind == "resident"
 
 
 @pytest.mark.parametrize("gpu_memory_bytes, activations", [(None, 5), (30, 3), (20, 4)])
@@ -97,4 +98,4 @@ def test_the_simulator_predicts_the_executors_activations(gpu_memory_bytes, acti
     for name in ("s1", "s2"):
         ex.run_stage(name, groups("a", "b", "c"), [], lambda g, o, t: None)
     assert sim.activations == activations == sum(ex.activations.values())
-    assert [(e["expert"], e["kind"]) for e in sim.entries] == [(t["expert"], t["kind"]) for t in ex.timeline]
+    assert [(e["expert"], e["kind"]) for e in sim.entries] == [(t.expert, t.kind) for t in ex.timeline]

@@ -125,7 +125,7 @@ def test_global_selection_takes_the_top_share_of_all_pairs_positive_only():
 
 
 def test_stopwords_punctuation_and_markup_are_common_tokens():
-    from skillmoe_ray.method.steering import common_token_mask
+    from skillmoe_ray.engines.moe_hooks import common_token_mask
 
     tokens = ["<|user|>", "ĠThe", "Ġenzyme", "▁amylase", ",", "Ġof", "Ġstarch", "?", "Ċ"]
     assert common_token_mask(tokens) == [True, True, False, False, True, True, False, True, True]

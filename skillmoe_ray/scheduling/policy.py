@@ -1,0 +1,62 @@
+"""How the executor runs: one frozen value, built from the config's ``scheduler`` and ``resources`` sections.
+
+:class:`ExecutionPolicy` is everything :class:`~skillmoe_ray.scheduling.executor.SlotExecutor` and its slot
+state need to decide (how many slots, sleep or unload, memory limits, probes, replicas, retries, chunks);
+:func:`execution_policy` is the one place a run's config becomes one. Tests and benchmarks build a policy
+directly: its defaults are the simplest executor (one slot, one resident expert, no retries, whole groups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from skillmoe_ray.config import RunConfig
+from skillmoe_ray.scheduling.residency import footprints_from_config
+
+
+def weights_only(expert: str, weight_bytes: int) -> float:
+    """The default footprint: an expert holds its measured weight bytes while resident."""
+    return float(weight_bytes)
+
+
+@dataclass(frozen=True)
+class ExecutionPolicy:
+    """The executor's settings.
+
+    ``deactivate``: auto | sleep | unload (:func:`~skillmoe_ray.scheduling.residency.sleeps_on_deactivation`);
+    ``host_ram_bytes``: what sleeping experts may hold in host RAM; ``probe_after_wake``: a greedy probe
+    after each wake, compared with the one at first load; ``gpu_memory_bytes``: one slot's GPU memory, or
+    None for one resident expert per slot; ``footprint``: (expert, measured weight bytes or 0) -> device
+    bytes it holds while resident; ``max_replicas`` and ``replica_min_requests``: when a large group is
+    split over copies of its expert; ``max_retries``: a failed group runs again on a fresh expert this many
+    times; ``chunk_requests``: a group generates (and is stored) this many requests at a time, 0 for all.
+    """
+
+    n_slots: int = 1
+    deactivate: str = "auto"
+    host_ram_bytes: float = float("inf")
+    probe_after_wake: bool = True
+    gpu_memory_bytes: float | None = None
+    footprint: Callable[[str, int], float] = weights_only
+    max_replicas: int = 1
+    replica_min_requests: int = 8
+    max_retries: int = 0
+    chunk_requests: int = 0
+
+
+def execution_policy(cfg: RunConfig) -> ExecutionPolicy:
+    """The policy a run's config asks for: its scheduler and resources sections, the pool's footprints."""
+    scheduler, resources = cfg.scheduler, cfg.resources
+    return ExecutionPolicy(
+        n_slots=resources.gpus,
+        deactivate=scheduler.deactivate,
+        host_ram_bytes=resources.host_ram_bytes,
+        probe_after_wake=scheduler.probe_after_wake,
+        gpu_memory_bytes=resources.gpu_memory_bytes,
+        footprint=footprints_from_config(cfg),
+        max_replicas=scheduler.max_replicas,
+        replica_min_requests=scheduler.replica_min_requests,
+        max_retries=scheduler.max_retries,
+        chunk_requests=scheduler.chunk_requests,
+    )
