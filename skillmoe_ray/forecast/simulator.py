@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from skillmoe_ray.config import CostConfig, RunConfig
 from skillmoe_ray.engines import engine_entry
+from skillmoe_ray.engines.gpu_memory import sleeping_host_bytes
 from skillmoe_ray.scheduling.grouping import assign_slots, order_groups, replica_key, spread
 from skillmoe_ray.scheduling.residency import (
     evictions,
@@ -206,6 +207,7 @@ class _Slots:
     def _deactivate(self, copy: str, again: bool) -> None:
         """Sleep as the executor's policy would (``wake_s`` None: cannot sleep); else it is unloaded."""
         fig = self.figures[self.expert_of[copy]]
-        fits = sum(self.sleeping.values()) + fig.weight_bytes <= self.host_ram_bytes
+        pinned = sleeping_host_bytes(fig.weight_bytes)  # the executor's rule; a planned sleep is on a GPU
+        fits = sum(self.sleeping.values()) + pinned <= self.host_ram_bytes
         if sleeps_on_deactivation(self.deactivate, fig.wake_s is not None, fits, again):
-            self.sleeping[copy] = fig.weight_bytes
+            self.sleeping[copy] = pinned

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED, GenOutput
+from skillmoe_ray.engines.gpu_memory import sleeping_host_bytes
 from skillmoe_ray.errors import ExpertFailed, SkillMoEError
 from skillmoe_ray.progress import ProgressFactory, no_progress
 from skillmoe_ray.scheduling.fanout import FanOut
@@ -356,10 +357,11 @@ class SlotExecutor:
         info = handle.info()
         with self._lock:
             asleep = sum(c.sleeping_bytes for c in self.copies.values())
-            fits = asleep + info.weight_bytes <= self.host_ram_bytes
+            pinned = sleeping_host_bytes(info.weight_bytes, info.device)  # pinned backups, with their margin
+            fits = asleep + pinned <= self.host_ram_bytes
             sleep = sleeps_on_deactivation(self.deactivate_policy, info.can_sleep, fits, again)
             if sleep:
-                record.sleeping_bytes = info.weight_bytes
+                record.sleeping_bytes = pinned
             self.deactivations["sleep" if sleep else "unload"] += 1
         if sleep:
             handle.sleep()

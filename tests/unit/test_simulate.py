@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from skillmoe_ray.engines.gpu_memory import PINNED_MARGIN
 from skillmoe_ray.forecast.simulator import ExpertFigures, StageWork, Work, modeled_figures, simulate
 from skillmoe_ray.forecast.workload import estimate_stages, stages_from_run
 from tests.conftest import make_config
@@ -48,9 +49,9 @@ def test_an_expert_no_later_stage_needs_leaves_the_host_ram_to_one_that_is():
     s1 = (Work("a", 1, 0, 300), Work("b", 1, 0, 200), Work("c", 1, 0, 100))
     known = [StageWork("s1", s1, later=("b",)), StageWork("s2", (Work("b", 1, 0, 0),), later=())]
     unknown = [StageWork("s1", s1), StageWork("s2", (Work("b", 1, 0, 0),))]
-    assert simulate(known, FIG, 1, host_ram_bytes=1.0).entries[-1]["kind"] == "wake"
-    assert simulate(unknown, FIG, 1, host_ram_bytes=1.0).entries[-1]["kind"] == "load"
-    assert simulate(known, FIG, 1, host_ram_bytes=1.0, deactivate="unload").entries[-1]["kind"] == "load"
+    assert simulate(known, FIG, 1, host_ram_bytes=PINNED_MARGIN).entries[-1]["kind"] == "wake"
+    assert simulate(unknown, FIG, 1, host_ram_bytes=PINNED_MARGIN).entries[-1]["kind"] == "load"
+    assert simulate(known, FIG, 1, host_ram_bytes=PINNED_MARGIN, deactivate="unload").entries[-1]["kind"] == "load"
 
 
 def test_replicas_split_a_dominant_stage_over_the_slots():
