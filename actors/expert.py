@@ -2,7 +2,9 @@
 
 The actor is thin on purpose: it is the library's in-process handle (:class:`LocalExpert`) living
 in a Ray worker, every method delegating to the engine, so everything worth testing lives in the
-library. Its process survives unloads, so the backend's import cost is paid once.
+library. Its process survives unloads, so the backend's import cost is paid once; except where the engine
+serves one instance per process (vLLM on CUDA): then the handle ends the actor at unload and the next load
+starts a fresh one (``skillmoe_ray_actors.placement.RayExpert``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class ExpertActor(LocalExpert):
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        """The worker process's id (tests and the GPU check see a reload happen in a fresh process)."""
+        return os.getpid()
 
     def prefetch(self) -> int:
         """Read ahead in the actor's own call (the caller does not wait for it); returns the bytes asked for."""

