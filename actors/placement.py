@@ -96,7 +96,7 @@ class RayExpert:
         return EngineInfo() if self.actor is None else ray.get(self.actor.info.remote())
 
     def pid(self) -> int:
-        """The process the expert's engine lives in (a fresh one after each unload with ``fresh_per_load``)."""
+        """The process the expert's engine lives in (a fresh one after each unload, ``fresh_per_load``)."""
         return ray.get(self._live().pid.remote())
 
     def close(self) -> None:
@@ -153,7 +153,7 @@ class PlacementScheduler(SlotExecutor):
         return RayExpert(lambda: self._start_actor(name, slot), self.exclusive)
 
     def _start_actor(self, name: str, slot: int):
-        """A new ExpertActor for ``name`` in ``slot``'s GPU bundle (or a surviving one), recorded in placements."""
+        """A new ExpertActor for ``name`` in ``slot``'s GPU bundle (or a surviving one), recorded."""
         spec = self.cfg.pool[name]
         env = {k: os.environ.get(k, v) for k, v in QUIET_ENGINE_ENV.items()}
         options = dict(num_cpus=0, num_gpus=self.gpu_share, max_restarts=0, runtime_env={"env_vars": env})
@@ -204,8 +204,8 @@ class PlacementScheduler(SlotExecutor):
                 return node
             time.sleep(1.0)
         raise ExpertFailed(f"slot {slot}'s GPU was lost with its node and not placed again within "
-                           f"{EXCLUSIVE_RESCHEDULE_WAIT_S:g} s; vLLM experts cannot share another slot's GPU: "
-                           f"rerun (finished work is kept) with resources.gpus set to the GPUs left")
+                           f"{EXCLUSIVE_RESCHEDULE_WAIT_S:g} s; vLLM experts cannot share another slot's "
+                           f"GPU: rerun (finished work is kept) with resources.gpus set to the GPUs left")
 
     def summary(self) -> dict:
         """The executor's summary plus ``placements``: each expert actor's slot, bundle and node."""

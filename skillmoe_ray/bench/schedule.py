@@ -199,13 +199,14 @@ def unworkable(engine: str, device: str, deactivate: str, gpus: int) -> str | No
     if engine != "vllm":
         return None
     if device.startswith("cuda"):
-        return ("--engine vllm --device cuda: one vLLM engine per process on CUDA, and this bench runs every expert "
-                "in its own process; use jobs/gpu_bench.sh vllm (expert actors) or --engine hf")
+        return ("--engine vllm --device cuda: one vLLM engine per process on CUDA, and this bench runs every "
+                "expert in its own process; use jobs/gpu_bench.sh vllm (expert actors) or --engine hf")
     if deactivate != "unload":
-        return (f"--engine vllm --deactivate {deactivate}: sleeping experts would keep several vLLM engines in one "
-                "process; use --deactivate unload")
+        return (f"--engine vllm --deactivate {deactivate}: sleeping experts would keep several vLLM engines "
+                "in one process; use --deactivate unload")
     if gpus > 1:
-        return f"--engine vllm --gpus {gpus}: the slots would load vLLM engines side by side in one process; use --gpus 1"
+        return (f"--engine vllm --gpus {gpus}: the slots would load vLLM engines side by side in one "
+                "process; use --gpus 1")
     return None
 
 

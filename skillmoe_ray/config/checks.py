@@ -119,9 +119,9 @@ def validate_parallelism(cfg: RunConfig) -> None:
         for key, size in {"tensor_parallel_size": spec.tensor_parallel_size, **given}.items():
             if isinstance(size, int) and size > 1:
                 flag = key.rsplit(".", 1)[-1].replace("_", "-")
-                raise ConfigError(f"pool.models.{name}.{key}={size}: multi-GPU experts are refused (a slot is one "
-                                  f"GPU); serve the model apart (vllm serve {spec.path} --{flag} {size}) and run "
-                                  f"with engine=openai")
+                serve = f"vllm serve {spec.path} --{flag} {size}"
+                raise ConfigError(f"pool.models.{name}.{key}={size}: multi-GPU experts are refused (a slot "
+                                  f"is one GPU); serve the model apart ({serve}) and run with engine=openai")
 
 
 def validate_engine_kwargs(cfg: RunConfig) -> None:

@@ -84,7 +84,7 @@ def engine_need(weight_bytes: float, kv_bytes: float) -> float:
 
 
 def utilization_share(free: float, total: float, need: float, cap: float = MAX_SHARE) -> float:
-    """The ``gpu_memory_utilization`` to start an engine needing ``need`` bytes with ``free`` of ``total`` free.
+    """The ``gpu_memory_utilization`` for an engine needing ``need`` bytes with ``free`` of ``total`` free.
 
     vLLM starts only when share x total bytes are free, whatever other processes (sleepers' residue, other
     engines) hold. The share is the need rounded up to a thousandth, never above what is free nor ``cap``;
@@ -92,9 +92,9 @@ def utilization_share(free: float, total: float, need: float, cap: float = MAX_S
     """
     available = min(free, cap * total)
     if need > available:
-        raise EngineError(f"a vLLM engine needs {need / GIB:.1f} GiB but {free / GIB:.1f} of {total / GIB:.1f} GiB "
-                          f"are free (others' residue included): lower its kv_cache_memory_bytes or max_model_len, "
-                          f"or unload sleeping experts")
+        raise EngineError(f"a vLLM engine needs {need / GIB:.1f} GiB but {free / GIB:.1f} of "
+                          f"{total / GIB:.1f} GiB are free (others' residue included): lower its "
+                          f"kv_cache_memory_bytes or max_model_len, or unload sleeping experts")
     return min(math.ceil(need / total * 1000) / 1000, free_share(available, total))
 
 
@@ -110,6 +110,6 @@ def capped_max_num_seqs(configured: int, chunk_requests: int) -> int:
 
 
 def residue_extrapolated(residue_bytes: float, experts: int, total: float) -> dict:
-    """What ``experts`` sleepers' residue would take of a device of ``total`` bytes (the GPU check's last row)."""
+    """What ``experts`` sleepers' residue would take of a device of ``total`` bytes (the GPU check's row)."""
     taken = residue_bytes * experts
     return {"experts": experts, "bytes": taken, "share": taken / total if total else None}

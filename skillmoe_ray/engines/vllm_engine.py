@@ -202,8 +202,8 @@ class VLLMEngine(Engine):
 
         free, total = torch.cuda.mem_get_info()
         cap = self.options["gpu_memory_utilization"]
-        kv = gpu_memory.kv_cache_bytes(self.model_path, self.dtype, kwargs["max_num_seqs"], self.spec.max_model_len,
-                                       self.spec.max_tokens, kwargs)
+        kv = gpu_memory.kv_cache_bytes(self.model_path, self.dtype, kwargs["max_num_seqs"],
+                                       self.spec.max_model_len, self.spec.max_tokens, kwargs)
         if kv is None:  # no local config.json: vLLM profiles the KV cache within what is free
             return {"gpu_memory_utilization": min(cap, gpu_memory.free_share(free, total))}
         weights = sum(os.path.getsize(f) for f in self.weight_files())

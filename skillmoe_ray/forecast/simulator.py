@@ -107,7 +107,8 @@ class Simulation:
         return sum(1 for e in self.entries if e["kind"] != "resident")
 
 
-def modeled_figures(cost: CostConfig, params_b: float | None, can_sleep: bool, compiles: bool = False) -> ExpertFigures:
+def modeled_figures(cost: CostConfig, params_b: float | None, can_sleep: bool,
+                    compiles: bool = False) -> ExpertFigures:
     """Figures from the cost model alone, for a model of ``params_b`` billion parameters; ``compiles``: its
     engine compiles on a first start (vLLM without enforce_eager)."""
     weights = (params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
@@ -214,7 +215,8 @@ class _Slots:
         seconds = 0.0  # deactivating the evicted, then activating this one
         for previous in evictions(residents, footprints, copy, self.gpu_memory_bytes, keep):
             residents.remove(previous)
-            seconds += self._deactivate(previous, needed_again(previous, self.expert_of[previous], keep, later))
+            again = needed_again(previous, self.expert_of[previous], keep, later)
+            seconds += self._deactivate(previous, again)
         residents.append(copy)
         fig = self.figures[work.expert]
         if copy in self.sleeping:

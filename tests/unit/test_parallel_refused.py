@@ -12,7 +12,8 @@ from tests.conftest import make_config
     ("+pool.models.tiny-llama-a.tensor_parallel_size=2", "pool.models.tiny-llama-a.tensor_parallel_size=2"),
     ("+pool.models.tiny-llama-a.engine_kwargs={tensor_parallel_size: 2}",
      "pool.models.tiny-llama-a.engine_kwargs.tensor_parallel_size=2"),
-    ("+engine.kwargs={pipeline_parallel_size: 2}", "pool.models.tiny-llama-a.engine_kwargs.pipeline_parallel_size=2"),
+    ("+engine.kwargs={pipeline_parallel_size: 2}",
+     "pool.models.tiny-llama-a.engine_kwargs.pipeline_parallel_size=2"),
 ])
 def test_a_multi_gpu_expert_is_refused_in_one_line_pointing_to_a_served_model(tmp_path, override, key):
     with pytest.raises(ConfigError) as err:
