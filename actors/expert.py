@@ -38,9 +38,26 @@ class ExpertActor(LocalExpert):
         """The worker process's id (tests and the GPU check see a reload happen in a fresh process)."""
         return os.getpid()
 
+    def memory(self) -> dict:
+        """This process's memory (the GPU check's rows): pid, RSS and pinned host bytes (None off CUDA)."""
+        return process_memory()
+
     def prefetch(self) -> int:
         """Read ahead in the actor's own call (the caller does not wait for it); returns the bytes asked for."""
         return self.engine.prefetch()
+
+
+def process_memory() -> dict:
+    """pid, resident set (bytes) and PyTorch's pinned host memory: held (cached blocks too) and in use."""
+    with open("/proc/self/status", encoding="utf-8") as status:
+        rss = next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), None)
+    pinned = {"pinned_held_bytes": None, "pinned_in_use_bytes": None}
+    torch = sys.modules.get("torch")  # only where the engine imported it: never imported here for this
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        stats = torch.cuda.host_memory_stats()
+        pinned = {"pinned_held_bytes": stats.get("allocated_bytes.current"),
+                  "pinned_in_use_bytes": stats.get("active_bytes.current")}
+    return {"pid": os.getpid(), "rss_bytes": rss, **pinned}
 
 
 def redirect_output(path: str) -> None:

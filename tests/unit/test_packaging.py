@@ -52,7 +52,7 @@ def test_the_ray_jobs_runtime_env_asks_for_the_same_ranges_as_pyproject():
     shipped = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())["pip"]
     for requirement in shipped:
         assert requirement == declared[re.split(r"[<>=\[]", requirement)[0]], requirement
-    # the vLLM minor version that runs (its memory rules: skillmoe_ray/engines/gpu_memory.py), on the nodes too
+    # the vLLM minor version that runs (its memory rules: engines/gpu_memory.py), on the nodes too
     assert extras["gpu"] == ["vllm>=0.32,<0.33"] and extras["gpu"][0] in shipped
 
 
