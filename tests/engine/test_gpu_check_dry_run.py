@@ -25,7 +25,9 @@ def test_the_vllm_check_runs_on_the_cpu_with_na_for_sleep(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = done.stdout
-    for step in ("load A", "sleep A", "load B", "sleep B", "wake A", "unload A (its process ends)", "load A again"):
+    steps = ("load A", "sleep A", "load B", "sleep B", "wake A", "unload A (its process ends)",
+             "load A again")
+    for step in steps:
         assert f"\n{step} " in table
     assert "ok    reload in a fresh process" in table and "ok    weight bytes of A > 0" in table
     assert "n/a   probe after wake equals the one before" in table and "n/a   16 sleepers' residue" in table

@@ -43,3 +43,25 @@ def test_an_unloaded_expert_ends_its_process_and_reloads_in_a_fresh_one(ray_clus
         assert handle.generate([request])[0].text == before
     finally:
         handle.close()
+
+
+def test_one_gpu_is_reserved_for_cuda_vllm_experts_and_a_lost_bundle_is_waited_for(
+        ray_cluster, tmp_path, monkeypatch):
+    from skillmoe_ray.errors import ExpertFailed
+    from skillmoe_ray_actors import placement
+    from tests.conftest import make_config
+
+    cuda_vllm = placement.PlacementScheduler(make_config(tmp_path, ["engine=vllm", "resources.gpus=1"]))
+    try:
+        assert cuda_vllm.exclusive and cuda_vllm.placement is not None  # its GPU is reserved, even one
+        assert cuda_vllm.engine.options["max_num_seqs"] == 64  # capped by scheduler.chunk_requests
+        monkeypatch.setattr(placement, "bundle_nodes", lambda group: {0: ""})  # the bundle's node is gone
+        monkeypatch.setattr(placement, "EXCLUSIVE_RESCHEDULE_WAIT_S", 0.2)
+        with pytest.raises(ExpertFailed, match="vLLM experts cannot share another slot's GPU") as err:
+            cuda_vllm._live_bundle(0)
+        assert "\n" not in str(err.value)
+    finally:
+        cuda_vllm.close()
+    shared = placement.PlacementScheduler(make_config(tmp_path, ["resources.gpus=1"]))  # the fake engine
+    assert not shared.exclusive and shared.placement is None
+    shared.close()
