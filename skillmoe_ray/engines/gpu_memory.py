@@ -60,19 +60,27 @@ def kv_tokens(max_num_seqs: int, max_model_len: int, max_tokens: int) -> int:
     return max(max_model_len, max_num_seqs * per_request)
 
 
-def model_config_of(path: str) -> dict | None:
-    """A local model's config.json, or None (a hub id, or no config): then the default rule cannot apply."""
+def model_config_of(path: str, revision: str | None = None) -> dict | None:
+    """A model's config.json from its directory or the local hub cache (nothing is downloaded), or None:
+    then the default rule cannot apply."""
     config = Path(path).expanduser() / "config.json"
+    if not config.is_file() and not Path(path).expanduser().is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(path, "config.json", revision=revision)
+        except Exception:  # not a valid hub id either
+            cached = None
+        config = Path(cached) if isinstance(cached, str) else config
     return json.loads(config.read_text()) if config.is_file() else None
 
 
-def kv_cache_bytes(path: str, dtype: str, max_num_seqs: int, max_model_len: int, max_tokens: int,
+def kv_cache_bytes(config: dict | None, dtype: str, max_num_seqs: int, max_model_len: int, max_tokens: int,
                    kwargs: dict) -> int | None:
     """An engine's KV cache in bytes: ``kv_cache_memory_bytes`` from its engine kwargs, else the default rule
-    (:func:`kv_tokens` x :func:`kv_bytes_per_token`) for a local model; None when neither applies."""
+    (:func:`kv_tokens` x :func:`kv_bytes_per_token`) from the model's ``config``; None when neither does."""
     if kwargs.get("kv_cache_memory_bytes"):
         return int(kwargs["kv_cache_memory_bytes"])
-    config = model_config_of(path)
     if config is None:
         return None
     return kv_tokens(max_num_seqs, max_model_len, max_tokens) * kv_bytes_per_token(config, dtype)

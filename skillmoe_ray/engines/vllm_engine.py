@@ -202,15 +202,28 @@ class VLLMEngine(Engine):
 
         free, total = torch.cuda.mem_get_info()
         cap = self.options["gpu_memory_utilization"]
-        kv = gpu_memory.kv_cache_bytes(self.model_path, self.dtype, kwargs["max_num_seqs"],
+        kv = gpu_memory.kv_cache_bytes(self._model_config(), self.dtype, kwargs["max_num_seqs"],
                                        self.spec.max_model_len, self.spec.max_tokens, kwargs)
-        if kv is None:  # no local config.json: vLLM profiles the KV cache within what is free
+        if kv is None:  # no config.json to size it: vLLM profiles the KV cache within what is free
             return {"gpu_memory_utilization": min(cap, gpu_memory.free_share(free, total))}
-        weights = sum(os.path.getsize(f) for f in self.weight_files())
+        weights = sum(os.path.getsize(f) for f in self.weight_files()) or (self.spec.params_b or 0) * 2e9
         share = gpu_memory.utilization_share(free, total, gpu_memory.engine_need(weights, kv), cap)
         log.info("expert %s: KV cache %.1f GiB, GPU share %.3f (%.1f of %.1f GiB free)", self.spec.name,
                  kv / gpu_memory.GIB, share, free / gpu_memory.GIB, total / gpu_memory.GIB)
         return {"kv_cache_memory_bytes": kv, "gpu_memory_utilization": share}
+
+    def _model_config(self) -> dict | None:
+        """The model's config.json: on disk or in the hub cache, else fetched (vLLM would fetch it anyway)."""
+        config = gpu_memory.model_config_of(self.model_path, self.spec.revision)
+        if config is None and not self.spec.is_local:
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = hf_hub_download(self.model_path, "config.json", revision=self.spec.revision)
+                config = gpu_memory.model_config_of(os.path.dirname(path))
+            except Exception as exc:  # offline or gated: vLLM profiles the KV cache instead
+                log.info("expert %s: no config.json to size its KV cache (%s)", self.spec.name, exc)
+        return config
 
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         from vllm import SamplingParams

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec, RunConfig
 from skillmoe_ray.engines import engine_class
-from skillmoe_ray.engines.gpu_memory import capped_max_num_seqs, engine_need, kv_cache_bytes
+from skillmoe_ray.engines.gpu_memory import capped_max_num_seqs, engine_need, kv_cache_bytes, model_config_of
 
 GB = 1e9
 
@@ -104,8 +104,9 @@ def footprint(
         weight_bytes = (spec.params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
     share = engine.options.get("gpu_memory_utilization")
     if engine.name == "vllm" and gpu_memory_gb:
-        kv = kv_cache_bytes(spec.path, spec.dtype or engine.dtype, engine.options.get("max_num_seqs", 256),
-                            spec.max_model_len, spec.max_tokens, engine.kwargs_for(spec))
+        kv = kv_cache_bytes(model_config_of(spec.path, spec.revision), spec.dtype or engine.dtype,
+                            engine.options.get("max_num_seqs", 256), spec.max_model_len, spec.max_tokens,
+                            engine.kwargs_for(spec))
         if kv is not None:
             return engine_need(weight_bytes, kv)
         if share:

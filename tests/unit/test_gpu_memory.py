@@ -44,10 +44,12 @@ def test_the_kv_cache_is_sized_from_the_batch_not_from_the_gpu(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_8B))
     per_token = gm.kv_bytes_per_token(LLAMA_8B, "bfloat16")
     assert per_token == 2 * 32 * 8 * 128 * 2  # 128 KiB: keys and values, 8 KV heads of 128
-    kv = gm.kv_cache_bytes(str(tmp_path), "bfloat16", 64, 32768, 4096, {})
+    config = gm.model_config_of(str(tmp_path))
+    kv = gm.kv_cache_bytes(config, "bfloat16", 64, 32768, 4096, {})
     assert kv == 64 * (4096 + gm.PROMPT_TOKENS) * per_token and 30 * GIB < kv < 45 * GIB
-    assert gm.kv_cache_bytes(str(tmp_path), "bfloat16", 64, 32768, 4096, {"kv_cache_memory_bytes": 5}) == 5
-    assert gm.kv_cache_bytes("org/hub-model", "bfloat16", 64, 32768, 4096, {}) is None
+    assert gm.kv_cache_bytes(config, "bfloat16", 64, 32768, 4096, {"kv_cache_memory_bytes": 5}) == 5
+    assert gm.model_config_of("org/hub-model-not-cached") is None  # nothing downloaded
+    assert gm.kv_cache_bytes(None, "bfloat16", 64, 32768, 4096, {}) is None
     assert gm.kv_tokens(1, 8192, 16) == 8192  # at least one full-length request, or vLLM refuses to start
 
 
@@ -103,5 +105,5 @@ def test_mode_plan_and_the_executor_use_one_footprint(tmp_path, monkeypatch):
     monkeypatch.undo()
     spec = ModelSpec(name="m", path=str(tmp_path / "m"), max_model_len=32768, max_tokens=4096)
     engine = EngineConfig("vllm", options={"gpu_memory_utilization": 0.85, "max_num_seqs": 64})
-    kv = gm.kv_cache_bytes(spec.path, "bfloat16", 64, 32768, 4096, {})
+    kv = gm.kv_cache_bytes(LLAMA_8B, "bfloat16", 64, 32768, 4096, {})
     assert footprint(spec, engine, 80, CostConfig(), 1.2, 16e9) == gm.engine_need(16e9, kv) < 0.85 * 80e9
