@@ -2,7 +2,9 @@
 
 The actor is thin on purpose: it is the library's in-process handle (:class:`LocalExpert`) living
 in a Ray worker, every method delegating to the engine, so everything worth testing lives in the
-library. Its process survives unloads, so the backend's import cost is paid once.
+library. Its process survives unloads, so the backend's import cost is paid once; except where the engine
+serves one instance per process (vLLM on CUDA): then the handle ends the actor at unload and the next load
+starts a fresh one (``skillmoe_ray_actors.placement.RayExpert``).
 """
 
 from __future__ import annotations
@@ -32,9 +34,30 @@ class ExpertActor(LocalExpert):
 
         return ray.get_runtime_context().get_node_id()
 
+    def pid(self) -> int:
+        """The worker process's id (tests and the GPU check see a reload happen in a fresh process)."""
+        return os.getpid()
+
+    def memory(self) -> dict:
+        """This process's memory (the GPU check's rows): pid, RSS and pinned host bytes (None off CUDA)."""
+        return process_memory()
+
     def prefetch(self) -> int:
         """Read ahead in the actor's own call (the caller does not wait for it); returns the bytes asked for."""
         return self.engine.prefetch()
+
+
+def process_memory() -> dict:
+    """pid, resident set (bytes) and PyTorch's pinned host memory: held (cached blocks too) and in use."""
+    with open("/proc/self/status", encoding="utf-8") as status:
+        rss = next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), None)
+    pinned = {"pinned_held_bytes": None, "pinned_in_use_bytes": None}
+    torch = sys.modules.get("torch")  # only where the engine imported it: never imported here for this
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        stats = torch.cuda.host_memory_stats()
+        pinned = {"pinned_held_bytes": stats.get("allocated_bytes.current"),
+                  "pinned_in_use_bytes": stats.get("active_bytes.current")}
+    return {"pid": os.getpid(), "rss_bytes": rss, **pinned}
 
 
 def redirect_output(path: str) -> None:

@@ -9,6 +9,11 @@ over several nodes. When a node dies, its actors die with it (the executor retri
 fresh actors) and Ray reschedules the lost bundles; a fresh actor whose bundle has no node after a
 short wait is placed in a surviving bundle instead (its slot then shares that GPU), so the run goes
 on with the nodes that are left. ``placements`` in the summary says which node each actor ran on.
+
+Experts whose engine serves one instance per process (vLLM on CUDA) are placed more strictly: their actor
+ends when they unload (a reload is a fresh process), even one GPU slot is reserved by a placement group,
+and a slot whose bundle was lost waits for Ray to place it again (or the run stops with one line) instead
+of sharing another slot's GPU, since each engine sizes its memory from the device it finds.
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import ray
 
-from skillmoe_ray.config import RunConfig
+from skillmoe_ray.config import EngineConfig, RunConfig
+from skillmoe_ray.engines import engine_class
 from skillmoe_ray.engines.base import EngineInfo, GenOutput, GenRequest
-from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.errors import ConfigError, ExpertFailed
 from skillmoe_ray.progress import ProgressFactory, no_progress
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.policy import execution_policy
+from skillmoe_ray.scheduling.residency import engine_for_run
 from skillmoe_ray.scheduling.timeline import ExecutorSummary
 from skillmoe_ray_actors.expert import ExpertActor
 
@@ -36,17 +45,31 @@ log = logging.getLogger(__name__)
 QUIET_ENGINE_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
 # Seconds a slot whose bundle was lost with its node waits for Ray to reschedule it before sharing another's
 RESCHEDULE_WAIT_S = 5.0
+# Seconds a slot of one-engine-per-process experts (vLLM on CUDA) waits for its lost bundle: such experts
+# cannot share another slot's GPU (each sizes its memory from the whole device), so the run then stops
+EXCLUSIVE_RESCHEDULE_WAIT_S = 120.0
 
 
 class RayExpert:
-    """An ExpertHandle that forwards each call to an ExpertActor and waits for it."""
+    """An ExpertHandle that forwards each call to an ExpertActor and waits for it.
 
-    def __init__(self, actor):
-        self.actor = actor
-        self.node = actor.node_id.remote()  # resolved when the summary is written, not waited for here
+    ``start`` makes the actor. With ``fresh_per_load`` (an engine that serves one instance per process:
+    vLLM on CUDA, whose CuMem allocator asserts so) the actor ends when its expert unloads, freeing its
+    CUDA context, and the next load (or read-ahead) starts a new one in a fresh process.
+    """
+
+    def __init__(self, start: Callable[[], Any], fresh_per_load: bool = False):
+        self.start = start
+        self.fresh_per_load = fresh_per_load
+        self.actor = start()
+
+    def _live(self):
+        if self.actor is None:
+            self.actor = self.start()
+        return self.actor
 
     def load(self) -> dict:
-        return ray.get(self.actor.load.remote())
+        return ray.get(self._live().load.remote())
 
     def sleep(self) -> dict:
         return ray.get(self.actor.sleep.remote())
@@ -55,7 +78,13 @@ class RayExpert:
         return ray.get(self.actor.wake.remote())
 
     def unload(self) -> dict:
-        return ray.get(self.actor.unload.remote())
+        if self.actor is None:
+            return {"unload": 0.0}
+        timings = ray.get(self.actor.unload.remote())
+        if self.fresh_per_load:
+            ray.kill(self.actor)
+            self.actor = None
+        return timings
 
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         return ray.get(self.actor.generate.remote(requests))
@@ -64,16 +93,29 @@ class RayExpert:
         return ray.get(self.actor.probe.remote())
 
     def prefetch(self) -> None:
-        self.actor.prefetch.remote()  # fire and forget: the read-ahead overlaps another expert's work
+        self._live().prefetch.remote()  # fire and forget: the read-ahead overlaps another expert's work
 
     def info(self) -> EngineInfo:
-        return ray.get(self.actor.info.remote())
+        return EngineInfo() if self.actor is None else ray.get(self.actor.info.remote())
+
+    def pid(self) -> int:
+        """The process the expert's engine lives in (a fresh one after each unload, ``fresh_per_load``)."""
+        return ray.get(self._live().pid.remote())
 
     def close(self) -> None:
+        if self.actor is None:
+            return
         try:
             ray.get(self.actor.unload.remote(), timeout=60)
         finally:
             ray.kill(self.actor)
+            self.actor = None
+
+
+def one_engine_per_process(engine: EngineConfig) -> bool:
+    """Whether the engine's expert processes end at unload (the engine class says, from its options)."""
+    rule = getattr(engine_class(engine.name), "one_per_process", None)
+    return bool(rule and rule(engine.options))
 
 
 class PlacementScheduler(SlotExecutor):
@@ -82,19 +124,25 @@ class PlacementScheduler(SlotExecutor):
     def __init__(self, cfg: RunConfig, progress: ProgressFactory = no_progress, t0: float | None = None):
         super().__init__(self._open_expert, execution_policy(cfg), progress, t0)
         self.cfg = cfg
+        self.engine = engine_for_run(cfg)
+        self.exclusive = one_engine_per_process(cfg.engine)
         self.gpu_share = cfg.scheduler.gpu_share
         self.placement = None
-        self.placements: list[tuple] = []  # (expert, slot, bundle, the bundle's node, handle)
+        self.placements: list[tuple] = []  # (expert, slot, bundle, the bundle's node, the actor's node ref)
         self.lost_bundles: set[int] = set()  # bundles already waited for once
         check_gpu_slots(cfg.resources.gpus)
         if ray.cluster_resources().get("GPU", 0) <= 0:
             # e.g. `serve run` started Ray itself on a machine without GPUs: no logical GPUs exist
             log.warning("the Ray cluster has no GPU resource: expert actors are placed without one")
             self.gpu_share = 0.0
-        elif cfg.resources.gpus > 1:
+        elif cfg.resources.gpus > 1 or self.exclusive:  # one-engine-per-process experts reserve even one GPU
             self.placement = gpu_slots(cfg.resources.gpus)
 
     def _open_expert(self, name: str, slot: int) -> RayExpert:
+        return RayExpert(lambda: self._start_actor(name, slot), self.exclusive)
+
+    def _start_actor(self, name: str, slot: int):
+        """A new ExpertActor for ``name`` in ``slot``'s GPU bundle (or a surviving one), recorded."""
         spec = self.cfg.pool[name]
         env = {k: os.environ.get(k, v) for k, v in QUIET_ENGINE_ENV.items()}
         options = dict(num_cpus=0, num_gpus=self.gpu_share, max_restarts=0, runtime_env={"env_vars": env})
@@ -106,11 +154,10 @@ class PlacementScheduler(SlotExecutor):
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement_group=self.placement, placement_group_bundle_index=bundle)
         log_path = os.path.join(self.cfg.run_dir, "logs", f"expert-{name}.log")
-        actor = ray.remote(ExpertActor).options(**options).remote(spec, self.cfg.engine, log_path)
+        actor = ray.remote(ExpertActor).options(**options).remote(spec, self.engine, log_path)
         log.info("started actor for expert %s on slot %d (%s); engine log: logs/expert-%s.log", name, slot, spec.path, name)
-        handle = RayExpert(actor)
-        self.placements.append((name, slot, bundle, node, handle))
-        return handle
+        self.placements.append((name, slot, bundle, node, actor.node_id.remote()))
+        return actor
 
     def _live_bundle(self, slot: int) -> tuple[int, str]:
         """(bundle, its node): the slot's bundle when a node holds it; else, after one short wait for Ray
@@ -127,6 +174,8 @@ class PlacementScheduler(SlotExecutor):
                 nodes = bundle_nodes(self.placement)
             if nodes.get(slot):
                 return slot, nodes[slot]
+        if self.exclusive:
+            return slot, self._wait_for_bundle(slot)
         live = [b for b, node in sorted(nodes.items()) if node]
         if not live:
             raise RuntimeError("every GPU bundle of the run was lost with its node; no node left to place experts on")
@@ -135,19 +184,31 @@ class PlacementScheduler(SlotExecutor):
                     "until Ray places the bundle again", slot, chosen, nodes[chosen][:12])
         return chosen, nodes[chosen]
 
+    def _wait_for_bundle(self, slot: int) -> str:
+        """The node of ``slot``'s lost bundle once Ray places it again; else the run stops with one line."""
+        deadline = time.monotonic() + EXCLUSIVE_RESCHEDULE_WAIT_S
+        while time.monotonic() < deadline:
+            node = bundle_nodes(self.placement).get(slot)
+            if node:
+                return node
+            time.sleep(1.0)
+        raise ExpertFailed(f"slot {slot}'s GPU was lost with its node and not placed again within "
+                           f"{EXCLUSIVE_RESCHEDULE_WAIT_S:g} s; vLLM experts cannot share another slot's "
+                           f"GPU: rerun (finished work is kept) with resources.gpus set to the GPUs left")
+
     def summary(self) -> ExecutorSummary:
         """The executor's summary plus ``placements``: each expert actor's slot, bundle and node."""
         return replace(super().summary(), placements=tuple(self._placement_rows()))
 
     def _placement_rows(self) -> list[dict]:
-        refs = [handle.node for *_, handle in self.placements]
+        refs = [ref for *_, ref in self.placements]
         if refs:  # a dead actor's answer is an error at once; a live one answers in milliseconds
             ray.wait(refs, num_returns=len(refs), timeout=10)
         rows = []
-        for name, slot, bundle, node, handle in self.placements:
+        for name, slot, bundle, node, ref in self.placements:
             # an actor that died (with its node) before it answered keeps its bundle's node
             with contextlib.suppress(Exception):
-                node = ray.get(handle.node, timeout=0)
+                node = ray.get(ref, timeout=0)
             rows.append({"expert": name, "slot": slot, "bundle": bundle, "node": node})
         return rows
 

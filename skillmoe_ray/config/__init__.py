@@ -190,6 +190,9 @@ class CostConfig:
     cpu_stage_s: float = 10.0
     bytes_per_param: float = 2.0
     default_params_b: float = 8.0
+    device_to_host_gb_per_s: float = 25.0
+    unload_s: float = 2.0
+    compile_s: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ def validate(cfg: RunConfig) -> None:
     if not cfg.experts:
         raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")
     validate_steering(cfg)
+    validate_parallelism(cfg)
     validate_engine_kwargs(cfg)
     _require_expert(cfg, cfg.skills.keyword_model, "skills.keyword_model")
     _require_expert(cfg, cfg.aggregator.fixed, "aggregator.fixed")
@@ -102,6 +103,25 @@ def validate_resources(cfg: RunConfig) -> None:
     if sc.deactivate not in DEACTIVATE_POLICIES:
         raise ConfigError(f"scheduler.deactivate: unknown policy {sc.deactivate!r}; "
                           f"valid: {', '.join(DEACTIVATE_POLICIES)}")
+
+
+# engine arguments that spread one model over several GPUs (a slot is one GPU)
+PARALLEL_ARGS = ("tensor_parallel_size", "pipeline_parallel_size")
+
+
+def validate_parallelism(cfg: RunConfig) -> None:
+    """Refuse a model spread over several GPUs (an expert's actor holds a share of one): it would fail mid-run
+    ("World size (2) is larger than the number of available GPUs (1)"). Such a model is served apart."""
+    if ENGINES.get(cfg.engine.name).remote:
+        return
+    for name, spec in cfg.pool.items():
+        given = {f"engine_kwargs.{arg}": cfg.engine.kwargs_for(spec).get(arg, 1) for arg in PARALLEL_ARGS}
+        for key, size in {"tensor_parallel_size": spec.tensor_parallel_size, **given}.items():
+            if isinstance(size, int) and size > 1:
+                flag = key.rsplit(".", 1)[-1].replace("_", "-")
+                serve = f"vllm serve {spec.path} --{flag} {size}"
+                raise ConfigError(f"pool.models.{name}.{key}={size}: multi-GPU experts are refused (a slot "
+                                  f"is one GPU); serve the model apart ({serve}) and run with engine=openai")
 
 
 def validate_engine_kwargs(cfg: RunConfig) -> None:

@@ -4,6 +4,13 @@ The engine core runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) by defaul
 actor that avoids a second process re-importing vLLM, so a model loads in seconds once the actor
 has imported vLLM. Sleep mode (weights to host RAM, KV cache freed) exists only on CUDA; elsewhere
 the scheduler unloads instead.
+
+On CUDA (DESIGN section 4, "memory is accounted"): the KV cache is sized from what a batch needs and the
+GPU share from the free memory the device reports at load (:mod:`skillmoe_ray.engines.gpu_memory`); a
+sleeper offloads its CUDA graph pools too and releases its pinned backups when woken; seeded outputs do
+not depend on the batch only with ``VLLM_BATCH_INVARIANT=1``, which the engine sets there; and one engine
+lives in one process (vLLM's CuMem allocator serves one instance per process), so the expert's process
+ends when it unloads (:meth:`VLLMEngine.one_per_process`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import inspect
 import logging
 import os
 
+from skillmoe_ray.engines import gpu_memory
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
 from skillmoe_ray.errors import ConfigError, EngineError
 
@@ -64,7 +72,8 @@ class VLLMEngine(Engine):
 
     name = "vllm"
     OPTIONS = {
-        # fraction of GPU memory vLLM may take (weights + KV cache)
+        # most of the GPU one engine may take (weights + KV cache); on CUDA the share given is computed at
+        # load from the free memory and the engine's need (gpu_memory.utilization_share), at most this
         "gpu_memory_utilization": 0.85,
         # skip CUDA graph capture / compilation: faster start, slower decode
         "enforce_eager": False,
@@ -82,6 +91,11 @@ class VLLMEngine(Engine):
         "chunked_prefill": None,
         # token budget of one engine step (null: vLLM's default; at least max_model_len without chunking)
         "max_num_batched_tokens": None,
+        # end the expert's process when it unloads (a reload starts a fresh one); null: on CUDA, where
+        # vLLM's CuMem allocator serves one engine per process
+        "process_per_load": None,
+        # VLLM_BATCH_INVARIANT=1 (seeded outputs independent of the batch); null: on CUDA
+        "batch_invariant": None,
     }
 
     def __init__(self, *args, **kwargs):
@@ -93,6 +107,13 @@ class VLLMEngine(Engine):
     def sleeps_with(cls, options: dict) -> bool:
         """Sleep mode is CUDA-only: planned unless it is off or the options set the CPU backend's KV cache."""
         return "cpu_kvcache_gb" not in options and options.get("sleep_mode", True)
+
+    @classmethod
+    def one_per_process(cls, options: dict) -> bool:
+        """Whether an expert's process must end when it unloads: on CUDA (the options do not set the CPU
+        backend's KV cache) unless ``process_per_load`` says otherwise."""
+        chosen = options.get("process_per_load")
+        return ("cpu_kvcache_gb" not in options) if chosen is None else bool(chosen)
 
     @classmethod
     def check_kwargs(cls, kwargs: dict, where: str) -> None:
@@ -114,8 +135,16 @@ class VLLMEngine(Engine):
         import vllm  # noqa: F401  (seconds of import, paid while another expert generates)
 
     def _set_env(self) -> None:
+        """Environment vLLM reads at import: set before the first import of vllm in this process."""
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if self.options["multiprocessing"] else "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.options["cpu_kvcache_gb"]))
+        invariant = self.options["batch_invariant"]
+        if invariant is None:
+            import torch
+
+            invariant = torch.cuda.is_available()
+        if invariant:
+            os.environ.setdefault("VLLM_BATCH_INVARIANT", "1")
 
     def _load(self) -> None:
         self._set_env()
@@ -144,6 +173,7 @@ class VLLMEngine(Engine):
         )
         if self.can_sleep:
             kwargs["enable_sleep_mode"] = True
+            kwargs["sleep_mode_offload_cudagraph"] = True  # graph pools leave the GPU too (vLLM 0.32)
         chunked = self.options["chunked_prefill"]
         if chunked is None and not self._on_cuda:
             # vLLM rewinds a seeded request's generator when its prefill was split; CPU generators
@@ -157,11 +187,43 @@ class VLLMEngine(Engine):
         if budget:
             kwargs["max_num_batched_tokens"] = budget
         kwargs.update(self.kwargs)
+        if self._on_cuda:
+            kwargs.update(self._cuda_memory_args(kwargs))
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:
             raise EngineError(f"vLLM could not load expert {spec.name!r} from {spec.path!r}: {exc}") from exc
         self.info.device = "cuda" if self._on_cuda else "cpu"
+        self.info.weight_bytes = sum(self.llm.apply_model(parameter_bytes))
+
+    def _cuda_memory_args(self, kwargs: dict) -> dict:
+        """KV cache bytes (engine kwargs, else the default rule) and the GPU share, from what is free now."""
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        cap = self.options["gpu_memory_utilization"]
+        kv = gpu_memory.kv_cache_bytes(self._model_config(), self.dtype, kwargs["max_num_seqs"],
+                                       self.spec.max_model_len, self.spec.max_tokens, kwargs)
+        if kv is None:  # no config.json to size it: vLLM profiles the KV cache within what is free
+            return {"gpu_memory_utilization": min(cap, gpu_memory.free_share(free, total))}
+        weights = sum(os.path.getsize(f) for f in self.weight_files()) or (self.spec.params_b or 0) * 2e9
+        share = gpu_memory.utilization_share(free, total, gpu_memory.engine_need(weights, kv), cap)
+        log.info("expert %s: KV cache %.1f GiB, GPU share %.3f (%.1f of %.1f GiB free)", self.spec.name,
+                 kv / gpu_memory.GIB, share, free / gpu_memory.GIB, total / gpu_memory.GIB)
+        return {"kv_cache_memory_bytes": kv, "gpu_memory_utilization": share}
+
+    def _model_config(self) -> dict | None:
+        """The model's config.json: on disk or in the hub cache, else fetched (vLLM would fetch it anyway)."""
+        config = gpu_memory.model_config_of(self.model_path, self.spec.revision)
+        if config is None and not self.spec.is_local:
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = hf_hub_download(self.model_path, "config.json", revision=self.spec.revision)
+                config = gpu_memory.model_config_of(os.path.dirname(path))
+            except Exception as exc:  # offline or gated: vLLM profiles the KV cache instead
+                log.info("expert %s: no config.json to size its KV cache (%s)", self.spec.name, exc)
+        return config
 
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         from vllm import SamplingParams
@@ -191,6 +253,7 @@ class VLLMEngine(Engine):
 
     def _wake(self) -> None:
         self.llm.wake_up()
+        release_host_cache()  # the pinned backups wake freed stay cached by PyTorch until released
 
     def _unload(self) -> None:
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
@@ -202,3 +265,18 @@ class VLLMEngine(Engine):
             import torch
 
             torch.cuda.empty_cache()
+            release_host_cache()
+
+
+def parameter_bytes(model) -> int:
+    """Bytes of a model's parameters (run inside vLLM's worker by ``LLM.apply_model``)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def release_host_cache() -> None:
+    """Return PyTorch's cached pinned host blocks to the system (torch >= 2.9; a no-op before)."""
+    import torch
+
+    empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+    if empty is not None:
+        empty()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from skillmoe_ray.config import CostConfig, RunConfig
 from skillmoe_ray.engines import engine_entry
+from skillmoe_ray.engines.gpu_memory import sleeping_host_bytes
 from skillmoe_ray.scheduling.grouping import assign_slots, order_groups, replica_key, spread
 from skillmoe_ray.scheduling.residency import (
     evictions,
@@ -85,6 +86,9 @@ class ExpertFigures:
     prefill_tokens_per_s: float = float("inf")
     weight_bytes: float = 0.0
     footprint_bytes: float = 0.0  # device memory while resident (co-residency)
+    sleep_s: float = 0.0  # putting it to sleep (weights over the device-to-host link)
+    unload_s: float = 0.0
+    compile_s: float = 0.0  # added to its first load only
 
     def generate_s(self, work: Work) -> float:
         return work.output_tokens / self.tokens_per_s + work.prompt_tokens / self.prefill_tokens_per_s
@@ -103,8 +107,10 @@ class Simulation:
         return sum(1 for e in self.entries if e["kind"] != "resident")
 
 
-def modeled_figures(cost: CostConfig, params_b: float | None, can_sleep: bool) -> ExpertFigures:
-    """Figures from the cost model alone, for a model of ``params_b`` billion parameters."""
+def modeled_figures(cost: CostConfig, params_b: float | None, can_sleep: bool,
+                    compiles: bool = False) -> ExpertFigures:
+    """Figures from the cost model alone, for a model of ``params_b`` billion parameters; ``compiles``: its
+    engine compiles on a first start (vLLM without enforce_eager)."""
     weights = (params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
     return ExpertFigures(
         load_s=cost.engine_start_s + weights / (cost.disk_gb_per_s * GB) + cost.warmup_s,
@@ -112,19 +118,29 @@ def modeled_figures(cost: CostConfig, params_b: float | None, can_sleep: bool) -
         tokens_per_s=cost.tokens_per_s,
         prefill_tokens_per_s=cost.prefill_tokens_per_s,
         weight_bytes=weights,
+        sleep_s=weights / (cost.device_to_host_gb_per_s * GB) if can_sleep else 0.0,
+        unload_s=cost.unload_s,
+        compile_s=cost.compile_s if compiles else 0.0,
     )
 
 
 def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: Mapping[str, str],
                    can_sleep: bool) -> dict[str, ExpertFigures]:
-    """Per-model figures: measured values (by model fingerprint) override the modeled ones."""
+    """Per-model figures: measured values (by model fingerprint) override the modeled ones.
+
+    A measured activation already holds the deactivation of the expert before it and, averaged, a first
+    start's compile: a measured model is charged neither again.
+    """
     out = {}
     footprint_of = footprints_from_config(cfg)
+    compiles = cfg.engine.name == "vllm" and not cfg.engine.options.get("enforce_eager", False)
     for name, spec in cfg.pool.items():
-        base = modeled_figures(cfg.scheduler.cost, spec.params_b, can_sleep)
-        if engine_entry(cfg.engine.name).remote:  # served elsewhere: an activation loads nothing here
-            base = replace(base, load_s=0.0)
+        base = modeled_figures(cfg.scheduler.cost, spec.params_b, can_sleep, compiles)
         m = measured.get(fingerprints[name], {})
+        if engine_entry(cfg.engine.name).remote:  # served elsewhere: an activation loads nothing here
+            base = replace(base, load_s=0.0, unload_s=0.0, compile_s=0.0)
+        if "load_seconds" in m or "wake_seconds" in m:
+            base = replace(base, sleep_s=0.0, unload_s=0.0, compile_s=0.0)
         out[name] = ExpertFigures(
             load_s=m.get("load_seconds", base.load_s),
             wake_s=m.get("wake_seconds", base.wake_s) if can_sleep else None,
@@ -132,6 +148,7 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
             prefill_tokens_per_s=float("inf") if "tokens_per_second" in m else base.prefill_tokens_per_s,
             weight_bytes=base.weight_bytes,
             footprint_bytes=footprint_of(name, 0),
+            sleep_s=base.sleep_s, unload_s=base.unload_s, compile_s=base.compile_s,
         )
     return out
 
@@ -186,6 +203,7 @@ class _Slots:
     gpu_memory_bytes: float | None
     deactivate: str = "auto"
     expert_of: dict[str, str] = field(default_factory=dict)  # copy (expert or expert#i) -> expert
+    started: set[str] = field(default_factory=set)  # experts loaded once (their compile is cached)
 
     def activate(self, work: Work, slot: int, keep: set[str], later: Sequence[str] | None) -> tuple[str, float]:
         """Kind and seconds of making ``work``'s copy of its expert resident on ``slot`` (the executor's rules)."""
@@ -194,18 +212,26 @@ class _Slots:
         if touch(residents, copy):
             return "resident", 0.0
         footprints = {e: self.figures[self.expert_of[e]].footprint_bytes for e in [*residents, copy]}
+        seconds = 0.0  # deactivating the evicted, then activating this one
         for previous in evictions(residents, footprints, copy, self.gpu_memory_bytes, keep):
             residents.remove(previous)
-            self._deactivate(previous, needed_again(previous, self.expert_of[previous], keep, later))
+            again = needed_again(previous, self.expert_of[previous], keep, later)
+            seconds += self._deactivate(previous, again)
         residents.append(copy)
+        fig = self.figures[work.expert]
         if copy in self.sleeping:
             self.sleeping.pop(copy)
-            return "wake", self.figures[work.expert].wake_s
-        return "load", self.figures[work.expert].load_s
+            return "wake", seconds + fig.wake_s
+        first = work.expert not in self.started
+        self.started.add(work.expert)
+        return "load", seconds + fig.load_s + (fig.compile_s if first else 0.0)
 
-    def _deactivate(self, copy: str, again: bool) -> None:
-        """Sleep as the executor's policy would (``wake_s`` None: cannot sleep); else it is unloaded."""
+    def _deactivate(self, copy: str, again: bool) -> float:
+        """Sleep as the executor's policy would (``wake_s`` None: cannot sleep), else unload; its seconds."""
         fig = self.figures[self.expert_of[copy]]
-        fits = sum(self.sleeping.values()) + fig.weight_bytes <= self.host_ram_bytes
+        pinned = sleeping_host_bytes(fig.weight_bytes)  # the executor's rule; a planned sleep is on a GPU
+        fits = sum(self.sleeping.values()) + pinned <= self.host_ram_bytes
         if sleeps_on_deactivation(self.deactivate, fig.wake_s is not None, fits, again):
-            self.sleeping[copy] = fig.weight_bytes
+            self.sleeping[copy] = pinned
+            return fig.sleep_s
+        return fig.unload_s

@@ -11,11 +11,13 @@ The eviction rule is a pure function shared by the executor (real runs) and the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec, RunConfig
-from skillmoe_ray.engines import engine_entry
+from skillmoe_ray.engines import engine_class, engine_entry
+from skillmoe_ray.engines.gpu_memory import capped_max_num_seqs, engine_need, kv_cache_bytes, model_config_of
 
 GB = 1e9
 
@@ -90,19 +92,37 @@ def footprint(
     headroom: float,
     weight_bytes: float = 0,
 ) -> float:
-    """Device bytes an expert holds while resident on a GPU slot.
+    """Device bytes an expert holds while resident on a GPU slot: the one rule of the executor and mode=plan.
 
-    vLLM reserves a fixed share of the GPU (``gpu_memory_utilization``) whatever the model's size.
-    Other engines hold the weights plus working memory: ``headroom`` times the weight bytes, which
-    are the measured ones (``weight_bytes``: after a load, or the weight files' size on disk) or
-    else estimated from the pool's ``params_b``.
+    The weight bytes are the measured ones (``weight_bytes``: after a load, or the weight files' size on
+    disk) or else estimated from the pool's ``params_b``. A vLLM engine holds its weights, its KV cache
+    (``kv_cache_memory_bytes`` or the default rule of :mod:`skillmoe_ray.engines.gpu_memory`), workspace
+    and residue; where its KV cache cannot be sized (a hub model not on disk), the share of the GPU it may
+    take (``gpu_memory_utilization``). Other engines hold ``headroom`` times the weights.
     """
-    share = engine.options.get("gpu_memory_utilization")
-    if engine_entry(engine.name).reserves_gpu_share and share and gpu_memory_gb:
-        return float(share) * gpu_memory_gb * GB
     if weight_bytes <= 0:
         weight_bytes = (spec.params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
+    share = engine.options.get("gpu_memory_utilization")
+    if engine_entry(engine.name).reserves_gpu_share and gpu_memory_gb:
+        kv = kv_cache_bytes(model_config_of(spec.path, spec.revision), spec.dtype or engine.dtype,
+                            engine.options.get("max_num_seqs", 256), spec.max_model_len, spec.max_tokens,
+                            engine.kwargs_for(spec))
+        if kv is not None:
+            return engine_need(weight_bytes, kv)
+        if share:
+            return float(share) * gpu_memory_gb * GB
     return weight_bytes * headroom
+
+
+def engine_for_run(cfg: RunConfig) -> EngineConfig:
+    """The engine settings experts get: a vLLM engine decodes no more sequences at once than the largest
+    batch it is given (``scheduler.chunk_requests``), so it captures no graphs for sizes never used."""
+    options = dict(cfg.engine.options)
+    defaults = engine_class(cfg.engine.name).OPTIONS
+    if "max_num_seqs" in defaults:  # an engine that batches sequences (vLLM)
+        configured = options.get("max_num_seqs", defaults["max_num_seqs"])
+        options["max_num_seqs"] = capped_max_num_seqs(configured, cfg.scheduler.chunk_requests)
+    return dataclasses.replace(cfg.engine, options=options)
 
 
 def weight_bytes_on_disk(spec: ModelSpec) -> int:
@@ -117,9 +137,10 @@ def footprints_from_config(cfg: RunConfig) -> Callable[[str, int], float]:
     Before an expert's first load, a local model's weight files on disk stand in for the measure.
     """
     on_disk = {name: weight_bytes_on_disk(spec) for name, spec in cfg.pool.items()}
+    engine = engine_for_run(cfg)
 
     def of(expert: str, weight_bytes: int) -> float:
-        return footprint(cfg.pool[expert], cfg.engine, cfg.resources.gpu_memory_gb, cfg.scheduler.cost,
+        return footprint(cfg.pool[expert], engine, cfg.resources.gpu_memory_gb, cfg.scheduler.cost,
                          cfg.scheduler.memory_headroom, weight_bytes or on_disk[expert])
 
     return of

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED
+from skillmoe_ray.engines.gpu_memory import sleeping_host_bytes
 from skillmoe_ray.scheduling.handles import ExpertHandle
 from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from skillmoe_ray.scheduling.residency import evictions, needed_again, sleeps_on_deactivation, touch
@@ -204,10 +205,11 @@ class SlotState:
         policy = self.policy.deactivate
         with self.lock:
             asleep = sum(c.sleeping_bytes for c in self.copies.values())
-            fits = asleep + info.weight_bytes <= self.policy.host_ram_bytes
+            pinned = sleeping_host_bytes(info.weight_bytes, info.device)  # pinned backups, with their margin
+            fits = asleep + pinned <= self.policy.host_ram_bytes
             sleep = sleeps_on_deactivation(policy, info.can_sleep, fits, again)
             if sleep:
-                record.sleeping_bytes = info.weight_bytes
+                record.sleeping_bytes = pinned
             self.deactivations["sleep" if sleep else "unload"] += 1
         if sleep:
             handle.sleep()

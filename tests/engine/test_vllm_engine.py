@@ -26,11 +26,22 @@ def vllm_actor(ray_cluster, tiny_model_dir):
     ray_cluster.kill(actor)
 
 
-def test_loads_generates_and_reports_tokens(ray_cluster, vllm_actor):
+def parameter_bytes(path) -> int:
+    """Bytes of the model's parameters in bfloat16, loaded by transformers (the same weights vLLM loads)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def test_loads_generates_and_reports_tokens(ray_cluster, vllm_actor, tiny_model_dir):
     timings = ray_cluster.get(vllm_actor.load.remote(), timeout=300)
     assert timings["load"] > 0
     info = ray_cluster.get(vllm_actor.info.remote())
     assert info.state == ACTIVE and info.device == "cpu" and not info.can_sleep
+    # the host-RAM budget's measure: the parameters' bytes, the vocabulary padded by vLLM to 64 rows
+    assert 0 < parameter_bytes(tiny_model_dir) <= info.weight_bytes <= parameter_bytes(tiny_model_dir) * 1.05
     out = ray_cluster.get(vllm_actor.generate.remote([request("What is two plus two?", 1)]))[0]
     assert out.text.strip() and 0 < out.output_tokens <= 12 and out.prompt_tokens > 5
 

@@ -47,10 +47,13 @@ def test_the_ray_jobs_runtime_env_asks_for_the_same_ranges_as_pyproject():
     import yaml
 
     extras = PROJECT["project"]["optional-dependencies"]
-    declared = {re.split(r"[<>=\[]", r)[0]: r for r in PROJECT["project"]["dependencies"] + extras["tracking"]}
+    runtime = PROJECT["project"]["dependencies"] + extras["tracking"] + extras["gpu"]
+    declared = {re.split(r"[<>=\[]", r)[0]: r for r in runtime}
     shipped = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())["pip"]
     for requirement in shipped:
         assert requirement == declared[re.split(r"[<>=\[]", requirement)[0]], requirement
+    # the vLLM minor version that runs (its memory rules: engines/gpu_memory.py), on the nodes too
+    assert extras["gpu"] == ["vllm>=0.32,<0.33"] and extras["gpu"][0] in shipped
 
 
 def test_runtime_dependencies_have_floors_and_ceilings():

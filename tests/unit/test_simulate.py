@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from skillmoe_ray.engines.gpu_memory import PINNED_MARGIN
 from skillmoe_ray.forecast.simulator import ExpertFigures, StageWork, Work, modeled_figures, simulate
 from skillmoe_ray.forecast.workload import estimate_stages, stages_from_run
 from tests.conftest import make_config
@@ -38,7 +39,8 @@ def test_a_sleeping_expert_wakes_and_a_resident_one_costs_nothing():
 
 def test_without_sleep_or_host_ram_a_second_activation_is_a_full_load():
     no_sleep = {e: ExpertFigures(10.0, None, 100.0, weight_bytes=1.0) for e in "ab"}
-    stages = [StageWork("s1", (Work("a", 1, 0, 0), Work("b", 1, 0, 0))), StageWork("s2", (Work("a", 1, 0, 0),))]
+    stages = [StageWork("s1", (Work("a", 1, 0, 0), Work("b", 1, 0, 0))),
+              StageWork("s2", (Work("a", 1, 0, 0),))]
     assert [e["kind"] for e in simulate(stages, no_sleep, 1).entries] == ["load", "load", "load"]
     assert [e["kind"] for e in simulate(stages, FIG, 1, host_ram_bytes=0.5).entries] == ["load", "load", "load"]
 
@@ -48,9 +50,10 @@ def test_an_expert_no_later_stage_needs_leaves_the_host_ram_to_one_that_is():
     s1 = (Work("a", 1, 0, 300), Work("b", 1, 0, 200), Work("c", 1, 0, 100))
     known = [StageWork("s1", s1, later=("b",)), StageWork("s2", (Work("b", 1, 0, 0),), later=())]
     unknown = [StageWork("s1", s1), StageWork("s2", (Work("b", 1, 0, 0),))]
-    assert simulate(known, FIG, 1, host_ram_bytes=1.0).entries[-1]["kind"] == "wake"
-    assert simulate(unknown, FIG, 1, host_ram_bytes=1.0).entries[-1]["kind"] == "load"
-    assert simulate(known, FIG, 1, host_ram_bytes=1.0, deactivate="unload").entries[-1]["kind"] == "load"
+    assert simulate(known, FIG, 1, host_ram_bytes=PINNED_MARGIN).entries[-1]["kind"] == "wake"
+    assert simulate(unknown, FIG, 1, host_ram_bytes=PINNED_MARGIN).entries[-1]["kind"] == "load"
+    unloading = simulate(known, FIG, 1, host_ram_bytes=PINNED_MARGIN, deactivate="unload")
+    assert unloading.entries[-1]["kind"] == "load"
 
 
 def test_replicas_split_a_dominant_stage_over_the_slots():
@@ -115,3 +118,31 @@ def test_the_plan_includes_dsmoe_identification_for_moe_experts(tmp_path):
     stages = {s.name: s for s in estimate_stages(cfg, n_val=40, n_test=30, question_tokens=100)}
     assert [(w.expert, w.requests, w.output_tokens) for w in stages["steering"].works] == [("tiny-qwen-b", 40, 0)]
     assert "steering" not in {s.name for s in estimate_stages(make_config(tmp_path), 40, 30, 100)}
+
+
+def test_sleep_unload_and_a_first_compile_are_charged_by_the_cost_model():
+    from skillmoe_ray.config import CostConfig
+
+    cost = CostConfig()
+    fig = modeled_figures(cost, 7.0, can_sleep=True, compiles=True)
+    assert fig.sleep_s == pytest.approx(14e9 / (cost.device_to_host_gb_per_s * 1e9))
+    assert (fig.unload_s, fig.compile_s) == (cost.unload_s, cost.compile_s)
+    figs = {"a": ExpertFigures(10.0, None, 100.0, unload_s=2.0, compile_s=60.0),
+            "b": ExpertFigures(10.0, None, 100.0, unload_s=2.0, compile_s=60.0)}
+    stages = [StageWork("s1", (Work("a", 1, 0, 0), Work("b", 1, 0, 0))),
+              StageWork("s2", (Work("a", 1, 0, 0),))]
+    entries = simulate(stages, figs, 1, deactivate="unload").entries
+    # a: first load, compiles; b: a unloaded first, b compiles; a again: b unloaded, a's compile is cached
+    assert [e["activation_seconds"] for e in entries] == [70.0, 72.0, 12.0]
+
+
+def test_a_measured_model_is_not_charged_again_for_what_its_measure_holds(tmp_path):
+    from skillmoe_ray.forecast.simulator import expert_figures
+
+    cfg = make_config(tmp_path, ["engine=vllm"])
+    names = {n: n for n in cfg.pool}
+    measured = {"tiny-llama-a": {"load_seconds": 5.0}}
+    figs = expert_figures(cfg, measured, names, can_sleep=True)
+    measured_fig = figs["tiny-llama-a"]
+    assert (measured_fig.unload_s, measured_fig.compile_s, measured_fig.sleep_s) == (0, 0, 0)
+    assert figs["tiny-qwen-b"].compile_s == cfg.scheduler.cost.compile_s and figs["tiny-qwen-b"].sleep_s > 0
