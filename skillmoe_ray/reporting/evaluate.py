@@ -147,7 +147,7 @@ def expert_rows(run: PlanRun, runner: PlanRunner, think_end_tag: str) -> list[Ex
         inst = runner.by_id[iid]
         for slot, (expert, key) in enumerate(answered):
             generation = runner.records[key]
-            answer = extract_answer(generation.text, inst, think_end_tag)
+            answer = extract_answer(generation.text, inst, think_end_tag, generation.finish_reason)
             rows.append(ExpertAnswer(iid, slot, expert, key, answer, is_correct(answer, inst),
                                      generation.output_tokens))
     return rows

@@ -26,6 +26,13 @@ def _accuracy(entry: dict | None) -> str:
     return f"{entry['accuracy']:.3f}" + (f" +/- {entry['stderr']:.3f}" if "stderr" in entry else "")
 
 
+def _truncated(stage: dict) -> str:
+    """The share of a stage's outputs cut at ``max_tokens`` ("3 (7.5%)"); "-" for a stage generating none."""
+    if not stage.get("requests") or "truncated" not in stage:
+        return "-"
+    return f"{stage['truncated']} ({stage['truncated'] / stage['requests']:.1%})"
+
+
 def retry_lines(results: dict) -> list[str]:
     """One line per expert group that succeeded only after retries (the timeline's ``retries``), with its first error."""
     lines = []
@@ -41,21 +48,22 @@ def format_summary(results: dict, run_dir: str) -> str:
     """Methods, stages (time, cached), experts (activations, recruitment) in one screen."""
     methods = _table(*display_rows(results))
     stages = _table(
-        ["stage", "seconds", "cached", "requests", "generated", "groups run"],
+        ["stage", "seconds", "cached", "requests", "generated", "groups run", "cut at max_tokens"],
         [
             [
                 name, f"{s['seconds']:.1f}", "yes" if s["cached"] else "no", s.get("requests", "-"),
                 s.get("generated", "-"), s.get("expert_groups", 0) - s.get("expert_groups_cached", 0)
-                if "expert_groups" in s else "-",
+                if "expert_groups" in s else "-", _truncated(s),
             ]
             for name, s in results["stages"].items()
         ],
     )
     per_expert = results.get("per_expert", {})
     experts = _table(
-        ["expert", "activations", "recruited", "accuracy"],
+        ["expert", "activations", "recruited", "accuracy", "no answer"],
         [
-            [e, results["activations"].get(e, 0), per_expert.get(e, {}).get("recruited", 0), _accuracy(per_expert.get(e))]
+            [e, results["activations"].get(e, 0), per_expert.get(e, {}).get("recruited", 0),
+             _accuracy(per_expert.get(e)), per_expert.get(e, {}).get("no_answer", "-")]
             for e in sorted(set(results["activations"]) | set(per_expert))
         ],
     )
