@@ -51,19 +51,26 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def horizontal_bars(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, ylabel: str,
-                    errors: Sequence[float] | None = None) -> Figure:
-    """One horizontal bar per label (first label on top), the value written at the end of each bar;
-    ``errors`` (standard errors) draw error bars and are written beside the values."""
+                    intervals: Sequence[Sequence[float]] | None = None) -> Figure:
+    """One horizontal bar per label (first label on top) on an axis that ends at 1.0, the value written
+    inside each bar at its base; ``intervals`` (95% Wilson intervals, ``[lo, hi]`` per bar) draw
+    asymmetric error bars and are written beside the values."""
     fig = _figure(8.0, max(2.6, 0.42 * len(labels) + 1.4))
     ax = fig.subplots()
-    positions = range(len(labels))
-    bars = ax.barh(list(positions), list(values), color="#4C72B0", height=0.65,
-                   xerr=list(errors) if errors else None, capsize=3, error_kw={"ecolor": "#333333", "lw": 1})
-    texts = [f"{v:.3f}" + (f" ± {e:.3f}" if errors else "") for v, e in zip(values, errors or [0.0] * len(values))]
-    ax.bar_label(bars, labels=texts, padding=3, fontsize=TICK_SIZE)
-    ax.set_yticks(list(positions), [shorten(label) for label in labels], fontsize=TICK_SIZE)
+    positions = list(range(len(labels)))
+    xerr = None
+    if intervals:
+        xerr = [[max(v - lo, 0.0) for v, (lo, _) in zip(values, intervals)],
+                [max(hi - v, 0.0) for v, (_, hi) in zip(values, intervals)]]
+    ax.barh(positions, list(values), color="#4C72B0", height=0.65, xerr=xerr, capsize=3,
+            error_kw={"ecolor": "#333333", "lw": 1})
+    for y, value, ci in zip(positions, values, intervals or [None] * len(values)):
+        text = f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        color = "white" if value > 0.45 else "black"
+        ax.text(0.01, y, text, va="center", ha="left", fontsize=TICK_SIZE, color=color)
+    ax.set_yticks(positions, [shorten(label) for label in labels], fontsize=TICK_SIZE)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.3 if errors else 1.12)  # room for the value labels of bars at 1.0
+    ax.set_xlim(0, 1.0)
     ax.tick_params(axis="x", labelsize=TICK_SIZE)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)

@@ -74,6 +74,17 @@ def expert_usage(
     return skills, columns, [[counts[s, e] for e in columns] for s in skills]
 
 
+def _intervals(entries: Sequence[dict]) -> list[list[float]] | None:
+    """The 95% Wilson intervals of ``entries`` (accuracies), or None when one has none (an older run)."""
+    return [e["ci95"] for e in entries] if entries and all(e.get("ci95") for e in entries) else None
+
+
+def _ci(entry: dict | None) -> str | None:
+    """"[0.908, 0.975]": an accuracy's 95% Wilson interval as a table cell (None when it has none)."""
+    ci = (entry or {}).get("ci95")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else None
+
+
 def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_SKILLS) -> dict:
     """The four matplotlib figures (plot name -> Figure); raises ImportError when matplotlib is missing."""
     from skillmoe_ray.reporting import plots
@@ -87,14 +98,14 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
         "accuracy_by_method": plots.horizontal_bars(
             list(methods), [m["accuracy"] for m in methods.values()],
             f"Accuracy per method: {results['experiment']} ({results['n_instances']} test instances)",
-            "accuracy (error bars: one standard error)", "method",
-            errors=[m["stderr"] for m in methods.values()] if all("stderr" in m for m in methods.values()) else None,
+            "accuracy (error bars: 95% Wilson interval)", "method",
+            intervals=_intervals(list(methods.values())),
         ),
         "accuracy_by_skill": plots.horizontal_bars(
             [f"{plots.shorten(s, 24)} (n={per_skill[s]['n']})" for s in skills], [per_skill[s]["accuracy"] for s in skills],
             f"Symbolic-MoE accuracy by skill ({len(skills)} of {len(per_skill)} skills, most frequent first)",
-            "accuracy", "skill (test instances)",
-            errors=[per_skill[s]["stderr"] for s in skills] if all("stderr" in per_skill[s] for s in skills) else None,
+            "accuracy (error bars: 95% Wilson interval)", "skill (test instances)",
+            intervals=_intervals([per_skill[s] for s in skills]),
         ),
         "expert_usage": plots.heatmap(
             rows, columns, counts, f"Expert usage: recruited answers ({len(rows)} most used skills)",
@@ -144,15 +155,18 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
     lines += [f"## {PLOTS['accuracy_by_skill']}", "",
               f"Symbolic-MoE's accuracy on the test instances of each skill ({len(skills)} of {len(per_skill)} skills, "
               "most frequent first).", "",
-              markdown_table(["skill", "instances", "accuracy", "stderr"],
-                             [[s, per_skill[s]["n"], per_skill[s]["accuracy"], per_skill[s].get("stderr")] for s in skills]),
+              markdown_table(["skill", "instances", "accuracy", "stderr", "95% Wilson interval"],
+                             [[s, per_skill[s]["n"], per_skill[s]["accuracy"], per_skill[s].get("stderr"),
+                               _ci(per_skill[s])] for s in skills]),
               *_image(plots, "accuracy_by_skill")]
     lines += [f"## {PLOTS['expert_usage']}", "", "Recruited answers per skill and expert (each of an instance's k "
               "slots counts once for each of its skills).", "", *_image(plots, "expert_usage"), markdown_table(
-        ["expert", "activations", "recruited", "accuracy", "stderr", "output tokens"],
+        ["expert", "activations", "recruited", "accuracy", "stderr", "95% Wilson interval", "no answer",
+         "output tokens"],
         [[e, results.get("activations", {}).get(e, 0), per_expert.get(e, {}).get("recruited", 0),
-          per_expert.get(e, {}).get("accuracy"), per_expert.get(e, {}).get("stderr"),
-          per_expert.get(e, {}).get("output_tokens")] for e in experts],
+          per_expert.get(e, {}).get("accuracy"), per_expert.get(e, {}).get("stderr"), _ci(per_expert.get(e)),
+          per_expert.get(e, {}).get("no_answer"), per_expert.get(e, {}).get("output_tokens")]
+         for e in experts],
     )]
     lines += [f"## {PLOTS['timeline']}", "", markdown_table(
         ["stage", "seconds", "cached", "requests", "generated"],

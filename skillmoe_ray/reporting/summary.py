@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skillmoe_ray.reporting.compare import display_rows, fmt, gold_skill_rows, specialist_line
+from skillmoe_ray.reporting.stats import shown
 
 
 def _all_cached_note(results: dict) -> str:
@@ -20,10 +21,8 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def _accuracy(entry: dict | None) -> str:
-    """"0.950 +/- 0.020" (accuracy and its standard error), or "-" for no entry."""
-    if not entry:
-        return "-"
-    return f"{entry['accuracy']:.3f}" + (f" +/- {entry['stderr']:.3f}" if "stderr" in entry else "")
+    """"0.950 +/- 0.020 [0.908, 0.975]" (accuracy, standard error, 95% Wilson interval), "-" for no entry."""
+    return shown(entry) if entry else "-"
 
 
 def _truncated(stage: dict) -> str:

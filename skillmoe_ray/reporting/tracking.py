@@ -81,6 +81,8 @@ def summary_values(results: dict) -> dict[str, Any]:
         out[f"accuracy/{name}"] = method["accuracy"]
         if "stderr" in method:
             out[f"accuracy_stderr/{name}"] = method["stderr"]
+        if method.get("ci95"):
+            out[f"accuracy_ci95_low/{name}"], out[f"accuracy_ci95_high/{name}"] = method["ci95"]
         if "vs_symbolic_moe" in method:
             out.update({f"vs_symbolic_moe/{name}/{k}": v for k, v in method["vs_symbolic_moe"].items()})
         out.update({f"accuracy/{name}/{task}": acc for task, acc in method["per_task"].items()})
@@ -172,10 +174,12 @@ class WandbTracker:
         """
         wandb = self.wandb
         columns, rows = prediction_table(read_jsonl(run_dir / "final_answers.jsonl"), read_jsonl(run_dir / "recruitment.jsonl"))
-        skills = [[skill, s["n"], s["accuracy"], s.get("stderr")] for skill, s in results["per_skill"].items()]
+        skills = [[skill, s["n"], s["accuracy"], s.get("stderr"), *(s.get("ci95") or (None, None))]
+                  for skill, s in results["per_skill"].items()]
         payload = {
             "predictions": wandb.Table(columns=columns, data=rows),
-            "per_skill": wandb.Table(columns=["skill", "instances", "accuracy", "stderr"], data=skills),
+            "per_skill": wandb.Table(
+                columns=["skill", "instances", "accuracy", "stderr", "ci95_low", "ci95_high"], data=skills),
         }
         payload.update({f"report/{name}": wandb.Image(str(path)) for name, path in plots.items()})
         self.run.summary.update({**summary_values(results), "run_dir": str(run_dir), **payload})

@@ -147,9 +147,16 @@ def test_compare_gives_standard_errors_and_paired_bootstrap_differences_to_symbo
     assert paired["difference"] == pytest.approx(single["accuracy"] - sym["accuracy"], abs=1e-3)
     assert paired["low"] <= paired["difference"] <= paired["high"]
     table = (run / "comparison.md").read_text()
-    assert "vs symbolic_moe [95% CI]" in table and f"| symbolic_moe | {sym['accuracy']:.3f} +/- {sym['stderr']:.3f} |" in table
-    header = (run / "comparison.csv").read_text().splitlines()[0].split(",")
-    assert header[:3] == ["method", "accuracy", "stderr"] and {"vs_symbolic_moe", "vs_low", "vs_high"} <= set(header)
+    lo, hi = sym["ci95"]
+    assert lo <= sym["accuracy"] <= hi
+    assert "vs symbolic_moe [95% CI]" in table
+    assert f"| symbolic_moe | {sym['accuracy']:.3f} +/- {sym['stderr']:.3f} [{lo:.3f}, {hi:.3f}] |" in table
+    csv_rows = (run / "comparison.csv").read_text().splitlines()
+    header = csv_rows[0].split(",")
+    assert header[:5] == ["method", "accuracy", "stderr", "ci95_low", "ci95_high"]
+    assert {"vs_symbolic_moe", "vs_low", "vs_high"} <= set(header)
+    sym_row = next(r.split(",") for r in csv_rows if r.startswith("symbolic_moe,"))
+    assert [float(v) for v in sym_row[3:5]] == [lo, hi]
 
 
 def test_compare_shares_generations_and_activations_between_methods(compared):

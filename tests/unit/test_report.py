@@ -86,10 +86,27 @@ def test_demo_report_has_the_four_pngs_and_the_accuracy_table(demo_run):
     assert "| method | accuracy | demo_math | demo_mc |" in text
     accuracy = results["methods"]["symbolic_moe"]["accuracy"]
     stderr = results["methods"]["symbolic_moe"]["stderr"]
-    assert f"| symbolic_moe | {accuracy:.3f} +/- {stderr:.3f} |" in text
+    lo, hi = results["methods"]["symbolic_moe"]["ci95"]
+    assert f"| symbolic_moe | {accuracy:.3f} +/- {stderr:.3f} [{lo:.3f}, {hi:.3f}] |" in text
+    assert "95% Wilson interval" in text
     for name, heading in PLOTS.items():
         assert f"![{heading}]({name}.png)" in text
     assert "| genetics |" in text or "| skill | instances | accuracy |" in text
+
+
+def test_accuracy_plots_end_at_one_and_draw_the_wilson_interval(demo_run):
+    """A bar at 1.0 from 15 questions gets an error bar down to its interval's low end, not none."""
+    run_dir, results = demo_run
+    methods = {"perfect": {"accuracy": 1.0, "stderr": 0.0, "ci95": [0.7961, 1.0]}, **results["methods"]}
+    recruitments = read_jsonl(run_dir / "recruitment.jsonl")
+    fig = build_figures({**results, "methods": methods}, recruitments)["accuracy_by_method"]
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (0.0, 1.0)
+    labels = [t.get_text() for t in ax.texts]
+    assert "1.000 [0.80, 1.00]" in labels
+    bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    segments = bars[0].errorbar.lines[2][0].get_segments()
+    assert abs(segments[0][0][0] - 0.7961) < 1e-6 and abs(segments[0][1][0] - 1.0) < 1e-6
 
 
 @pytest.mark.parametrize("name", list(PLOTS))

@@ -13,6 +13,16 @@ def test_standard_error_of_an_accuracy():
     assert standard_error([True] * 99 + [False] * 99) == pytest.approx(0.0355, abs=1e-4)  # GPQA-sized: +/-3.5 points
 
 
+def test_wilson_interval_does_not_claim_certainty_from_15_questions():
+    from skillmoe_ray.reporting.stats import accuracy_entry, shown, wilson_interval
+
+    perfect = accuracy_entry([True] * 15)
+    assert perfect["stderr"] == 0.0 and perfect["ci95"] == [0.7961, 1.0]
+    assert wilson_interval([True] * 8 + [False] * 2) == [0.4902, 0.9433]  # the textbook 8/10
+    assert wilson_interval([]) == [0.0, 1.0]
+    assert shown(perfect) == "1.000 +/- 0.000 [0.796, 1.000]"
+
+
 def test_paired_bootstrap_difference_and_interval():
     same = paired_bootstrap([True, False] * 50, [True, False] * 50)
     assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}  # identical answers: no spread at all

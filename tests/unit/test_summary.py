@@ -35,6 +35,10 @@ def test_the_share_of_cut_outputs_per_stage_and_no_answers_per_expert_are_shown(
     stage = next(name for name, s in results["stages"].items() if s.get("requests"))
     results["stages"][stage]["truncated"] = results["stages"][stage]["requests"] // 2
     text = format_summary(results, "run")
+    entries = [*results["methods"].values(), *results["per_skill"].values(), *results["per_expert"].values()]
+    assert entries and all(e["ci95"][0] <= e["accuracy"] <= e["ci95"][1] for e in entries)
+    lo, hi = results["methods"]["symbolic_moe"]["ci95"]
+    assert f"[{lo:.3f}, {hi:.3f}]" in text
     assert "cut at max_tokens" in text and "no answer" in text
     row = next(line for line in text.splitlines() if line.startswith(stage + " "))
     assert f"{results['stages'][stage]['truncated']} (" in row

@@ -76,6 +76,9 @@ def test_summary_values_hold_accuracies_stage_timings_and_activations(demo_run):
     for method, m in results["methods"].items():
         assert summary[f"accuracy/{method}"] == m["accuracy"]
         assert summary[f"accuracy_stderr/{method}"] == m["stderr"]
+        lo, hi = m["ci95"]
+        assert summary[f"accuracy_ci95_low/{method}"] == lo <= m["accuracy"] <= hi
+        assert summary[f"accuracy_ci95_high/{method}"] == hi
         assert all(summary[f"accuracy/{method}/{t}"] == a for t, a in m["per_task"].items())
     for stage, s in results["stages"].items():
         assert summary[f"stage/{stage}/seconds"] == s["seconds"] and summary[f"stage/{stage}/cached"] is s["cached"]
