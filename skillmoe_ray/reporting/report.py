@@ -10,6 +10,7 @@ says why.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
@@ -199,11 +200,34 @@ def results_files(dirs: Sequence[str]) -> list[Path]:
     return found
 
 
+def load_results(path: Path) -> dict:
+    """The content of one results.json; a one-line SystemExit when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"error: no results.json in {path.parent} (is it a run directory?)") from None
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc}") from None
+
+
+def repeated_seeds(runs: Sequence[dict]) -> str | None:
+    """A warning when runs repeat a seed (their spread is then not over seeds), None otherwise."""
+    counts = Counter(r.get("seed") for r in runs if r.get("seed") is not None)
+    repeated = {seed: n for seed, n in sorted(counts.items()) if n > 1}
+    if not repeated:
+        return None
+    which = ", ".join(f"seed {seed} in {n} runs" for seed, n in repeated.items())
+    return f"warning: runs repeat a seed ({which}): the std below is not a spread over seeds"
+
+
 def seeds_table(files: Sequence[Path]) -> str:
     """Mean +/- std (over runs, typically seeds) of each method's accuracy, as a Markdown table."""
     from skillmoe_ray.reporting.stats import seeds_summary
 
-    runs = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    runs = [load_results(f) for f in files]
+    warning = repeated_seeds(runs)
+    if warning:
+        print(warning, file=sys.stderr)
     seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})
     summary = seeds_summary(runs)
     rows = [[name, f"{s['mean']:.3f} +/- {s['std']:.3f}", s["runs"]] for name, s in summary.items()]
@@ -211,13 +235,38 @@ def seeds_table(files: Sequence[Path]) -> str:
     return head + "\n\n" + markdown_table(["method", "accuracy (mean +/- std over runs)", "runs"], rows)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line ("error: ... (see --help)"), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m skillmoe_ray.reporting.report``."""
+    p = _OneLineParser(
+        prog="python -m skillmoe_ray.reporting.report",
+        description="Rebuild the report (report.md and its plots) of earlier runs from their results.json,\n"
+                    "or, with --seeds, print each method's accuracy as mean +/- std over runs (seeds).",
+        epilog="examples: python -m skillmoe_ray.reporting.report runs/demo/2026-01-01_12-00-00\n"
+               "          python -m skillmoe_ray.reporting.report --seeds multirun/2026-01-01/12-00-00",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="a run directory (holds results.json)")
+    p.add_argument("--seeds", nargs="+", metavar="DIR",
+                   help="run directories, or parents of runs (a multirun): mean +/- std per method")
+    return p
+
+
 def main(argv: Sequence[str]) -> None:
     """Rebuild the report of earlier runs from their results.json; ``--seeds DIR...``: mean +/- std per method."""
-    if argv and argv[0] == "--seeds":
-        print(seeds_table(results_files(argv[1:])))
+    args = parser().parse_args(list(argv))
+    if not args.run_dirs and not args.seeds:
+        parser().error("give a run directory, or --seeds DIR...")
+    if args.seeds:
+        print(seeds_table(results_files([*args.seeds, *args.run_dirs])))
         return
-    for run_dir in argv:
-        results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    for run_dir in args.run_dirs:
+        results = load_results(Path(run_dir) / "results.json")
         print(write_report(run_dir, results).path)
 
 

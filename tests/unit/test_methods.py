@@ -179,3 +179,11 @@ def test_final_answers_hold_every_methods_answer(compared):
     results, run = compared
     rows = [json.loads(line) for line in (run / "final_answers.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and set(rows[0]["answers"]) == set(results["methods"])
+
+
+def test_final_answers_carry_the_question_text_so_the_file_reads_on_its_own(compared):
+    _, run = compared
+    rows = [json.loads(line) for line in (run / "final_answers.jsonl").read_text().splitlines()]
+    assert all(isinstance(row["question"], str) and row["question"].strip() for row in rows)
+    choice = next((row for row in rows if row["gold"] in "ABCDEFGHIJ"), None)
+    assert choice is None or "Options:" in choice["question"]
