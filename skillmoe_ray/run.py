@@ -109,7 +109,9 @@ def cli() -> None:
     with a traceback, both before any of our code runs (:mod:`skillmoe_ray.config.hydra_checks`).
     """
     from skillmoe_ray.config.hydra_checks import check_command_line
+    from skillmoe_ray.progress import plain_colors_off_terminal
 
+    plain_colors_off_terminal()
     try:
         check_command_line(sys.argv[1:], CONF_DIR)
     except SkillMoEError as exc:

@@ -42,3 +42,30 @@ def test_plan_prints_h_mm_ss_beside_seconds_and_says_what_assumes_uniform_recrui
     assert re.search(r"^\s+1\s+[\d.]+\s+\d+:\d\d:\d\d\s", text, re.MULTILINE)
     assert text.rstrip().endswith(f"note: {UNIFORM_NOTE}")
     assert "inference" in UNIFORM_NOTE and "plan.from_run" in UNIFORM_NOTE
+
+
+def test_output_off_a_terminal_gets_no_ansi_colours_from_ray_prefixes(monkeypatch):
+    import io
+
+    from skillmoe_ray.progress import plain_colors_off_terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    environ: dict[str, str] = {}
+    plain_colors_off_terminal(environ, Terminal())
+    assert environ == {}
+    plain_colors_off_terminal(environ, io.StringIO())
+    assert environ == {"RAY_COLOR_PREFIX": "0"}
+    environ = {"RAY_COLOR_PREFIX": "1"}  # the user's choice stays
+    plain_colors_off_terminal(environ, io.StringIO())
+    assert environ == {"RAY_COLOR_PREFIX": "1"}
+    # Ray's driver prints worker lines without colour codes under that setting
+    from ray._private import worker
+
+    out = io.StringIO()
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "0")
+    worker.print_worker_logs({"pid": 42, "ip": "x", "localhost": "x", "lines": ["hello"],
+                              "actor_name": "ExpertActor"}, out)
+    assert out.getvalue() == "(ExpertActor pid=42) hello\n"
