@@ -69,3 +69,18 @@ def test_output_off_a_terminal_gets_no_ansi_colours_from_ray_prefixes(monkeypatc
     worker.print_worker_logs({"pid": 42, "ip": "x", "localhost": "x", "lines": ["hello"],
                               "actor_name": "ExpertActor"}, out)
     assert out.getvalue() == "(ExpertActor pid=42) hello\n"
+
+
+def test_what_drawing_the_report_prints_comes_before_the_summary_not_before_the_report_line(monkeypatch, capsys):
+    """matplotlib's "building the font cache" line (first run) is printed while the report is drawn."""
+    from skillmoe_ray import run
+    from skillmoe_ray.reporting import report
+
+    def drawing(run_dir, results):
+        print("Matplotlib is building the font cache; this may take a moment.")
+        return report.Report(report.Path(run_dir) / "report.md")
+
+    monkeypatch.setattr(report, "write_report", drawing)
+    run.write_report_line("runs/x", {}, "SUMMARY")
+    assert capsys.readouterr().out.splitlines() == [
+        "Matplotlib is building the font cache; this may take a moment.", "SUMMARY", "report: runs/x/report.md"]
