@@ -20,6 +20,7 @@ TITLE_SIZE = 13
 LABEL_SIZE = 11
 TICK_SIZE = 10
 LABEL_CHARS = 32  # longer tick labels are cut, so the axes keep most of the figure
+GEN_LABELS_UP_TO = 40  # timeline bars labelled with their generation seconds (more would overlap)
 
 
 def shorten(text: str, limit: int = LABEL_CHARS) -> str:
@@ -109,7 +110,8 @@ def gantt(timeline: Sequence[dict], title: str) -> Figure:
     """One row per expert, one bar per activation from start to end coloured by stage.
 
     The activation itself (loading or waking the model, ``activation_seconds`` at the start of the
-    bar) is hatched, so the time spent generating stands apart from the time spent switching.
+    bar) is pale and hatched, the generation after it solid and its seconds written at the bar's end, so
+    the time spent generating stands apart from the time spent switching even where a load dwarfs it.
     """
     experts = list(dict.fromkeys(t["expert"] for t in sorted(timeline, key=lambda t: t["start"])))
     stages = list(dict.fromkeys(t["stage"] for t in timeline))
@@ -118,11 +120,15 @@ def gantt(timeline: Sequence[dict], title: str) -> Figure:
     ax = fig.subplots()
     for t in timeline:
         row = experts.index(t["expert"])
-        ax.broken_barh([(t["start"], max(t["end"] - t["start"], 1e-3))], (row - 0.35, 0.7), color=colors[t["stage"]])
-        load = min(t.get("activation_seconds") or 0.0, t["end"] - t["start"])
-        if load > 0:
-            ax.broken_barh([(t["start"], load)], (row - 0.35, 0.7), facecolor="none", edgecolor="black",
-                           hatch="///", linewidth=0.0)
+        span = max(t["end"] - t["start"], 1e-3)
+        load = min(t.get("activation_seconds") or 0.0, span)
+        if load > 0:  # the load or wake: pale and hatched
+            ax.broken_barh([(t["start"], load)], (row - 0.35, 0.7), facecolor=colors[t["stage"]], alpha=0.3,
+                           edgecolor="black", hatch="///", linewidth=0.0)
+        # the generation, solid, however short: on the CPU a load dwarfs it
+        ax.broken_barh([(t["start"] + load, max(span - load, 1e-3))], (row - 0.35, 0.7), color=colors[t["stage"]])
+        if len(timeline) <= GEN_LABELS_UP_TO:
+            ax.text(t["end"], row, f" {span - load:.1f}s", va="center", ha="left", fontsize=TICK_SIZE - 2)
     ax.set_yticks(range(len(experts)), [shorten(e, 24) for e in experts], fontsize=TICK_SIZE)
     ax.set_ylim(max(len(experts), 1) - 0.5, -0.5)  # first expert on top
     ax.tick_params(axis="x", labelsize=TICK_SIZE)
@@ -130,7 +136,8 @@ def gantt(timeline: Sequence[dict], title: str) -> Figure:
     ax.set_axisbelow(True)
     if timeline:
         handles = [Patch(color=colors[s], label=s) for s in stages]
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="load / wake"))
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="load / wake (pale)"))
+        handles.append(Patch(facecolor="grey", label="generation (solid; its seconds at the bar's end)"))
         ax.legend(handles=handles, title="stage", fontsize=TICK_SIZE - 1, title_fontsize=TICK_SIZE,
                   loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:

@@ -80,6 +80,13 @@ def _intervals(entries: Sequence[dict]) -> list[list[float]] | None:
     return [e["ci95"] for e in entries] if entries and all(e.get("ci95") for e in entries) else None
 
 
+def _baselines_note(methods: Mapping[str, dict]) -> str:
+    """Where the baselines are when a plain run has none to show beside its methods."""
+    if any(name.startswith("single") for name in methods):
+        return ""
+    return "; baselines (single experts, random, MoA, ...): rerun with mode=compare"
+
+
 def _ci(entry: dict | None) -> str | None:
     """"[0.908, 0.975]": an accuracy's 95% Wilson interval as a table cell (None when it has none)."""
     ci = (entry or {}).get("ci95")
@@ -98,7 +105,8 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
     return {
         "accuracy_by_method": plots.horizontal_bars(
             list(methods), [m["accuracy"] for m in methods.values()],
-            f"Accuracy per method: {results['experiment']} ({results['n_instances']} test instances)",
+            f"Accuracy per method: {results['experiment']} ({results['n_instances']} test instances)"
+            + _baselines_note(methods),
             "accuracy (error bars: 95% Wilson interval)", "method",
             intervals=_intervals(list(methods.values())),
         ),

@@ -102,6 +102,8 @@ def test_accuracy_plots_end_at_one_and_draw_the_wilson_interval(demo_run):
     fig = build_figures({**results, "methods": methods}, recruitments)["accuracy_by_method"]
     ax = fig.axes[0]
     assert ax.get_xlim() == (0.0, 1.0)
+    assert "baselines (single experts, random, MoA, ...): rerun with mode=compare" in fig.get_suptitle().replace(
+        "\n", " ")
     labels = [t.get_text() for t in ax.texts]
     assert "1.000 [0.80, 1.00]" in labels
     bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
@@ -129,8 +131,23 @@ def test_plots_stay_readable_with_a_big_pool_many_skills_and_long_names():
     figures = build_figures(results, recruitments, limit=25)
     for fig in figures.values():
         assert_readable(fig)
+    assert "mode=compare" not in figures["accuracy_by_method"].get_suptitle()  # its baselines are shown
     ticks = [t.get_text() for t in figures["accuracy_by_skill"].axes[0].get_yticklabels()]
     assert len(ticks) == 25 and all(len(t) <= 40 for t in ticks)
+
+
+def test_the_timeline_draws_generation_apart_from_a_load_that_dwarfs_it():
+    from skillmoe_ray.reporting import plots
+
+    timeline = [{"expert": "a", "stage": "inference", "start": 0.0, "end": 8.5, "activation_seconds": 8.0}]
+    fig = plots.gantt(timeline, "timeline")
+    assert_readable(fig)
+    ax = fig.axes[0]
+    spans = [(c.get_paths()[0].get_extents().x0, c.get_paths()[0].get_extents().x1, c.get_alpha())
+             for c in ax.collections]
+    assert (0.0, 8.0, 0.3) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # load: pale
+    assert (8.0, 8.5, None) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # generation: solid
+    assert " 0.5s" in [t.get_text() for t in ax.texts]
 
 
 def test_a_fully_cached_run_still_gets_a_labelled_timeline(demo_run):
