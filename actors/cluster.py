@@ -21,8 +21,8 @@ def _has_cuda() -> bool:
 
 def logical_slots_line(gpus: int) -> str:
     """What ``resources.gpus`` means on a machine without CUDA (said once, when the local cluster starts)."""
-    return (f"resources.gpus={gpus}: no CUDA on this machine, so these are {gpus} logical GPU slots on the CPU "
-            f"(up to {gpus} experts active side by side, sharing its cores), not GPUs")
+    return (f"resources.gpus={gpus}: no CUDA on this machine, so these are {gpus} logical GPU slots on "
+            f"the CPU (up to {gpus} experts active side by side, sharing its cores), not GPUs")
 
 
 def start_ray(cfg: RunConfig) -> None:

@@ -196,7 +196,8 @@ class Pipeline:
             hits = {c: 0 for c in candidates}
             for (c, request), out in zip(pairs, outputs):
                 inst = by_id[request.instance_id]
-                hits[c] += is_correct(extract_answer(out.text, inst, agg.think_end_tag, out.finish_reason), inst)
+                answer = extract_answer(out.text, inst, agg.think_end_tag, out.finish_reason)
+                hits[c] += is_correct(answer, inst)
             accuracy = {c: hits[c] / len(val) for c in candidates}
             return AggregatorSelection(select_aggregator(accuracy, candidates), accuracy, False), counts
 

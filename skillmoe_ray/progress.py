@@ -20,7 +20,8 @@ log = logging.getLogger("skillmoe_ray.progress")
 
 def plain_colors_off_terminal(environ=os.environ, stream=sys.stderr) -> None:
     """Output that is not a terminal (a file, nohup, CI) gets no ANSI colour codes from Ray's log prefixes
-    ("(ExpertActor pid=...)"): Ray's driver reads ``RAY_COLOR_PREFIX`` as it prints. A value already set wins."""
+    ("(ExpertActor pid=...)"): Ray's driver reads ``RAY_COLOR_PREFIX`` as it prints. A value already set
+    wins."""
     if not stream.isatty():
         environ.setdefault("RAY_COLOR_PREFIX", "0")
 

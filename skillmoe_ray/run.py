@@ -42,7 +42,8 @@ def write_report_line(run_dir: str, results: dict, summary: str = "") -> Report 
     if summary:
         print(summary, flush=True)
     if report is None:
-        print(f"report: not written ({type(failure).__name__}: {failure}); the results are in {run_dir}", flush=True)
+        print(f"report: not written ({type(failure).__name__}: {failure}); the results are in {run_dir}",
+              flush=True)
         return None
     note = f" (tables only: {report.missing_plots})" if report.missing_plots else ""
     print(f"report: {report.path}{note}", flush=True)

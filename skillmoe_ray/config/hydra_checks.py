@@ -99,8 +99,10 @@ def compose_checked(config_dir: str, config_name: str, overrides: list[str]):
 
 
 def group_not_in_defaults_message(group: str, overrides: list[str]) -> str:
-    """``experiment=gpqa``: a config group the defaults list does not hold is added with ``+``; the fix named."""
-    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == group and "=" in o), "<option>")
+    """``experiment=gpqa``: a config group the defaults list does not hold is added with ``+``; the fix
+    named."""
+    given = [o.split("=", 1)[1] for o in overrides if "=" in o and o.split("=", 1)[0] == group]
+    value = given[0] if given else "<option>"
     return (f"{group}={value}: '{group}' is a config group outside the defaults list, so it is added with a "
             f"+: write +{group}={value}")
 

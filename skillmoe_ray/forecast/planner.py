@@ -89,12 +89,14 @@ def format_plan(plan: dict) -> str:
     for e in chosen.entries:
         copy = replica_key(e["expert"], e.get("replica", 0))
         rows.append(f"{e['stage']:<22}{copy:<32}{e['slot']:>4}  {e['kind']:<8}{e['requests']:>9}"
-                    f"{e['activation_seconds']:>14.1f}{e['start']:>10.1f}{e['end']:>10.1f}{hms(e['end']):>13}")
+                    f"{e['activation_seconds']:>14.1f}{e['start']:>10.1f}{e['end']:>10.1f}"
+                    f"{hms(e['end']):>13}")
     base = sims[min(sims)].makespan
     table = [f"{'gpus':>4}{'makespan s':>12}{'h:mm:ss':>10}{'activations':>13}{'speed-up':>10}"]
     for n, sim in sims.items():
         speedup = base / sim.makespan if sim.makespan else 0
-        table.append(f"{n:>4}{sim.makespan:>12.1f}{hms(sim.makespan):>10}{sim.activations:>13}{speedup:>10.2f}")
+        table.append(f"{n:>4}{sim.makespan:>12.1f}{hms(sim.makespan):>10}{sim.activations:>13}"
+                     f"{speedup:>10.2f}")
     measured = ", ".join(plan["measured_models"]) or "none (cost model only)"
     return "\n".join([
         f"plan ({plan['source']}); measured figures for: {measured}",

@@ -126,7 +126,8 @@ def gantt(timeline: Sequence[dict], title: str) -> Figure:
             ax.broken_barh([(t["start"], load)], (row - 0.35, 0.7), facecolor=colors[t["stage"]], alpha=0.3,
                            edgecolor="black", hatch="///", linewidth=0.0)
         # the generation, solid, however short: on the CPU a load dwarfs it
-        ax.broken_barh([(t["start"] + load, max(span - load, 1e-3))], (row - 0.35, 0.7), color=colors[t["stage"]])
+        ax.broken_barh([(t["start"] + load, max(span - load, 1e-3))], (row - 0.35, 0.7),
+                       color=colors[t["stage"]])
         if len(timeline) <= GEN_LABELS_UP_TO:
             ax.text(t["end"], row, f" {span - load:.1f}s", va="center", ha="left", fontsize=TICK_SIZE - 2)
     ax.set_yticks(range(len(experts)), [shorten(e, 24) for e in experts], fontsize=TICK_SIZE)

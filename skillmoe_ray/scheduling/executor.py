@@ -219,7 +219,7 @@ class SlotExecutor:
                 self.generate_calls += 1
                 run.on_done(chunk, outputs, self.now() - began)
             work.finish_chunk(outputs)
-            if len(work.chunks) > 1 and self.now() - last_line >= CHUNK_LINE_EVERY_S:  # no line per fast chunk
+            if len(work.chunks) > 1 and self.now() - last_line >= CHUNK_LINE_EVERY_S:  # not per fast chunk
                 last_line = self.now()
                 log.info("[%s] expert %s: chunk %d/%d stored (%d requests, %.1f s)", label, work.group.key,
                          work.done, len(work.chunks), len(chunk.requests), self.now() - began)

@@ -51,7 +51,8 @@ def comparable(name: str, rows: list[dict]) -> list[dict]:
     """``rows`` with the final answers' ``key`` reduced to whether there is one, the later fields left out."""
     if name != "final_answers.jsonl":
         return rows
-    return [{**{k: v for k, v in row.items() if k not in IGNORED}, "key": row["key"] is not None} for row in rows]
+    kept = [{k: v for k, v in row.items() if k not in IGNORED} for row in rows]
+    return [{**row, "key": row["key"] is not None} for row in kept]
 
 
 def test_a_small_lab_run_writes_the_saved_answers_and_recruitment(lab_models, tmp_path):

@@ -346,8 +346,10 @@ def test_an_expert_starting_to_load_gets_a_line_and_fast_chunks_get_none(caplog)
     """Before a load the output says which expert loads (it may take a minute); a fast stage stored in
     many chunks does not print a line per chunk."""
     CountingEngine.calls = []
-    ex = SlotExecutor(lambda name, slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
-                      ExecutionPolicy(n_slots=1, chunk_requests=1))
+    def open_expert(name, slot=0):
+        return LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}")))
+
+    ex = SlotExecutor(open_expert, ExecutionPolicy(n_slots=1, chunk_requests=1))
     with caplog.at_level("INFO", logger="skillmoe_ray.scheduling.executor"):
         ex.run_stage("s1", groups("a", "b"), ["b"], lambda g, o, t: None)
         ex.run_stage("s2", groups("b"), [], lambda g, o, t: None)

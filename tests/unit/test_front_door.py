@@ -1,4 +1,5 @@
-"""The front door: `skillmoe-ray --help`, the set-up's last line, and mode=plan's durations and assumptions."""
+"""The front door: `skillmoe-ray --help`, the set-up's last line, mode=plan's durations and assumptions, and
+what the output looks like off a terminal."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from tests.conftest import REPO, make_config
 
 
 def test_help_says_what_the_tool_does_its_four_modes_examples_and_cfg_job():
-    done = subprocess.run([sys.executable, "-m", "skillmoe_ray.run", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "skillmoe_ray.run", "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert text.startswith("skillmoe-ray runs Symbolic-MoE on Ray.")
@@ -71,7 +72,7 @@ def test_output_off_a_terminal_gets_no_ansi_colours_from_ray_prefixes(monkeypatc
     assert out.getvalue() == "(ExpertActor pid=42) hello\n"
 
 
-def test_what_drawing_the_report_prints_comes_before_the_summary_not_before_the_report_line(monkeypatch, capsys):
+def test_what_drawing_the_report_prints_comes_before_the_summary(monkeypatch, capsys):
     """matplotlib's "building the font cache" line (first run) is printed while the report is drawn."""
     from skillmoe_ray import run
     from skillmoe_ray.reporting import report
@@ -83,4 +84,5 @@ def test_what_drawing_the_report_prints_comes_before_the_summary_not_before_the_
     monkeypatch.setattr(report, "write_report", drawing)
     run.write_report_line("runs/x", {}, "SUMMARY")
     assert capsys.readouterr().out.splitlines() == [
-        "Matplotlib is building the font cache; this may take a moment.", "SUMMARY", "report: runs/x/report.md"]
+        "Matplotlib is building the font cache; this may take a moment.", "SUMMARY",
+        "report: runs/x/report.md"]

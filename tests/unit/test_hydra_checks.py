@@ -35,8 +35,8 @@ def test_an_unknown_key_like_nothing_lists_the_keys_beside_it():
     (["+experiment=demo", "pool=fak"], "(did you mean pool=fake?)"),
     (["+experiment=demo", "recruit.k=1,2"], "recruit.k=1,2 sweeps over several values: add -m"),
     (["+experiment=demo", "recruit.kk=1,2", "-m"], "unknown config key 'recruit.kk'"),
-    (["experiment=gpqa"], "experiment=gpqa: 'experiment' is a config group outside the defaults list, so it is "
-                          "added with a +: write +experiment=gpqa"),
+    (["experiment=gpqa"], "experiment=gpqa: 'experiment' is a config group outside the defaults list, so "
+                          "it is added with a +: write +experiment=gpqa"),
 ])
 def test_composition_mistakes_are_one_line_config_errors(argv, expected, tmp_path):
     with pytest.raises(ConfigError) as err:

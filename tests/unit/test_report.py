@@ -102,8 +102,8 @@ def test_accuracy_plots_end_at_one_and_draw_the_wilson_interval(demo_run):
     fig = build_figures({**results, "methods": methods}, recruitments)["accuracy_by_method"]
     ax = fig.axes[0]
     assert ax.get_xlim() == (0.0, 1.0)
-    assert "baselines (single experts, random, MoA, ...): rerun with mode=compare" in fig.get_suptitle().replace(
-        "\n", " ")
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "baselines (single experts, random, MoA, ...): rerun with mode=compare" in title
     labels = [t.get_text() for t in ax.texts]
     assert "1.000 [0.80, 1.00]" in labels
     bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
@@ -146,7 +146,7 @@ def test_the_timeline_draws_generation_apart_from_a_load_that_dwarfs_it():
     spans = [(c.get_paths()[0].get_extents().x0, c.get_paths()[0].get_extents().x1, c.get_alpha())
              for c in ax.collections]
     assert (0.0, 8.0, 0.3) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # load: pale
-    assert (8.0, 8.5, None) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # generation: solid
+    assert (8.0, 8.5, None) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # generation
     assert " 0.5s" in [t.get_text() for t in ax.texts]
 
 
