@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 TITLE_SIZE = 13
 LABEL_SIZE = 11
@@ -82,8 +82,10 @@ def horizontal_bars(labels: Sequence[str], values: Sequence[float], title: str, 
 
 
 def heatmap(rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[int]],
-            title: str, xlabel: str, ylabel: str, colorbar_label: str) -> Figure:
-    """Counts as a colour grid, each cell annotated when the grid is small enough to read."""
+            title: str, xlabel: str, ylabel: str, colorbar_label: str,
+            marked: frozenset[tuple[str, str]] = frozenset()) -> Figure:
+    """Counts as a colour grid, each cell annotated when the grid is small enough to read; the (row,
+    column) cells in ``marked`` (an expert that is a specialist of the skill) are outlined."""
     fig = _figure(max(6.0, 0.75 * len(columns) + 3.5), max(3.2, 0.36 * len(rows) + 2.2))
     ax = fig.subplots()
     if not rows or not columns:  # nothing was recruited (e.g. every instance came from the cache)
@@ -98,6 +100,11 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequen
             for j, value in enumerate(row):
                 color = "white" if peak and value > 0.6 * peak else "black"
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=TICK_SIZE - 1, color=color)
+    for i, row_name in enumerate(rows):
+        for j, column in enumerate(columns):
+            if (row_name, column) in marked:
+                ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="#DD8452",
+                                       lw=2.0))
     colorbar = fig.colorbar(image, ax=ax)
     colorbar.set_label(colorbar_label, fontsize=LABEL_SIZE)
     _title(fig, title)

@@ -101,6 +101,8 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
     skills = top_skills(per_skill, limit)
     rows, columns, counts = expert_usage(recruitments, results.get("pool", []), limit)
     timeline = results.get("timeline", [])
+    specialists = frozenset((skill, expert) for skill, g in results.get("gold_skills", {}).items()
+                            for expert in g.get("specialists", {}))
     loads = sum(1 for t in timeline if t.get("kind") != "resident")
     return {
         "accuracy_by_method": plots.horizontal_bars(
@@ -117,8 +119,9 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
             intervals=_intervals([per_skill[s] for s in skills]),
         ),
         "expert_usage": plots.heatmap(
-            rows, columns, counts, f"Expert usage: recruited answers ({len(rows)} most used skills)",
-            "expert", "skill", "recruited answers",
+            rows, columns, counts, f"Expert usage: recruited answers ({len(rows)} most used skills)"
+            + ("; outlined: the skill's specialists (validation accuracy >= 0.8)" if specialists else ""),
+            "expert", "skill", "recruited answers", marked=specialists,
         ),
         "timeline": plots.gantt(
             timeline, f"Expert activations over time: {loads} activations, run of {results.get('wall_seconds', 0):.1f} s",

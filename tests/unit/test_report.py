@@ -150,6 +150,22 @@ def test_the_timeline_draws_generation_apart_from_a_load_that_dwarfs_it():
     assert " 0.5s" in [t.get_text() for t in ax.texts]
 
 
+def test_expert_usage_outlines_the_specialists_of_a_gold_skill(demo_run):
+    from matplotlib.patches import Rectangle
+
+    run_dir, results = demo_run
+    recruitments = [{"skills": ["successor"], "experts": ["a", "b", "a"]}]
+    gold = {"successor": {"n": 1, "specialists": {"a": 0.9}, "specialist_answers": 2,
+                          "specialist_test_accuracy": 1.0}}
+    fig = build_figures({**results, "pool": ["a", "b"], "gold_skills": gold}, recruitments)["expert_usage"]
+    assert_readable(fig)
+    outlined = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and not p.get_fill()]
+    assert [(round(p.get_x() + 0.48), round(p.get_y() + 0.48)) for p in outlined] == [(0, 0)]  # a, successor
+    assert "outlined: the skill's specialists" in fig.get_suptitle().replace("\n", " ")
+    plain = build_figures({**results, "pool": ["a", "b"]}, recruitments)["expert_usage"]
+    assert not [p for p in plain.axes[0].patches if isinstance(p, Rectangle) and not p.get_fill()]
+
+
 def test_a_fully_cached_run_still_gets_a_labelled_timeline(demo_run):
     run_dir, results = demo_run
     assert_readable(build_figures({**results, "timeline": []}, [])["timeline"])
