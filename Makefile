@@ -10,6 +10,8 @@ EXTRAS ?= cpu,serving,tracking,dev
 # The torch requirement installed first (the CPU build on a CPU-only machine)
 TORCH ?= torch==2.13.0
 comma := ,
+# What `make demo` runs (the set-up's last line names it)
+DEMO_COMMAND := $(PY) -m skillmoe_ray.run +experiment=skill_lab
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: setup demo demo-mechanics lab-models test test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
@@ -40,12 +42,12 @@ $(STAMP): pyproject.toml
 	@echo "setup 5/5: removing torchvision, torchaudio and torchcodec, which break beside the CPU torch (seconds)"
 	@$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
-	@echo "setup: done; the demo: make demo, the command: $(VENV)/bin/skillmoe-ray +experiment=demo"
+	@echo "setup: done; make demo runs: $(DEMO_COMMAND)"
 
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m skillmoe_ray.run +experiment=skill_lab
+	$(DEMO_COMMAND)
 
 demo-mechanics: setup
 	$(PY) -m skillmoe_ray.run +experiment=demo

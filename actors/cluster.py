@@ -19,6 +19,12 @@ def _has_cuda() -> bool:
     return shutil.which("nvidia-smi") is not None and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
 
 
+def logical_slots_line(gpus: int) -> str:
+    """What ``resources.gpus`` means on a machine without CUDA (said once, when the local cluster starts)."""
+    return (f"resources.gpus={gpus}: no CUDA on this machine, so these are {gpus} logical GPU slots on "
+            f"the CPU (up to {gpus} experts active side by side, sharing its cores), not GPUs")
+
+
 def start_ray(cfg: RunConfig) -> None:
     """Connect to the configured cluster, or start a local one (logical GPUs where there are none).
 
@@ -46,6 +52,8 @@ def start_ray(cfg: RunConfig) -> None:
             logging_level=logging.WARNING,
             configure_logging=True,
         )
+        if cfg.resources.gpus > 1 and not _has_cuda():
+            print(logical_slots_line(cfg.resources.gpus), flush=True)
         url = getattr(context, "dashboard_url", None)
         if cfg.resources.dashboard and url:
             print(f"ray dashboard: http://{url}", flush=True)

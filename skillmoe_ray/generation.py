@@ -54,7 +54,8 @@ def counted(pairs: Sequence[Pair], generated: int, groups: int,
     """The counts of one generating call: ``groups`` of its experts' groups had to generate."""
     experts = len({e for e, _ in pairs})
     return GenerationCounts(len(pairs), generated, experts, experts - groups,
-                            sum(o.prompt_tokens for o in outputs), sum(o.output_tokens for o in outputs))
+                            sum(o.prompt_tokens for o in outputs), sum(o.output_tokens for o in outputs),
+                            sum(o.finish_reason == "length" for o in outputs))
 
 
 class GenerationService:

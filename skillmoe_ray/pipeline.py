@@ -111,7 +111,8 @@ class Pipeline:
             keys: dict[str, dict] = {s.name: {} for s in self.cfg.experts}
             for (expert, request), out in zip(pairs, outputs):
                 inst = by_id[request.instance_id]
-                answers[expert][inst.id] = extract_answer(out.text, inst, self.cfg.aggregator.think_end_tag)
+                answers[expert][inst.id] = extract_answer(out.text, inst, self.cfg.aggregator.think_end_tag,
+                                                          out.finish_reason)
                 correct[expert][inst.id] = is_correct(answers[expert][inst.id], inst)
                 keys[expert][inst.id] = out.key
             profiles = build_profiles(val_skills, correct)
@@ -195,7 +196,8 @@ class Pipeline:
             hits = {c: 0 for c in candidates}
             for (c, request), out in zip(pairs, outputs):
                 inst = by_id[request.instance_id]
-                hits[c] += is_correct(extract_answer(out.text, inst, agg.think_end_tag), inst)
+                answer = extract_answer(out.text, inst, agg.think_end_tag, out.finish_reason)
+                hits[c] += is_correct(answer, inst)
             accuracy = {c: hits[c] / len(val) for c in candidates}
             return AggregatorSelection(select_aggregator(accuracy, candidates), accuracy, False), counts
 

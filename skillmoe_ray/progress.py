@@ -8,6 +8,7 @@ Slurm or ``ray job logs``: a line at least every few seconds, also while one lon
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -15,6 +16,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger("skillmoe_ray.progress")
+
+
+def plain_colors_off_terminal(environ=os.environ, stream=sys.stderr) -> None:
+    """Output that is not a terminal (a file, nohup, CI) gets no ANSI colour codes from Ray's log prefixes
+    ("(ExpertActor pid=...)"): Ray's driver reads ``RAY_COLOR_PREFIX`` as it prints. A value already set
+    wins."""
+    if not stream.isatty():
+        environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 
 class Bar(Protocol):

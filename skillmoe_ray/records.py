@@ -85,7 +85,9 @@ class Generation:
 
 @dataclass(frozen=True)
 class GenerationCounts:
-    """What one generating call asked for and produced: requests, new generations, expert groups, tokens."""
+    """What one generating call asked for and produced: requests, new generations, expert groups, tokens,
+    and how many of its outputs the engine cut at ``max_tokens`` (``truncated``: their finish reason is
+    ``"length"``; such an output has no answer unless it stated one before the cut)."""
 
     requests: int = 0
     generated: int = 0
@@ -93,6 +95,7 @@ class GenerationCounts:
     expert_groups_cached: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    truncated: int = 0
 
 
 @dataclass(frozen=True)

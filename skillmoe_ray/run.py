@@ -25,18 +25,25 @@ if TYPE_CHECKING:
     from skillmoe_ray.reporting.report import Report
 
 log = logging.getLogger("skillmoe_ray")
-def write_report_line(run_dir: str, results: dict) -> Report | None:
-    """Write the run's report and print one line saying where (or why it has no plots, or failed).
+def write_report_line(run_dir: str, results: dict, summary: str = "") -> Report | None:
+    """Write the run's report, then print ``summary`` and one line saying where the report is (or why it
+    has no plots, or failed). The report is drawn first so that what drawing prints (matplotlib's "building
+    the font cache" on a first run) comes before the summary, not between it and the report line.
 
     results.json is on disk before this runs, so a failing plot costs the report, never the results.
     """
     from skillmoe_ray.reporting.report import write_report
 
     try:
-        report = write_report(run_dir, results)
+        report, failure = write_report(run_dir, results), None
     except Exception as exc:  # any failure here must leave the finished run intact
         log.debug("writing the report failed", exc_info=True)  # shown with hydra.verbose=true
-        print(f"report: not written ({type(exc).__name__}: {exc}); the results are in {run_dir}", flush=True)
+        report, failure = None, exc
+    if summary:
+        print(summary, flush=True)
+    if report is None:
+        print(f"report: not written ({type(failure).__name__}: {failure}); the results are in {run_dir}",
+              flush=True)
         return None
     note = f" (tables only: {report.missing_plots})" if report.missing_plots else ""
     print(f"report: {report.path}{note}", flush=True)
@@ -75,8 +82,7 @@ def execute(tree: dict, run_dir: str) -> dict | None:
     try:
         with sigterm_exits():
             results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty(), on_stage=tracking.stage_done)
-            print(format_summary(results, run_dir), flush=True)
-            report = write_report_line(run_dir, results)
+            report = write_report_line(run_dir, results, format_summary(results, run_dir))
     except BaseException as exc:  # an error, Ctrl-C or SIGTERM: the W&B run is marked failed, then the error goes on
         print(tracking.fail(exc), flush=True)
         raise
@@ -109,7 +115,9 @@ def cli() -> None:
     with a traceback, both before any of our code runs (:mod:`skillmoe_ray.config.hydra_checks`).
     """
     from skillmoe_ray.config.hydra_checks import check_command_line
+    from skillmoe_ray.progress import plain_colors_off_terminal
 
+    plain_colors_off_terminal()
     try:
         check_command_line(sys.argv[1:], CONF_DIR)
     except SkillMoEError as exc:

@@ -110,7 +110,7 @@ def test_plan_mode_prints_the_gpqa_schedule_and_makespans_without_loading_models
     assert "estimate: 198 test / 249 validation instances, k=3" in out
     for model in ("deepseek-r1-distill-qwen-7b", "bio-medical-llama-3-8b", "qwen2.5-math-7b"):
         assert model in out
-    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", out, re.M)
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+\d+:\d\d:\d\d\s+(\d+)\s+([\d.]+)$", out, re.M)
     assert [int(r[0]) for r in rows] == [1, 2, 4, 8]
     makespans = [float(r[1]) for r in rows]
     assert makespans == sorted(makespans, reverse=True) and makespans[0] > makespans[-1]
@@ -124,7 +124,7 @@ def test_plan_mode_with_replicas_shows_the_copies_and_a_shorter_makespan_on_many
         proc = run_cli(["+experiment=gpqa", "mode=plan", "resources.gpus=8", *extra, f"cache_dir={tmp_path / 'cache'}",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
         assert proc.returncode == 0, proc.stderr
-        rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", proc.stdout, re.M)
+        rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+\d+:\d\d:\d\d\s+(\d+)\s+([\d.]+)$", proc.stdout, re.M)
         return proc.stdout, {int(r[0]): float(r[1]) for r in rows}
 
     out, spread = makespans("scheduler.max_replicas=8")

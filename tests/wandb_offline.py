@@ -21,8 +21,9 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 @dataclass
 class OfflineRun:
-    """An offline run's config, final summary, logged history rows, artifacts (name, type, files), and
-    its exit code (None while the run was never finished: the process died before it could)."""
+    """An offline run's config, final summary, logged history rows, artifacts (name, type, files), its
+    exit code (None while the run was never finished: the process died before it could), its display
+    name and its defined metrics (name or glob, step metric, whether kept out of the summary)."""
 
     path: Path
     config: dict = field(default_factory=dict)
@@ -30,6 +31,8 @@ class OfflineRun:
     history: list[dict] = field(default_factory=list)
     artifacts: list[dict] = field(default_factory=list)
     exit_code: int | None = None
+    name: str = ""
+    metrics: list[dict] = field(default_factory=list)
 
 
 def _payloads(data: bytes) -> list[bytes]:
@@ -75,6 +78,11 @@ def read_offline_run(run_path: Path) -> OfflineRun:
             _apply(run.config, record.config.update)
         elif kind == "run":
             _apply(run.config, record.run.config.update)
+            run.name = record.run.display_name or run.name
+        elif kind == "metric":
+            m = record.metric
+            run.metrics.append({"name": m.name or m.glob_name, "step_metric": m.step_metric,
+                                "summary_none": m.summary.none})
         elif kind == "summary":
             _apply(run.summary, record.summary.update)
         elif kind == "history":

@@ -6,6 +6,7 @@ the bad key and, where the choice is from a set, the valid choices.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 from skillmoe_ray.errors import ConfigError
@@ -30,6 +31,13 @@ def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:
         )
 
 
+def unknown_choice(key: str, value: object, choices: tuple[str, ...], what: str = "mode") -> ConfigError:
+    """``mode=comapre``: the error naming the key, the valid choices and the closest one ("did you mean")."""
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f" (did you mean {key}={close[0]}?)" if close else ""
+    return ConfigError(f"{key}: unknown {what} {value!r}; valid {what}s: {', '.join(choices)}{hint}")
+
+
 def validate_names(cfg: RunConfig) -> None:
     """Every pluggable part the config names is registered (a "module:Class" engine is the user's own)."""
     ENGINES.get(cfg.engine.name)
@@ -42,11 +50,9 @@ def validate_names(cfg: RunConfig) -> None:
 def validate(cfg: RunConfig) -> None:
     """Check the cross-field rules that types alone do not express."""
     if cfg.mode not in MODES:
-        raise ConfigError(f"mode: unknown mode {cfg.mode!r}; valid modes: {', '.join(MODES)}")
+        raise unknown_choice("mode", cfg.mode, MODES)
     if cfg.tracking.mode not in TRACKING_MODES:
-        raise ConfigError(
-            f"tracking.mode: unknown mode {cfg.tracking.mode!r}; valid modes: {', '.join(TRACKING_MODES)}"
-        )
+        raise unknown_choice("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
     if cfg.recruit.k < 1:
         raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
     validate_names(cfg)

@@ -92,8 +92,19 @@ def compose_checked(config_dir: str, config_name: str, overrides: list[str]):
                 raise ConfigError(one_line(str(exc))) from None
             key = match.group(1) or match.group(2)
             others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split("@", 1)[0] != key]
+            if match.group(1) is not None and os.path.isdir(os.path.join(config_dir, key)):
+                raise ConfigError(group_not_in_defaults_message(key, overrides)) from None
             keys = known_keys(compose, config_name, others)
             raise ConfigError(unknown_key_message(key, keys, adding=match.group(1) is not None)) from None
+
+
+def group_not_in_defaults_message(group: str, overrides: list[str]) -> str:
+    """``experiment=gpqa``: a config group the defaults list does not hold is added with ``+``; the fix
+    named."""
+    given = [o.split("=", 1)[1] for o in overrides if "=" in o and o.split("=", 1)[0] == group]
+    value = given[0] if given else "<option>"
+    return (f"{group}={value}: '{group}' is a config group outside the defaults list, so it is added with a "
+            f"+: write +{group}={value}")
 
 
 def missing_option_message(exc) -> str:

@@ -37,8 +37,21 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
+UNIFORM_NOTE = (
+    "assumes uniform recruitment: the inference stage's work per expert (k x test questions spread evenly "
+    "over the pool), its activations, and every makespan and speed-up above, which include it; a real run "
+    "recruits by the profiles (plan.from_run=<run dir> replays a finished run's actual split)")
+
+
+def hms(seconds: float) -> str:
+    """A duration as h:mm:ss ("1:02:03"), to read beside the seconds."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
 def make_plan(cfg: RunConfig, val=None, test=None) -> dict:
     """Workload, figures and a simulation for every GPU count of ``plan.gpus`` (and resources.gpus)."""
+    assumption = None
     if cfg.plan.from_run:
         path = Path(cfg.plan.from_run) / "results.json"
         if not path.is_file():
@@ -49,6 +62,7 @@ def make_plan(cfg: RunConfig, val=None, test=None) -> dict:
         n_val, n_test, question_tokens = plan_sizes(cfg, val, test)
         stages = estimate_stages(cfg, n_val, n_test, question_tokens)
         source = f"estimate: {n_test} test / {n_val} validation instances, k={cfg.recruit.k}"
+        assumption = UNIFORM_NOTE
     measured = Measurements(cfg.cache_dir).data
     fps = fingerprints(cfg)
     figures = expert_figures(cfg, measured, fps, engine_can_sleep(cfg))
@@ -62,6 +76,7 @@ def make_plan(cfg: RunConfig, val=None, test=None) -> dict:
         "measured_models": sorted(name for name, fp in fps.items() if fp in measured),
         "simulations": sims,
         "gpus": cfg.resources.gpus,
+        "assumption": assumption,
     }
 
 
@@ -69,15 +84,19 @@ def format_plan(plan: dict) -> str:
     """The schedule at resources.gpus and the makespan table, one screen each."""
     sims: dict[int, Simulation] = plan["simulations"]
     chosen = sims[plan["gpus"]]
-    rows = [f"{'stage':<22}{'expert':<32}{'slot':>4}  {'kind':<8}{'requests':>9}{'activation s':>14}{'start s':>10}{'end s':>10}"]
+    rows = [f"{'stage':<22}{'expert':<32}{'slot':>4}  {'kind':<8}{'requests':>9}{'activation s':>14}"
+            f"{'start s':>10}{'end s':>10}{'end h:mm:ss':>13}"]
     for e in chosen.entries:
         copy = replica_key(e["expert"], e.get("replica", 0))
         rows.append(f"{e['stage']:<22}{copy:<32}{e['slot']:>4}  {e['kind']:<8}{e['requests']:>9}"
-                    f"{e['activation_seconds']:>14.1f}{e['start']:>10.1f}{e['end']:>10.1f}")
+                    f"{e['activation_seconds']:>14.1f}{e['start']:>10.1f}{e['end']:>10.1f}"
+                    f"{hms(e['end']):>13}")
     base = sims[min(sims)].makespan
-    table = [f"{'gpus':>4}{'makespan s':>12}{'activations':>13}{'speed-up':>10}"]
+    table = [f"{'gpus':>4}{'makespan s':>12}{'h:mm:ss':>10}{'activations':>13}{'speed-up':>10}"]
     for n, sim in sims.items():
-        table.append(f"{n:>4}{sim.makespan:>12.1f}{sim.activations:>13}{base / sim.makespan if sim.makespan else 0:>10.2f}")
+        speedup = base / sim.makespan if sim.makespan else 0
+        table.append(f"{n:>4}{sim.makespan:>12.1f}{hms(sim.makespan):>10}{sim.activations:>13}"
+                     f"{speedup:>10.2f}")
     measured = ", ".join(plan["measured_models"]) or "none (cost model only)"
     return "\n".join([
         f"plan ({plan['source']}); measured figures for: {measured}",
@@ -87,4 +106,5 @@ def format_plan(plan: dict) -> str:
         "",
         "predicted makespan:",
         *table,
+        *([] if not plan.get("assumption") else ["", f"note: {plan['assumption']}"]),
     ])

@@ -11,7 +11,13 @@ from collections import Counter
 from collections.abc import Sequence
 
 from skillmoe_ray.data.instances import CHOICE, Instance
-from skillmoe_ray.method.extract import extract_boxed, extract_choice, extract_math, split_reasoning  # noqa: F401 (re-exported)
+from skillmoe_ray.method.extract import (  # noqa: F401 (re-exported)
+    extract,
+    extract_boxed,
+    extract_choice,
+    extract_math,
+    split_reasoning,
+)
 from skillmoe_ray.method.skills import chat, question_text
 
 EXPERT_SYSTEM = (
@@ -70,12 +76,14 @@ def aggregator_messages(
     return chat(AGGREGATOR_SYSTEM, user, system_role)
 
 
-def extract_answer(text: str, inst: Instance, think_end_tag: str = "</think>") -> str | None:
-    """The final answer of a reply to ``inst``: a letter for choice questions, an expression for math
-    (the rules are :mod:`skillmoe_ray.method.extract`'s)."""
-    if inst.answer_type == CHOICE:
-        return extract_choice(split_reasoning(text, think_end_tag)[1], inst.valid_letters())
-    return extract_math(text, think_end_tag)
+def extract_answer(text: str, inst: Instance, think_end_tag: str = "</think>",
+                   finish_reason: str = "") -> str | None:
+    """The final answer a reply to ``inst`` commits to: a letter for choice questions, an expression for math,
+    None for none (the rules are :mod:`skillmoe_ray.method.extract`'s). ``finish_reason`` is the engine's
+    (the :class:`~skillmoe_ray.records.Generation`'s): a reply cut by ``max_tokens`` (``"length"``) has no
+    answer unless a complete final-answer statement stands before the cut."""
+    letters = inst.valid_letters() if inst.answer_type == CHOICE else None
+    return extract(text, letters, think_end_tag, finish_reason)
 
 
 def _as_latex(expr: str) -> str:

@@ -76,6 +76,8 @@ class PlanRun:
     plan: MethodPlan
     first_round: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     responses: dict[str, list[str]] = field(default_factory=dict)
+    # The engine's finish reason of each response, in the same order (a cut response has no answer).
+    finishes: dict[str, list[str]] = field(default_factory=dict)
     answers: dict[str, str | None] = field(default_factory=dict)
     final_keys: dict[str, str] = field(default_factory=dict)
     phase_requests: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -158,6 +160,7 @@ class PlanRunner:
         for (run, iid, generation), (_, _, expert, _) in zip(answered, wanted):
             run.first_round.setdefault(iid, []).append((expert, generation.key))
             run.responses.setdefault(iid, []).append(generation.text)
+            run.finishes.setdefault(iid, []).append(generation.finish_reason)
 
     def _refine(self, runs: dict[str, PlanRun], layer: int) -> None:
         """MoA layer ``layer``: each proposer rewrites an answer given all answers of the layer before."""
@@ -169,12 +172,13 @@ class PlanRunner:
                 for proposer in run.plan.proposers:
                     request = self._combine(iid, previous, proposer, self.cfg.inference, f"moa{layer}")
                     wanted.append((run, iid, proposer, request))
-        new: dict[tuple[str, str], list[str]] = {}
+        new: dict[tuple[str, str], list[Generation]] = {}
         for run, iid, generation in self._phase(f"moa_layer_{layer}", wanted, self._aggregators(runs),
                                                 later=self._needed_after(runs, layer)):
-            new.setdefault((run.plan.name, iid), []).append(generation.text)
-        for (name, iid), texts in new.items():
-            runs[name].responses[iid] = texts
+            new.setdefault((run.plan.name, iid), []).append(generation)
+        for (name, iid), generations in new.items():
+            runs[name].responses[iid] = [g.text for g in generations]
+            runs[name].finishes[iid] = [g.finish_reason for g in generations]
 
     def _aggregate(self, runs: dict[str, PlanRun]) -> None:
         wanted = [
@@ -233,9 +237,13 @@ class PlanRunner:
         tag = self.cfg.aggregator.think_end_tag
         for iid, inst in ((i, self.by_id[i]) for i in run.plan.slots):
             if iid in run.final_keys:
-                run.answers[iid] = extract_answer(self.records[run.final_keys[iid]].text, inst, tag)
+                final = self.records[run.final_keys[iid]]
+                run.answers[iid] = extract_answer(final.text, inst, tag, final.finish_reason)
             else:
-                run.answers[iid] = majority_vote([extract_answer(t, inst, tag) for t in run.responses.get(iid, [])])
+                texts = run.responses.get(iid, [])
+                finishes = run.finishes.get(iid, []) + [""] * len(texts)  # "" where a caller set no reason
+                answers = [extract_answer(t, inst, tag, f) for t, f in zip(texts, finishes)]
+                run.answers[iid] = majority_vote(answers)
 
     def correct(self, run: PlanRun) -> dict[str, bool]:
         """Whether each final answer of a method is right."""

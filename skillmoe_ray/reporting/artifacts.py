@@ -6,13 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from skillmoe_ray.cache import write_json, write_jsonl
+from skillmoe_ray.method.skills import question_text
 from skillmoe_ray.reporting.compare import write_comparison
 from skillmoe_ray.reporting.evaluate import ExpertAnswer
 from skillmoe_ray.reporting.run_result import RunResult
 
 
 def final_answer_rows(run: RunResult) -> list[dict]:
-    """Per test instance: gold, every method's answer and correctness, and Symbolic-MoE's final text."""
+    """Per test instance: the question as the models saw it (with its options), gold, every method's answer
+    and correctness, and Symbolic-MoE's final text: a file readable on its own, as lm-eval's samples are."""
     runner, runs = run.runner, run.runs
     correct = {name: runner.correct(plan_run) for name, plan_run in runs.items()}
     sym = runs["symbolic_moe"]
@@ -22,6 +24,7 @@ def final_answer_rows(run: RunResult) -> list[dict]:
         rows.append({
             "id": iid,
             "task": inst.task,
+            "question": question_text(inst),
             "gold": inst.gold,
             "answers": {name: plan_run.answers.get(iid) for name, plan_run in runs.items()},
             "correct": {name: flags.get(iid) for name, flags in correct.items()},

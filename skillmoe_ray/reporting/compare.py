@@ -7,11 +7,13 @@ import io
 from pathlib import Path
 
 from skillmoe_ray.cache import write_atomic
+from skillmoe_ray.reporting import stats
 
 COST_COLUMNS = ("generated_tokens", "gpu_seconds", "activations", "wall_seconds")
 
 
 PAIRED_COLUMNS = ("vs_symbolic_moe", "vs_low", "vs_high")
+CI_COLUMNS = ("ci95_low", "ci95_high")  # the accuracy's 95% Wilson interval
 
 
 def _paired(m: dict) -> list:
@@ -20,14 +22,17 @@ def _paired(m: dict) -> list:
 
 
 def comparison_rows(results: dict) -> tuple[list[str], list[list]]:
-    """Header and one row per method: name, accuracy and its standard error, per-task accuracy, the
+    """Header and one row per method: name, accuracy, its standard error and 95% Wilson interval, per-task
+    accuracy, the
     paired difference to symbolic_moe with its 95% bootstrap interval (mode=compare), cost columns, note."""
     methods = results["methods"]
     tasks = sorted({t for m in methods.values() for t in m["per_task"]})
     paired = any("vs_symbolic_moe" in m for m in methods.values())
-    header = ["method", "accuracy", "stderr", *tasks, *(PAIRED_COLUMNS if paired else ()), *COST_COLUMNS, "note"]
+    header = ["method", "accuracy", "stderr", *CI_COLUMNS, *tasks, *(PAIRED_COLUMNS if paired else ()),
+              *COST_COLUMNS, "note"]
     rows = [
-        [name, m["accuracy"], m.get("stderr"), *(m["per_task"].get(t, "") for t in tasks),
+        [name, m["accuracy"], m.get("stderr"), *(m.get("ci95") or (None, None)),
+         *(m["per_task"].get(t, "") for t in tasks),
          *(_paired(m) if paired else ()), *(m.get(c) for c in COST_COLUMNS), m.get("note", "")]
         for name, m in methods.items()
     ]
@@ -35,13 +40,13 @@ def comparison_rows(results: dict) -> tuple[list[str], list[list]]:
 
 
 def display_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    """The comparison for people: "0.950 +/- 0.020", and the difference as "-0.558 [-0.642, -0.475]"."""
+    """The comparison for people: "0.950 +/- 0.020 [0.908, 0.975]" (standard error, 95% Wilson interval), and
+    the difference as "-0.558 [-0.642, -0.475]"."""
     header, rows = comparison_rows(results)
-    out_header, out_rows = [], []
-    skip = {"stderr", "vs_low", "vs_high"}
-    for name in header:
-        if name not in skip:
-            out_header.append("vs symbolic_moe [95% CI]" if name == "vs_symbolic_moe" else name)
+    out_rows = []
+    skip = {"stderr", "vs_low", "vs_high", *CI_COLUMNS}
+    titles = {"vs_symbolic_moe": "vs symbolic_moe [95% CI]"}
+    out_header = [titles.get(name, name) for name in header if name not in skip]
     for row in rows:
         cell = dict(zip(header, row))
         shown = []
@@ -49,7 +54,9 @@ def display_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             if name in skip:
                 continue
             if name == "accuracy" and cell.get("stderr") is not None:
-                shown.append(f"{cell['accuracy']:.3f} +/- {cell['stderr']:.3f}")
+                ci = None if cell["ci95_low"] is None else [cell["ci95_low"], cell["ci95_high"]]
+                entry = {"accuracy": cell["accuracy"], "stderr": cell["stderr"], "ci95": ci}
+                shown.append(stats.shown(entry))
             elif name == "vs_symbolic_moe":
                 shown.append("-" if cell[name] is None else
                              f"{cell[name]:+.3f} [{cell['vs_low']:+.3f}, {cell['vs_high']:+.3f}]")
@@ -97,7 +104,8 @@ def to_markdown(results: dict) -> str:
     header, rows = display_rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "Accuracy +/- its standard error, sqrt(p (1 - p) / n); with mode=compare, each method's accuracy "
+    lines += ["", "Accuracy +/- its standard error, sqrt(p (1 - p) / n), then [its 95% Wilson interval] "
+              "(honest at 15/15, where the standard error is 0); with mode=compare, each method's accuracy "
               "minus symbolic_moe's on the same instances and its 95% paired bootstrap interval."]
     summary = results.get("comparison")
     if summary:

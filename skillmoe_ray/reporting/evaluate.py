@@ -18,7 +18,7 @@ from skillmoe_ray.method.runner import PlanRun, PlanRunner
 from skillmoe_ray.records import Generation
 from skillmoe_ray.reporting.compare import comparison_summary
 from skillmoe_ray.reporting.run_result import RunResult
-from skillmoe_ray.reporting.stats import paired_bootstrap, standard_error
+from skillmoe_ray.reporting.stats import accuracy_entry, paired_bootstrap
 from skillmoe_ray.seeding import derive_seed
 
 
@@ -80,8 +80,7 @@ def method_scores(test: Sequence[Instance], correct: Mapping[str, bool]) -> dict
         per_task[inst.task].append(correct[inst.id])
     every = [correct[inst.id] for inst in test]
     return {
-        "accuracy": accuracy(every),
-        "stderr": standard_error(every),
+        **accuracy_entry(every),
         "per_task": {task: accuracy(flags) for task, flags in sorted(per_task.items())},
     }
 
@@ -147,7 +146,7 @@ def expert_rows(run: PlanRun, runner: PlanRunner, think_end_tag: str) -> list[Ex
         inst = runner.by_id[iid]
         for slot, (expert, key) in enumerate(answered):
             generation = runner.records[key]
-            answer = extract_answer(generation.text, inst, think_end_tag)
+            answer = extract_answer(generation.text, inst, think_end_tag, generation.finish_reason)
             rows.append(ExpertAnswer(iid, slot, expert, key, answer, is_correct(answer, inst),
                                      generation.output_tokens))
     return rows
@@ -159,7 +158,7 @@ def per_skill(mapped: Mapping[str, Sequence[str]], correct: Mapping[str, bool]) 
     for iid, skills in mapped.items():
         for skill in skills:
             groups[skill].append(correct[iid])
-    return {s: {"n": len(f), "accuracy": accuracy(f), "stderr": standard_error(f)} for s, f in sorted(groups.items())}
+    return {s: {"n": len(f), **accuracy_entry(f)} for s, f in sorted(groups.items())}
 
 
 def per_expert(rows: Sequence[ExpertAnswer]) -> dict:
@@ -170,8 +169,7 @@ def per_expert(rows: Sequence[ExpertAnswer]) -> dict:
     return {
         expert: {
             "recruited": len(rs),
-            "accuracy": accuracy([r.correct for r in rs]),
-            "stderr": standard_error([r.correct for r in rs]),
+            **accuracy_entry([r.correct for r in rs]),
             "no_answer": sum(r.answer is None for r in rs),  # no answer read (misses, not misreads)
             "output_tokens": sum(r.output_tokens for r in rs),
         }

@@ -10,6 +10,7 @@ says why.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
@@ -74,6 +75,24 @@ def expert_usage(
     return skills, columns, [[counts[s, e] for e in columns] for s in skills]
 
 
+def _intervals(entries: Sequence[dict]) -> list[list[float]] | None:
+    """The 95% Wilson intervals of ``entries`` (accuracies), or None when one has none (an older run)."""
+    return [e["ci95"] for e in entries] if entries and all(e.get("ci95") for e in entries) else None
+
+
+def _baselines_note(methods: Mapping[str, dict]) -> str:
+    """Where the baselines are when a plain run has none to show beside its methods."""
+    if any(name.startswith("single") for name in methods):
+        return ""
+    return "; baselines (single experts, random, MoA, ...): rerun with mode=compare"
+
+
+def _ci(entry: dict | None) -> str | None:
+    """"[0.908, 0.975]": an accuracy's 95% Wilson interval as a table cell (None when it has none)."""
+    ci = (entry or {}).get("ci95")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else None
+
+
 def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_SKILLS) -> dict:
     """The four matplotlib figures (plot name -> Figure); raises ImportError when matplotlib is missing."""
     from skillmoe_ray.reporting import plots
@@ -82,23 +101,27 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
     skills = top_skills(per_skill, limit)
     rows, columns, counts = expert_usage(recruitments, results.get("pool", []), limit)
     timeline = results.get("timeline", [])
+    specialists = frozenset((skill, expert) for skill, g in results.get("gold_skills", {}).items()
+                            for expert in g.get("specialists", {}))
     loads = sum(1 for t in timeline if t.get("kind") != "resident")
     return {
         "accuracy_by_method": plots.horizontal_bars(
             list(methods), [m["accuracy"] for m in methods.values()],
-            f"Accuracy per method: {results['experiment']} ({results['n_instances']} test instances)",
-            "accuracy (error bars: one standard error)", "method",
-            errors=[m["stderr"] for m in methods.values()] if all("stderr" in m for m in methods.values()) else None,
+            f"Accuracy per method: {results['experiment']} ({results['n_instances']} test instances)"
+            + _baselines_note(methods),
+            "accuracy (error bars: 95% Wilson interval)", "method",
+            intervals=_intervals(list(methods.values())),
         ),
         "accuracy_by_skill": plots.horizontal_bars(
             [f"{plots.shorten(s, 24)} (n={per_skill[s]['n']})" for s in skills], [per_skill[s]["accuracy"] for s in skills],
             f"Symbolic-MoE accuracy by skill ({len(skills)} of {len(per_skill)} skills, most frequent first)",
-            "accuracy", "skill (test instances)",
-            errors=[per_skill[s]["stderr"] for s in skills] if all("stderr" in per_skill[s] for s in skills) else None,
+            "accuracy (error bars: 95% Wilson interval)", "skill (test instances)",
+            intervals=_intervals([per_skill[s] for s in skills]),
         ),
         "expert_usage": plots.heatmap(
-            rows, columns, counts, f"Expert usage: recruited answers ({len(rows)} most used skills)",
-            "expert", "skill", "recruited answers",
+            rows, columns, counts, f"Expert usage: recruited answers ({len(rows)} most used skills)"
+            + ("; outlined: the skill's specialists (validation accuracy >= 0.8)" if specialists else ""),
+            "expert", "skill", "recruited answers", marked=specialists,
         ),
         "timeline": plots.gantt(
             timeline, f"Expert activations over time: {loads} activations, run of {results.get('wall_seconds', 0):.1f} s",
@@ -144,15 +167,18 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
     lines += [f"## {PLOTS['accuracy_by_skill']}", "",
               f"Symbolic-MoE's accuracy on the test instances of each skill ({len(skills)} of {len(per_skill)} skills, "
               "most frequent first).", "",
-              markdown_table(["skill", "instances", "accuracy", "stderr"],
-                             [[s, per_skill[s]["n"], per_skill[s]["accuracy"], per_skill[s].get("stderr")] for s in skills]),
+              markdown_table(["skill", "instances", "accuracy", "stderr", "95% Wilson interval"],
+                             [[s, per_skill[s]["n"], per_skill[s]["accuracy"], per_skill[s].get("stderr"),
+                               _ci(per_skill[s])] for s in skills]),
               *_image(plots, "accuracy_by_skill")]
     lines += [f"## {PLOTS['expert_usage']}", "", "Recruited answers per skill and expert (each of an instance's k "
               "slots counts once for each of its skills).", "", *_image(plots, "expert_usage"), markdown_table(
-        ["expert", "activations", "recruited", "accuracy", "stderr", "output tokens"],
+        ["expert", "activations", "recruited", "accuracy", "stderr", "95% Wilson interval", "no answer",
+         "output tokens"],
         [[e, results.get("activations", {}).get(e, 0), per_expert.get(e, {}).get("recruited", 0),
-          per_expert.get(e, {}).get("accuracy"), per_expert.get(e, {}).get("stderr"),
-          per_expert.get(e, {}).get("output_tokens")] for e in experts],
+          per_expert.get(e, {}).get("accuracy"), per_expert.get(e, {}).get("stderr"), _ci(per_expert.get(e)),
+          per_expert.get(e, {}).get("no_answer"), per_expert.get(e, {}).get("output_tokens")]
+         for e in experts],
     )]
     lines += [f"## {PLOTS['timeline']}", "", markdown_table(
         ["stage", "seconds", "cached", "requests", "generated"],
@@ -185,11 +211,34 @@ def results_files(dirs: Sequence[str]) -> list[Path]:
     return found
 
 
+def load_results(path: Path) -> dict:
+    """The content of one results.json; a one-line SystemExit when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"error: no results.json in {path.parent} (is it a run directory?)") from None
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc}") from None
+
+
+def repeated_seeds(runs: Sequence[dict]) -> str | None:
+    """A warning when runs repeat a seed (their spread is then not over seeds), None otherwise."""
+    counts = Counter(r.get("seed") for r in runs if r.get("seed") is not None)
+    repeated = {seed: n for seed, n in sorted(counts.items()) if n > 1}
+    if not repeated:
+        return None
+    which = ", ".join(f"seed {seed} in {n} runs" for seed, n in repeated.items())
+    return f"warning: runs repeat a seed ({which}): the std below is not a spread over seeds"
+
+
 def seeds_table(files: Sequence[Path]) -> str:
     """Mean +/- std (over runs, typically seeds) of each method's accuracy, as a Markdown table."""
     from skillmoe_ray.reporting.stats import seeds_summary
 
-    runs = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    runs = [load_results(f) for f in files]
+    warning = repeated_seeds(runs)
+    if warning:
+        print(warning, file=sys.stderr)
     seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})
     summary = seeds_summary(runs)
     rows = [[name, f"{s['mean']:.3f} +/- {s['std']:.3f}", s["runs"]] for name, s in summary.items()]
@@ -197,13 +246,38 @@ def seeds_table(files: Sequence[Path]) -> str:
     return head + "\n\n" + markdown_table(["method", "accuracy (mean +/- std over runs)", "runs"], rows)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line ("error: ... (see --help)"), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m skillmoe_ray.reporting.report``."""
+    p = _OneLineParser(
+        prog="python -m skillmoe_ray.reporting.report",
+        description="Rebuild the report (report.md and its plots) of earlier runs from their results.json,\n"
+                    "or, with --seeds, print each method's accuracy as mean +/- std over runs (seeds).",
+        epilog="examples: python -m skillmoe_ray.reporting.report runs/demo/2026-01-01_12-00-00\n"
+               "          python -m skillmoe_ray.reporting.report --seeds multirun/2026-01-01/12-00-00",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="a run directory (holds results.json)")
+    p.add_argument("--seeds", nargs="+", metavar="DIR",
+                   help="run directories, or parents of runs (a multirun): mean +/- std per method")
+    return p
+
+
 def main(argv: Sequence[str]) -> None:
     """Rebuild the report of earlier runs from their results.json; ``--seeds DIR...``: mean +/- std per method."""
-    if argv and argv[0] == "--seeds":
-        print(seeds_table(results_files(argv[1:])))
+    args = parser().parse_args(list(argv))
+    if not args.run_dirs and not args.seeds:
+        parser().error("give a run directory, or --seeds DIR...")
+    if args.seeds:
+        print(seeds_table(results_files([*args.seeds, *args.run_dirs])))
         return
-    for run_dir in argv:
-        results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    for run_dir in args.run_dirs:
+        results = load_results(Path(run_dir) / "results.json")
         print(write_report(run_dir, results).path)
 
 

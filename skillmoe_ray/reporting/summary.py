@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skillmoe_ray.reporting.compare import display_rows, fmt, gold_skill_rows, specialist_line
+from skillmoe_ray.reporting.stats import shown
 
 
 def _all_cached_note(results: dict) -> str:
@@ -20,10 +21,15 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def _accuracy(entry: dict | None) -> str:
-    """"0.950 +/- 0.020" (accuracy and its standard error), or "-" for no entry."""
-    if not entry:
+    """"0.950 +/- 0.020 [0.908, 0.975]" (accuracy, standard error, 95% Wilson interval), "-" for no entry."""
+    return shown(entry) if entry else "-"
+
+
+def _truncated(stage: dict) -> str:
+    """The share of a stage's outputs cut at ``max_tokens`` ("3 (7.5%)"); "-" for a stage generating none."""
+    if not stage.get("requests") or "truncated" not in stage:
         return "-"
-    return f"{entry['accuracy']:.3f}" + (f" +/- {entry['stderr']:.3f}" if "stderr" in entry else "")
+    return f"{stage['truncated']} ({stage['truncated'] / stage['requests']:.1%})"
 
 
 def retry_lines(results: dict) -> list[str]:
@@ -41,21 +47,22 @@ def format_summary(results: dict, run_dir: str) -> str:
     """Methods, stages (time, cached), experts (activations, recruitment) in one screen."""
     methods = _table(*display_rows(results))
     stages = _table(
-        ["stage", "seconds", "cached", "requests", "generated", "groups run"],
+        ["stage", "seconds", "cached", "requests", "generated", "groups run", "cut at max_tokens"],
         [
             [
                 name, f"{s['seconds']:.1f}", "yes" if s["cached"] else "no", s.get("requests", "-"),
                 s.get("generated", "-"), s.get("expert_groups", 0) - s.get("expert_groups_cached", 0)
-                if "expert_groups" in s else "-",
+                if "expert_groups" in s else "-", _truncated(s),
             ]
             for name, s in results["stages"].items()
         ],
     )
     per_expert = results.get("per_expert", {})
     experts = _table(
-        ["expert", "activations", "recruited", "accuracy"],
+        ["expert", "activations", "recruited", "accuracy", "no answer"],
         [
-            [e, results["activations"].get(e, 0), per_expert.get(e, {}).get("recruited", 0), _accuracy(per_expert.get(e))]
+            [e, results["activations"].get(e, 0), per_expert.get(e, {}).get("recruited", 0),
+             _accuracy(per_expert.get(e)), per_expert.get(e, {}).get("no_answer", "-")]
             for e in sorted(set(results["activations"]) | set(per_expert))
         ],
     )

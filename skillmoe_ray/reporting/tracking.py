@@ -7,8 +7,11 @@ far); once results.json and the report are written, the results are logged, the 
 and the user sees one line. A run that dies (an error, Ctrl-C, SIGTERM) is marked failed (exit
 code 1), keeping the rows of the stages that finished. A W&B run holds the resolved Hydra config
 as its config, one history row per stage, and as its summary the accuracies, stage timings and
-expert activations, the per-instance predictions and per-skill accuracy as tables and the report's
-plots as images; profiles.json and results.json are artifacts. Without wandb installed,
+expert activations (with each accuracy's standard error and 95% Wilson interval), the per-instance
+predictions and per-skill accuracy as tables and the report's plots as images; per-method and per-skill
+accuracy are W&B bar charts too; profiles.json and results.json are artifacts. The stage rows step by
+``stage_index`` and stay out of the summary (``define_metric``); the run is named after the experiment, k
+and seed; system metrics are recorded where there is an NVIDIA GPU. Without wandb installed,
 or with ``tracking.mode=disabled``, a :class:`NullTracker` says that tracking is off and why. wandb is
 imported here only, and only when a run is tracked.
 """
@@ -19,6 +22,7 @@ import logging
 import netrc
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +85,8 @@ def summary_values(results: dict) -> dict[str, Any]:
         out[f"accuracy/{name}"] = method["accuracy"]
         if "stderr" in method:
             out[f"accuracy_stderr/{name}"] = method["stderr"]
+        if method.get("ci95"):
+            out[f"accuracy_ci95_low/{name}"], out[f"accuracy_ci95_high/{name}"] = method["ci95"]
         if "vs_symbolic_moe" in method:
             out.update({f"vs_symbolic_moe/{name}/{k}": v for k, v in method["vs_symbolic_moe"].items()})
         out.update({f"accuracy/{name}/{task}": acc for task, acc in method["per_task"].items()})
@@ -112,6 +118,53 @@ def prediction_table(final_answers: list[dict], recruitments: list[dict]) -> tup
             cells += [None if answer is None else str(answer), row["correct"].get(m)]
         rows.append(cells)
     return columns, rows
+
+
+# The keys of a stage's history row (generation.stage_row): plotted against the stage index, kept out of
+# the summary (which holds the finished run's results, not the last stage's numbers).
+STAGE_KEYS = ("stage", "stage_*", "activations_so_far", "elapsed_seconds")
+
+
+def define_stage_metrics(run: Any) -> None:
+    """Stage rows step by ``stage_index`` and leave the summary alone (W&B's ``define_metric``)."""
+    run.define_metric("stage_index", summary="none")
+    for key in STAGE_KEYS:
+        run.define_metric(key, step_metric="stage_index", summary="none")
+
+
+def run_name(config_tree: Mapping) -> str:
+    """The W&B run's name: the experiment, k and seed ("gpqa-k3-seed0"), what sets runs of a sweep apart."""
+    recruit = config_tree.get("recruit") or {}
+    parts = [str(config_tree.get("experiment", "run"))]
+    if isinstance(recruit, Mapping) and recruit.get("k") is not None:
+        parts.append(f"k{recruit['k']}")
+    if config_tree.get("seed") is not None:
+        parts.append(f"seed{config_tree['seed']}")
+    return "-".join(parts)
+
+
+def system_metrics_wanted() -> bool:
+    """W&B's system metrics (GPU memory and utilization) are kept on a machine with an NVIDIA GPU; on the
+    CPU they record only the machine's load, which is not the run's."""
+    return shutil.which("nvidia-smi") is not None
+
+
+def accuracy_charts(wandb: Any, results: dict) -> dict[str, Any]:
+    """Per-method and per-skill accuracy as W&B bar charts (``wandb.plot.bar`` over a ``wandb.Table``),
+    with each accuracy's standard error and 95% Wilson interval in the table."""
+    columns = ["name", "accuracy", "stderr", "ci95_low", "ci95_high"]
+
+    def table(entries: Mapping[str, dict]) -> Any:
+        rows = [[name, e["accuracy"], e.get("stderr"), *(e.get("ci95") or (None, None))]
+                for name, e in entries.items()]
+        return wandb.Table(columns=columns, data=rows)
+
+    return {
+        "charts/accuracy_by_method": wandb.plot.bar(table(results["methods"]), "name", "accuracy",
+                                                    title="Accuracy per method"),
+        "charts/accuracy_by_skill": wandb.plot.bar(table(results["per_skill"]), "name", "accuracy",
+                                                   title="Symbolic-MoE accuracy by skill"),
+    }
 
 
 def artifact_name(experiment: str, kind: str) -> str:
@@ -168,17 +221,21 @@ class WandbTracker:
     def log_run(self, run_dir: Path, results: dict, plots: Mapping[str, Path]) -> None:
         """Summary values, the predictions and per-skill tables, the plots, and the artifacts.
 
-        All go into the summary, not a history row: the history holds one row per stage.
+        All go into the summary, not a history row (the history holds one row per stage), except the
+        per-method and per-skill accuracy charts: W&B charts are logged, in one last row.
         """
         wandb = self.wandb
         columns, rows = prediction_table(read_jsonl(run_dir / "final_answers.jsonl"), read_jsonl(run_dir / "recruitment.jsonl"))
-        skills = [[skill, s["n"], s["accuracy"], s.get("stderr")] for skill, s in results["per_skill"].items()]
+        skills = [[skill, s["n"], s["accuracy"], s.get("stderr"), *(s.get("ci95") or (None, None))]
+                  for skill, s in results["per_skill"].items()]
         payload = {
             "predictions": wandb.Table(columns=columns, data=rows),
-            "per_skill": wandb.Table(columns=["skill", "instances", "accuracy", "stderr"], data=skills),
+            "per_skill": wandb.Table(
+                columns=["skill", "instances", "accuracy", "stderr", "ci95_low", "ci95_high"], data=skills),
         }
         payload.update({f"report/{name}": wandb.Image(str(path)) for name, path in plots.items()})
         self.run.summary.update({**summary_values(results), "run_dir": str(run_dir), **payload})
+        self.run.log(accuracy_charts(wandb, results))  # charts are logged (one history row), not summarized
         for filename, kind in ARTIFACTS.items():
             artifact = wandb.Artifact(artifact_name(results["experiment"], kind), type=kind,
                                       metadata={"run_dir": str(run_dir), "k": results.get("k")})
@@ -226,11 +283,13 @@ def open_tracker(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping)
     experiment = str(config_tree.get("experiment", "run"))
     run = wandb.init(
         mode=mode, project=cfg.project, entity=cfg.entity, group=cfg.group or experiment,
+        name=run_name(config_tree),
         tags=list(dict.fromkeys([experiment, str(config_tree.get("mode", "run")), *cfg.tags])),
         dir=str(directory), config=primitive(config_tree),
-        # The console is the run's own output (and Ray's); the machine's load is not the run's to record.
-        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+        # The console is the run's own output (and Ray's); system metrics only where there is a GPU to watch.
+        settings=wandb.Settings(console="off", x_disable_stats=not system_metrics_wanted(), silent=True),
     )
+    define_stage_metrics(run)
     return WandbTracker(wandb, run, mode, reason)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from skillmoe_ray.engines.base import GenOutput
+from skillmoe_ray.engines.base import SLEEPING, GenOutput
 from skillmoe_ray.errors import ExpertFailed, SkillMoEError
 from skillmoe_ray.progress import Bar, ProgressFactory, no_progress
 from skillmoe_ray.scheduling.fanout import FanOut
@@ -57,6 +57,8 @@ from skillmoe_ray.scheduling.slots import Activation, SlotState
 from skillmoe_ray.scheduling.timeline import ExecutorSummary, FailedAttempt, TimelineEntry
 
 log = logging.getLogger(__name__)
+# A chunk-stored line at most this often per group: a fast stage does not print one line per chunk
+CHUNK_LINE_EVERY_S = 10.0
 
 # Called with the group, its outputs and the seconds its generate call took.
 GroupDone = Callable[[ExpertGroup, list[GenOutput], float], None]
@@ -176,6 +178,9 @@ class SlotExecutor:
         chunks not done. Returns the activation and when it was done."""
         group = work.group
         keep = {g.key for g in rest} | self.next_experts
+        if group.key not in self.slots.resident[slot]:  # loading can take a minute: say so before it starts
+            verb = "waking" if self.slots.state(group.key) == SLEEPING else "loading"
+            log.info("[%s] expert %s: %s on slot %d", label, group.key, verb, slot)
         activation = self.slots.activate(slot, group.key, keep, self.later)
         ready = self.now()
         log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests%s", label, group.key, slot,
@@ -205,6 +210,7 @@ class SlotExecutor:
     def _generate_chunks(self, label: str, slot: int, work: GroupChunks, run: StageRun) -> None:
         """Generate the chunks not done yet on the active expert; each is stored before the next starts."""
         handle = self.slots.handle(work.group.key, slot, work.group.expert)
+        last_line = self.now()
         while work.done < len(work.chunks):
             chunk = work.chunks[work.done]
             began = self.now()
@@ -213,7 +219,8 @@ class SlotExecutor:
                 self.generate_calls += 1
                 run.on_done(chunk, outputs, self.now() - began)
             work.finish_chunk(outputs)
-            if len(work.chunks) > 1:
+            if len(work.chunks) > 1 and self.now() - last_line >= CHUNK_LINE_EVERY_S:  # not per fast chunk
+                last_line = self.now()
                 log.info("[%s] expert %s: chunk %d/%d stored (%d requests, %.1f s)", label, work.group.key,
                          work.done, len(work.chunks), len(chunk.requests), self.now() - began)
             run.bar.update(len(chunk.requests))

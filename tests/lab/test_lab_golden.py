@@ -9,7 +9,9 @@ which the code before that refactoring produced.
 Neither file holds a time-dependent field (no seconds, no dates): every field is compared except the
 value of ``key`` in the final answers, a content hash that includes the engine's model fingerprint (the
 engine layer's rule, which may change on its own); its presence is compared (whether an instance was
-aggregated), and what the request produced is compared through ``text`` and ``answers``.
+aggregated), and what the request produced is compared through ``text`` and ``answers``. The ``question``
+field (issue 27: the question text, so that the file reads on its own) came after the saved copies and is
+not compared: the copies were not regenerated, so they still hold what the code before that change decided.
 
 To refresh the copies after an intended change of behaviour (retrained lab models, a new prompt), run
 ``python -m tests.lab.test_lab_golden`` and review the diff.
@@ -42,11 +44,15 @@ def small_lab_run(tmp: Path, models_dir: Path) -> Path:
     return tmp / "run"
 
 
+IGNORED = ("question",)  # final_answers.jsonl fields added after the saved copies were made
+
+
 def comparable(name: str, rows: list[dict]) -> list[dict]:
-    """``rows`` with the final answers' ``key`` reduced to whether there is one."""
+    """``rows`` with the final answers' ``key`` reduced to whether there is one, the later fields left out."""
     if name != "final_answers.jsonl":
         return rows
-    return [{**row, "key": row["key"] is not None} for row in rows]
+    kept = [{k: v for k, v in row.items() if k not in IGNORED} for row in rows]
+    return [{**row, "key": row["key"] is not None} for row in kept]
 
 
 def test_a_small_lab_run_writes_the_saved_answers_and_recruitment(lab_models, tmp_path):

@@ -78,7 +78,7 @@ HAND_WRITTEN = [
     ("(C).", "choice", 4, "C", False),
     ("The answer is (E).", "choice", 4, None, False),
     ("The answer is 3/4.", "math", 0, "\\frac{3}{4}", False),
-    ("The answer is twelve.", "math", 0, None, False),
+    ("The answer is twelve.", "math", 0, "12", False),
     ("Thus $x = \\boxed{-5}$.", "math", 0, "-5", False),
     ("The result is \\boxed{1\\,234}.", "math", 0, "1234", False),
     ("So the probability is $\\frac{1}{6}$.", "math", 0, "\\frac{1}{6}", False),

@@ -340,3 +340,23 @@ def test_a_runs_config_becomes_one_execution_policy(tmp_path):
     assert policy.probe_after_wake == cfg.scheduler.probe_after_wake
     assert policy.max_replicas == cfg.scheduler.max_replicas
     assert policy.footprint(next(iter(cfg.pool)), 1000) > 0
+
+
+def test_an_expert_starting_to_load_gets_a_line_and_fast_chunks_get_none(caplog):
+    """Before a load the output says which expert loads (it may take a minute); a fast stage stored in
+    many chunks does not print a line per chunk."""
+    CountingEngine.calls = []
+    def open_expert(name, slot=0):
+        return LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}")))
+
+    ex = SlotExecutor(open_expert, ExecutionPolicy(n_slots=1, chunk_requests=1))
+    with caplog.at_level("INFO", logger="skillmoe_ray.scheduling.executor"):
+        ex.run_stage("s1", groups("a", "b"), ["b"], lambda g, o, t: None)
+        ex.run_stage("s2", groups("b"), [], lambda g, o, t: None)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if ": loading on slot" in line] == ["[s1] expert a: loading on slot 0",
+                                                                       "[s1] expert b: loading on slot 0"]
+    assert not [line for line in lines if "[s2]" in line and "loading" in line]  # b stayed resident
+    assert not [line for line in lines if "chunk" in line and "stored" in line]
+    loading = lines.index("[s1] expert a: loading on slot 0")
+    assert lines[loading + 1].startswith("[s1] expert a active on slot 0")

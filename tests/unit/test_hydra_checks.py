@@ -35,6 +35,8 @@ def test_an_unknown_key_like_nothing_lists_the_keys_beside_it():
     (["+experiment=demo", "pool=fak"], "(did you mean pool=fake?)"),
     (["+experiment=demo", "recruit.k=1,2"], "recruit.k=1,2 sweeps over several values: add -m"),
     (["+experiment=demo", "recruit.kk=1,2", "-m"], "unknown config key 'recruit.kk'"),
+    (["experiment=gpqa"], "experiment=gpqa: 'experiment' is a config group outside the defaults list, so "
+                          "it is added with a +: write +experiment=gpqa"),
 ])
 def test_composition_mistakes_are_one_line_config_errors(argv, expected, tmp_path):
     with pytest.raises(ConfigError) as err:
@@ -60,3 +62,16 @@ def test_a_run_directory_under_a_regular_file_is_refused(tmp_path):
         check_directory_writable(str(tmp_path / "a-file" / "run"), "hydra.run.dir")
     check_directory_writable(str(tmp_path / "new" / "run"), "hydra.run.dir")
     assert list(tmp_path.iterdir()) == [tmp_path / "a-file"]  # the check leaves nothing behind
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("mode=comapre", "mode: unknown mode 'comapre'; valid modes: run, compare, serve, plan "
+                     "(did you mean mode=compare?)"),
+    ("tracking.mode=onlin", "(did you mean tracking.mode=online?)"),
+])
+def test_a_mistyped_mode_gets_did_you_mean(override, expected, tmp_path):
+    from tests.conftest import make_config
+
+    with pytest.raises(ConfigError) as err:
+        make_config(tmp_path, [override])
+    assert expected in str(err.value) and "\n" not in str(err.value)

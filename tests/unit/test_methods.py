@@ -147,9 +147,16 @@ def test_compare_gives_standard_errors_and_paired_bootstrap_differences_to_symbo
     assert paired["difference"] == pytest.approx(single["accuracy"] - sym["accuracy"], abs=1e-3)
     assert paired["low"] <= paired["difference"] <= paired["high"]
     table = (run / "comparison.md").read_text()
-    assert "vs symbolic_moe [95% CI]" in table and f"| symbolic_moe | {sym['accuracy']:.3f} +/- {sym['stderr']:.3f} |" in table
-    header = (run / "comparison.csv").read_text().splitlines()[0].split(",")
-    assert header[:3] == ["method", "accuracy", "stderr"] and {"vs_symbolic_moe", "vs_low", "vs_high"} <= set(header)
+    lo, hi = sym["ci95"]
+    assert lo <= sym["accuracy"] <= hi
+    assert "vs symbolic_moe [95% CI]" in table
+    assert f"| symbolic_moe | {sym['accuracy']:.3f} +/- {sym['stderr']:.3f} [{lo:.3f}, {hi:.3f}] |" in table
+    csv_rows = (run / "comparison.csv").read_text().splitlines()
+    header = csv_rows[0].split(",")
+    assert header[:5] == ["method", "accuracy", "stderr", "ci95_low", "ci95_high"]
+    assert {"vs_symbolic_moe", "vs_low", "vs_high"} <= set(header)
+    sym_row = next(r.split(",") for r in csv_rows if r.startswith("symbolic_moe,"))
+    assert [float(v) for v in sym_row[3:5]] == [lo, hi]
 
 
 def test_compare_shares_generations_and_activations_between_methods(compared):
@@ -172,3 +179,11 @@ def test_final_answers_hold_every_methods_answer(compared):
     results, run = compared
     rows = [json.loads(line) for line in (run / "final_answers.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and set(rows[0]["answers"]) == set(results["methods"])
+
+
+def test_final_answers_carry_the_question_text_so_the_file_reads_on_its_own(compared):
+    _, run = compared
+    rows = [json.loads(line) for line in (run / "final_answers.jsonl").read_text().splitlines()]
+    assert all(isinstance(row["question"], str) and row["question"].strip() for row in rows)
+    choice = next((row for row in rows if row["gold"] in "ABCDEFGHIJ"), None)
+    assert choice is None or "Options:" in choice["question"]

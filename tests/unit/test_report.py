@@ -86,10 +86,29 @@ def test_demo_report_has_the_four_pngs_and_the_accuracy_table(demo_run):
     assert "| method | accuracy | demo_math | demo_mc |" in text
     accuracy = results["methods"]["symbolic_moe"]["accuracy"]
     stderr = results["methods"]["symbolic_moe"]["stderr"]
-    assert f"| symbolic_moe | {accuracy:.3f} +/- {stderr:.3f} |" in text
+    lo, hi = results["methods"]["symbolic_moe"]["ci95"]
+    assert f"| symbolic_moe | {accuracy:.3f} +/- {stderr:.3f} [{lo:.3f}, {hi:.3f}] |" in text
+    assert "95% Wilson interval" in text
     for name, heading in PLOTS.items():
         assert f"![{heading}]({name}.png)" in text
     assert "| genetics |" in text or "| skill | instances | accuracy |" in text
+
+
+def test_accuracy_plots_end_at_one_and_draw_the_wilson_interval(demo_run):
+    """A bar at 1.0 from 15 questions gets an error bar down to its interval's low end, not none."""
+    run_dir, results = demo_run
+    methods = {"perfect": {"accuracy": 1.0, "stderr": 0.0, "ci95": [0.7961, 1.0]}, **results["methods"]}
+    recruitments = read_jsonl(run_dir / "recruitment.jsonl")
+    fig = build_figures({**results, "methods": methods}, recruitments)["accuracy_by_method"]
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (0.0, 1.0)
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "baselines (single experts, random, MoA, ...): rerun with mode=compare" in title
+    labels = [t.get_text() for t in ax.texts]
+    assert "1.000 [0.80, 1.00]" in labels
+    bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    segments = bars[0].errorbar.lines[2][0].get_segments()
+    assert abs(segments[0][0][0] - 0.7961) < 1e-6 and abs(segments[0][1][0] - 1.0) < 1e-6
 
 
 @pytest.mark.parametrize("name", list(PLOTS))
@@ -112,8 +131,39 @@ def test_plots_stay_readable_with_a_big_pool_many_skills_and_long_names():
     figures = build_figures(results, recruitments, limit=25)
     for fig in figures.values():
         assert_readable(fig)
+    assert "mode=compare" not in figures["accuracy_by_method"].get_suptitle()  # its baselines are shown
     ticks = [t.get_text() for t in figures["accuracy_by_skill"].axes[0].get_yticklabels()]
     assert len(ticks) == 25 and all(len(t) <= 40 for t in ticks)
+
+
+def test_the_timeline_draws_generation_apart_from_a_load_that_dwarfs_it():
+    from skillmoe_ray.reporting import plots
+
+    timeline = [{"expert": "a", "stage": "inference", "start": 0.0, "end": 8.5, "activation_seconds": 8.0}]
+    fig = plots.gantt(timeline, "timeline")
+    assert_readable(fig)
+    ax = fig.axes[0]
+    spans = [(c.get_paths()[0].get_extents().x0, c.get_paths()[0].get_extents().x1, c.get_alpha())
+             for c in ax.collections]
+    assert (0.0, 8.0, 0.3) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # load: pale
+    assert (8.0, 8.5, None) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # generation
+    assert " 0.5s" in [t.get_text() for t in ax.texts]
+
+
+def test_expert_usage_outlines_the_specialists_of_a_gold_skill(demo_run):
+    from matplotlib.patches import Rectangle
+
+    run_dir, results = demo_run
+    recruitments = [{"skills": ["successor"], "experts": ["a", "b", "a"]}]
+    gold = {"successor": {"n": 1, "specialists": {"a": 0.9}, "specialist_answers": 2,
+                          "specialist_test_accuracy": 1.0}}
+    fig = build_figures({**results, "pool": ["a", "b"], "gold_skills": gold}, recruitments)["expert_usage"]
+    assert_readable(fig)
+    outlined = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and not p.get_fill()]
+    assert [(round(p.get_x() + 0.48), round(p.get_y() + 0.48)) for p in outlined] == [(0, 0)]  # a, successor
+    assert "outlined: the skill's specialists" in fig.get_suptitle().replace("\n", " ")
+    plain = build_figures({**results, "pool": ["a", "b"]}, recruitments)["expert_usage"]
+    assert not [p for p in plain.axes[0].patches if isinstance(p, Rectangle) and not p.get_fill()]
 
 
 def test_a_fully_cached_run_still_gets_a_labelled_timeline(demo_run):

@@ -84,8 +84,8 @@ def test_recruitments_round_trip_as_recruitments_and_stage_records_keep_results_
     assert RecruitmentStage.from_json(stored) == stage
     with pytest.raises(ValueError, match="not a recruitment"):
         RecruitmentStage.from_json({"recruitments": [{"instance_id": "q1"}], "info": {}})
-    computed = StageRecord("k", False, GenerationCounts(4, 3, 2, 1, 40, 30), 1.5, "/c/k.json")
+    computed = StageRecord("k", False, GenerationCounts(4, 3, 2, 1, 40, 30, 1), 1.5, "/c/k.json")
     assert computed.to_json() == {"key": "k", "cached": False, "requests": 4, "generated": 3,
                                   "expert_groups": 2, "expert_groups_cached": 1, "prompt_tokens": 40,
-                                  "output_tokens": 30, "seconds": 1.5, "path": "/c/k.json"}
+                                  "output_tokens": 30, "truncated": 1, "seconds": 1.5, "path": "/c/k.json"}
     assert StageRecord(cached=True, fixed="m").to_json() == {"cached": True, "seconds": 0.0, "fixed": "m"}

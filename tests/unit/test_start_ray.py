@@ -61,3 +61,20 @@ def test_sigterm_inside_a_run_unwinds_it_and_exits_with_sigterms_status():
             unwound.append(True)
     assert stopped.value.code == 143 and unwound == [True]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_without_cuda_gpus_above_one_are_said_once_to_be_logical_slots(ray_init, monkeypatch, capsys,
+                                                                       tmp_path):
+    from skillmoe_ray_actors import cluster
+
+    monkeypatch.setattr(cluster, "_has_cuda", lambda: False)
+    start_ray(make_config(tmp_path, ["resources.gpus=2"]))
+    out = capsys.readouterr().out
+    assert out.count("logical GPU slots") == 1
+    assert out.startswith("resources.gpus=2: no CUDA on this machine, so these are 2 logical GPU slots on "
+                          "the CPU")
+    start_ray(make_config(tmp_path, ["resources.gpus=1"]))
+    assert "logical" not in capsys.readouterr().out
+    monkeypatch.setattr(cluster, "_has_cuda", lambda: True)
+    start_ray(make_config(tmp_path, ["resources.gpus=2"]))
+    assert "logical" not in capsys.readouterr().out

@@ -13,6 +13,16 @@ def test_standard_error_of_an_accuracy():
     assert standard_error([True] * 99 + [False] * 99) == pytest.approx(0.0355, abs=1e-4)  # GPQA-sized: +/-3.5 points
 
 
+def test_wilson_interval_does_not_claim_certainty_from_15_questions():
+    from skillmoe_ray.reporting.stats import accuracy_entry, shown, wilson_interval
+
+    perfect = accuracy_entry([True] * 15)
+    assert perfect["stderr"] == 0.0 and perfect["ci95"] == [0.7961, 1.0]
+    assert wilson_interval([True] * 8 + [False] * 2) == [0.4902, 0.9433]  # the textbook 8/10
+    assert wilson_interval([]) == [0.0, 1.0]
+    assert shown(perfect) == "1.000 +/- 0.000 [0.796, 1.000]"
+
+
 def test_paired_bootstrap_difference_and_interval():
     same = paired_bootstrap([True, False] * 50, [True, False] * 50)
     assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}  # identical answers: no spread at all
@@ -50,3 +60,34 @@ def test_report_seeds_summarizes_run_directories_and_multirun_parents(tmp_path, 
     assert "3 runs of lab (seeds 0, 1, 2)" in out and "| symbolic_moe | 0.950 +/- 0.050 | 3 |" in out
     with pytest.raises(SystemExit, match="no results.json in or under"):
         main(["--seeds", str(tmp_path / "nothing")])
+
+
+def test_report_cli_help_exits_0_and_errors_are_one_line(tmp_path, capsys):
+    import json
+
+    from skillmoe_ray.reporting.report import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "--seeds" in capsys.readouterr().out
+    for argv, message in [([], "error: give a run directory, or --seeds DIR... (see --help)"),
+                          (["--seeds"], "error: argument --seeds: expected at least one argument "
+                                        "(see --help)")]:
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.strip() == message and err.count("\n") == 1
+    with pytest.raises(SystemExit, match=r"^error: no results.json in .*nothing \(is it a run directory\?\)"):
+        main([str(tmp_path / "nothing")])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="^error: cannot read .*results.json"):
+        main([str(tmp_path / "broken")])
+    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "results.json").write_text(json.dumps(
+            {"experiment": "lab", "seed": seed, "methods": {"symbolic_moe": {"accuracy": 0.5}}}))
+    main(["--seeds", str(tmp_path / "runs")])
+    captured = capsys.readouterr()
+    assert "warning: runs repeat a seed (seed 0 in 2 runs)" in captured.err
+    assert "3 runs of lab (seeds 0, 1)" in captured.out

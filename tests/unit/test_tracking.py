@@ -76,6 +76,9 @@ def test_summary_values_hold_accuracies_stage_timings_and_activations(demo_run):
     for method, m in results["methods"].items():
         assert summary[f"accuracy/{method}"] == m["accuracy"]
         assert summary[f"accuracy_stderr/{method}"] == m["stderr"]
+        lo, hi = m["ci95"]
+        assert summary[f"accuracy_ci95_low/{method}"] == lo <= m["accuracy"] <= hi
+        assert summary[f"accuracy_ci95_high/{method}"] == hi
         assert all(summary[f"accuracy/{method}/{t}"] == a for t, a in m["per_task"].items())
     for stage, s in results["stages"].items():
         assert summary[f"stage/{stage}/seconds"] == s["seconds"] and summary[f"stage/{stage}/cached"] is s["cached"]
@@ -120,11 +123,40 @@ def test_an_offline_run_holds_the_resolved_config_summary_tables_images_and_arti
     assert run.summary["stage/profiles/cached"] is False
     assert run.summary["predictions"]["nrows"] == results["n_instances"]
     assert run.summary["per_skill"]["nrows"] == len(results["per_skill"])
-    assert run.history == [], "the history holds one row per stage, the results go into the summary"
+    # No stage ran under this tracker: the one history row is the accuracy charts' (W&B charts are logged).
+    (charts,) = run.history
+    assert {k for k in charts if not k.startswith("_")} == {"charts/accuracy_by_method_table",
+                                                              "charts/accuracy_by_skill_table"}
+    assert charts["charts/accuracy_by_method_table"]["nrows"] == len(results["methods"])
+    visualize = run.config["_wandb"]["visualize"]
+    assert visualize["charts/accuracy_by_method"]["panel_config"]["panelDefId"] == "wandb/bar/v0"
+    assert run.name == f"demo-k{tree['recruit']['k']}-seed{tree['seed']}"
+    stage_metrics = {m["name"]: m for m in run.metrics}
+    assert stage_metrics["stage_*"]["step_metric"] == "stage_index"
+    assert stage_metrics["stage_*"]["summary_none"]
+    assert stage_metrics["stage"]["summary_none"] and stage_metrics["stage_index"]["summary_none"]
     images = {k for k, v in run.summary.items() if isinstance(v, dict) and v.get("_type") == "image-file"}
     assert images == {f"report/{name}" for name in plots} and len(images) == 4
     assert {(a["name"], a["type"], tuple(a["files"])) for a in run.artifacts} >= {
         ("demo-profiles", "profiles", ("profiles.json",)), ("demo-results", "results", ("results.json",))}
+
+
+def test_stage_rows_stay_out_of_the_summary_and_system_metrics_follow_the_gpu(demo_run, tmp_path,
+                                                                              monkeypatch):
+    run_dir, tree, results, plots = demo_run
+    live = tracking.LiveTracking(TrackingConfig(mode="offline", dir=str(tmp_path)), run_dir, tree)
+    live.stage_done({"stage": "profiles", "stage_index": 1, "stage_seconds": 2.5, "activations_so_far": 4,
+                     "elapsed_seconds": 3.0})
+    live.finish(results, plots)
+    run = read_offline_run(offline_runs(tmp_path)[0])
+    assert run.history[0]["stage_seconds"] == 2.5
+    stage_keys = {"stage", "stage_index", "stage_seconds", "activations_so_far", "elapsed_seconds"}
+    assert not stage_keys & set(run.summary)
+    assert run.summary["accuracy/symbolic_moe"] == results["methods"]["symbolic_moe"]["accuracy"]
+    monkeypatch.setattr(tracking.shutil, "which", lambda name: f"/bin/{name}" if "nvidia" in name else None)
+    assert tracking.system_metrics_wanted()
+    monkeypatch.setattr(tracking.shutil, "which", lambda name: None)
+    assert not tracking.system_metrics_wanted()
 
 
 def test_a_tracking_failure_is_one_line_and_leaves_the_results(demo_run, monkeypatch, tmp_path):
