@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
+RESIDENCY_POLICIES = ("budget", "single")
 STEERING_SCORES = ("share", "paper")  # routing/saliency shares, or DSMoE's Eq. 8 (specific minus common tokens)
 STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
@@ -103,6 +104,9 @@ def validate_resources(cfg: RunConfig) -> None:
     if sc.deactivate not in DEACTIVATE_POLICIES:
         raise ConfigError(f"scheduler.deactivate: unknown policy {sc.deactivate!r}; "
                           f"valid: {', '.join(DEACTIVATE_POLICIES)}")
+    if sc.residency not in RESIDENCY_POLICIES:
+        raise ConfigError(f"scheduler.residency: unknown policy {sc.residency!r}; "
+                          f"valid: {', '.join(RESIDENCY_POLICIES)}")
 
 
 # engine arguments that spread one model over several GPUs (a slot is one GPU)

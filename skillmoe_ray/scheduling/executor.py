@@ -11,9 +11,9 @@ probes) is :class:`~skillmoe_ray.scheduling.slots.SlotState`'s, and every settin
 - On a slot one expert generates at a time; an expert is activated once per stage and generates
   its whole group, in one call or (``chunk_requests``) chunk after chunk, each chunk stored as it
   finishes; an expert left resident by the previous stage is reused.
-- A slot keeps one resident expert, or, when its GPU memory is known (``gpu_memory_bytes``), as
-  many as fit together (memory-aware co-residency, :mod:`skillmoe_ray.scheduling.residency`): an incoming
-  expert evicts the residents not needed later first, then the least recently used.
+- A slot keeps as many experts resident as fit its memory budget together (``gpu_memory_bytes``: memory-aware
+  co-residency, :mod:`skillmoe_ray.scheduling.residency`), or one (``scheduler.residency=single``): an
+  incoming expert evicts the residents not needed later first, then the least recently used.
 - With several slots, groups run in parallel, one thread per slot. An expert resident or asleep on
   a slot keeps that slot (its home); the others are placed longest work first.
 - Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
