@@ -6,11 +6,17 @@ import pytest
 
 from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec
 from skillmoe_ray.forecast.simulator import ExpertFigures, StageWork, Work, simulate
+from skillmoe_ray.scheduling import residency
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
 from skillmoe_ray.scheduling.policy import ExecutionPolicy
-from skillmoe_ray.scheduling import residency
-from skillmoe_ray.scheduling.residency import evictions, footprint, slot_memory_bytes, touch, weight_bytes_on_disk
+from skillmoe_ray.scheduling.residency import (
+    evictions,
+    footprint,
+    slot_memory_bytes,
+    touch,
+    weight_bytes_on_disk,
+)
 from tests.unit.test_executor import CountingEngine, groups
 
 SIZES = {"a": 4.0, "b": 4.0, "c": 4.0, "d": 4.0, "big": 20.0}
