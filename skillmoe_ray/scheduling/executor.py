@@ -101,6 +101,23 @@ class SlotExecutor:
         """Experts (and replicas, as expert#i) whose weights are on a GPU slot now."""
         return self.slots.resident_experts()
 
+    def warm(self, models: Sequence[str]) -> list[str]:
+        """Load ``models``, in order, while each fits beside those already resident (serving's warm-up before
+        it reports ready); none is evicted for another. Returns the models resident afterwards."""
+        for model in models:
+            slot = self.slots.room_for(model)
+            if slot is None or model in self.resident_experts():
+                continue
+            try:
+                activation = self.slots.activate(slot, model, set(self.resident_experts()), None)
+            except Exception as exc:  # a model that cannot load now loads (or fails) on first use
+                log.warning("warm-up: %s did not load (%s); it loads on first use", model, exc)
+                self.slots.discard(slot, model)
+                continue
+            self.activations[model] += activation.kind != "resident"
+            log.info("warm-up: %s %s on slot %d", model, activation.kind, slot)
+        return self.resident_experts()
+
     def run_stage(self, stage: str, groups: Sequence[ExpertGroup], next_experts: Iterable[str],
                   on_group_done: GroupDone, on_group_error: GroupFailed | None = None,
                   followup: FollowUp | None = None, later: Iterable[str] | None = None) -> None:

@@ -134,6 +134,21 @@ class SlotState:
         residents.append(copy)
         return Activation(kind, {k: round(v, 3) for k, v in phases.items()})
 
+    def room_for(self, copy: str) -> int | None:
+        """The slot where ``copy`` fits beside the residents without evicting one (the emptiest), or None.
+
+        Without a budget a slot holds one model: only an empty slot has room."""
+        footprint, budget = self.policy.footprint, self.policy.gpu_memory_bytes
+        free = []
+        for residents in self.resident:
+            if budget is None:
+                free.append(0.0 if not residents else -1.0)
+                continue
+            used = sum(footprint(self.expert_of(e), self._weight_bytes(e)) for e in residents)
+            free.append(budget - used - footprint(self.expert_of(copy), self._weight_bytes(copy)))
+        best = max(range(len(free)), key=free.__getitem__, default=None)
+        return best if best is not None and free[best] >= 0 else None
+
     def _make_room(self, slot: int, copy: str, keep: set[str], later: set[str] | None, phases: dict) -> None:
         """Deactivate the residents ``copy`` evicts; a resident that cannot be deactivated leaves the slot."""
         residents = self.resident[slot]

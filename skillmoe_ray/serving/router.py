@@ -39,6 +39,10 @@ from skillmoe_ray.seeding import stable_hash
 from skillmoe_ray.serving.openai_api import Job
 
 log = logging.getLogger(__name__)
+# Share of an expert's recent recruitment count carried into the next micro-batch: its eviction rank online
+RECENT_DECAY = 0.9
+# Rank of the keyword model and the aggregator, which every request needs: evicted last
+ALWAYS_NEEDED = float("inf")
 
 
 @dataclass
@@ -73,6 +77,31 @@ class OnlineRouter:
         self.prep = preparation
         self.embed = embed
         self.experts = [s.name for s in self.cfg.experts]
+        self.recent: dict[str, float] = {}  # expert -> decayed count of its recent recruitments
+        self.generation.rank_residents(self._rank())
+
+    def warm_order(self) -> list[str]:
+        """What the warm-up loads, in order: the keyword model, the aggregator, then the experts the validation
+        split would recruit most (estimated: each skill's share of the validation questions times the
+        expert's local suitability on it, summed)."""
+        dist, profiles = self.prep.distribution, self.prep.profiles
+
+        def weight(expert: str) -> float:
+            return sum(share * max(profiles.get(expert, {}).get(skill, 0), 0) for skill, share in dist.items())
+
+        experts = sorted(self.experts, key=lambda e: -weight(e))
+        return list(dict.fromkeys([self.cfg.skills.keyword_model, self.prep.aggregator, *experts]))
+
+    def _rank(self) -> dict[str, float]:
+        return {**self.recent, self.cfg.skills.keyword_model: ALWAYS_NEEDED, self.prep.aggregator: ALWAYS_NEEDED}
+
+    def _remember(self, recruits: dict[tuple[str, int], Recruitment]) -> None:
+        """Decay the recent recruitment counts and add this batch's: what the eviction rule ranks experts by."""
+        self.recent = {e: n * RECENT_DECAY for e, n in self.recent.items()}
+        for rec in recruits.values():
+            for expert in rec.experts:
+                self.recent[expert] = self.recent.get(expert, 0.0) + 1
+        self.generation.rank_residents(self._rank())
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -127,6 +156,7 @@ class OnlineRouter:
             return [Outcome(502, error=failure) for _ in jobs]
         mapped = self._map(skills)
         recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
+        self._remember(recruits)
         answering = [j for j in jobs if not j.route_only]
         plans = self._plans(answering, instances, recruits)
         runner = PlanRunner(self.cfg, unique, self.generation.phase, steer=self._steer(mapped),

@@ -9,15 +9,16 @@ from skillmoe_ray.engines import create_engine
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from skillmoe_ray.serving.openai_api import parse_request
 from skillmoe_ray.serving.router import OnlineRouter
 from tests.conftest import make_config
 from tests.unit.test_pipeline import fake_embedder
 
 
-def router_for(tmp_path, overrides=()):
+def router_for(tmp_path, overrides=(), policy=None):
     cfg = make_config(tmp_path, list(overrides))
-    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), policy)
     pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder, failures="report")
     val, _ = load_data(cfg.data, cfg.seed)
     prep = pipe.prepare(val)
@@ -164,3 +165,24 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     direct = recruit_symbolic_moe(skills, router.prep.profiles, router.prep.distribution, router.experts,
                                   router.cfg.recruit, router.cfg.seed)
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
+
+
+def test_the_warm_up_loads_what_fits_and_a_warm_service_answers_without_loading(tmp_path):
+    router, executor = router_for(tmp_path, policy=ExecutionPolicy(gpu_memory_bytes=float("inf")))
+    order = router.warm_order()
+    assert order[:2] == [router.cfg.skills.keyword_model, router.prep.aggregator]
+    assert set(router.generation.warm_up(order)) == set(order)
+    loads = sum(executor.activations.values())
+    assert [o.status for o in router.answer([job(q) for q in QUESTIONS[:4]])] == [200] * 4
+    assert sum(executor.activations.values()) == loads  # every model was warm
+    rank = executor.slots.rank
+    assert rank[router.prep.aggregator] == rank[router.cfg.skills.keyword_model] == float("inf")
+    assert any(0 < v < float("inf") for v in rank.values())  # the recruited experts, by recent count
+
+
+def test_with_one_model_per_slot_the_warm_up_evicts_nothing(tmp_path):
+    router, executor = router_for(tmp_path)  # the default policy: one resident model per slot
+    before, loads = executor.resident_experts(), sum(executor.activations.values())
+    assert len(before) == 1  # the preparation's last model
+    assert router.generation.warm_up(router.warm_order()) == before
+    assert sum(executor.activations.values()) == loads
