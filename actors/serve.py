@@ -79,7 +79,9 @@ class SkillMoEAnswerer:
         # failures="report": a failed expert's requests are answered 502, the others still 200
         generation = GenerationService(cfg, self.scheduler, failures="report")
         self.router = OnlineRouter(cfg, generation, preparation, load_embedder(cfg.skills.embedding_model))
-        self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch)
+        # swap-aware: requests whose models are resident are answered before a cold load for the others
+        self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch,
+                                    cfg.serve.max_cold_wait_ms / 1000)
         self.used = self.router.warm_order()  # every model a request may need
         resident = generation.warm_up(self.used)  # before Serve counts this replica ready
         log.info("warm-up: resident %s; on first use: %s", resident, self.cold() or "none")

@@ -249,6 +249,7 @@ class ServeConfig:
     port: int = 8000
     window_ms: float = 50.0
     max_batch: int = 64
+    max_cold_wait_ms: float = 200.0
     max_ongoing_requests: int = 128
     max_queued_requests: int = 256
     request_timeout_s: float = 600.0

@@ -177,5 +177,8 @@ def _check_serve(serve: ServeConfig) -> None:
             raise ConfigError(f"serve.{name} must be >= 1, got {value}")
     if not 0 < serve.port < 65536:
         raise ConfigError(f"serve.port must be in 1..65535, got {serve.port}")
+    if serve.max_cold_wait_ms < 0:
+        raise ConfigError(f"serve.max_cold_wait_ms must be >= 0 (0: never wait to share a load), "
+                          f"got {serve.max_cold_wait_ms}")
     if serve.request_timeout_s <= 0:
         raise ConfigError(f"serve.request_timeout_s must be > 0, got {serve.request_timeout_s}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from skillmoe_ray.data import load_data
@@ -10,6 +12,7 @@ from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
 from skillmoe_ray.scheduling.policy import ExecutionPolicy
+from skillmoe_ray.serving.batching import DEFER
 from skillmoe_ray.serving.openai_api import parse_request
 from skillmoe_ray.serving.router import OnlineRouter
 from tests.conftest import make_config
@@ -186,3 +189,27 @@ def test_with_one_model_per_slot_the_warm_up_evicts_nothing(tmp_path):
     assert len(before) == 1  # the preparation's last model
     assert router.generation.warm_up(router.warm_order()) == before
     assert sum(executor.activations.values()) == loads
+
+
+def test_a_request_whose_experts_are_resident_is_answered_before_another_requests_cold_load(tmp_path):
+    """Swap-aware answering: the warm request is delivered while the cold expert is still not loaded."""
+    router, executor = router_for(tmp_path, ["+engine.options.load_delay_s=0.3"],
+                                  policy=ExecutionPolicy(gpu_memory_bytes=float("inf")))
+    router.generation.warm_up(router.warm_order())
+    routes = [o.skillmoe["experts"] for o in router.answer([job(q, route_only=True) for q in QUESTIONS])]
+    warm_q, cold_q, cold_expert = next((QUESTIONS[i], QUESTIONS[j], e) for i, j in itertools.permutations(range(12), 2)
+                                       for e in routes[j] if e not in routes[i])
+    executor.slots.discard(0, cold_expert)  # evicted: its next use loads (slowly)
+    delivered = []
+
+    def deliver(index, outcome):
+        delivered.append((index, outcome.status, cold_expert in executor.resident_experts()))
+
+    outcomes = router.answer([job(warm_q), job(cold_q)], deliver, [False, False])
+    assert delivered == [(0, 200, False), (1, 200, True)]  # the warm one first, before the load
+    assert [o.status for o in outcomes] == [200, 200]
+    executor.slots.discard(0, cold_expert)
+    outcomes = router.answer([job(warm_q + " Again."), job(cold_q + " Again.")], lambda i, o: None,
+                             [False, True])
+    assert outcomes[0].status == 200 and outcomes[1] is DEFER  # waits to share the load with later requests
+    assert cold_expert not in executor.resident_experts()
