@@ -79,7 +79,12 @@ class SkillMoEAnswerer:
         # failures="report": a failed expert's requests are answered 502, the others still 200
         generation = GenerationService(cfg, self.scheduler, failures="report")
         self.router = OnlineRouter(cfg, generation, preparation, load_embedder(cfg.skills.embedding_model))
-        self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch)
+        # swap-aware: requests whose models are resident are answered before a cold load for the others
+        self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch,
+                                    cfg.serve.max_cold_wait_ms / 1000)
+        self.used = self.router.warm_order()  # every model a request may need
+        resident = generation.warm_up(self.used)  # before Serve counts this replica ready
+        log.info("warm-up: resident %s; on first use: %s", resident, self.cold() or "none")
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
 
     async def answer(self, job: Job):
@@ -101,7 +106,14 @@ class SkillMoEAnswerer:
             "largest_batch": b.largest_batch,
             "retry_after_s": self.batcher.retry_after(),
             "resident_experts": self.scheduler.resident_experts(),
+            "resident": self.scheduler.resident_experts(),
+            "cold": self.cold(),
         }
+
+    def cold(self) -> list[str]:
+        """The models a request may need that are not resident now: they load on first use."""
+        resident = set(self.scheduler.resident_experts())
+        return [m for m in self.used if m not in resident]
 
     async def health(self) -> dict:
         return {"unhealthy": self._unhealthy()}
@@ -297,4 +309,5 @@ class SkillMoEService:
             **{k: b.get(k, 0) for k in ANSWERER_STATS},
             "queue_depth": self.in_flight,
             "resident_experts": b.get("resident_experts", []),
+            "resident": b.get("resident", []),
         }

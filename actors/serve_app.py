@@ -46,6 +46,7 @@ def deploy(cfg: RunConfig, preparation: ServingPreparation, blocking: bool = Tru
     serve.run(application(cfg, preparation), name="skillmoe", route_prefix="/")
     print(f"skillmoe-ray is serving on http://{cfg.serve.host}:{cfg.serve.port} "
           "(POST /v1/chat/completions, GET /v1/models /v1/stats /healthz); Ctrl-C stops it", flush=True)
+    print(ready_line(), flush=True)
     if not blocking:
         return
     stop = threading.Event()
@@ -56,6 +57,14 @@ def deploy(cfg: RunConfig, preparation: ServingPreparation, blocking: bool = Tru
         pass
     finally:
         serve.shutdown()
+
+
+def ready_line() -> str:
+    """What the warm-up left resident and what loads on first use (the answerer warms up before Serve
+    reports it running, so this is known once ``serve.run`` returns)."""
+    stats = serve.get_deployment_handle("SkillMoEAnswerer", app_name="skillmoe").stats.remote().result()
+    return (f"resident: {', '.join(stats['resident']) or 'none'}; "
+            f"loads on first use: {', '.join(stats['cold']) or 'none'}")
 
 
 def prepare_service(overrides: list[str]) -> tuple[RunConfig, ServingPreparation]:

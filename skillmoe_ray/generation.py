@@ -90,6 +90,16 @@ class GenerationService:
         """The experts the executor holds loaded now (online serving's cold-start estimate)."""
         return self.executor.resident_experts()
 
+    def warm_up(self, models: Sequence[str]) -> list[str]:
+        """Load ``models`` in order while the slots' budget holds them (serving, before it is ready); the
+        models resident afterwards."""
+        return self.executor.warm(models)
+
+    def rank_residents(self, rank: dict[str, float]) -> None:
+        """How much each model is worth keeping resident (online: recent recruitment); evictions go lowest
+        first, after the plan's own needs (:func:`~skillmoe_ray.scheduling.residency.evictions`)."""
+        self.executor.slots.rank = dict(rank)
+
     def end_stage(self, name: str, record: StageRecord) -> None:
         """Record a finished stage and report it to ``on_stage``."""
         self.stages[name] = record

@@ -200,6 +200,7 @@ class SchedulerConfig:
     """How experts are activated and deactivated on the GPU slots."""
 
     deactivate: str = "auto"
+    residency: str = "budget"
     gpu_share: float = 0.01
     probe_after_wake: bool = True
     memory_headroom: float = 1.2
@@ -236,7 +237,7 @@ class ResourcesConfig:
 
     @property
     def gpu_memory_bytes(self) -> float | None:
-        """One GPU's memory in bytes; None when not given (one resident expert per GPU)."""
+        """One GPU's memory in bytes as given; None: the machine's (:func:`~skillmoe_ray.scheduling.residency.slot_memory_bytes`)."""
         return None if self.gpu_memory_gb is None else self.gpu_memory_gb * 1e9
 
 
@@ -248,6 +249,7 @@ class ServeConfig:
     port: int = 8000
     window_ms: float = 50.0
     max_batch: int = 64
+    max_cold_wait_ms: float = 200.0
     max_ongoing_requests: int = 128
     max_queued_requests: int = 256
     request_timeout_s: float = 600.0

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
+RESIDENCY_POLICIES = ("budget", "single")
 STEERING_SCORES = ("share", "paper")  # routing/saliency shares, or DSMoE's Eq. 8 (specific minus common tokens)
 STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
@@ -109,6 +110,9 @@ def validate_resources(cfg: RunConfig) -> None:
     if sc.deactivate not in DEACTIVATE_POLICIES:
         raise ConfigError(f"scheduler.deactivate: unknown policy {sc.deactivate!r}; "
                           f"valid: {', '.join(DEACTIVATE_POLICIES)}")
+    if sc.residency not in RESIDENCY_POLICIES:
+        raise ConfigError(f"scheduler.residency: unknown policy {sc.residency!r}; "
+                          f"valid: {', '.join(RESIDENCY_POLICIES)}")
 
 
 # engine arguments that spread one model over several GPUs (a slot is one GPU)
@@ -179,5 +183,8 @@ def _check_serve(serve: ServeConfig) -> None:
             raise ConfigError(f"serve.{name} must be >= 1, got {value}")
     if not 0 < serve.port < 65536:
         raise ConfigError(f"serve.port must be in 1..65535, got {serve.port}")
+    if serve.max_cold_wait_ms < 0:
+        raise ConfigError(f"serve.max_cold_wait_ms must be >= 0 (0: never wait to share a load), "
+                          f"got {serve.max_cold_wait_ms}")
     if serve.request_timeout_s <= 0:
         raise ConfigError(f"serve.request_timeout_s must be > 0, got {serve.request_timeout_s}")

@@ -19,6 +19,7 @@ from skillmoe_ray.forecast.measurements import Measurements
 from skillmoe_ray.forecast.simulator import Simulation, expert_figures, simulate
 from skillmoe_ray.forecast.workload import estimate_stages, plan_sizes, stages_from_run
 from skillmoe_ray.scheduling.grouping import replica_key
+from skillmoe_ray.scheduling.residency import slot_memory_bytes
 
 
 def engine_can_sleep(cfg: RunConfig) -> bool:
@@ -68,7 +69,8 @@ def make_plan(cfg: RunConfig, val=None, test=None) -> dict:
     figures = expert_figures(cfg, measured, fps, engine_can_sleep(cfg))
     counts = sorted({*cfg.plan.gpus, cfg.resources.gpus})
     sc, res = cfg.scheduler, cfg.resources
-    sims = {n: simulate(stages, figures, n, res.host_ram_bytes, res.gpu_memory_bytes, sc.deactivate,
+    budget = slot_memory_bytes(res.gpu_memory_gb, sc.residency, res.gpus)  # the executor's rule
+    sims = {n: simulate(stages, figures, n, res.host_ram_bytes, budget, sc.deactivate,
                         sc.max_replicas, sc.replica_min_requests)
             for n in counts}
     return {

@@ -11,9 +11,9 @@ probes) is :class:`~skillmoe_ray.scheduling.slots.SlotState`'s, and every settin
 - On a slot one expert generates at a time; an expert is activated once per stage and generates
   its whole group, in one call or (``chunk_requests``) chunk after chunk, each chunk stored as it
   finishes; an expert left resident by the previous stage is reused.
-- A slot keeps one resident expert, or, when its GPU memory is known (``gpu_memory_bytes``), as
-  many as fit together (memory-aware co-residency, :mod:`skillmoe_ray.scheduling.residency`): an incoming
-  expert evicts the residents not needed later first, then the least recently used.
+- A slot keeps as many experts resident as fit its memory budget together (``gpu_memory_bytes``: memory-aware
+  co-residency, :mod:`skillmoe_ray.scheduling.residency`), or one (``scheduler.residency=single``): an
+  incoming expert evicts the residents not needed later first, then the least recently used.
 - With several slots, groups run in parallel, one thread per slot. An expert resident or asleep on
   a slot keeps that slot (its home); the others are placed longest work first.
 - Deactivation sleeps the expert (weights to host RAM) when its engine can and the host-RAM budget
@@ -102,6 +102,23 @@ class SlotExecutor:
     def resident_experts(self) -> list[str]:
         """Experts (and replicas, as expert#i) whose weights are on a GPU slot now."""
         return self.slots.resident_experts()
+
+    def warm(self, models: Sequence[str]) -> list[str]:
+        """Load ``models``, in order, while each fits beside those already resident (serving's warm-up before
+        it reports ready); none is evicted for another. Returns the models resident afterwards."""
+        for model in models:
+            slot = self.slots.room_for(model)
+            if slot is None or model in self.resident_experts():
+                continue
+            try:
+                activation = self.slots.activate(slot, model, set(self.resident_experts()), None)
+            except Exception as exc:  # a model that cannot load now loads (or fails) on first use
+                log.warning("warm-up: %s did not load (%s); it loads on first use", model, exc)
+                self.slots.discard(slot, model)
+                continue
+            self.activations[model] += activation.kind != "resident"
+            log.info("warm-up: %s %s on slot %d", model, activation.kind, slot)
+        return self.resident_experts()
 
     def run_stage(self, stage: str, groups: Sequence[ExpertGroup], next_experts: Iterable[str],
                   on_group_done: GroupDone, on_group_error: GroupFailed | None = None,

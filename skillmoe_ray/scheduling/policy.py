@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from skillmoe_ray.config import RunConfig
-from skillmoe_ray.scheduling.residency import footprints_from_config
+from skillmoe_ray.scheduling.residency import footprints_from_config, slot_memory_bytes
 
 
 def weights_only(expert: str, weight_bytes: int) -> float:
@@ -26,8 +26,9 @@ class ExecutionPolicy:
 
     ``deactivate``: auto | sleep | unload (:func:`~skillmoe_ray.scheduling.residency.sleeps_on_deactivation`);
     ``host_ram_bytes``: what sleeping experts may hold in host RAM; ``probe_after_wake``: a greedy probe
-    after each wake, compared with the one at first load; ``gpu_memory_bytes``: one slot's GPU memory, or
-    None for one resident expert per slot; ``footprint``: (expert, measured weight bytes or 0) -> device
+    after each wake, compared with the one at first load; ``gpu_memory_bytes``: one slot's memory budget
+    (a run's: :func:`~skillmoe_ray.scheduling.residency.slot_memory_bytes`), or None for one resident
+    model per slot; ``footprint``: (expert, measured weight bytes or 0) -> device
     bytes it holds while resident; ``max_replicas`` and ``replica_min_requests``: when a large group is
     split over copies of its expert; ``max_retries``: a failed group runs again on a fresh expert this many
     times; ``chunk_requests``: a group generates (and is stored) this many requests at a time, 0 for all.
@@ -53,7 +54,7 @@ def execution_policy(cfg: RunConfig) -> ExecutionPolicy:
         deactivate=scheduler.deactivate,
         host_ram_bytes=resources.host_ram_bytes,
         probe_after_wake=scheduler.probe_after_wake,
-        gpu_memory_bytes=resources.gpu_memory_bytes,
+        gpu_memory_bytes=slot_memory_bytes(resources.gpu_memory_gb, scheduler.residency, resources.gpus),
         footprint=footprints_from_config(cfg),
         max_replicas=scheduler.max_replicas,
         replica_min_requests=scheduler.replica_min_requests,

@@ -1,9 +1,11 @@
 """Memory-aware co-residency: which experts stay on a GPU slot when another one is activated.
 
-DESIGN section 4: "activate one expert (or as many as fit in memory together)". With a known GPU
-memory per slot (``resources.gpu_memory_gb``), experts whose device footprints fit together stay
-resident side by side, so an expert needed again (in a later stage, or by the next request batch)
-costs no switch at all. Without it, a slot holds one resident expert, as before.
+DESIGN section 4: "activate one expert (or as many as fit in memory together)". Each slot has a memory
+budget (:func:`slot_memory_bytes`: ``resources.gpu_memory_gb`` when given, else the machine's: the smallest
+GPU's memory, or without a GPU :data:`HOST_RAM_SHARE` of the host RAM shared by the slots), and models whose
+footprints fit it together stay resident side by side, so a model needed again (in a later stage, or by the
+next request batch) costs no switch at all, batch and serve alike. ``scheduler.residency=single`` keeps one
+resident model per slot (the behaviour before the budget).
 
 The eviction rule is a pure function shared by the executor (real runs) and the simulator
 (mode=plan), so that the plan predicts the decisions the executor makes.
@@ -12,6 +14,11 @@ The eviction rule is a pure function shared by the executor (real runs) and the 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +27,53 @@ from skillmoe_ray.engines import engine_class, engine_entry
 from skillmoe_ray.engines.gpu_memory import capped_max_num_seqs, engine_need, kv_cache_bytes, model_config_of
 
 GB = 1e9
+# Without a GPU, resident models share this fraction of the host's physical RAM (the rest stays for the OS,
+# Ray, the sleepers' budget and the other processes of the machine)
+HOST_RAM_SHARE = 0.5
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def machine_memory() -> tuple[str, float] | None:
+    """("cuda", the smallest GPU's bytes) where ``nvidia-smi`` reports GPUs, else ("cpu", physical RAM bytes);
+    None when neither is known. Read without importing torch (the driver may hold no GPU itself)."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            mib = [float(line) for line in out.split() if line.strip()]
+            if mib:
+                return "cuda", min(mib) * 2**20
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            log.warning("nvidia-smi did not report GPU memory (%s): budgeting from host RAM", exc)
+    try:
+        return "cpu", float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def slot_memory_bytes(gpu_memory_gb: float | None, residency: str, n_slots: int) -> float | None:
+    """One slot's memory budget in bytes, the one rule of the executor and mode=plan; None: one model per slot.
+
+    ``gpu_memory_gb`` (``resources.gpu_memory_gb``) overrides the machine's figure; ``residency`` ``single``
+    asks for one resident model per slot whatever the memory.
+    """
+    if residency == "single":
+        return None
+    if gpu_memory_gb is not None:
+        return gpu_memory_gb * GB
+    machine = machine_memory()
+    if machine is None:
+        return None
+    device, total = machine
+    return total if device == "cuda" else total * HOST_RAM_SHARE / max(n_slots, 1)
+
+
+def on_cpu(gpu_memory_gb: float | None) -> bool:
+    """Models run in host RAM: no GPU reported and no GPU memory given."""
+    machine = machine_memory()
+    return gpu_memory_gb is None and (machine is None or machine[0] == "cpu")
 
 
 def touch(residents: list[str], expert: str) -> bool:
@@ -37,20 +91,23 @@ def evictions(
     incoming: str,
     capacity: float | None,
     keep: Iterable[str] = (),
+    rank: Mapping[str, float] | None = None,
 ) -> list[str]:
     """The residents of a slot to deactivate so that ``incoming`` fits beside the others.
 
     ``residents`` is ordered least recently used first. ``capacity`` is the slot's device memory
-    in bytes; None means one expert at a time (every resident goes). Experts in ``keep`` (needed
-    later in this stage or by the next one) are evicted last; among equals, the least recently
-    used goes first. An incoming expert larger than the whole slot evicts everyone and runs alone.
+    in bytes; None means one expert at a time (every resident goes). The rule: experts in ``keep``
+    (needed later in this stage or by the next one: the batch plan) are evicted last; then those of
+    higher ``rank`` (online: the keyword model and the aggregator, which every request needs, rank
+    highest, experts by how often they were recruited recently); among equals, the least recently used
+    goes first. An incoming expert larger than the whole slot evicts everyone and runs alone.
     """
     residents = [e for e in residents if e != incoming]
     if capacity is None:
         return residents
-    keep = set(keep)
+    keep, rank = set(keep), rank or {}
     used = sum(footprints[e] for e in residents)
-    order = sorted(range(len(residents)), key=lambda i: (residents[i] in keep, i))
+    order = sorted(range(len(residents)), key=lambda i: (residents[i] in keep, rank.get(residents[i], 0.0), i))
     out = []
     for i in order:
         if used + footprints[incoming] <= capacity:
@@ -94,7 +151,8 @@ def footprint(
 ) -> float:
     """Device bytes an expert holds while resident on a GPU slot: the one rule of the executor and mode=plan.
 
-    The weight bytes are the measured ones (``weight_bytes``: after a load, or the weight files' size on
+    On the CPU (``gpu_memory_gb`` None and no GPU reported) a model holds its weights times ``headroom``
+    and the KV cache its engine reserves in RAM (``cpu_kvcache_gb``). The weight bytes are the measured ones (``weight_bytes``: after a load, or the weight files' size on
     disk) or else estimated from the pool's ``params_b``. A vLLM engine holds its weights, its KV cache
     (``kv_cache_memory_bytes`` or the default rule of :mod:`skillmoe_ray.engines.gpu_memory`), workspace
     and residue; where its KV cache cannot be sized (a hub model not on disk), the share of the GPU it may
@@ -102,6 +160,8 @@ def footprint(
     """
     if weight_bytes <= 0:
         weight_bytes = (spec.params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
+    if on_cpu(gpu_memory_gb):
+        return weight_bytes * headroom + float(engine.options.get("cpu_kvcache_gb", 0)) * 2**30
     share = engine.options.get("gpu_memory_utilization")
     if engine_entry(engine.name).reserves_gpu_share and gpu_memory_gb:
         kv = kv_cache_bytes(model_config_of(spec.path, spec.revision), spec.dtype or engine.dtype,
@@ -138,9 +198,12 @@ def footprints_from_config(cfg: RunConfig) -> Callable[[str, int], float]:
     """
     on_disk = {name: weight_bytes_on_disk(spec) for name, spec in cfg.pool.items()}
     engine = engine_for_run(cfg)
+    gpu_memory_gb = cfg.resources.gpu_memory_gb
+    if gpu_memory_gb is None and not on_cpu(None):  # a GPU machine's own memory sizes vLLM's share
+        gpu_memory_gb = (slot_memory_bytes(None, "budget", cfg.resources.gpus) or 0) / GB or None
 
     def of(expert: str, weight_bytes: int) -> float:
-        return footprint(cfg.pool[expert], engine, cfg.resources.gpu_memory_gb, cfg.scheduler.cost,
+        return footprint(cfg.pool[expert], engine, gpu_memory_gb, cfg.scheduler.cost,
                          cfg.scheduler.memory_headroom, weight_bytes or on_disk[expert])
 
     return of

@@ -6,9 +6,10 @@ or unload, as the policy and the host-RAM budget allow), evicts residents to mak
 expert, and discards a failed one. The other half, :mod:`skillmoe_ray.scheduling.executor`, drives stages
 over it (queues, retries, chunks, fan-out). One lock guards the records; the executor's condition shares it.
 
-- A slot keeps one resident copy, or, when its GPU memory is known, as many as fit together
+- A slot keeps as many copies as fit its memory budget together, or one when the policy has none
   (:func:`~skillmoe_ray.scheduling.residency.evictions`): an incoming copy evicts the residents not needed
-  later first, then the least recently used.
+  later first, then the lowest ranked (``rank``: online, the keyword model and aggregator highest, experts
+  by recent recruitment), then the least recently used.
 - After a wake, a greedy probe compared with the one recorded at first load catches a wake that corrupted
   weights; a failed probe reloads the expert from disk.
 - A replica (``expert#i``) is unloaded, never put to sleep, when its slot needs the room (it is not needed
@@ -67,6 +68,7 @@ class SlotState:
         # per slot, the resident copies, least recently used first
         self.resident: list[list[str]] = [[] for _ in range(policy.n_slots)]
         self.deactivations: Counter[str] = Counter()  # sleep | unload
+        self.rank: dict[str, float] = {}  # expert -> how much it is worth keeping (the serving layer sets it)
         self.lock = threading.RLock()
 
     def resident_experts(self) -> list[str]:
@@ -132,17 +134,34 @@ class SlotState:
         residents.append(copy)
         return Activation(kind, {k: round(v, 3) for k, v in phases.items()})
 
+    def room_for(self, copy: str) -> int | None:
+        """The slot where ``copy`` fits beside the residents without evicting one (the emptiest), or None.
+
+        Without a budget a slot holds one model: only an empty slot has room."""
+        footprint, budget = self.policy.footprint, self.policy.gpu_memory_bytes
+        free = []
+        for residents in self.resident:
+            if budget is None:
+                free.append(0.0 if not residents else -1.0)
+                continue
+            used = sum(footprint(self.expert_of(e), self._weight_bytes(e)) for e in residents)
+            free.append(budget - used - footprint(self.expert_of(copy), self._weight_bytes(copy)))
+        best = max(range(len(free)), key=free.__getitem__, default=None)
+        return best if best is not None and free[best] >= 0 else None
+
     def _make_room(self, slot: int, copy: str, keep: set[str], later: set[str] | None, phases: dict) -> None:
         """Deactivate the residents ``copy`` evicts; a resident that cannot be deactivated leaves the slot."""
         residents = self.resident[slot]
         footprint = self.policy.footprint
         footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
-        evict = evictions(residents, footprints, copy, self.policy.gpu_memory_bytes, keep)
+        evict = evictions(residents, footprints, copy, self.policy.gpu_memory_bytes, keep, self.rank)
         if not evict:
             return
         t = time.perf_counter()
         for previous in evict:
             again = needed_again(previous, self.expert_of(previous), keep, later)
+            log.info("evicting %s from slot %d to make room for %s (%s)", previous, slot, copy,
+                     "needed later" if previous in keep else f"rank {self.rank.get(previous, 0):g}, least recent")
             try:
                 self.deactivate(previous, again)
                 residents.remove(previous)

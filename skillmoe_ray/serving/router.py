@@ -16,7 +16,7 @@ aggregation) is generated with that sampling; the experts' answers stay shared.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from skillmoe_ray.config import RunConfig
@@ -36,9 +36,14 @@ from skillmoe_ray.method.skills import (
 )
 from skillmoe_ray.method.steering import query_domains, steerer
 from skillmoe_ray.seeding import stable_hash
+from skillmoe_ray.serving.batching import DEFER
 from skillmoe_ray.serving.openai_api import Job
 
 log = logging.getLogger(__name__)
+# Share of an expert's recent recruitment count carried into the next micro-batch: its eviction rank online
+RECENT_DECAY = 0.9
+# Rank of the keyword model and the aggregator, which every request needs: evicted last
+ALWAYS_NEEDED = float("inf")
 
 
 @dataclass
@@ -51,6 +56,16 @@ class Outcome:
     usage: dict = field(default_factory=dict)
     skillmoe: dict = field(default_factory=dict)
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A micro-batch after routing: each job's instance, its voted and mapped skills, its recruitment."""
+
+    instances: dict[str, Instance]
+    skills: dict[str, list[str]]
+    mapped: dict[str, list[str]]
+    recruits: dict[tuple[str, int], Recruitment]
 
 
 def job_instance(job: Job) -> Instance:
@@ -73,6 +88,31 @@ class OnlineRouter:
         self.prep = preparation
         self.embed = embed
         self.experts = [s.name for s in self.cfg.experts]
+        self.recent: dict[str, float] = {}  # expert -> decayed count of its recent recruitments
+        self.generation.rank_residents(self._rank())
+
+    def warm_order(self) -> list[str]:
+        """What the warm-up loads, in order: the keyword model, the aggregator, then the experts the validation
+        split would recruit most (estimated: each skill's share of the validation questions times the
+        expert's local suitability on it, summed)."""
+        dist, profiles = self.prep.distribution, self.prep.profiles
+
+        def weight(expert: str) -> float:
+            return sum(share * max(profiles.get(expert, {}).get(skill, 0), 0) for skill, share in dist.items())
+
+        experts = sorted(self.experts, key=lambda e: -weight(e))
+        return list(dict.fromkeys([self.cfg.skills.keyword_model, self.prep.aggregator, *experts]))
+
+    def _rank(self) -> dict[str, float]:
+        return {**self.recent, self.cfg.skills.keyword_model: ALWAYS_NEEDED, self.prep.aggregator: ALWAYS_NEEDED}
+
+    def _remember(self, recruits: dict[tuple[str, int], Recruitment]) -> None:
+        """Decay the recent recruitment counts and add this batch's: what the eviction rule ranks experts by."""
+        self.recent = {e: n * RECENT_DECAY for e, n in self.recent.items()}
+        for rec in recruits.values():
+            for expert in rec.experts:
+                self.recent[expert] = self.recent.get(expert, 0.0) + 1
+        self.generation.rank_residents(self._rank())
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -118,8 +158,15 @@ class OnlineRouter:
 
     # -- a batch --------------------------------------------------------------------------------
 
-    def answer(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Outcomes for a batch of jobs, in order."""
+    def answer(self, jobs: Sequence[Job], deliver: Callable[[int, Outcome], None] | None = None,
+               deferrable: Sequence[bool] | None = None) -> list:
+        """Outcomes for a batch of jobs, in order.
+
+        Swap-aware (``deliver`` given, :class:`~skillmoe_ray.serving.batching.MicroBatcher` with
+        ``max_defer_s``): the jobs whose models (recruited experts and aggregator) are all resident are
+        answered first and delivered at once; a job needing a cold model that is still ``deferrable`` gets
+        :data:`~skillmoe_ray.serving.batching.DEFER` (it waits for the next batch, to share the load); the
+        other cold jobs are answered last."""
         instances = {j.request_id: job_instance(j) for j in jobs}
         unique = list({inst.id: inst for inst in instances.values()}.values())
         skills, failure = self._skills(unique)
@@ -127,12 +174,37 @@ class OnlineRouter:
             return [Outcome(502, error=failure) for _ in jobs]
         mapped = self._map(skills)
         recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
+        self._remember(recruits)
+        routed = Routed(instances, skills, mapped, recruits)
+        if deliver is None:
+            return self._answer_jobs(jobs, routed)
+        cold = self._cold(jobs, routed)
+        outcomes: list = [None] * len(jobs)
+        deferrable = deferrable or [False] * len(jobs)
+        for part in ([i for i in range(len(jobs)) if not cold[i]],
+                     [i for i in range(len(jobs)) if cold[i] and not deferrable[i]]):
+            for i, outcome in zip(part, self._answer_jobs([jobs[i] for i in part], routed) if part else []):
+                outcomes[i] = outcome
+                deliver(i, outcome)
+        return [DEFER if o is None else o for o in outcomes]
+
+    def _cold(self, jobs: Sequence[Job], routed: Routed) -> list[bool]:
+        """Per job: it needs a model that is not resident now (a recruited expert or the aggregator)."""
+        resident = set(self.generation.resident_experts())
+        return [not j.route_only and not {*routed.recruits[(routed.instances[j.request_id].id, j.k)].experts,
+                                           self.prep.aggregator} <= resident for j in jobs]
+
+    def _answer_jobs(self, jobs: Sequence[Job], routed: Routed) -> list[Outcome]:
+        """Outcomes of routed jobs: their plans run together, each expert phase grouped by expert."""
+        instances = routed.instances
+        unique = list({instances[j.request_id].id: instances[j.request_id] for j in jobs}.values())
         answering = [j for j in jobs if not j.route_only]
-        plans = self._plans(answering, instances, recruits)
-        runner = PlanRunner(self.cfg, unique, self.generation.phase, steer=self._steer(mapped),
+        plans = self._plans(answering, instances, routed.recruits)
+        runner = PlanRunner(self.cfg, unique, self.generation.phase, steer=self._steer(routed.mapped),
                             reply={plan.name: key[2] for key, plan in plans.items() if key[2] != ReplySampling()})
         runs = {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
-        return [self._outcome(j, instances[j.request_id], skills, mapped, recruits, runner, runs) for j in jobs]
+        return [self._outcome(j, instances[j.request_id], routed.skills, routed.mapped, routed.recruits, runner, runs)
+                for j in jobs]
 
     def _steer(self, mapped: dict[str, list[str]]):
         """DSMoE steering of the batch's answers from MoE experts (None when steering is off)."""

@@ -117,7 +117,17 @@ def test_models_health_stats_and_route_only(service):
     assert status == 200 and body["choices"][0]["finish_reason"] == "route_only"
     assert len(body["skillmoe"]["experts"]) == 2 and "predicted_cost" in body["skillmoe"]
     stats = get(service, "/v1/stats")
-    assert {"requests", "engine_generate_calls", "activations", "queue_depth"} <= set(stats)
+    assert {"requests", "engine_generate_calls", "activations", "queue_depth", "resident"} <= set(stats)
+
+
+def test_the_warm_up_leaves_the_pool_resident_and_a_new_question_loads_nothing(service):
+    """The demo's models fit the machine's default budget: all were loaded before the service was ready."""
+    before = get(service, "/v1/stats")
+    assert "tiny-keyword" in before["resident"] and len(before["resident"]) >= 5  # keyword, aggregator, 4 experts
+    assert before["activations"] >= len(before["resident"])
+    assert post(service, ask("Warm: how many sides has a hexagon? Think about geometry."))[0] == 200
+    after = get(service, "/v1/stats")
+    assert after["activations"] == before["activations"] and set(after["resident"]) == set(before["resident"])
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from skillmoe_ray.serving.batching import MicroBatcher
+from skillmoe_ray.serving.batching import DEFER, MicroBatcher
 
 
 def run(coro):
@@ -84,3 +84,44 @@ def test_a_failing_batch_fails_its_callers_and_the_loop_keeps_going():
 
     result, alive, batcher = run(main())
     assert result == "y" and alive and batcher.stats.errors
+
+
+def test_swap_aware_items_delivered_early_settle_before_the_batch_ends_and_deferred_ones_come_back():
+    """'warm' is delivered before the slow 'cold' work; 'later' is deferred once, then answered with the next."""
+    release = threading.Event()
+    calls = []
+
+    def process(items, deliver, deferrable):
+        calls.append((list(items), list(deferrable)))
+        for index, item in enumerate(items):
+            if item == "warm":
+                deliver(index, "warm done")
+        if "cold" in items:
+            assert release.wait(10)  # a cold load, held until the warm caller has its answer
+        return [DEFER if item == "later" and may else f"{item} done"
+                for item, may in zip(items, deferrable)]
+
+    async def main():
+        batcher = MicroBatcher(process, window_s=0.01, max_batch=8, max_defer_s=60)
+        warm = asyncio.ensure_future(batcher.submit("warm"))
+        cold = asyncio.ensure_future(batcher.submit("cold"))
+        assert await warm == "warm done" and not cold.done()  # not held up by the cold load
+        release.set()
+        return await cold, await asyncio.wait_for(batcher.submit("later"), 5)
+
+    with pytest.raises(asyncio.TimeoutError):  # deferrable for 60 s: it waits to share a load
+        run(main())
+    assert calls[0][0] == ["warm", "cold"]
+    assert [c[0] for c in calls[1:]] and all(c == (["later"], [True]) for c in calls[1:])
+
+
+def test_an_item_past_max_defer_is_answered_not_deferred():
+    def process(items, deliver, deferrable):
+        return [DEFER if may else f"{item} done" for item, may in zip(items, deferrable)]
+
+    async def main():
+        batcher = MicroBatcher(process, window_s=0.01, max_batch=8, max_defer_s=0.05)
+        return await asyncio.wait_for(batcher.submit("x"), 5), batcher.stats.batches
+
+    answer, batches = run(main())
+    assert answer == "x done" and batches >= 2  # deferred at least once, then answered

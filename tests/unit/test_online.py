@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from skillmoe_ray.data import load_data
@@ -9,15 +11,17 @@ from skillmoe_ray.engines import create_engine
 from skillmoe_ray.pipeline import Pipeline
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
+from skillmoe_ray.scheduling.policy import ExecutionPolicy
+from skillmoe_ray.serving.batching import DEFER
 from skillmoe_ray.serving.openai_api import parse_request
 from skillmoe_ray.serving.router import OnlineRouter
 from tests.conftest import make_config
 from tests.unit.test_pipeline import fake_embedder
 
 
-def router_for(tmp_path, overrides=()):
+def router_for(tmp_path, overrides=(), policy=None):
     cfg = make_config(tmp_path, list(overrides))
-    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])))
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), policy)
     pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder, failures="report")
     val, _ = load_data(cfg.data, cfg.seed)
     prep = pipe.prepare(val)
@@ -164,3 +168,48 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     direct = recruit_symbolic_moe(skills, router.prep.profiles, router.prep.distribution, router.experts,
                                   router.cfg.recruit, router.cfg.seed)
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
+
+
+def test_the_warm_up_loads_what_fits_and_a_warm_service_answers_without_loading(tmp_path):
+    router, executor = router_for(tmp_path, policy=ExecutionPolicy(gpu_memory_bytes=float("inf")))
+    order = router.warm_order()
+    assert order[:2] == [router.cfg.skills.keyword_model, router.prep.aggregator]
+    assert set(router.generation.warm_up(order)) == set(order)
+    loads = sum(executor.activations.values())
+    assert [o.status for o in router.answer([job(q) for q in QUESTIONS[:4]])] == [200] * 4
+    assert sum(executor.activations.values()) == loads  # every model was warm
+    rank = executor.slots.rank
+    assert rank[router.prep.aggregator] == rank[router.cfg.skills.keyword_model] == float("inf")
+    assert any(0 < v < float("inf") for v in rank.values())  # the recruited experts, by recent count
+
+
+def test_with_one_model_per_slot_the_warm_up_evicts_nothing(tmp_path):
+    router, executor = router_for(tmp_path)  # the default policy: one resident model per slot
+    before, loads = executor.resident_experts(), sum(executor.activations.values())
+    assert len(before) == 1  # the preparation's last model
+    assert router.generation.warm_up(router.warm_order()) == before
+    assert sum(executor.activations.values()) == loads
+
+
+def test_a_request_whose_experts_are_resident_is_answered_before_another_requests_cold_load(tmp_path):
+    """Swap-aware answering: the warm request is delivered while the cold expert is still not loaded."""
+    router, executor = router_for(tmp_path, ["+engine.options.load_delay_s=0.3"],
+                                  policy=ExecutionPolicy(gpu_memory_bytes=float("inf")))
+    router.generation.warm_up(router.warm_order())
+    routes = [o.skillmoe["experts"] for o in router.answer([job(q, route_only=True) for q in QUESTIONS])]
+    warm_q, cold_q, cold_expert = next((QUESTIONS[i], QUESTIONS[j], e) for i, j in itertools.permutations(range(12), 2)
+                                       for e in routes[j] if e not in routes[i])
+    executor.slots.discard(0, cold_expert)  # evicted: its next use loads (slowly)
+    delivered = []
+
+    def deliver(index, outcome):
+        delivered.append((index, outcome.status, cold_expert in executor.resident_experts()))
+
+    outcomes = router.answer([job(warm_q), job(cold_q)], deliver, [False, False])
+    assert delivered == [(0, 200, False), (1, 200, True)]  # the warm one first, before the load
+    assert [o.status for o in outcomes] == [200, 200]
+    executor.slots.discard(0, cold_expert)
+    outcomes = router.answer([job(warm_q + " Again."), job(cold_q + " Again.")], lambda i, o: None,
+                             [False, True])
+    assert outcomes[0].status == 200 and outcomes[1] is DEFER  # waits to share the load with later requests
+    assert cold_expert not in executor.resident_experts()

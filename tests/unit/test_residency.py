@@ -6,13 +6,20 @@ import pytest
 
 from skillmoe_ray.config import CostConfig, EngineConfig, ModelSpec
 from skillmoe_ray.forecast.simulator import ExpertFigures, StageWork, Work, simulate
+from skillmoe_ray.scheduling import residency
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
 from skillmoe_ray.scheduling.policy import ExecutionPolicy
-from skillmoe_ray.scheduling.residency import evictions, footprint, touch, weight_bytes_on_disk
+from skillmoe_ray.scheduling.residency import (
+    evictions,
+    footprint,
+    slot_memory_bytes,
+    touch,
+    weight_bytes_on_disk,
+)
 from tests.unit.test_executor import CountingEngine, groups
 
-SIZES = {"a": 4.0, "b": 4.0, "c": 4.0, "big": 20.0}
+SIZES = {"a": 4.0, "b": 4.0, "c": 4.0, "d": 4.0, "big": 20.0}
 
 
 def test_touch_moves_a_resident_to_most_recently_used():
@@ -36,6 +43,31 @@ def test_least_recently_used_goes_first():
 def test_experts_needed_later_are_evicted_last():
     assert evictions(["a", "b"], SIZES, "c", capacity=8.0, keep={"a"}) == ["b"]
     assert evictions(["a", "b"], SIZES, "c", capacity=4.0, keep={"a"}) == ["b", "a"]
+
+
+def test_online_the_higher_ranked_stay_and_the_plan_still_comes_first():
+    rank = {"a": float("inf"), "b": 3.0}  # a: the aggregator; b: recruited 3 times recently
+    assert evictions(["a", "b", "c"], SIZES, "d", capacity=12.0, rank=rank) == ["c"]
+    assert evictions(["a", "b", "c"], SIZES, "d", capacity=8.0, rank=rank) == ["c", "b"]
+    assert evictions(["a", "b", "c"], SIZES, "d", capacity=12.0, keep={"c"}, rank=rank) == ["b"]
+
+
+def test_the_slot_budget_defaults_from_the_machine_and_the_override_and_single_win(monkeypatch):
+    monkeypatch.setattr(residency, "machine_memory", lambda: ("cpu", 64e9))
+    assert slot_memory_bytes(None, "budget", 2) == 64e9 * residency.HOST_RAM_SHARE / 2
+    assert slot_memory_bytes(8.0, "budget", 2) == 8e9
+    assert slot_memory_bytes(8.0, "single", 2) is None
+    monkeypatch.setattr(residency, "machine_memory", lambda: ("cuda", 80e9))
+    assert slot_memory_bytes(None, "budget", 4) == 80e9  # each slot is one GPU
+    monkeypatch.setattr(residency, "machine_memory", lambda: None)
+    assert slot_memory_bytes(None, "budget", 1) is None
+
+
+def test_on_the_cpu_a_vllm_model_holds_its_weights_and_its_kv_space(monkeypatch):
+    monkeypatch.setattr(residency, "machine_memory", lambda: ("cpu", 64e9))
+    vllm = EngineConfig("vllm", options={"gpu_memory_utilization": 0.05, "cpu_kvcache_gb": 1})
+    spec = ModelSpec(name="m", path="org/m", params_b=0.0001)
+    assert footprint(spec, vllm, None, CostConfig(), 1.2, weight_bytes=1e6) == pytest.approx(1.2e6 + 2**30)
 
 
 def test_an_expert_larger_than_the_slot_runs_alone():
