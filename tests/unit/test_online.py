@@ -164,3 +164,29 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     direct = recruit_symbolic_moe(skills, router.prep.profiles, router.prep.distribution, router.experts,
                                   router.cfg.recruit, router.cfg.seed)
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
+
+
+def test_stop_usage_and_a_conversation_in_one_batch(tmp_path):
+    """The reply is cut at the stop string; usage is the reply's generation, the ensemble's per stage in
+    skillmoe.usage; a conversation's skills come from its last user message, its answers from the whole."""
+    import json
+
+    def raw(messages, **fields):
+        return parse_request(json.dumps({"messages": messages, **fields}).encode(), 1 << 20, 3)
+
+    router, _ = router_for(tmp_path)
+    question = [{"role": "user", "content": QUESTIONS[3]}]
+    plain, stopped, voted, talk = router.answer([
+        raw(question), raw(question, stop=["answer"]), raw(question, model="majority-vote"),
+        raw([{"role": "system", "content": "Answer in French."}, *question])])
+    assert "answer" in plain.content and stopped.finish_reason == "stop"
+    assert stopped.content == plain.content[:plain.content.index("answer")]
+    stages = plain.skillmoe["usage"]
+    assert stages["keywords"]["completion_tokens"] > 0 and stages["experts"]["completion_tokens"] > 0
+    assert plain.usage == stages["aggregator"] and plain.usage["completion_tokens"] > 0
+    assert voted.skillmoe["usage"]["aggregator"]["completion_tokens"] == 0 and voted.usage["completion_tokens"] > 0
+    assert voted.usage["completion_tokens"] < voted.skillmoe["usage"]["experts"]["completion_tokens"]
+    assert talk.skillmoe["skills"] == plain.skillmoe["skills"]  # skills: the last user message
+    # the experts and the aggregator read the system message above the question
+    assert talk.skillmoe["usage"]["experts"]["prompt_tokens"] > stages["experts"]["prompt_tokens"]
+    assert talk.usage["prompt_tokens"] > plain.usage["prompt_tokens"]
