@@ -81,7 +81,7 @@ def write_task(root, instances) -> None:
 def run_lm_eval(url: str, root) -> dict:
     """``lm_eval`` as a user runs it against the service, offline; its results JSON."""
     args = ["--model", "local-chat-completions", "--model_args",
-            f"model=symbolic-moe,base_url={url}/v1/chat/completions,num_concurrent=8,max_retries=1,"
+            f"model=symbolic-moe,base_url={url}/v1/chat/completions,num_concurrent=8,max_retries=1,timeout=1200,"
             "tokenized_requests=False", "--apply_chat_template", "--tasks", TASK, "--include_path", str(root),
             "--output_path", str(root / "out")]
     offline = {v: "1" for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE")}
