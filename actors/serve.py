@@ -76,12 +76,12 @@ def choice_jobs(job: Job) -> list[Job]:
     """The jobs of a request's ``n`` replies: the first is the request itself, each other an aggregation of
     its own (the seed shifted) over the same experts' answers."""
     seed = job.sampling.seed or 0
-    return [job] + [replace(job, request_id=f"{job.request_id}-{i}", n=1, sampling=replace(job.sampling, seed=seed + i))
-                    for i in range(1, job.n)]
+    return [job] + [replace(job, request_id=f"{job.request_id}-{i}", n=1,
+                            sampling=replace(job.sampling, seed=seed + i)) for i in range(1, job.n)]
 
 
 def merge(outcomes: list[Outcome]) -> Outcome:
-    """One outcome of a request's ``n`` replies: the first failure, or the replies with their tokens summed."""
+    """One outcome of a request's ``n`` replies: the first failure, or the replies, their tokens summed."""
     failed = next((o for o in outcomes if o.status != 200), None)
     if failed or len(outcomes) == 1:
         return failed or outcomes[0]
@@ -90,8 +90,10 @@ def merge(outcomes: list[Outcome]) -> Outcome:
     details = dict(first.skillmoe)
     if "usage" in details:
         aggregator = [o.skillmoe["usage"]["aggregator"] for o in outcomes]
-        details["usage"] = {**details["usage"], "aggregator": {k: sum(a[k] for a in aggregator) for k in aggregator[0]}}
-    return replace(first, usage=usage, skillmoe=details, replies=[(o.content, o.finish_reason) for o in outcomes])
+        summed = {k: sum(a[k] for a in aggregator) for k in aggregator[0]}
+        details["usage"] = {**details["usage"], "aggregator": summed}
+    replies = [(o.content, o.finish_reason) for o in outcomes]
+    return replace(first, usage=usage, skillmoe=details, replies=replies)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, health_check_period_s=10)
@@ -330,8 +332,8 @@ class SkillMoEService:
         self._gate(request)
         name = request.path_params["name"]
         if name not in model_names(self.cfg.recruit.k):
-            return error_response(404, f"the model {name!r} does not exist; see GET /v1/models", request_id(request),
-                                  "model")
+            return error_response(404, f"the model {name!r} does not exist; see GET /v1/models",
+                                  request_id(request), "model")
         return JSONResponse(model_object(name, self.started))
 
     async def _probe(self, method: str) -> tuple[bool, object]:
@@ -351,7 +353,7 @@ class SkillMoEService:
     @app.get("/healthz")
     @guarded
     async def healthz(self, request: Request) -> JSONResponse:
-        """ok unless requests keep failing or the answerer reports itself broken (busy is healthy); open to all."""
+        """ok unless requests keep failing or the answerer reports itself broken (busy is healthy); no key."""
         limit = self.cfg.serve.unhealthy_after
         why = f"the last {self.failure_streak} requests all failed upstream" if limit and self.failure_streak >= limit else None
         answered, reply = (False, None) if why else await self._probe("health")

@@ -61,13 +61,15 @@ def guarded(route):
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    message = {404: f"no route {request.url.path}; see GET /v1/models and the README's Serve section",
-               405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+    messages = {404: f"no route {request.url.path}; see GET /v1/models and the README's Serve section",
+                405: f"method {request.method} is not allowed on {request.url.path}"}
+    message = messages.get(exc.status_code, str(exc.detail))
     return error_response(exc.status_code, message, request_id(request), headers=getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return error_response(400, f"invalid request: {exc.errors()[0].get('msg', 'malformed')}", request_id(request))
+    why = exc.errors()[0].get("msg", "malformed") if exc.errors() else "malformed"
+    return error_response(400, f"invalid request: {why}", request_id(request))
 
 
 class ConfiguredCORS:
@@ -83,8 +85,8 @@ class ConfiguredCORS:
 
     async def __call__(self, scope, receive, send):
         if self.cors is None and CORS_ORIGINS:
-            self.cors = CORSMiddleware(self.app, allow_origins=list(CORS_ORIGINS), allow_methods=["GET", "POST"],
-                                       allow_headers=["Authorization", "Content-Type"])
+            self.cors = CORSMiddleware(self.app, allow_origins=list(CORS_ORIGINS),
+                                       allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
         await (self.cors or self.app)(scope, receive, send)
 
 

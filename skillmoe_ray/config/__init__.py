@@ -239,8 +239,8 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """The HTTP service: address, micro-batching window, Serve's back-pressure bounds and timeouts, the replies
-    a request may ask for, and what an exposed service needs (API keys, the origins allowed by CORS)."""
+    """The HTTP service: address, micro-batching window, Serve's back-pressure bounds and timeouts, the
+    replies a request may ask for, and what an exposed service needs (API keys, the origins allowed by CORS)."""
 
     host: str = "127.0.0.1"
     port: int = 8000

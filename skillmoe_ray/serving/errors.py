@@ -47,7 +47,8 @@ def new_request_id() -> str:
 def error_body(message: str, status: int, param: str | None = None, request_id: str | None = None,
                kind: str | None = None) -> dict:
     """OpenAI's error object for ``status``; ``param`` names the request field at fault."""
-    default_kind, code = KINDS.get(status, ("invalid_request_error" if status < 500 else "server_error", None))
+    fallback = ("invalid_request_error" if status < 500 else "server_error", None)
+    default_kind, code = KINDS.get(status, fallback)
     if request_id:
         message = f"{message} (request id {request_id})"
     return {"error": {"message": message, "type": kind or default_kind, "param": param, "code": code}}

@@ -145,8 +145,8 @@ def _conversation(messages: object) -> tuple[str, tuple[tuple[str, str], ...]]:
     if not any(m["role"] == "user" for m in messages):
         raise BadRequest("'messages' has no user message: the question is the last message with role 'user'", "messages")
     if messages[-1]["role"] != "user":
-        raise BadRequest("the last message must be the user's question (a trailing assistant or system message "
-                         "is not supported)", "messages")
+        raise BadRequest("the last message must be the user's question (a trailing assistant or system "
+                         "message is not supported)", "messages")
     question = _content(messages[-1]["content"], len(messages) - 1)
     if not question.strip():
         raise BadRequest("the question (the last user message) is empty", "messages")
@@ -168,8 +168,8 @@ def _content(content: object, index: int) -> str:
 def _text_part(part: object, index: int, message: int) -> str:
     """The text of one OpenAI content part; only text parts are understood."""
     if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
-        raise BadRequest(f"content part {index} of messages[{message}] must be {{\"type\": \"text\", \"text\": "
-                         "a string}; only text parts are supported", "messages")
+        raise BadRequest(f"content part {index} of messages[{message}] must be "
+                         "{\"type\": \"text\", \"text\": a string}; only text parts are supported", "messages")
     return part["text"]
 
 
@@ -233,7 +233,8 @@ def _stop(data: dict) -> tuple[str, ...]:
     stop = data.get("stop")
     items = [] if stop is None else [stop] if isinstance(stop, str) else stop
     if not isinstance(items, list) or len(items) > MAX_STOP or not all(isinstance(x, str) for x in items):
-        raise BadRequest(f"'stop' must be a string or a list of up to {MAX_STOP} strings, got {stop!r}", "stop")
+        raise BadRequest(f"'stop' must be a string or a list of up to {MAX_STOP} strings, got {stop!r}",
+                         "stop")
     return tuple(x for x in items if x)
 
 
@@ -280,7 +281,8 @@ def load_body(body: bytes, max_bytes: int) -> dict:
     except RecursionError:
         raise BadRequest("request body is nested too deeply to be a chat request") from None
     except ValueError:  # Python's limit on integer digits (CVE-2020-10735)
-        raise BadRequest(f"request body has a JSON number over {sys.get_int_max_str_digits()} digits") from None
+        limit = sys.get_int_max_str_digits()
+        raise BadRequest(f"request body has a JSON number over {limit} digits") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
@@ -328,8 +330,8 @@ def completion_response(job: Job, replies: list[tuple[str, str]], usage: dict, s
         "object": "chat.completion",
         "created": int(time.time()),
         "model": job.model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
-                    for i, (content, finish) in enumerate(replies)],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": content},
+                     "finish_reason": finish} for i, (content, finish) in enumerate(replies)],
         "usage": usage_body(usage),
         "skillmoe": skillmoe,
     }

@@ -102,7 +102,8 @@ class OnlineRouter:
         errors = [g.error for g in generations if g.failed]
         replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)]
         for inst in instances:
-            self.skill_usage[inst.id] = _tokens([g for (_, r), g in zip(pairs, generations) if r.instance_id == inst.id])
+            own = [g for (_, r), g in zip(pairs, generations) if r.instance_id == inst.id]
+            self.skill_usage[inst.id] = _tokens(own)
         _, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
         return kept, (errors[0] if errors else None)
 
@@ -143,7 +144,8 @@ class OnlineRouter:
         instances = {j.request_id: job_instance(j) for j in jobs}
         unique = list({inst.id: inst for inst in instances.values()}.values())
         # the keyword model reads the last user message only; the answers phases the whole conversation
-        last_turns = {instances[j.request_id].id: replace(instances[j.request_id], question=j.question) for j in jobs}
+        last_turns = {instances[j.request_id].id: replace(instances[j.request_id], question=j.question)
+                      for j in jobs}
         skills, failure = self._skills(list(last_turns.values()))
         if failure:
             return [Outcome(502, error=failure) for _ in jobs]
