@@ -64,7 +64,8 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     messages = {404: f"no route {request.url.path}; see GET /v1/models and the README's Serve section",
                 405: f"method {request.method} is not allowed on {request.url.path}"}
     message = messages.get(exc.status_code, str(exc.detail))
-    return error_response(exc.status_code, message, request_id(request), headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    return error_response(exc.status_code, message, request_id(request), headers=headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,7 +87,8 @@ class ConfiguredCORS:
     async def __call__(self, scope, receive, send):
         if self.cors is None and CORS_ORIGINS:
             self.cors = CORSMiddleware(self.app, allow_origins=list(CORS_ORIGINS),
-                                       allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+                                       allow_methods=["GET", "POST"],
+                                       allow_headers=["Authorization", "Content-Type"])
         await (self.cors or self.app)(scope, receive, send)
 
 

@@ -240,7 +240,7 @@ class ResourcesConfig:
 @dataclass(frozen=True)
 class ServeConfig:
     """The HTTP service: address, micro-batching window, Serve's back-pressure bounds and timeouts, the
-    replies a request may ask for, and what an exposed service needs (API keys, the origins allowed by CORS)."""
+    replies a request may ask for, and what an exposed service needs (API keys, CORS origins)."""
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -169,7 +169,8 @@ def _text_part(part: object, index: int, message: int) -> str:
     """The text of one OpenAI content part; only text parts are understood."""
     if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
         raise BadRequest(f"content part {index} of messages[{message}] must be "
-                         "{\"type\": \"text\", \"text\": a string}; only text parts are supported", "messages")
+                         "{\"type\": \"text\", \"text\": a string}; only text parts are supported",
+                         "messages")
     return part["text"]
 
 

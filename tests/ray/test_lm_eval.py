@@ -52,8 +52,9 @@ def lab_service(ray_cluster, lab_models, tmp_path_factory):
     from tests.conftest import compose_tree
 
     tmp, port = tmp_path_factory.mktemp("lab-serve"), free_port()
-    tree = compose_tree(["+experiment=skill_lab", "engine=hf", "lab.build_models=false", f"lab.models_dir={lab_models}",
-                         "mode=serve", f"cache_dir={tmp / 'cache'}", f"serve.port={port}", *SIZES])
+    tree = compose_tree(["+experiment=skill_lab", "engine=hf", "lab.build_models=false",
+                         f"lab.models_dir={lab_models}", "mode=serve", f"cache_dir={tmp / 'cache'}",
+                         f"serve.port={port}", *SIZES])
     cfg, val, _ = load_checked(tree, str(tmp / "run"))
     serve.shutdown()  # another module's application, if any: this one gets the HTTP proxy on its port
     deploy(cfg, on_driver(cfg, "prepare", val), blocking=False)
@@ -66,7 +67,8 @@ def write_task(root, instances) -> None:
     from skillmoe_ray.method.skills import question_text
 
     data = root / "lab.jsonl"
-    data.write_text("".join(json.dumps({"question": question_text(i), "answer": i.gold}) + "\n" for i in instances))
+    rows = [json.dumps({"question": question_text(i), "answer": i.gold}) + "\n" for i in instances]
+    data.write_text("".join(rows))
     (root / f"{TASK}.yaml").write_text(yaml.safe_dump({
         "task": TASK, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
         "test_split": "test", "output_type": "generate_until",
@@ -81,12 +83,15 @@ def write_task(root, instances) -> None:
 def run_lm_eval(url: str, root) -> dict:
     """``lm_eval`` as a user runs it against the service, offline; its results JSON."""
     args = ["--model", "local-chat-completions", "--model_args",
-            f"model=symbolic-moe,base_url={url}/v1/chat/completions,num_concurrent=8,max_retries=1,timeout=1200,"
-            "tokenized_requests=False", "--apply_chat_template", "--tasks", TASK, "--include_path", str(root),
-            "--output_path", str(root / "out")]
-    offline = {v: "1" for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE")}
-    env = {**os.environ, **offline, "HF_DATASETS_CACHE": str(root / "hf-datasets"), "OPENAI_API_KEY": "unused"}
-    done = subprocess.run([sys.executable, "-m", "lm_eval", *args], env=env, capture_output=True, text=True, timeout=1200)
+            f"model=symbolic-moe,base_url={url}/v1/chat/completions,num_concurrent=8,max_retries=1,"
+            "timeout=1200,tokenized_requests=False", "--apply_chat_template", "--tasks", TASK,
+            "--include_path", str(root), "--output_path", str(root / "out")]
+    offline = {v: "1" for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                "HF_EVALUATE_OFFLINE")}
+    env = {**os.environ, **offline, "HF_DATASETS_CACHE": str(root / "hf-datasets"),
+           "OPENAI_API_KEY": "unused"}
+    done = subprocess.run([sys.executable, "-m", "lm_eval", *args], env=env, capture_output=True, text=True,
+                          timeout=1200)
     print(done.stdout[-3000:])  # the harness's table (the README shows it)
     assert done.returncode == 0, done.stderr[-4000:]
     result = next((root / "out").rglob("results_*.json"))
@@ -103,8 +108,9 @@ def project_accuracy(url: str, instances) -> int:
     api = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
     correct = 0
     for inst in instances:
-        reply = api.chat.completions.create(model="symbolic-moe", messages=[{"role": "user", "content": question_text(inst)}],
-                                            max_tokens=256, temperature=0, seed=1234)
+        question = [{"role": "user", "content": question_text(inst)}]
+        reply = api.chat.completions.create(model="symbolic-moe", messages=question, max_tokens=256,
+                                            temperature=0, seed=1234)
         correct += is_correct(reply.skillmoe["answer"], inst)
     return correct
 

@@ -3,6 +3,7 @@ fake engine where orchestration is what is tested, and the official ``openai`` c
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import time
@@ -138,7 +139,8 @@ def test_usage_of_a_5_token_reply_is_that_replys_tokens(service):
 def fake_service(ray_cluster, tmp_path_factory):
     """The service on the fake engine, with an API key and n up to 2. The tests using it stand together:
     later tests redeploy the app."""
-    return deploy(tmp_path_factory.mktemp("fake-serve"), [f"serve.api_keys=[{KEY}]", "serve.max_n=2"], fake=True)
+    overrides = [f"serve.api_keys=[{KEY}]", "serve.max_n=2"]
+    return deploy(tmp_path_factory.mktemp("fake-serve"), overrides, fake=True)
 
 
 def client(url: str, key: str = KEY):
@@ -189,7 +191,8 @@ def test_the_seed_reaches_the_aggregator(fake_service):
     assert again in answers
 
 
-@pytest.mark.parametrize("field, value", [("n", 3), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+@pytest.mark.parametrize("field, value", [("n", 3),
+                                          ("tools", [{"type": "function", "function": {"name": "f"}}]),
                                           ("logprobs", True), ("response_format", {"type": "json_object"})])
 def test_an_unsupported_field_gets_a_400_naming_it_and_is_counted(fake_service, field, value):
     import openai
@@ -215,16 +218,19 @@ def test_a_raw_stream_is_server_sent_events_ending_in_done(fake_service):
 def test_stop_cuts_the_reply_plain_and_streamed_as_openai_does(fake_service):
     api = client(fake_service)
     question = [{"role": "user", "content": f"{QUESTION} (stop)"}]
-    full = api.chat.completions.create(model="symbolic-moe", messages=question, seed=2).choices[0].message.content
+    ask_it = functools.partial(api.chat.completions.create, model="symbolic-moe", messages=question, seed=2)
+    full = ask_it().choices[0].message.content
     stop = full.split()[2]  # a word inside the reply
-    cut = api.chat.completions.create(model="symbolic-moe", messages=question, seed=2, stop=[stop, "never there"])
-    assert cut.choices[0].message.content == full[:full.index(stop)] and cut.choices[0].finish_reason == "stop"
-    chunks = list(api.chat.completions.create(model="symbolic-moe", messages=question, seed=2, stop=stop, stream=True))
+    cut = ask_it(stop=[stop, "never there"]).choices[0]
+    assert cut.message.content == full[:full.index(stop)] and cut.finish_reason == "stop"
+    chunks = list(ask_it(stop=stop, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full[:full.index(stop)]
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
 
 
-def test_a_system_message_and_earlier_turns_reach_the_experts_and_skills_come_from_the_last_turn(fake_service):
+def test_a_system_message_and_earlier_turns_reach_the_experts_and_skills_come_from_the_last_turn(
+        fake_service):
     """The documented rule: skills from the last user message; the experts and the aggregator read the
     conversation above it (the fake engine's answer is a hash of what it reads)."""
     api = client(fake_service)
@@ -237,7 +243,8 @@ def test_a_system_message_and_earlier_turns_reach_the_experts_and_skills_come_fr
     assert alone.skillmoe["skills"] == system.skillmoe["skills"] == turns.skillmoe["skills"]
     for talk in (system, turns):
         assert talk.usage.prompt_tokens > alone.usage.prompt_tokens  # the aggregator read the conversation
-        assert talk.skillmoe["usage"]["experts"]["prompt_tokens"] > alone.skillmoe["usage"]["experts"]["prompt_tokens"]
+        experts = [r.skillmoe["usage"]["experts"]["prompt_tokens"] for r in (talk, alone)]
+        assert experts[0] > experts[1]
     assert len({alone.choices[0].message.content, system.choices[0].message.content,
                 turns.choices[0].message.content}) > 1
 
@@ -251,14 +258,16 @@ def test_n_replies_models_retrieve_and_text_completions(fake_service):
     one = api.chat.completions.create(model="symbolic-moe", messages=USER, seed=8)
     assert two.choices[0].message.content == one.choices[0].message.content
     assert two.skillmoe["usage"]["experts"] == one.skillmoe["usage"]["experts"]  # one set of experts' answers
-    assert two.skillmoe["usage"]["aggregator"]["prompt_tokens"] == 2 * one.skillmoe["usage"]["aggregator"]["prompt_tokens"]
+    aggregations = [r.skillmoe["usage"]["aggregator"]["prompt_tokens"] for r in (two, one)]
+    assert aggregations[0] == 2 * aggregations[1]
     model = api.models.retrieve("symbolic-moe-k2")
     assert model.id == "symbolic-moe-k2" and isinstance(model.created, int) and model.created > 0
     assert all(isinstance(m.created, int) for m in api.models.list().data)
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         api.models.retrieve("gpt-4")
     text = api.completions.create(model="symbolic-moe", prompt=QUESTION, max_tokens=64, stop=["never there"])
-    assert text.object == "text_completion" and text.choices[0].text and text.choices[0].finish_reason == "stop"
+    assert text.object == "text_completion" and text.choices[0].text
+    assert text.choices[0].finish_reason == "stop"
     assert text.usage.total_tokens > 0 and len(text.skillmoe["experts"]) == 3
 
 
@@ -268,7 +277,8 @@ def test_keys_json_bodies_and_openai_error_objects_on_every_status(fake_service)
     with pytest.raises(openai.AuthenticationError):
         client(fake_service, key="wrong").chat.completions.create(model="symbolic-moe", messages=USER)
     status, body, headers = post(fake_service, ask(QUESTION), headers={"Authorization": None})
-    assert status == 401 and body["error"]["code"] == "invalid_api_key" and headers["www-authenticate"] == "Bearer"
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert headers["www-authenticate"] == "Bearer"
     with urllib.request.urlopen(f"{fake_service}/healthz", timeout=30) as r:  # open without a key
         assert json.loads(r.read()) == {"status": "ok"} and "access-control-allow-origin" not in r.headers
     api = client(fake_service)
@@ -284,7 +294,8 @@ def test_keys_json_bodies_and_openai_error_objects_on_every_status(fake_service)
         with pytest.raises(openai.APIStatusError) as failed:
             call()
         error = failed.value.body
-        assert failed.value.status_code == status and failed.value.message and "request id req-" in error["message"]
+        assert failed.value.status_code == status and failed.value.message
+        assert "request id req-" in error["message"]
         assert set(error) == {"message", "type", "param", "code"} and isinstance(error["code"], str)
     status, body, _ = post(fake_service, b'{"messages": [], "n": ' + b"9" * 4301 + b"}")
     assert status == 400 and "over 4300 digits" in body["error"]["message"]
@@ -334,10 +345,12 @@ def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(
     deploy(tmp_path, [], fake=True)  # healthy preparation fills the cache
     url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]"], fake=True)
     status, body, headers = post(url, ask(QUESTION))
-    assert status == 502 and "failed" in body["error"]["message"] and headers["x-request-id"] in body["error"]["message"]
+    message = body["error"]["message"]
+    assert status == 502 and "failed" in message and headers["x-request-id"] in message
     text = json.dumps(body)  # what the engine raised, and where, stays in the server's log
     assert "Traceback" not in text and ".py" not in text and "/" not in body["error"]["message"]
-    assert "pid" not in text and "actor" not in text.lower() and "ip=" not in text and body["error"]["code"] == "upstream_error"
+    assert "pid" not in text and "actor" not in text.lower() and "ip=" not in text
+    assert body["error"]["code"] == "upstream_error"
     with pytest.raises(openai.APIStatusError) as failed:  # the SDK reads it as an error with a message
         client(url).chat.completions.create(model="symbolic-moe", messages=USER)
     assert failed.value.status_code == 502 and "answering failed" in failed.value.message

@@ -55,7 +55,8 @@ def test_model_names_select_method_and_k(name, expected):
         (body(skillmoe={"choices": ["only one"]}), "skillmoe.choices must be a list of 2 to 10"),
         (body(skillmoe={"answer_type": "essay"}), "answer_type must be auto, choice or math"),
         (body(skillmoe={"route_only": "false"}), "skillmoe.route_only must be true or false, got 'false'"),
-        (body(messages=[{"role": "user", "content": [{"type": "text", "text": 7}]}]), "content part 0 of messages[0]"),
+        (body(messages=[{"role": "user", "content": [{"type": "text", "text": 7}]}]),
+         "content part 0 of messages[0]"),
         (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]), "only text parts"),
         (b"[" * 4000 + b"]" * 4000, "nested too deeply"),
         (b'{"n": ' + b"9" * 5000 + b"}", "a JSON number over 4300 digits"),
@@ -77,8 +78,8 @@ def test_an_oversized_body_is_rejected_before_parsing():
 
 def test_the_response_has_the_openai_shape_and_the_routing_details():
     job = parse_request(body(model="symbolic-moe-k2"), 10_000, 3)
-    reply = completion_response(job, [("The answer is \\boxed{4}", "stop")], {"prompt_tokens": 10, "completion_tokens": 5},
-                                {"experts": ["a", "b"]})
+    reply = completion_response(job, [("The answer is \\boxed{4}", "stop")],
+                                {"prompt_tokens": 10, "completion_tokens": 5}, {"experts": ["a", "b"]})
     assert reply["object"] == "chat.completion" and reply["model"] == "symbolic-moe-k2"
     assert reply["choices"][0]["message"] == {"role": "assistant", "content": "The answer is \\boxed{4}"}
     assert reply["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -139,11 +140,14 @@ def test_the_baseline_model_names_are_the_servable_methods_of_the_registry():
 
 
 def test_a_conversation_keeps_its_turns_as_the_context_and_skills_read_the_last_user_message():
-    raw = {"messages": [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "What is 2+2?"},
-                        {"role": "assistant", "content": "4", "name": "bot"}, {"role": "user", "content": "And plus 3?"}]}
+    raw = {"messages": [{"role": "system", "content": "Answer in French."},
+                        {"role": "user", "content": "What is 2+2?"},
+                        {"role": "assistant", "content": "4", "name": "bot"},
+                        {"role": "user", "content": "And plus 3?"}]}
     job = parse_request(json.dumps(raw).encode(), 10_000, 3)
     assert job.question == "And plus 3?"
-    assert job.prompt == "System: Answer in French.\n\nUser: What is 2+2?\n\nAssistant: 4\n\nUser: And plus 3?"
+    transcript = "System: Answer in French.\n\nUser: What is 2+2?\n\nAssistant: 4\n\nUser: And plus 3?"
+    assert job.prompt == transcript
     assert parse_request(body(), 10_000, 3).prompt == "What is 2+2?"  # one message: the question as it is
 
 
@@ -161,11 +165,13 @@ def test_a_text_completion_request_is_a_job_and_its_legacy_fields_are_refused():
 
     job = parse_completion(json.dumps({"model": "majority-vote", "prompt": "What is 2+2?", "stop": ["\n"],
                                        "max_tokens": 5, "echo": False}).encode(), 10_000, 3)
-    assert (job.question, job.method, job.stop, job.sampling.max_tokens) == ("What is 2+2?", "majority_vote", ("\n",), 5)
+    assert (job.question, job.method) == ("What is 2+2?", "majority_vote")
+    assert (job.stop, job.sampling.max_tokens) == (("\n",), 5)
     reply = text_completion_response(job, [("4", "stop")], {"prompt_tokens": 3, "completion_tokens": 1}, {})
     assert reply["object"] == "text_completion" and reply["choices"][0]["text"] == "4"
-    for fields, param in [({"echo": True}, "echo"), ({"prompt": [1, 2]}, "prompt"), ({"stream": True}, "stream"),
-                          ({"best_of": 2}, "best_of"), ({"messages": []}, "messages")]:
+    refused_fields = [({"echo": True}, "echo"), ({"prompt": [1, 2]}, "prompt"), ({"stream": True}, "stream"),
+                      ({"best_of": 2}, "best_of"), ({"messages": []}, "messages")]
+    for fields, param in refused_fields:
         with pytest.raises(BadRequest) as refused:
             parse_completion(json.dumps({"prompt": "q", **fields}).encode(), 10_000, 3)
         assert refused.value.param == param
@@ -176,9 +182,11 @@ def test_error_objects_have_a_string_code_and_the_request_id():
 
     for status in (400, 401, 404, 405, 415, 500, 502, 503, 504):
         error = error_body("boom", status, request_id="req-1")["error"]
-        assert isinstance(error["code"], str) and error["message"] == "boom (request id req-1)" and error["type"]
+        assert isinstance(error["code"], str) and error["type"]
+        assert error["message"] == "boom (request id req-1)"
     leaked = 'Traceback (most recent call last):\n  File "/x/engine.py", pid=123, ip=10.0.0.1, actor_id=ab12'
-    assert public_message(502, leaked).startswith("answering failed") and "pid" not in public_message(502, leaked)
+    public = public_message(502, leaked)
+    assert public.startswith("answering failed") and "pid" not in public
 
 
 def test_the_gate_wants_a_listed_bearer_key_and_a_json_body():

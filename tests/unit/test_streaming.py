@@ -26,7 +26,8 @@ USAGE = {"prompt_tokens": 30, "completion_tokens": 12}
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_the_reply_streams_role_content_finish_and_done_with_usage_and_routing_last(include_usage):
     j = job(stream_options={"include_usage": include_usage})
-    events = [role_event(j, 1), *reply_events(j, 1, [("The answer is \\boxed{4}", "stop")], USAGE, {"experts": ["a", "b"]})]
+    reply = [("The answer is \\boxed{4}", "stop")]
+    events = [role_event(j, 1), *reply_events(j, 1, reply, USAGE, {"experts": ["a", "b"]})]
     assert events[-1] == DONE
     chunks = payloads(events)
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["id"] for c in chunks} == {j.request_id}
