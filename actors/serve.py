@@ -6,11 +6,13 @@ Two deployments, so that Serve's own back-pressure bounds the work:
   micro-batcher and the OnlineRouter. Serve sends it at most ``serve.max_ongoing_requests`` requests
   at a time and queues at most ``serve.max_queued_requests`` more; beyond that Serve rejects a call
   with ``BackPressureError``. Its queue and ongoing requests are what Serve's metrics and autoscaling see.
-- :class:`SkillMoEService` is the HTTP ingress: it validates requests (400), hands them to the
-  answerer, and maps what comes back to HTTP: 503 with Retry-After when Serve rejected the call,
-  502 when experts failed, 504 past ``serve.request_timeout_s`` (the call is then cancelled in
-  Serve), and a JSON reply or an SSE stream (``skillmoe_ray.serving.streaming``). It keeps the /v1/stats
-  counters, so rejected requests are counted although they never reach the answerer.
+- :class:`SkillMoEService` is the HTTP ingress: it checks the API key (401) and the body's type (415),
+  validates requests (400), hands them to the answerer, and maps what comes back to HTTP: 503 with
+  Retry-After when Serve rejected the call, 502 when experts failed, 504 past ``serve.request_timeout_s``
+  (the call is then cancelled in Serve), and a JSON reply or an SSE stream
+  (``skillmoe_ray.serving.streaming``). Every error is OpenAI's error object with a request id; the
+  details of a failure are logged under that id, never sent. It keeps the /v1/stats counters, so
+  rejected requests are counted although they never reach the answerer.
 
 Request validation and response shapes live in ``skillmoe_ray.serving.openai_api``, micro-batching in
 ``skillmoe_ray.serving.batching``, answering in ``skillmoe_ray.serving.router``. Two ways to start it:
@@ -24,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -37,19 +40,25 @@ from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.method.skills import load_embedder
 from skillmoe_ray.serving import streaming
 from skillmoe_ray.serving.batching import MicroBatcher
+from skillmoe_ray.serving.completions import parse_completion, text_completion_response
+from skillmoe_ray.serving.errors import Refused, api_keys, check_json, check_key, public_message
 from skillmoe_ray.serving.openai_api import (
     BadRequest,
     Job,
     completion_response,
-    error_body,
+    model_names,
+    model_object,
     models_response,
     parse_request,
 )
 from skillmoe_ray.serving.router import OnlineRouter, Outcome
+from skillmoe_ray_actors import serve_http
 from skillmoe_ray_actors.placement import PlacementScheduler
+from skillmoe_ray_actors.serve_http import error_response, guarded, request_id
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="skillmoe-ray", description="Skill-routed answers from a pool of expert LLMs")
+serve_http.install(app)
 
 # Seconds a request may wait for Serve to hand it to the answerer before its stream starts anyway
 # (a rejection comes at once; a wait this long means it is queued, not refused).
@@ -60,12 +69,31 @@ KEEPALIVE_S = 15.0
 PROBE_S = 2.0
 # Requests the ingress takes beyond what the answerer can hold: /healthz, /v1/stats, 400s, rejections.
 INGRESS_HEADROOM = 64
-KINDS = {502: "upstream_error", 503: "overloaded", 504: "timeout"}
 ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch")
 
 
-def _error(status: int, message: str, kind: str, headers: dict | None = None, param: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, kind, status, param), status_code=status, headers=headers)
+def choice_jobs(job: Job) -> list[Job]:
+    """The jobs of a request's ``n`` replies: the first is the request itself, each other an aggregation of
+    its own (the seed shifted) over the same experts' answers."""
+    seed = job.sampling.seed or 0
+    return [job] + [replace(job, request_id=f"{job.request_id}-{i}", n=1,
+                            sampling=replace(job.sampling, seed=seed + i)) for i in range(1, job.n)]
+
+
+def merge(outcomes: list[Outcome]) -> Outcome:
+    """One outcome of a request's ``n`` replies: the first failure, or the replies, their tokens summed."""
+    failed = next((o for o in outcomes if o.status != 200), None)
+    if failed or len(outcomes) == 1:
+        return failed or outcomes[0]
+    first = outcomes[0]
+    usage = {k: sum(o.usage.get(k, 0) for o in outcomes) for k in ("prompt_tokens", "completion_tokens")}
+    details = dict(first.skillmoe)
+    if "usage" in details:
+        aggregator = [o.skillmoe["usage"]["aggregator"] for o in outcomes]
+        summed = {k: sum(a[k] for a in aggregator) for k in aggregator[0]}
+        details["usage"] = {**details["usage"], "aggregator": summed}
+    replies = [(o.content, o.finish_reason) for o in outcomes]
+    return replace(first, usage=usage, skillmoe=details, replies=replies)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, health_check_period_s=10)
@@ -90,9 +118,10 @@ class SkillMoEAnswerer:
     async def answer(self, job: Job):
         """Streamed to the ingress: None once the request is here (Serve admitted it), then (outcome, stats)."""
         yield None
-        try:
-            outcome = await self.batcher.submit(job)
+        try:  # the n replies are submitted together, so they share one micro-batch (and its experts' answers)
+            outcome = merge(list(await asyncio.gather(*(self.batcher.submit(j) for j in choice_jobs(job)))))
         except Exception as exc:  # the whole batch failed; this request's answer is lost, the service is not
+            log.exception("request %s: answering failed", job.request_id)
             outcome = Outcome(502, error=f"answering failed: {exc}")
         self.failure_streak = 0 if outcome.status == 200 else self.failure_streak + 1
         yield outcome, await self.stats()
@@ -178,15 +207,25 @@ class PendingAnswer:
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class SkillMoEService:
-    """The HTTP ingress: validation, replies (JSON or SSE), the 400/502/503/504 mapping and the counters."""
+    """The HTTP ingress: the gate, validation, replies (JSON or SSE), the error mapping and the counters."""
 
     def __init__(self, cfg: RunConfig, answerer: DeploymentHandle):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.cfg = cfg
         self.answerer = answerer
+        self.keys = api_keys(cfg.serve.api_keys)
+        serve_http.CORS_ORIGINS[:] = cfg.serve.cors_origins
+        self.started = int(time.time())  # the models' ``created``
         self.counts: Counter[str] = Counter()
         self.failure_streak = 0  # requests in a row that failed upstream, as /healthz reports them
         self.in_flight = 0  # requests handed to the answerer and not answered yet (queued in Serve or batched)
         self.answerer_stats: dict = {}  # the answerer's latest stats, for when it is too busy to ask
+
+    def _gate(self, request: Request, body: bool = False) -> None:
+        """Refused (401) without a listed API key when keys are set; (415) a body that is not JSON."""
+        check_key(self.keys, request.headers.get("authorization"))
+        if body:
+            check_json(request.headers.get("content-type"))
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, refusing (BadRequest) anything over the limit before reading it all."""
@@ -201,27 +240,48 @@ class SkillMoEService:
                 raise BadRequest(f"request body is over the limit of {limit} bytes")
         return body
 
+    async def _job(self, request: Request, parse) -> Job:
+        """The request's Job (Refused or BadRequest when the gate or validation refuses it)."""
+        self._gate(request, body=True)
+        s = self.cfg.serve
+        return parse(await self._read_body(request), s.max_body_bytes, self.cfg.recruit.k, s.max_n)
+
     @app.post("/v1/chat/completions")
+    @guarded
     async def chat(self, request: Request):
+        return await self._answer(request, parse_request, completion_response)
+
+    @app.post("/v1/completions")
+    @guarded
+    async def completions(self, request: Request):
+        return await self._answer(request, parse_completion, text_completion_response)
+
+    async def _answer(self, request: Request, parse, respond):
         self.counts["requests"] += 1
+        rid = request_id(request)
         try:
-            job = parse_request(await self._read_body(request), self.cfg.serve.max_body_bytes, self.cfg.recruit.k)
-        except BadRequest as exc:
+            job = await self._job(request, parse)
+        except (Refused, BadRequest) as exc:
             self.counts["bad_requests"] += 1
-            return _error(400, str(exc), "invalid_request_error", param=exc.param)
+            if isinstance(exc, Refused):
+                raise
+            return error_response(400, str(exc), rid, exc.param)
+        log.info("request %s is %s", rid, job.request_id)
         pending = PendingAnswer(self.answerer, job, self.cfg.serve.request_timeout_s)
         self.in_flight += 1
         refused = await pending.refused()
         if refused:
             self.in_flight -= 1
-            return self._failure(self._count(refused))
+            return self._failure(self._count(refused), rid)
         if job.stream:
-            return StreamingResponse(self._stream(job, pending), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(self._stream(job, pending, rid), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                              "x-request-id": rid})
         outcome = await self._settle(pending)
         if outcome.status != 200:
-            return self._failure(outcome)
-        return JSONResponse(completion_response(job, outcome.content, outcome.finish_reason, outcome.usage, outcome.skillmoe))
+            return self._failure(outcome, rid)
+        return JSONResponse(respond(job, outcome.choices(), outcome.usage, outcome.skillmoe),
+                            headers={"x-request-id": rid})
 
     async def _settle(self, pending: PendingAnswer) -> Outcome:
         """The request's outcome, counted."""
@@ -233,7 +293,7 @@ class SkillMoEService:
             self.answerer_stats = stats
         return self._count(outcome)
 
-    async def _stream(self, job: Job, pending: PendingAnswer):
+    async def _stream(self, job: Job, pending: PendingAnswer, rid: str):
         """The SSE reply: the role chunk at once, keep-alives while the experts work, then the answer."""
         created = int(time.time())
         settled = asyncio.ensure_future(self._settle(pending))
@@ -242,8 +302,8 @@ class SkillMoEService:
             while not (await asyncio.wait({settled}, timeout=KEEPALIVE_S))[0]:
                 yield streaming.KEEPALIVE
             o = settled.result()
-            events = (streaming.reply_events(job, created, o.content, o.finish_reason, o.usage, o.skillmoe)
-                      if o.status == 200 else streaming.error_events(self._message(o), KINDS[o.status], o.status))
+            events = (streaming.reply_events(job, created, o.choices(), o.usage, o.skillmoe)
+                      if o.status == 200 else streaming.error_events(self._message(o, rid), o.status, rid))
             for event in events:
                 yield event
         finally:  # the client went away: stop the work it asked for
@@ -261,18 +321,32 @@ class SkillMoEService:
     def _retry_after_s(self) -> int:
         return max(1, round(self.answerer_stats.get("retry_after_s", 1)))
 
-    def _message(self, outcome: Outcome) -> str:
+    def _message(self, outcome: Outcome, rid: str) -> str:
+        """What the client reads of a failure; its details are logged under the request id."""
+        log.warning("request %s failed (%d): %s", rid, outcome.status, outcome.error)
         if outcome.status == 503:
             return f"{outcome.error}; retry in {self._retry_after_s()} s"
-        return outcome.error or "expert failure"
+        return public_message(outcome.status, outcome.error)
 
-    def _failure(self, outcome: Outcome) -> JSONResponse:
+    def _failure(self, outcome: Outcome, rid: str) -> JSONResponse:
         headers = {"Retry-After": str(self._retry_after_s())} if outcome.status == 503 else None
-        return _error(outcome.status, self._message(outcome), KINDS.get(outcome.status, "upstream_error"), headers)
+        return error_response(outcome.status, self._message(outcome, rid), rid, headers=headers)
 
     @app.get("/v1/models")
-    async def models(self) -> dict:
-        return models_response(self.cfg.recruit.k)
+    @guarded
+    async def models(self, request: Request):
+        self._gate(request)
+        return JSONResponse(models_response(self.cfg.recruit.k, self.started))
+
+    @app.get("/v1/models/{name}")
+    @guarded
+    async def model(self, request: Request):
+        self._gate(request)
+        name = request.path_params["name"]
+        if name not in model_names(self.cfg.recruit.k):
+            return error_response(404, f"the model {name!r} does not exist; see GET /v1/models",
+                                  request_id(request), "model")
+        return JSONResponse(model_object(name, self.started))
 
     async def _probe(self, method: str) -> tuple[bool, object]:
         """(answered, reply) of a quick call to the answerer; (False, None) when it is too busy to answer in time."""
@@ -289,25 +363,31 @@ class SkillMoEService:
         return True, task.result()
 
     @app.get("/healthz")
-    async def healthz(self) -> JSONResponse:
-        """ok unless requests keep failing or the answerer reports itself broken (busy is healthy)."""
+    @guarded
+    async def healthz(self, request: Request) -> JSONResponse:
+        """ok unless requests keep failing or the answerer reports itself broken (busy is healthy); no key."""
         limit = self.cfg.serve.unhealthy_after
         why = f"the last {self.failure_streak} requests all failed upstream" if limit and self.failure_streak >= limit else None
         answered, reply = (False, None) if why else await self._probe("health")
-        if answered:
-            why = f"the answerer does not answer: {reply}" if isinstance(reply, BaseException) else reply["unhealthy"]
-        return _error(503, why, "unhealthy") if why else JSONResponse({"status": "ok"})
+        if answered and isinstance(reply, BaseException):
+            log.warning("request %s: the answerer does not answer: %r", request_id(request), reply)
+            why = "the answerer does not answer"
+        elif answered:
+            why = reply["unhealthy"]
+        return error_response(503, why, request_id(request)) if why else JSONResponse({"status": "ok"})
 
     @app.get("/v1/stats")
-    async def stats(self) -> dict:
+    @guarded
+    async def stats(self, request: Request):
+        self._gate(request)
         answered, reply = await self._probe("stats")
         if answered and isinstance(reply, dict):
             self.answerer_stats = reply
         b = self.answerer_stats
-        return {
+        return JSONResponse({
             **{k: self.counts.get(k, 0) for k in ("requests", "completed", "failed", "bad_requests", "rejected", "timeouts")},
             **{k: b.get(k, 0) for k in ANSWERER_STATS},
             "queue_depth": self.in_flight,
             "resident_experts": b.get("resident_experts", []),
             "resident": b.get("resident", []),
-        }
+        })

@@ -45,7 +45,8 @@ def deploy(cfg: RunConfig, preparation: ServingPreparation, blocking: bool = Tru
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(application(cfg, preparation), name="skillmoe", route_prefix="/")
     print(f"skillmoe-ray is serving on http://{cfg.serve.host}:{cfg.serve.port} "
-          "(POST /v1/chat/completions, GET /v1/models /v1/stats /healthz); Ctrl-C stops it", flush=True)
+          "(POST /v1/chat/completions /v1/completions, GET /v1/models /v1/stats /healthz); Ctrl-C stops it",
+          flush=True)
     print(ready_line(), flush=True)
     if not blocking:
         return

@@ -243,7 +243,8 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """The HTTP service: address, micro-batching window, Serve's back-pressure bounds and timeouts."""
+    """The HTTP service: address, micro-batching window, Serve's back-pressure bounds and timeouts, the
+    replies a request may ask for, and what an exposed service needs (API keys, CORS origins)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -255,6 +256,10 @@ class ServeConfig:
     request_timeout_s: float = 600.0
     max_body_bytes: int = 1_000_000
     unhealthy_after: int = 20
+    max_n: int = 4
+    # repr=False: a printed config does not show the keys ($SKILLMOE_API_KEYS keeps them out of config files)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

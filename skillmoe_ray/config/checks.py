@@ -177,7 +177,7 @@ def validate_steering(cfg: RunConfig) -> None:
 def _check_serve(serve: ServeConfig) -> None:
     """The service's bounds: Serve's back-pressure limits, the batch size, the port, the timeout."""
     counts = {"max_batch": serve.max_batch, "max_ongoing_requests": serve.max_ongoing_requests,
-              "max_queued_requests": serve.max_queued_requests}
+              "max_queued_requests": serve.max_queued_requests, "max_n": serve.max_n}
     for name, value in counts.items():
         if value < 1:
             raise ConfigError(f"serve.{name} must be >= 1, got {value}")

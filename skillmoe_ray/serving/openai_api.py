@@ -11,16 +11,23 @@ object carries ``route_only`` (skills, recruited experts and cost estimate, no a
 
 Request fields of the OpenAI spec are honoured (``temperature``, ``top_p``, ``max_tokens`` /
 ``max_completion_tokens`` and ``seed`` set the sampling of the generation that writes the reply;
-``stream`` and ``stream_options.include_usage`` the shape of the reply), ignored where they cannot
-change the answer (``user``, ``metadata``, ...), or refused with a 400 naming the field where the
-service cannot do what they ask (``n`` > 1, ``tools``, ``logprobs``, ``response_format`` other than
-text, ...). A field outside the spec is refused, as OpenAI's API does.
+``stop`` cuts that reply before the first stop string; ``n`` asks for several replies, each an
+aggregation of its own over the same experts' answers; ``stream`` and ``stream_options.include_usage``
+the shape of the reply), ignored where they cannot change the answer (``user``, ``metadata``, ...), or
+refused with a 400 naming the field where the service cannot do what they ask (``tools``,
+``logprobs``, ``response_format`` other than text, ...). A field outside the spec is refused, as
+OpenAI's API does.
+
+Conversations: skills are inferred from the last user message (the question); the system (or
+developer) messages and the earlier turns are the question's context, which the experts and the
+aggregator read as a transcript above it (:attr:`Job.prompt`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,7 +55,6 @@ REFUSED: dict[str, tuple[tuple, str]] = {
     "logprobs": ((None, False), "log probabilities are not returned"),
     "top_logprobs": ((None, 0), "log probabilities are not returned"),
     "response_format": ((None, {"type": "text"}), "only text replies are supported"),
-    "stop": ((None, "", []), "stop sequences are not supported"),
     "frequency_penalty": ((None, 0), "penalties are not supported"),
     "presence_penalty": ((None, 0), "penalties are not supported"),
     "logit_bias": ((None, {}), "logit biases are not supported"),
@@ -60,7 +66,13 @@ REFUSED: dict[str, tuple[tuple, str]] = {
     "verbosity": ((None,), "the reply's verbosity is not set per request"),
 }
 HONOURED = ("model", "messages", "skillmoe", "stream", "stream_options", "n", "temperature", "top_p",
-            "max_tokens", "max_completion_tokens", "seed")
+            "max_tokens", "max_completion_tokens", "seed", "stop")
+# OpenAI's limit on stop sequences per request
+MAX_STOP = 4
+# role of a message -> its name in the transcript the experts read
+ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+# Keys of a message besides role and content: accepted when they ask for nothing (name is ignored).
+MESSAGE_EXTRAS = {"name": None, "refusal": (None,), "tool_calls": (None, []), "audio": (None,)}
 
 
 class BadRequest(SkillMoEError):
@@ -79,13 +91,24 @@ class Job:
     model: str
     method: str
     k: int
-    question: str
+    question: str  # the last user message: skills are inferred from it
     choices: tuple[str, ...] | None = None
     answer_type: str = "auto"
     route_only: bool = False
     sampling: ReplySampling = ReplySampling()
     stream: bool = False
     include_usage: bool = False
+    context: tuple[tuple[str, str], ...] = ()  # (role, text) of the system messages and earlier turns
+    stop: tuple[str, ...] = ()
+    n: int = 1
+
+    @property
+    def prompt(self) -> str:
+        """What the experts and the aggregator answer: the question, below its conversation if any."""
+        if not self.context:
+            return self.question
+        turns = [f"{ROLES[role]}: {text}" for role, text in self.context]
+        return "\n\n".join([*turns, f"User: {self.question}"])
 
 
 def model_names(default_k: int) -> list[str]:
@@ -105,29 +128,49 @@ def resolve_model(name: str, default_k: int) -> tuple[str, int]:
     raise BadRequest(f"unknown model {name!r}; valid models: {', '.join(model_names(default_k))} (see GET /v1/models)", "model")
 
 
-def _question(messages: object) -> str:
-    """The last user message's text; BadRequest when messages are missing or malformed."""
+def _conversation(messages: object) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """(the last user message's text, the (role, text) turns before it); BadRequest when malformed."""
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' is required: a non-empty list of {\"role\": ..., \"content\": ...} objects", "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise BadRequest(f"messages[{i}] must be an object with 'role' and 'content'", "messages")
-    users = [m for m in messages if m["role"] == "user"]
-    if not users:
+        if message["role"] not in ROLES:
+            raise BadRequest(f"messages[{i}] has role {message['role']!r}; supported roles: "
+                             f"{', '.join(ROLES)} (tool messages are not supported)", "messages")
+        extra = next((k for k in message if k not in ("role", "content") and (
+            k not in MESSAGE_EXTRAS or (MESSAGE_EXTRAS[k] and message[k] not in MESSAGE_EXTRAS[k]))), None)
+        if extra:
+            raise BadRequest(f"messages[{i}].{extra} is not supported (leave it out)", "messages")
+    if not any(m["role"] == "user" for m in messages):
         raise BadRequest("'messages' has no user message: the question is the last message with role 'user'", "messages")
-    content = users[-1]["content"]
-    if isinstance(content, list):  # OpenAI content parts
-        content = "".join(_text_part(part, i) for i, part in enumerate(content))
-    if not isinstance(content, str) or not content.strip():
+    if messages[-1]["role"] != "user":
+        raise BadRequest("the last message must be the user's question (a trailing assistant or system "
+                         "message is not supported)", "messages")
+    question = _content(messages[-1]["content"], len(messages) - 1)
+    if not question.strip():
         raise BadRequest("the question (the last user message) is empty", "messages")
-    return content.strip()
+    context = tuple((m["role"], _content(m["content"], i).strip()) for i, m in enumerate(messages[:-1]))
+    return question.strip(), tuple((role, text) for role, text in context if text)
 
 
-def _text_part(part: object, index: int) -> str:
+def _content(content: object, index: int) -> str:
+    """The text of a message's content: a string, or OpenAI's list of text parts (null: empty)."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        content = "".join(_text_part(part, i, index) for i, part in enumerate(content))
+    if not isinstance(content, str):
+        raise BadRequest(f"messages[{index}].content must be a string or a list of text parts", "messages")
+    return content
+
+
+def _text_part(part: object, index: int, message: int) -> str:
     """The text of one OpenAI content part; only text parts are understood."""
     if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
-        raise BadRequest(f"content part {index} of the last user message must be {{\"type\": \"text\", \"text\": "
-                         "a string}; only text parts are supported", "messages")
+        raise BadRequest(f"content part {index} of messages[{message}] must be "
+                         "{\"type\": \"text\", \"text\": a string}; only text parts are supported",
+                         "messages")
     return part["text"]
 
 
@@ -169,15 +212,37 @@ def _integer(data: dict, name: str, low: int | None = None) -> int | None:
     return value
 
 
-def _check_fields(data: dict) -> None:
+def check_fields(data: dict, honoured: tuple[str, ...] = HONOURED, refused: dict = REFUSED) -> None:
     """Refuse (BadRequest naming the field) what the service cannot honour; spec fields it ignores pass."""
     for name in data:
-        if name in REFUSED and data[name] not in REFUSED[name][0]:
-            raise BadRequest(f"unsupported field {name!r}: {REFUSED[name][1]} (leave it out)", name)
-        if name not in REFUSED and name not in IGNORED and name not in HONOURED:
-            raise BadRequest(f"unrecognized request field {name!r}; supported: {', '.join(HONOURED)}", name)
-    if _integer(data, "n", 1) not in (None, 1):
-        raise BadRequest(f"unsupported field 'n': one choice per request (n must be 1), got {data['n']!r}", "n")
+        if name in refused and data[name] not in refused[name][0]:
+            raise BadRequest(f"unsupported field {name!r}: {refused[name][1]} (leave it out)", name)
+        if name not in refused and name not in IGNORED and name not in honoured:
+            raise BadRequest(f"unrecognized request field {name!r}; supported: {', '.join(honoured)}", name)
+
+
+def _n(data: dict, max_n: int) -> int:
+    """Replies asked for: 1 to ``serve.max_n``."""
+    n = _integer(data, "n", 1) or 1
+    if n > max_n:
+        raise BadRequest(f"'n' must be at most {max_n} on this service (serve.max_n), got {n}", "n")
+    return n
+
+
+def _stop(data: dict) -> tuple[str, ...]:
+    """The stop sequences: a string or a list of up to four (OpenAI's rule); null or empty: none."""
+    stop = data.get("stop")
+    items = [] if stop is None else [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, list) or len(items) > MAX_STOP or not all(isinstance(x, str) for x in items):
+        raise BadRequest(f"'stop' must be a string or a list of up to {MAX_STOP} strings, got {stop!r}",
+                         "stop")
+    return tuple(x for x in items if x)
+
+
+def apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """(``text`` cut before the first occurrence of any stop string, whether it was cut), as OpenAI does."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
 
 
 def _sampling(data: dict) -> ReplySampling:
@@ -206,8 +271,8 @@ def _streaming(data: dict) -> tuple[bool, bool]:
     return stream, include
 
 
-def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
-    """Validate a /v1/chat/completions body into a Job, or raise BadRequest naming the problem."""
+def load_body(body: bytes, max_bytes: int) -> dict:
+    """The request's JSON object, or BadRequest saying why it is not one."""
     if len(body) > max_bytes:
         raise BadRequest(f"request body is {len(body)} bytes; the limit is {max_bytes}")
     try:
@@ -216,11 +281,26 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("request body is nested too deeply to be a chat request") from None
+    except ValueError:  # Python's limit on integer digits (CVE-2020-10735)
+        limit = sys.get_int_max_str_digits()
+        raise BadRequest(f"request body has a JSON number over {limit} digits") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
-    _check_fields(data)
-    question = _question(data.get("messages"))
+    return data
+
+
+def parse_request(body: bytes, max_bytes: int, default_k: int, max_n: int = 1) -> Job:
+    """Validate a /v1/chat/completions body into a Job, or raise BadRequest naming the problem."""
+    data = load_body(body, max_bytes)
+    check_fields(data)
+    question, context = _conversation(data.get("messages"))
     stream, include_usage = _streaming(data)
+    return make_job(data, "chatcmpl", question, default_k, max_n, context=context, stream=stream,
+                    include_usage=include_usage)
+
+
+def make_job(data: dict, prefix: str, question: str, default_k: int, max_n: int, **fields) -> Job:
+    """The Job of a checked request body: model, skillmoe options, sampling, stop and n."""
     model = data.get("model") or "symbolic-moe"
     if not isinstance(model, str):
         raise BadRequest("'model' must be a string", "model")
@@ -228,7 +308,7 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
     options = _options(data.get("skillmoe"))
     choices = options.get("choices")
     return Job(
-        request_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        request_id=f"{prefix}-{uuid.uuid4().hex[:24]}",
         model=model,
         method=method,
         k=k,
@@ -237,35 +317,39 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
         answer_type=options.get("answer_type", "auto"),
         route_only=options.get("route_only", False),
         sampling=_sampling(data),
-        stream=stream,
-        include_usage=include_usage,
+        stop=_stop(data),
+        n=_n(data, max_n),
+        **fields,
     )
 
 
-def completion_response(job: Job, content: str, finish_reason: str, usage: dict, skillmoe: dict) -> dict:
-    """An OpenAI chat.completion object, with the routing details under ``skillmoe``."""
+def completion_response(job: Job, replies: list[tuple[str, str]], usage: dict, skillmoe: dict) -> dict:
+    """An OpenAI chat.completion object, one choice per (content, finish_reason), routing details under
+    ``skillmoe``."""
     return {
         "id": job.request_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": job.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": content},
+                     "finish_reason": finish} for i, (content, finish) in enumerate(replies)],
         "usage": usage_body(usage),
         "skillmoe": skillmoe,
     }
 
 
 def usage_body(usage: dict) -> dict:
-    """OpenAI's usage object: every engine call the reply took (keyword model, experts, aggregator)."""
+    """OpenAI's usage object: the tokens of the reply the client receives (its generation's prompt and
+    output); the whole ensemble's are in ``skillmoe.usage``."""
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def models_response(default_k: int) -> dict:
-    """The /v1/models list."""
-    return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "skillmoe-ray"} for m in model_names(default_k)]}
+def model_object(name: str, created: int) -> dict:
+    """One entry of /v1/models (and the body of /v1/models/{name})."""
+    return {"id": name, "object": "model", "created": created, "owned_by": "skillmoe-ray"}
 
 
-def error_body(message: str, kind: str, code: int, param: str | None = None) -> dict:
-    """OpenAI's error shape; ``param`` names the request field at fault."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+def models_response(default_k: int, created: int) -> dict:
+    """The /v1/models list; ``created`` is when the service started (Unix seconds)."""
+    return {"object": "list", "data": [model_object(m, created) for m in model_names(default_k)]}

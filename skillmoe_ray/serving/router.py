@@ -11,6 +11,11 @@ method plans run through :class:`PlanRunner`, which groups every phase by expert
 serves the whole batch in one engine call. Route-only requests stop after recruitment. A request's
 own sampling (temperature, max_tokens, seed) gives its method a plan of its own, whose reply (the
 aggregation) is generated with that sampling; the experts' answers stay shared.
+
+A conversation's skills are inferred from its last user message (the keyword model reads only that);
+the experts and the aggregator read the whole conversation (:attr:`Job.prompt`). The reply is cut at
+the request's ``stop`` strings; its ``usage`` is the reply generation's tokens, the ensemble's per stage
+are in ``skillmoe.usage``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from skillmoe_ray.method.skills import (
 from skillmoe_ray.method.steering import query_domains, steerer
 from skillmoe_ray.seeding import stable_hash
 from skillmoe_ray.serving.batching import DEFER
-from skillmoe_ray.serving.openai_api import Job
+from skillmoe_ray.serving.openai_api import Job, apply_stop
 
 log = logging.getLogger(__name__)
 # Share of an expert's recent recruitment count carried into the next micro-batch: its eviction rank online
@@ -56,6 +61,11 @@ class Outcome:
     usage: dict = field(default_factory=dict)
     skillmoe: dict = field(default_factory=dict)
     error: str | None = None
+    replies: list[tuple[str, str]] | None = None  # (content, finish_reason) of each of n replies; None: one
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(content, finish_reason) of every reply."""
+        return self.replies or [(self.content, self.finish_reason)]
 
 
 @dataclass(frozen=True)
@@ -70,12 +80,18 @@ class Routed:
 
 def job_instance(job: Job) -> Instance:
     """The Instance a request asks about; identical questions share an id (and cached work)."""
-    iid = "q-" + stable_hash([job.question, job.choices], 16)
+    iid = "q-" + stable_hash([job.prompt, job.choices], 16)
     if job.answer_type != "auto":
         kind = job.answer_type
     else:  # options given, or written into the question as "(A) ...": a choice question
         kind = CHOICE if job.choices or "(A)" in job.question else MATH
-    return Instance(iid, "all", job.question, "", kind, job.choices)
+    return Instance(iid, "all", job.prompt, "", kind, job.choices)
+
+
+def _tokens(generations) -> dict:
+    """Prompt and completion tokens of some generations, summed."""
+    return {"prompt_tokens": sum(g.prompt_tokens for g in generations),
+            "completion_tokens": sum(g.output_tokens for g in generations)}
 
 
 class OnlineRouter:
@@ -88,6 +104,7 @@ class OnlineRouter:
         self.prep = preparation
         self.embed = embed
         self.experts = [s.name for s in self.cfg.experts]
+        self.skill_usage: dict[str, dict] = {}  # instance id -> the keyword model's tokens of its last batch
         self.recent: dict[str, float] = {}  # expert -> decayed count of its recent recruitments
         self.generation.rank_residents(self._rank())
 
@@ -117,12 +134,16 @@ class OnlineRouter:
     # -- phases ---------------------------------------------------------------------------------
 
     def _skills(self, instances: Sequence[Instance]) -> tuple[dict[str, list[str]], str | None]:
-        """Voted keywords per instance from one keyword-model call; an error message if it failed."""
+        """Voted keywords per instance from one keyword-model call; an error message if it failed.
+        ``skill_usage`` keeps each instance's keyword-model tokens."""
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
         generations = self.generation.phase("online_skills", pairs, self.experts)
         errors = [g.error for g in generations if g.failed]
         replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)]
+        for inst in instances:
+            own = [g for (_, r), g in zip(pairs, generations) if r.instance_id == inst.id]
+            self.skill_usage[inst.id] = _tokens(own)
         _, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
         return kept, (errors[0] if errors else None)
 
@@ -168,8 +189,10 @@ class OnlineRouter:
         :data:`~skillmoe_ray.serving.batching.DEFER` (it waits for the next batch, to share the load); the
         other cold jobs are answered last."""
         instances = {j.request_id: job_instance(j) for j in jobs}
-        unique = list({inst.id: inst for inst in instances.values()}.values())
-        skills, failure = self._skills(unique)
+        # the keyword model reads the last user message only; the answers phases the whole conversation
+        last_turns = {instances[j.request_id].id: replace(instances[j.request_id], question=j.question)
+                      for j in jobs}
+        skills, failure = self._skills(list(last_turns.values()))
         if failure:
             return [Outcome(502, error=failure) for _ in jobs]
         mapped = self._map(skills)
@@ -231,18 +254,22 @@ class OnlineRouter:
         answer = run.answers.get(inst.id)
         details.update(experts=[e for e, _ in run.first_round.get(inst.id, [])],
                        aggregator=run.plan.aggregator.get(inst.id), answer=answer)
-        final = runner.records[final_key] if final_key else None
-        text = final.text if final else self._voted_text(run, inst, answer)
-        usage = {"prompt_tokens": sum(g.prompt_tokens for g in used),
-                 "completion_tokens": sum(g.output_tokens for g in used)}
-        finish = final.finish_reason if final else "stop"
-        return Outcome(200, content=text, finish_reason=finish or "stop", usage=usage, skillmoe=details)
+        reply = runner.records[final_key] if final_key else self._voted(run, inst, answer, runner)
+        details["usage"] = {"keywords": self.skill_usage.get(inst.id, _tokens([])),
+                            "experts": _tokens([runner.records[k] for k in keys]),
+                            "aggregator": _tokens([reply] if final_key else [])}
+        text, cut = apply_stop(reply.text if reply else "", job.stop)
+        finish = "stop" if cut else (reply.finish_reason if reply else None) or "stop"
+        return Outcome(200, content=text, finish_reason=finish, usage=_tokens([reply] if reply else []),
+                       skillmoe=details)
 
-    def _voted_text(self, run: PlanRun, inst: Instance, answer: str | None) -> str:
+    def _voted(self, run: PlanRun, inst: Instance, answer: str | None, runner: PlanRunner):
         """Without an aggregator, the reply is the first response that gave the voted answer."""
         texts = run.responses.get(inst.id, [])
+        keys = [key for _, key in run.first_round.get(inst.id, [])]
         tag = self.cfg.aggregator.think_end_tag
-        return next((t for t in texts if extract_answer(t, inst, tag) == answer), texts[0] if texts else "")
+        index = next((i for i, t in enumerate(texts) if extract_answer(t, inst, tag) == answer), 0)
+        return runner.records[keys[index]] if index < len(keys) else None
 
     def _predicted_cost(self, experts: Sequence[str]) -> dict:
         """What answering would take: engine calls, an output-token bound, and experts not resident now."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 
-from skillmoe_ray.serving.openai_api import Job, error_body, usage_body
+from skillmoe_ray.serving.errors import error_body
+from skillmoe_ray.serving.openai_api import Job, usage_body
 
 DONE = "data: [DONE]\n\n"
 # An SSE comment: clients ignore it, proxies and idle timeouts see traffic while the experts work.
@@ -37,16 +38,19 @@ def chunk(job: Job, created: int, choices: list[dict], **extra) -> dict:
 
 
 def role_event(job: Job, created: int) -> str:
-    """The first event: the assistant's role, sent before any work is done."""
-    return event(chunk(job, created, [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
+    """The first event: the assistant's role (of each of the ``n`` choices), sent before any work is done."""
+    roles = [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+             for i in range(job.n)]
+    return event(chunk(job, created, roles))
 
 
-def reply_events(job: Job, created: int, content: str, finish_reason: str, usage: dict, skillmoe: dict) -> list[str]:
-    """Every event after the role chunk, ``[DONE]`` included."""
-    events = []
-    if content:
-        events.append(event(chunk(job, created, [{"index": 0, "delta": {"content": content}, "finish_reason": None}])))
-    finish = [{"index": 0, "delta": {}, "finish_reason": finish_reason}]
+def reply_events(job: Job, created: int, replies: list[tuple[str, str]], usage: dict,
+                 skillmoe: dict) -> list[str]:
+    """Every event after the role chunk, ``[DONE]`` included; ``replies``: (content, finish_reason) of each
+    choice."""
+    events = [event(chunk(job, created, [{"index": i, "delta": {"content": content}, "finish_reason": None}]))
+              for i, (content, _) in enumerate(replies) if content]
+    finish = [{"index": i, "delta": {}, "finish_reason": reason} for i, (_, reason) in enumerate(replies)]
     last = {"usage": usage_body(usage), "skillmoe": skillmoe}
     if job.include_usage:
         events += [event(chunk(job, created, finish)), event(chunk(job, created, [], **last))]
@@ -55,9 +59,9 @@ def reply_events(job: Job, created: int, content: str, finish_reason: str, usage
     return [*events, DONE]
 
 
-def error_events(message: str, kind: str, status: int) -> list[str]:
+def error_events(message: str, status: int, request_id: str | None = None) -> list[str]:
     """A failure after the stream began (its HTTP status is already 200): an error event, then ``[DONE]``.
 
     OpenAI's client raises ``APIError`` with this message on such an event.
     """
-    return [event(error_body(message, kind, status)), DONE]
+    return [event(error_body(message, status, request_id=request_id)), DONE]

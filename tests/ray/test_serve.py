@@ -3,6 +3,7 @@ fake engine where orchestration is what is tested, and the official ``openai`` c
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import time
@@ -23,12 +24,17 @@ def free_port() -> int:
 
 # Serve keeps the HTTP proxy of its first start: redeployments in this module reuse the port.
 PORT = free_port()
+# The API key of the fake service (sent by every request here; a service without keys ignores it).
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-def post(url: str, body: bytes | dict, timeout: float = 300) -> tuple[int, dict, dict]:
-    """(status, JSON body, headers) of a POST to /v1/chat/completions."""
+def post(url: str, body: bytes | dict, timeout: float = 300, headers: dict | None = None,
+         path: str = "/v1/chat/completions") -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of a POST (to /v1/chat/completions unless ``path`` says otherwise)."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data, {"Content-Type": "application/json"})
+    sent = {"Content-Type": "application/json", **AUTH, **(headers or {})}
+    request = urllib.request.Request(f"{url}{path}", data, {k: v for k, v in sent.items() if v is not None})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             return r.status, json.loads(r.read()), dict(r.headers)
@@ -37,7 +43,7 @@ def post(url: str, body: bytes | dict, timeout: float = 300) -> tuple[int, dict,
 
 
 def get(url: str, path: str) -> dict:
-    with urllib.request.urlopen(f"{url}{path}", timeout=30) as r:
+    with urllib.request.urlopen(urllib.request.Request(f"{url}{path}", headers=AUTH), timeout=30) as r:
         return json.loads(r.read())
 
 
@@ -130,16 +136,27 @@ def test_the_warm_up_leaves_the_pool_resident_and_a_new_question_loads_nothing(s
     assert after["activations"] == before["activations"] and set(after["resident"]) == set(before["resident"])
 
 
+def test_usage_of_a_5_token_reply_is_that_replys_tokens(service):
+    """usage as OpenAI defines it: the reply's own generation (real tiny models honour max_tokens)."""
+    reply = client(service).chat.completions.create(model="symbolic-moe", messages=USER, max_tokens=5)
+    assert 0 < reply.usage.completion_tokens <= 5
+    stages = reply.skillmoe["usage"]
+    assert stages["experts"]["completion_tokens"] > 5 and stages["keywords"]["completion_tokens"] > 0
+    assert reply.usage.completion_tokens == stages["aggregator"]["completion_tokens"]
+
+
 @pytest.fixture(scope="module")
 def fake_service(ray_cluster, tmp_path_factory):
-    """The service on the fake engine. The tests using it stand together: later tests redeploy the app."""
-    return deploy(tmp_path_factory.mktemp("fake-serve"), [], fake=True)
+    """The service on the fake engine, with an API key and n up to 2. The tests using it stand together:
+    later tests redeploy the app."""
+    overrides = [f"serve.api_keys=[{KEY}]", "serve.max_n=2"]
+    return deploy(tmp_path_factory.mktemp("fake-serve"), overrides, fake=True)
 
 
-def client(url: str):
+def client(url: str, key: str = KEY):
     import openai
 
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
 
 
 USER = [{"role": "user", "content": QUESTION}]
@@ -184,7 +201,8 @@ def test_the_seed_reaches_the_aggregator(fake_service):
     assert again in answers
 
 
-@pytest.mark.parametrize("field, value", [("n", 2), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+@pytest.mark.parametrize("field, value", [("n", 3),
+                                          ("tools", [{"type": "function", "function": {"name": "f"}}]),
                                           ("logprobs", True), ("response_format", {"type": "json_object"})])
 def test_an_unsupported_field_gets_a_400_naming_it_and_is_counted(fake_service, field, value):
     import openai
@@ -198,12 +216,99 @@ def test_an_unsupported_field_gets_a_400_naming_it_and_is_counted(fake_service, 
 
 def test_a_raw_stream_is_server_sent_events_ending_in_done(fake_service):
     body = json.dumps({"messages": USER, "stream": True, "seed": 1}).encode()
-    request = urllib.request.Request(f"{fake_service}/v1/chat/completions", body, {"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{fake_service}/v1/chat/completions", body,
+                                     {"Content-Type": "application/json", **AUTH})
     with urllib.request.urlopen(request, timeout=120) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [e for e in r.read().decode().split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
     assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
+
+
+def test_stop_cuts_the_reply_plain_and_streamed_as_openai_does(fake_service):
+    api = client(fake_service)
+    question = [{"role": "user", "content": f"{QUESTION} (stop)"}]
+    ask_it = functools.partial(api.chat.completions.create, model="symbolic-moe", messages=question, seed=2)
+    full = ask_it().choices[0].message.content
+    stop = full.split()[2]  # a word inside the reply
+    cut = ask_it(stop=[stop, "never there"]).choices[0]
+    assert cut.message.content == full[:full.index(stop)] and cut.finish_reason == "stop"
+    chunks = list(ask_it(stop=stop, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full[:full.index(stop)]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+
+
+def test_a_system_message_and_earlier_turns_reach_the_experts_and_skills_come_from_the_last_turn(
+        fake_service):
+    """The documented rule: skills from the last user message; the experts and the aggregator read the
+    conversation above it (the fake engine's answer is a hash of what it reads)."""
+    api = client(fake_service)
+    last = {"role": "user", "content": "And plus 3?"}
+    alone = api.chat.completions.create(model="symbolic-moe", messages=[last], seed=4)
+    system = api.chat.completions.create(model="symbolic-moe", seed=4, messages=[
+        {"role": "system", "content": "Answer in French."}, last])
+    turns = api.chat.completions.create(model="symbolic-moe", seed=4, messages=[
+        {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}, last])
+    assert alone.skillmoe["skills"] == system.skillmoe["skills"] == turns.skillmoe["skills"]
+    for talk in (system, turns):
+        assert talk.usage.prompt_tokens > alone.usage.prompt_tokens  # the aggregator read the conversation
+        experts = [r.skillmoe["usage"]["experts"]["prompt_tokens"] for r in (talk, alone)]
+        assert experts[0] > experts[1]
+    assert len({alone.choices[0].message.content, system.choices[0].message.content,
+                turns.choices[0].message.content}) > 1
+
+
+def test_n_replies_models_retrieve_and_text_completions(fake_service):
+    import openai
+
+    api = client(fake_service)
+    two = api.chat.completions.create(model="symbolic-moe", messages=USER, n=2, seed=8)
+    assert [c.index for c in two.choices] == [0, 1] and all(c.message.content for c in two.choices)
+    one = api.chat.completions.create(model="symbolic-moe", messages=USER, seed=8)
+    assert two.choices[0].message.content == one.choices[0].message.content
+    assert two.skillmoe["usage"]["experts"] == one.skillmoe["usage"]["experts"]  # one set of experts' answers
+    aggregations = [r.skillmoe["usage"]["aggregator"]["prompt_tokens"] for r in (two, one)]
+    assert aggregations[0] == 2 * aggregations[1]
+    model = api.models.retrieve("symbolic-moe-k2")
+    assert model.id == "symbolic-moe-k2" and isinstance(model.created, int) and model.created > 0
+    assert all(isinstance(m.created, int) for m in api.models.list().data)
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        api.models.retrieve("gpt-4")
+    text = api.completions.create(model="symbolic-moe", prompt=QUESTION, max_tokens=64, stop=["never there"])
+    assert text.object == "text_completion" and text.choices[0].text
+    assert text.choices[0].finish_reason == "stop"
+    assert text.usage.total_tokens > 0 and len(text.skillmoe["experts"]) == 3
+
+
+def test_keys_json_bodies_and_openai_error_objects_on_every_status(fake_service):
+    import openai
+
+    with pytest.raises(openai.AuthenticationError):
+        client(fake_service, key="wrong").chat.completions.create(model="symbolic-moe", messages=USER)
+    status, body, headers = post(fake_service, ask(QUESTION), headers={"Authorization": None})
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert headers["www-authenticate"] == "Bearer"
+    with urllib.request.urlopen(f"{fake_service}/healthz", timeout=30) as r:  # open without a key
+        assert json.loads(r.read()) == {"status": "ok"} and "access-control-allow-origin" not in r.headers
+    api = client(fake_service)
+    calls = {  # status -> a call the SDK makes that gets it
+        400: lambda: api.chat.completions.create(model="symbolic-moe", messages=USER, logprobs=True),
+        401: lambda: client(fake_service, key="wrong").models.list(),
+        404: lambda: api.get("/no/such/route", cast_to=object),
+        405: lambda: api.get("/chat/completions", cast_to=object),
+        415: lambda: api.post("/chat/completions", cast_to=object, body={"messages": USER},
+                              options={"headers": {"Content-Type": "text/plain"}}),
+    }
+    for status, call in calls.items():
+        with pytest.raises(openai.APIStatusError) as failed:
+            call()
+        error = failed.value.body
+        assert failed.value.status_code == status and failed.value.message
+        assert "request id req-" in error["message"]
+        assert set(error) == {"message", "type", "param", "code"} and isinstance(error["code"], str)
+    status, body, _ = post(fake_service, b'{"messages": [], "n": ' + b"9" * 4301 + b"}")
+    assert status == 400 and "over 4300 digits" in body["error"]["message"]
 
 
 def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_cluster, tmp_path, service):
@@ -245,10 +350,23 @@ def test_past_the_request_timeout_a_plain_request_gets_504_and_a_stream_an_error
 
 
 def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(ray_cluster, tmp_path, service):
+    import openai
+
     deploy(tmp_path, [], fake=True)  # healthy preparation fills the cache
     url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]"], fake=True)
-    status, body, _ = post(url, ask(QUESTION))
-    assert status == 502 and "failed" in body["error"]["message"]
+    status, body, headers = post(url, ask(QUESTION))
+    message = body["error"]["message"]
+    assert status == 502 and "failed" in message and headers["x-request-id"] in message
+    text = json.dumps(body)  # what the engine raised, and where, stays in the server's log
+    assert "Traceback" not in text and ".py" not in text and "/" not in body["error"]["message"]
+    assert "pid" not in text and "actor" not in text.lower() and "ip=" not in text
+    assert body["error"]["code"] == "upstream_error"
+    with pytest.raises(openai.APIStatusError) as failed:  # the SDK reads it as an error with a message
+        client(url).chat.completions.create(model="symbolic-moe", messages=USER)
+    assert failed.value.status_code == 502 and "answering failed" in failed.value.message
+    # a browser's cross-site "simple" POST (text/plain) never reaches the answerer
+    status, body, _ = post(url, json.dumps(ask(QUESTION)).encode(), headers={"Content-Type": "text/plain"})
+    assert status == 415 and body["error"]["code"] == "unsupported_media_type"
     assert get(url, "/healthz") == {"status": "ok"}  # one failure is not a broken replica
     status, body, _ = post(url, ask(QUESTION, route_only=True))
     assert status == 200

@@ -133,6 +133,7 @@ def test_unknown_repeated_skills_rule_is_an_error_naming_the_key(tmp_path):
     ("serve.max_ongoing_requests=-1", "serve.max_ongoing_requests must be >= 1, got -1"),
     ("serve.request_timeout_s=0", "serve.request_timeout_s must be > 0"),
     ("serve.port=70000", "serve.port must be in 1..65535, got 70000"),
+    ("serve.max_n=0", "serve.max_n must be >= 1, got 0"),
 ])
 def test_serve_bounds_are_checked(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -142,3 +143,11 @@ def test_serve_bounds_are_checked(tmp_path, override, message):
 def test_serve_back_pressure_keys_reach_the_config(tmp_path):
     cfg = make_config(tmp_path, ["serve.max_ongoing_requests=8", "serve.max_queued_requests=3"])
     assert (cfg.serve.max_ongoing_requests, cfg.serve.max_queued_requests) == (8, 3)
+
+
+def test_serve_exposure_keys_reach_the_config_and_a_printed_config_hides_the_keys(tmp_path):
+    cfg = make_config(tmp_path, ["serve.api_keys=[secret-1]", "serve.cors_origins=[https://app.example]",
+                                 "serve.max_n=2"])
+    assert cfg.serve.api_keys == ("secret-1",) and cfg.serve.cors_origins == ("https://app.example",)
+    assert cfg.serve.max_n == 2
+    assert "secret-1" not in repr(cfg)

@@ -213,3 +213,30 @@ def test_a_request_whose_experts_are_resident_is_answered_before_another_request
                              [False, True])
     assert outcomes[0].status == 200 and outcomes[1] is DEFER  # waits to share the load with later requests
     assert cold_expert not in executor.resident_experts()
+
+
+def test_stop_usage_and_a_conversation_in_one_batch(tmp_path):
+    """The reply is cut at the stop string; usage is the reply's generation, the ensemble's per stage in
+    skillmoe.usage; a conversation's skills come from its last user message, its answers from the whole."""
+    import json
+
+    def raw(messages, **fields):
+        return parse_request(json.dumps({"messages": messages, **fields}).encode(), 1 << 20, 3)
+
+    router, _ = router_for(tmp_path)
+    question = [{"role": "user", "content": QUESTIONS[3]}]
+    plain, stopped, voted, talk = router.answer([
+        raw(question), raw(question, stop=["answer"]), raw(question, model="majority-vote"),
+        raw([{"role": "system", "content": "Answer in French."}, *question])])
+    assert "answer" in plain.content and stopped.finish_reason == "stop"
+    assert stopped.content == plain.content[:plain.content.index("answer")]
+    stages = plain.skillmoe["usage"]
+    assert stages["keywords"]["completion_tokens"] > 0 and stages["experts"]["completion_tokens"] > 0
+    assert plain.usage == stages["aggregator"] and plain.usage["completion_tokens"] > 0
+    assert voted.skillmoe["usage"]["aggregator"]["completion_tokens"] == 0
+    assert voted.usage["completion_tokens"] > 0
+    assert voted.usage["completion_tokens"] < voted.skillmoe["usage"]["experts"]["completion_tokens"]
+    assert talk.skillmoe["skills"] == plain.skillmoe["skills"]  # skills: the last user message
+    # the experts and the aggregator read the system message above the question
+    assert talk.skillmoe["usage"]["experts"]["prompt_tokens"] > stages["experts"]["prompt_tokens"]
+    assert talk.usage["prompt_tokens"] > plain.usage["prompt_tokens"]

@@ -9,6 +9,7 @@ import pytest
 from skillmoe_ray.method.runner import ReplySampling
 from skillmoe_ray.serving.openai_api import (
     BadRequest,
+    apply_stop,
     completion_response,
     model_names,
     parse_request,
@@ -54,9 +55,15 @@ def test_model_names_select_method_and_k(name, expected):
         (body(skillmoe={"choices": ["only one"]}), "skillmoe.choices must be a list of 2 to 10"),
         (body(skillmoe={"answer_type": "essay"}), "answer_type must be auto, choice or math"),
         (body(skillmoe={"route_only": "false"}), "skillmoe.route_only must be true or false, got 'false'"),
-        (body(messages=[{"role": "user", "content": [{"type": "text", "text": 7}]}]), "content part 0 of the last user message"),
+        (body(messages=[{"role": "user", "content": [{"type": "text", "text": 7}]}]),
+         "content part 0 of messages[0]"),
         (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]), "only text parts"),
         (b"[" * 4000 + b"]" * 4000, "nested too deeply"),
+        (b'{"n": ' + b"9" * 5000 + b"}", "a JSON number over 4300 digits"),
+        (body(messages=[{"role": "tool", "content": "x"}, {"role": "user", "content": "q"}]), "role 'tool'"),
+        (body(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]),
+         "the last message must be the user's question"),
+        (body(messages=[{"role": "user", "content": "q", "tool_call_id": "x"}]), "messages[0].tool_call_id"),
     ],
 )
 def test_malformed_requests_are_rejected_with_a_message_naming_the_problem(raw, message):
@@ -71,8 +78,8 @@ def test_an_oversized_body_is_rejected_before_parsing():
 
 def test_the_response_has_the_openai_shape_and_the_routing_details():
     job = parse_request(body(model="symbolic-moe-k2"), 10_000, 3)
-    reply = completion_response(job, "The answer is \\boxed{4}", "stop", {"prompt_tokens": 10, "completion_tokens": 5},
-                                {"experts": ["a", "b"]})
+    reply = completion_response(job, [("The answer is \\boxed{4}", "stop")],
+                                {"prompt_tokens": 10, "completion_tokens": 5}, {"experts": ["a", "b"]})
     assert reply["object"] == "chat.completion" and reply["model"] == "symbolic-moe-k2"
     assert reply["choices"][0]["message"] == {"role": "assistant", "content": "The answer is \\boxed{4}"}
     assert reply["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -91,12 +98,14 @@ def test_sampling_fields_set_the_reply_generation_and_harmless_fields_are_ignore
 @pytest.mark.parametrize(
     "fields, param, message",
     [
-        ({"n": 3}, "n", "n must be 1"),
+        ({"n": 3}, "n", r"'n' must be at most 1 on this service \(serve.max_n\), got 3"),
+        ({"n": 0}, "n", "'n' must be an integer >= 1"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "'stop' must be a string or a list of up to 4 strings"),
+        ({"stop": 7}, "stop", "'stop' must be a string"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "unsupported field 'tools'"),
         ({"tool_choice": "auto"}, "tool_choice", "unsupported field 'tool_choice'"),
         ({"logprobs": True}, "logprobs", "unsupported field 'logprobs'"),
         ({"response_format": {"type": "json_object"}}, "response_format", "only text replies"),
-        ({"stop": ["\n"]}, "stop", "unsupported field 'stop'"),
         ({"presence_penalty": 0.5}, "presence_penalty", "penalties are not supported"),
         ({"frobnicate": 1}, "frobnicate", "unrecognized request field 'frobnicate'"),
         ({"temperature": 3}, "temperature", r"'temperature' must be a number in \[0, 2\], got 3"),
@@ -128,3 +137,71 @@ def test_the_baseline_model_names_are_the_servable_methods_of_the_registry():
     assert BASELINES == {"majority-vote": "majority_vote", "single": "single",
                          "self-consistency": "self_consistency", "task-level": "task_level",
                          "random": "random", "moa": "moa", "self-moa": "self_moa"}
+
+
+def test_a_conversation_keeps_its_turns_as_the_context_and_skills_read_the_last_user_message():
+    raw = {"messages": [{"role": "system", "content": "Answer in French."},
+                        {"role": "user", "content": "What is 2+2?"},
+                        {"role": "assistant", "content": "4", "name": "bot"},
+                        {"role": "user", "content": "And plus 3?"}]}
+    job = parse_request(json.dumps(raw).encode(), 10_000, 3)
+    assert job.question == "And plus 3?"
+    transcript = "System: Answer in French.\n\nUser: What is 2+2?\n\nAssistant: 4\n\nUser: And plus 3?"
+    assert job.prompt == transcript
+    assert parse_request(body(), 10_000, 3).prompt == "What is 2+2?"  # one message: the question as it is
+
+
+def test_stop_and_n_are_read_and_stop_cuts_as_openai_does():
+    job = parse_request(body(stop="\n", n=2), 10_000, 3, max_n=2)
+    assert (job.stop, job.n) == (("\n",), 2)
+    assert parse_request(body(stop=["Q:", "", "\n\n"]), 10_000, 3).stop == ("Q:", "\n\n")
+    assert apply_stop("The answer is 4.\nQ: next", ("Q:", "\n")) == ("The answer is 4.", True)
+    assert apply_stop("no stop here", ("Q:",)) == ("no stop here", False)
+    assert apply_stop("Q: at once", ("Q:",)) == ("", True)
+
+
+def test_a_text_completion_request_is_a_job_and_its_legacy_fields_are_refused():
+    from skillmoe_ray.serving.completions import parse_completion, text_completion_response
+
+    job = parse_completion(json.dumps({"model": "majority-vote", "prompt": "What is 2+2?", "stop": ["\n"],
+                                       "max_tokens": 5, "echo": False}).encode(), 10_000, 3)
+    assert (job.question, job.method) == ("What is 2+2?", "majority_vote")
+    assert (job.stop, job.sampling.max_tokens) == (("\n",), 5)
+    reply = text_completion_response(job, [("4", "stop")], {"prompt_tokens": 3, "completion_tokens": 1}, {})
+    assert reply["object"] == "text_completion" and reply["choices"][0]["text"] == "4"
+    refused_fields = [({"echo": True}, "echo"), ({"prompt": [1, 2]}, "prompt"), ({"stream": True}, "stream"),
+                      ({"best_of": 2}, "best_of"), ({"messages": []}, "messages")]
+    for fields, param in refused_fields:
+        with pytest.raises(BadRequest) as refused:
+            parse_completion(json.dumps({"prompt": "q", **fields}).encode(), 10_000, 3)
+        assert refused.value.param == param
+
+
+def test_error_objects_have_a_string_code_and_the_request_id():
+    from skillmoe_ray.serving.errors import error_body, public_message
+
+    for status in (400, 401, 404, 405, 415, 500, 502, 503, 504):
+        error = error_body("boom", status, request_id="req-1")["error"]
+        assert isinstance(error["code"], str) and error["type"]
+        assert error["message"] == "boom (request id req-1)"
+    leaked = 'Traceback (most recent call last):\n  File "/x/engine.py", pid=123, ip=10.0.0.1, actor_id=ab12'
+    public = public_message(502, leaked)
+    assert public.startswith("answering failed") and "pid" not in public
+
+
+def test_the_gate_wants_a_listed_bearer_key_and_a_json_body():
+    from skillmoe_ray.serving.errors import Refused, api_keys, check_json, check_key
+
+    keys = api_keys(["k1"], {"SKILLMOE_API_KEYS": "k2, k3"})
+    assert keys == {"k1", "k2", "k3"} and api_keys([], {}) == frozenset()
+    check_key(frozenset(), None)  # no key set: open
+    check_key(keys, "Bearer k3")
+    for header in (None, "Bearer wrong", "Basic k1", "Bearer "):
+        with pytest.raises(Refused) as refused:
+            check_key(keys, header)
+        assert refused.value.status == 401
+    check_json("application/json; charset=utf-8")
+    for kind in ("text/plain", None, "application/x-www-form-urlencoded"):
+        with pytest.raises(Refused) as refused:
+            check_json(kind)
+        assert refused.value.status == 415

@@ -26,7 +26,8 @@ USAGE = {"prompt_tokens": 30, "completion_tokens": 12}
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_the_reply_streams_role_content_finish_and_done_with_usage_and_routing_last(include_usage):
     j = job(stream_options={"include_usage": include_usage})
-    events = [role_event(j, 1), *reply_events(j, 1, "The answer is \\boxed{4}", "stop", USAGE, {"experts": ["a", "b"]})]
+    reply = [("The answer is \\boxed{4}", "stop")]
+    events = [role_event(j, 1), *reply_events(j, 1, reply, USAGE, {"experts": ["a", "b"]})]
     assert events[-1] == DONE
     chunks = payloads(events)
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["id"] for c in chunks} == {j.request_id}
@@ -44,11 +45,22 @@ def test_the_reply_streams_role_content_finish_and_done_with_usage_and_routing_l
 
 def test_a_route_only_reply_has_no_content_chunk():
     j = job(skillmoe={"route_only": True})
-    chunks = payloads(reply_events(j, 1, "", "route_only", {}, {"experts": ["a"]}))
+    chunks = payloads(reply_events(j, 1, [("", "route_only")], {}, {"experts": ["a"]}))
     assert len(chunks) == 1 and chunks[0]["choices"][0]["finish_reason"] == "route_only"
 
 
 def test_a_failure_after_the_stream_began_is_an_error_event_then_done():
-    events = error_events("answering failed: boom", "upstream_error", 502)
-    assert events[-1] == DONE and payloads(events) == [
-        {"error": {"message": "answering failed: boom", "type": "upstream_error", "param": None, "code": 502}}]
+    events = error_events("answering failed", 502, "req-1")
+    assert events[-1] == DONE and payloads(events) == [{"error": {
+        "message": "answering failed (request id req-1)", "type": "upstream_error", "param": None,
+        "code": "upstream_error"}}]
+
+
+def test_n_replies_stream_as_choices_with_their_index():
+    raw = {"model": "symbolic-moe", "messages": [{"role": "user", "content": "q"}], "stream": True, "n": 2}
+    j = parse_request(json.dumps(raw).encode(), 10_000, 3, max_n=2)
+    chunks = payloads([role_event(j, 1), *reply_events(j, 1, [("a", "stop"), ("b", "length")], USAGE, {})])
+    assert [c["index"] for c in chunks[0]["choices"]] == [0, 1]
+    texts = {c["choices"][0]["index"]: c["choices"][0]["delta"]["content"] for c in chunks[1:3]}
+    assert texts == {0: "a", 1: "b"}
+    assert [(c["index"], c["finish_reason"]) for c in chunks[-1]["choices"]] == [(0, "stop"), (1, "length")]
