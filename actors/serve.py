@@ -32,6 +32,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from skillmoe_ray.config import RunConfig
+from skillmoe_ray.errors import one_line
 from skillmoe_ray.generation import GenerationService
 from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.method.skills import load_embedder
@@ -61,7 +62,8 @@ PROBE_S = 2.0
 # Requests the ingress takes beyond what the answerer can hold: /healthz, /v1/stats, 400s, rejections.
 INGRESS_HEADROOM = 64
 KINDS = {502: "upstream_error", 503: "overloaded", 504: "timeout"}
-ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch")
+# store_failures: chunks generated and answered whose cache write failed (a full or unwritable cache_dir)
+ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch", "store_failures")
 
 
 def _error(status: int, message: str, kind: str, headers: dict | None = None, param: str | None = None) -> JSONResponse:
@@ -77,8 +79,8 @@ class SkillMoEAnswerer:
         self.cfg = cfg
         self.scheduler = PlacementScheduler(cfg)
         # failures="report": a failed expert's requests are answered 502, the others still 200
-        generation = GenerationService(cfg, self.scheduler, failures="report")
-        self.router = OnlineRouter(cfg, generation, preparation, load_embedder(cfg.skills.embedding_model))
+        self.generation = GenerationService(cfg, self.scheduler, failures="report")
+        self.router = OnlineRouter(cfg, self.generation, preparation, load_embedder(cfg.skills.embedding_model))
         self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch)
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
 
@@ -88,7 +90,8 @@ class SkillMoEAnswerer:
         try:
             outcome = await self.batcher.submit(job)
         except Exception as exc:  # the whole batch failed; this request's answer is lost, the service is not
-            outcome = Outcome(502, error=f"answering failed: {exc}")
+            logging.getLogger(__name__).error("answering failed", exc_info=exc)
+            outcome = Outcome(502, error=f"answering failed: {one_line(exc)}")
         self.failure_streak = 0 if outcome.status == 200 else self.failure_streak + 1
         yield outcome, await self.stats()
 
@@ -99,6 +102,7 @@ class SkillMoEAnswerer:
             "activations": sum(self.scheduler.activations.values()),
             "batches": b.batches,
             "largest_batch": b.largest_batch,
+            "store_failures": self.generation.store_failures,
             "retry_after_s": self.batcher.retry_after(),
             "resident_experts": self.scheduler.resident_experts(),
         }
@@ -199,7 +203,12 @@ class SkillMoEService:
             return _error(400, str(exc), "invalid_request_error", param=exc.param)
         pending = PendingAnswer(self.answerer, job, self.cfg.serve.request_timeout_s)
         self.in_flight += 1
-        refused = await pending.refused()
+        try:
+            refused = await pending.refused()
+        except BaseException:  # the client hung up while waiting for admission: it is no longer queued
+            self.in_flight -= 1
+            pending.cancel()
+            raise
         if refused:
             self.in_flight -= 1
             return self._failure(self._count(refused))

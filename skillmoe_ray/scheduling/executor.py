@@ -36,11 +36,11 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from skillmoe_ray.engines.base import GenOutput
-from skillmoe_ray.errors import ExpertFailed, SkillMoEError
+from skillmoe_ray.errors import ExpertFailed, StorageError, is_deterministic, one_line
 from skillmoe_ray.progress import Bar, ProgressFactory, no_progress
 from skillmoe_ray.scheduling.fanout import FanOut
 from skillmoe_ray.scheduling.grouping import (
@@ -64,6 +64,18 @@ GroupDone = Callable[[ExpertGroup, list[GenOutput], float], None]
 GroupFailed = Callable[[ExpertGroup, Exception], None]
 # Returns groups that became ready to run (each returned once); [] when none are ready now.
 FollowUp = Callable[[], list[ExpertGroup]]
+
+
+class StoreFailed(Exception):
+    """Storing a finished chunk failed (``on_done`` raised): the consumer's error, not the expert's.
+
+    Kept apart from the expert's own errors so that it is never retried and never discards (reloads) the
+    expert; ``error`` is what ``on_done`` raised.
+    """
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -158,13 +170,15 @@ class SlotExecutor:
             try:
                 activation, ready = self._attempt(label, run, slot, work, rest, start)
                 break
+            except StoreFailed as failed:  # the expert is fine and stays loaded; storage is not retried
+                self._give_up(label, work.remaining(), failed.error, attempt + 1, run.on_error)
+                return
             except Exception as exc:
                 self.slots.discard(slot, group.key)
-                error = f"{type(exc).__name__}: {exc}"[:300]
-                failures.append(FailedAttempt(round(start, 3), round(self.now(), 3), error))
-                if attempt < self.policy.max_retries and not isinstance(exc, SkillMoEError):
+                failures.append(FailedAttempt(round(start, 3), round(self.now(), 3), one_line(exc)[:300]))
+                if attempt < self.policy.max_retries and not is_deterministic(exc):
                     log.warning("[%s] expert %s failed (%s): retrying on a fresh expert (%d of %d)",
-                                label, group.expert, exc, attempt + 1, self.policy.max_retries)
+                                label, group.expert, one_line(exc), attempt + 1, self.policy.max_retries)
                     continue
                 self._give_up(label, work.remaining(), exc, attempt + 1, run.on_error)
                 return
@@ -208,29 +222,54 @@ class SlotExecutor:
         while work.done < len(work.chunks):
             chunk = work.chunks[work.done]
             began = self.now()
-            outputs = handle.generate(chunk.requests)
+            answered = self._generate_isolating(handle, chunk, run)
+            outputs = [out for _, outs in answered for out in outs]
             with self.slots.lock:
-                self.generate_calls += 1
-                run.on_done(chunk, outputs, self.now() - began)
+                for part, outs in answered:
+                    try:
+                        run.on_done(part, outs, (self.now() - began) * len(outs) / max(len(outputs), 1))
+                    except Exception as exc:
+                        raise StoreFailed(exc) from exc
             work.finish_chunk(outputs)
             if len(work.chunks) > 1:
                 log.info("[%s] expert %s: chunk %d/%d stored (%d requests, %.1f s)", label, work.group.key,
                          work.done, len(work.chunks), len(chunk.requests), self.now() - began)
             run.bar.update(len(chunk.requests))
 
+    def _generate_isolating(self, handle: ExpertHandle, chunk: ExpertGroup,
+                            run: StageRun) -> list[tuple[ExpertGroup, list[GenOutput]]]:
+        """Generate ``chunk``: its (part, outputs) pairs. Where failures are reported (serving), a chunk that
+        fails deterministically (a bad request, not a lost actor) is split in halves until the request that
+        fails is alone: it goes to the error handler, the others of the batch are answered."""
+        with self.slots.lock:
+            self.generate_calls += 1
+        try:
+            return [(chunk, handle.generate(chunk.requests))]
+        except Exception as exc:
+            if run.on_error is None or not is_deterministic(exc):
+                raise
+            if len(chunk.requests) == 1:
+                log.warning("[%s] expert %s: request %s failed alone (%s)", run.stage, chunk.expert,
+                            chunk.requests[0].tag, one_line(exc))
+                run.on_error(chunk, exc)
+                return []
+        half = len(chunk.requests) // 2
+        return [*self._generate_isolating(handle, replace(chunk, requests=chunk.requests[:half]), run),
+                *self._generate_isolating(handle, replace(chunk, requests=chunk.requests[half:]), run)]
+
     @staticmethod
     def _give_up(label: str, group: ExpertGroup, exc: Exception, attempts: int,
                  on_error: GroupFailed | None) -> None:
         """After the last attempt: the stage's error handler takes the group, or the run stops (one error)."""
-        log.error("[%s] expert %s failed: %s", label, group.expert, exc)
+        log.error("[%s] expert %s failed: %s", label, group.expert, one_line(exc))
         if on_error is not None:
             on_error(group, exc)
             return
-        if isinstance(exc, SkillMoEError):
+        if isinstance(exc, StorageError):  # the store's own error names the path; the expert is not to blame
             raise exc
-        cause = str(exc).splitlines()[0] if str(exc) else ""
-        raise ExpertFailed(f"expert {group.expert} failed in stage {label} after {attempts} attempt(s): "
-                           f"{type(exc).__name__}: {cause} (finished work is kept; rerun to resume)") from exc
+        why = "(not retried: the same input fails again)" if is_deterministic(exc) else f"after {attempts} attempt(s)"
+        raise ExpertFailed(f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "
+                           f"(finished work is kept in the cache; rerun to resume)") from exc
 
     def summary(self) -> ExecutorSummary:
         """Activation counts (total and per stage), deactivations by kind, generate calls and the timeline."""

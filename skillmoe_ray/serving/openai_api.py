@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from skillmoe_ray.data.instances import invalid_text
 from skillmoe_ray.errors import SkillMoEError
 from skillmoe_ray.method.runner import ReplySampling
 from skillmoe_ray.registry import METHODS
@@ -219,6 +220,10 @@ def parse_request(body: bytes, max_bytes: int, default_k: int) -> Job:
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     _check_fields(data)
+    for name, value in data.items():  # a lone surrogate would fail the engine batch it joins
+        bad = invalid_text(value, name)
+        if bad:
+            raise BadRequest(bad, name)
     question = _question(data.get("messages"))
     stream, include_usage = _streaming(data)
     model = data.get("model") or "symbolic-moe"

@@ -76,15 +76,18 @@ class OnlineRouter:
 
     # -- phases ---------------------------------------------------------------------------------
 
-    def _skills(self, instances: Sequence[Instance]) -> tuple[dict[str, list[str]], str | None]:
-        """Voted keywords per instance from one keyword-model call; an error message if it failed."""
+    def _skills(self, instances: Sequence[Instance]) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Voted keywords per instance from one keyword-model call, and the error of each instance whose
+        keyword requests failed (the others of the batch go on)."""
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
         generations = self.generation.phase("online_skills", pairs, self.experts)
-        errors = [g.error for g in generations if g.failed]
-        replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)]
-        _, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
-        return kept, (errors[0] if errors else None)
+        errors = {request.instance_id: g.error for (_, request), g in zip(pairs, generations) if g.failed}
+        replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)
+                   if request.instance_id not in errors]
+        ids = [inst.id for inst in instances if inst.id not in errors]
+        _, kept = annotate(ids, replies, sk.max_chars, sk.min_votes) if ids else (None, {})
+        return kept, errors
 
     def _map(self, skills: dict[str, list[str]]) -> dict[str, list[str]]:
         keywords = sorted({k for ks in skills.values() for k in ks})
@@ -121,10 +124,16 @@ class OnlineRouter:
     def answer(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Outcomes for a batch of jobs, in order."""
         instances = {j.request_id: job_instance(j) for j in jobs}
-        unique = list({inst.id: inst for inst in instances.values()}.values())
-        skills, failure = self._skills(unique)
-        if failure:
-            return [Outcome(502, error=failure) for _ in jobs]
+        skills, failures = self._skills(list({inst.id: inst for inst in instances.values()}.values()))
+        ok = [j for j in jobs if instances[j.request_id].id not in failures]  # the others fail alone
+        answered = iter(self._answer(ok, instances, skills) if ok else [])
+        return [Outcome(502, error=failures[instances[j.request_id].id]) if instances[j.request_id].id in failures
+                else next(answered) for j in jobs]
+
+    def _answer(self, jobs: Sequence[Job], instances: dict[str, Instance],
+                skills: dict[str, list[str]]) -> list[Outcome]:
+        """Outcomes of the jobs whose keywords were found: recruitment, the methods' plans, the replies."""
+        unique = list({instances[j.request_id].id: instances[j.request_id] for j in jobs}.values())
         mapped = self._map(skills)
         recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
         answering = [j for j in jobs if not j.route_only]
