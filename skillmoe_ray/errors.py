@@ -5,6 +5,10 @@ weights cannot be found) is raised as a ``SkillMoEError`` subclass with a messag
 input. The entry point prints these as one line, without a traceback.
 """
 
+import errno
+import os
+import shutil
+
 
 class SkillMoEError(Exception):
     """Base class of errors caused by user input, printed without a traceback."""
@@ -85,8 +89,6 @@ def is_deterministic(exc: BaseException) -> bool:
 
 def free_space(path: str) -> str:
     """Free bytes on the disk holding ``path`` (its nearest existing folder), in words."""
-    import os
-    import shutil
 
     folder = os.path.abspath(path)
     while folder != os.path.dirname(folder) and not os.path.isdir(folder):
@@ -102,12 +104,16 @@ def free_space(path: str) -> str:
     return "free space unknown"
 
 
+# What a write meets when the storage, not the data, is at fault.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP,
+                            errno.ENOTDIR, errno.EEXIST, errno.EIO, errno.ENAMETOOLONG, errno.EISDIR})
+
+
 def storage_error(exc: OSError, what: str, path: str) -> StorageError:
     """A :class:`StorageError` naming what could not be written, where, the errno in words and the free space."""
-    import errno as errno_names
-
-    name = errno_names.errorcode.get(exc.errno or 0, "")
+    name = errno.errorcode.get(exc.errno or 0, "")
     words = exc.strerror or str(exc)
     where = exc.filename or path
     return StorageError(f"cannot write {what} at {where}: {words}{f' ({name})' if name else ''}, "
-                        f"{free_space(str(where))} there")
+                        f"{free_space(str(where))} there; make room or choose another directory and rerun "
+                        f"(what was stored is kept and reused)")

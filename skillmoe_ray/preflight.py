@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
-from skillmoe_ray.config import ModelSpec, RunConfig, check_model_paths, load_config
+from skillmoe_ray.config import ModelSpec, RunConfig, check_model_paths, check_remote_code, load_config
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import engine_entry
 from skillmoe_ray.errors import ConfigError, DataError
@@ -40,6 +41,31 @@ def check_writable(directory: str, key: str) -> None:
                           f"set {key}=<a writable directory>") from None
 
 
+@contextmanager
+def run_dir_lock(run_dir: str) -> Iterator[None]:
+    """Hold ``<run_dir>/.lock`` while a run uses the directory: a second run there is refused in one line
+    instead of both writing (and interleaving) run.log and results.json. The lock is the kernel's (flock),
+    so a run that dies, however it dies, releases it."""
+    import fcntl
+
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, ".lock"), "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(f"run directory {run_dir} is in use by another run ({holder}); wait for it to end "
+                              f"or set hydra.run.dir=<another directory>") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def load_checked(tree: dict, run_dir: str):
     """Validated config, demo models built if asked, model paths checked, and the data loaded."""
     from skillmoe_ray.data import load_data
@@ -57,7 +83,8 @@ def load_checked(tree: dict, run_dir: str):
         ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
     if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
-        if engine_entry(cfg.engine.name).has_tokenizer:  # the fake engine's models have none to measure with
+        if engine_entry(cfg.engine.name).has_tokenizer:  # the fake engine's models have none (and run no code)
+            check_remote_code(cfg.pool)
             check_prompt_lengths(cfg, val + test)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test

@@ -23,8 +23,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from skillmoe_ray.config import CONF_DIR, RunConfig, load_config
-from skillmoe_ray.errors import ConfigError, SkillMoEError, one_line, user_facing
-from skillmoe_ray.preflight import load_checked
+from skillmoe_ray.errors import (
+    STORAGE_ERRNOS,
+    ConfigError,
+    SkillMoEError,
+    StorageError,
+    one_line,
+    root_cause,
+    storage_error,
+    user_facing,
+)
+from skillmoe_ray.preflight import load_checked, run_dir_lock
 from skillmoe_ray.registry import DATA_SOURCES
 
 if TYPE_CHECKING:
@@ -48,10 +57,18 @@ def failure_line(exc: BaseException, run_dir: str) -> tuple[str, int]:
         where = f"no traceback kept ({run_dir} cannot be written: {err.strerror or err})"
     if isinstance(exc, KeyboardInterrupt):
         return f"interrupted (Ctrl-C): {KEPT}", INTERRUPT_EXIT
-    user = user_facing(exc)
+    user = user_facing(exc) or written(root_cause(exc), run_dir)
     if user is not None:
         return f"error: {user}", 2
     return f"error: unexpected {one_line(exc)} ({where}; {KEPT})", 1
+
+
+def written(exc: BaseException, run_dir: str) -> StorageError | None:
+    """A failure to write a file (a full disk, no permission, a symlink loop), named as one."""
+    if not isinstance(exc, OSError) or not exc.filename or exc.errno not in STORAGE_ERRNOS:
+        return None
+    inside = os.path.abspath(str(exc.filename)).startswith(os.path.abspath(run_dir))
+    return storage_error(exc, "the run directory" if inside else "a file", str(exc.filename))
 
 
 def write_report_line(run_dir: str, results: dict) -> Report | None:
@@ -84,13 +101,19 @@ def plan_only(cfg: RunConfig) -> None:
 
 def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
+    if tree.get("mode") == "plan":
+        plan_only(load_config(tree, run_dir))
+        return None
+    with run_dir_lock(run_dir):  # a second run in this directory is refused (one line), not interleaved
+        return run_locked(tree, run_dir)
+
+
+def run_locked(tree: dict, run_dir: str) -> dict | None:
+    """A batch run or the service, in a run directory this process holds."""
     from skillmoe_ray.reporting.summary import format_summary
     from skillmoe_ray.reporting.tracking import LiveTracking
     from skillmoe_ray.termination import sigterm_exits
 
-    if tree.get("mode") == "plan":
-        plan_only(load_config(tree, run_dir))
-        return None
     cfg, val, test = load_checked(tree, run_dir)
     from skillmoe_ray_actors.cluster import on_driver, run_pipeline, start_ray
 
