@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from skillmoe_ray.engines.base import GenOutput
-from skillmoe_ray.errors import ExpertFailed, StorageError, is_deterministic, one_line
+from skillmoe_ray.errors import ExpertFailed, is_deterministic, one_line
 from skillmoe_ray.progress import Bar, ProgressFactory, no_progress
 from skillmoe_ray.scheduling.fanout import FanOut
 from skillmoe_ray.scheduling.grouping import (
@@ -171,6 +171,8 @@ class SlotExecutor:
                 activation, ready = self._attempt(label, run, slot, work, rest, start)
                 break
             except StoreFailed as failed:  # the expert is fine and stays loaded; storage is not retried
+                if run.on_error is None:
+                    raise failed.error from None
                 self._give_up(label, work.remaining(), failed.error, attempt + 1, run.on_error)
                 return
             except Exception as exc:
@@ -265,8 +267,6 @@ class SlotExecutor:
         if on_error is not None:
             on_error(group, exc)
             return
-        if isinstance(exc, StorageError):  # the store's own error names the path; the expert is not to blame
-            raise exc
         why = "(not retried: the same input fails again)" if is_deterministic(exc) else f"after {attempts} attempt(s)"
         raise ExpertFailed(f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "
                            f"(finished work is kept in the cache; rerun to resume)") from exc

@@ -285,10 +285,9 @@ def test_under_a_full_cache_disk_replies_are_still_200_counted_and_no_expert_loa
                                                                                          service):
     from tests.conftest import make_full, unmount
 
-    deploy(tmp_path, [], fake=True)  # healthy preparation fills the stage cache
+    url = deploy(tmp_path, [], fake=True)  # prepared on a healthy cache; then the disk fills up
     make_full(tmp_path / "cache")
     try:
-        url = deploy(tmp_path, [], fake=True)
         status, body, _ = post(url, ask(QUESTION))
         stats = get(url, "/v1/stats")
     finally:

@@ -171,3 +171,19 @@ def test_the_labs_validation_size_zero_is_refused_not_read_as_the_default():
 
     with pytest.raises(ConfigError, match=r"data.val.size must be >= 1"):
         lab_source(SplitSpec(source="lab", size=0), "lab", "lab.val", 0)
+
+
+def test_a_run_directory_that_fills_up_is_named_as_storage_with_exit_2_not_a_traceback(tmp_path):
+    import errno
+
+    from skillmoe_ray.run import failure_line
+
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "results.json"))
+    line, code = failure_line(full, str(tmp_path))
+    assert code == 2 and line.startswith(f"error: cannot write the run directory at {tmp_path / 'results.json'}: "
+                                         "No space left on device (ENOSPC)")
+    line, code = failure_line(KeyboardInterrupt(), str(tmp_path))
+    assert code == 130 and line.startswith("interrupted (Ctrl-C)")
+    line, code = failure_line(RuntimeError("boom\nsecond line"), str(tmp_path))
+    assert code == 1 and line.startswith("error: unexpected RuntimeError: boom (traceback in ")
+    assert "RuntimeError: boom" in (tmp_path / "run.log").read_text()
