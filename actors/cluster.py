@@ -12,7 +12,7 @@ import os
 import shutil
 
 from skillmoe_ray.config import RunConfig
-from skillmoe_ray.errors import SkillMoEError
+from skillmoe_ray.errors import SkillMoEError, user_facing
 
 
 def _has_cuda() -> bool:
@@ -102,10 +102,10 @@ def run_pipeline(cfg: RunConfig, val, test, show_progress: bool, on_stage=None) 
 
 
 def user_error(exc: BaseException) -> SkillMoEError | None:
-    """The user-caused error inside a chain of Ray task errors, if there is one."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, SkillMoEError):
-            return seen
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    return None
+    """The user-caused error inside a chain of Ray task errors, if there is one.
+
+    Ray re-creates a remote error as a subclass of its cause's class (so it passes ``isinstance`` checks for
+    the project's errors) whose text is the whole remote traceback: the wrapper is looked through to its
+    ``.cause`` (:func:`skillmoe_ray.errors.user_facing`), whose text is the one line the user sees.
+    """
+    return user_facing(exc)

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -35,11 +34,13 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from skillmoe_ray.config import RunConfig
+from skillmoe_ray.errors import one_line
 from skillmoe_ray.generation import GenerationService
 from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.method.skills import load_embedder
 from skillmoe_ray.serving import streaming
 from skillmoe_ray.serving.batching import MicroBatcher
+from skillmoe_ray.serving.choices import choice_jobs, merge
 from skillmoe_ray.serving.completions import parse_completion, text_completion_response
 from skillmoe_ray.serving.errors import Refused, api_keys, check_json, check_key, public_message
 from skillmoe_ray.serving.openai_api import (
@@ -69,31 +70,8 @@ KEEPALIVE_S = 15.0
 PROBE_S = 2.0
 # Requests the ingress takes beyond what the answerer can hold: /healthz, /v1/stats, 400s, rejections.
 INGRESS_HEADROOM = 64
-ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch")
-
-
-def choice_jobs(job: Job) -> list[Job]:
-    """The jobs of a request's ``n`` replies: the first is the request itself, each other an aggregation of
-    its own (the seed shifted) over the same experts' answers."""
-    seed = job.sampling.seed or 0
-    return [job] + [replace(job, request_id=f"{job.request_id}-{i}", n=1,
-                            sampling=replace(job.sampling, seed=seed + i)) for i in range(1, job.n)]
-
-
-def merge(outcomes: list[Outcome]) -> Outcome:
-    """One outcome of a request's ``n`` replies: the first failure, or the replies, their tokens summed."""
-    failed = next((o for o in outcomes if o.status != 200), None)
-    if failed or len(outcomes) == 1:
-        return failed or outcomes[0]
-    first = outcomes[0]
-    usage = {k: sum(o.usage.get(k, 0) for o in outcomes) for k in ("prompt_tokens", "completion_tokens")}
-    details = dict(first.skillmoe)
-    if "usage" in details:
-        aggregator = [o.skillmoe["usage"]["aggregator"] for o in outcomes]
-        summed = {k: sum(a[k] for a in aggregator) for k in aggregator[0]}
-        details["usage"] = {**details["usage"], "aggregator": summed}
-    replies = [(o.content, o.finish_reason) for o in outcomes]
-    return replace(first, usage=usage, skillmoe=details, replies=replies)
+# store_failures: chunks generated and answered whose cache write failed (a full or unwritable cache_dir)
+ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch", "store_failures")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, health_check_period_s=10)
@@ -105,13 +83,13 @@ class SkillMoEAnswerer:
         self.cfg = cfg
         self.scheduler = PlacementScheduler(cfg)
         # failures="report": a failed expert's requests are answered 502, the others still 200
-        generation = GenerationService(cfg, self.scheduler, failures="report")
-        self.router = OnlineRouter(cfg, generation, preparation, load_embedder(cfg.skills.embedding_model))
+        self.generation = GenerationService(cfg, self.scheduler, failures="report")
+        self.router = OnlineRouter(cfg, self.generation, preparation, load_embedder(cfg.skills.embedding_model))
         # swap-aware: requests whose models are resident are answered before a cold load for the others
         self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch,
                                     cfg.serve.max_cold_wait_ms / 1000)
         self.used = self.router.warm_order()  # every model a request may need
-        resident = generation.warm_up(self.used)  # before Serve counts this replica ready
+        resident = self.generation.warm_up(self.used)  # before Serve counts this replica ready
         log.info("warm-up: resident %s; on first use: %s", resident, self.cold() or "none")
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
 
@@ -121,8 +99,8 @@ class SkillMoEAnswerer:
         try:  # the n replies are submitted together, so they share one micro-batch (and its experts' answers)
             outcome = merge(list(await asyncio.gather(*(self.batcher.submit(j) for j in choice_jobs(job)))))
         except Exception as exc:  # the whole batch failed; this request's answer is lost, the service is not
-            log.exception("request %s: answering failed", job.request_id)
-            outcome = Outcome(502, error=f"answering failed: {exc}")
+            log.error("request %s: answering failed", job.request_id, exc_info=exc)
+            outcome = Outcome(502, error=f"answering failed: {one_line(exc)}")
         self.failure_streak = 0 if outcome.status == 200 else self.failure_streak + 1
         yield outcome, await self.stats()
 
@@ -133,6 +111,7 @@ class SkillMoEAnswerer:
             "activations": sum(self.scheduler.activations.values()),
             "batches": b.batches,
             "largest_batch": b.largest_batch,
+            "store_failures": self.generation.store_failures,
             "retry_after_s": self.batcher.retry_after(),
             "resident_experts": self.scheduler.resident_experts(),
             "resident": self.scheduler.resident_experts(),
@@ -269,7 +248,12 @@ class SkillMoEService:
         log.info("request %s is %s", rid, job.request_id)
         pending = PendingAnswer(self.answerer, job, self.cfg.serve.request_timeout_s)
         self.in_flight += 1
-        refused = await pending.refused()
+        try:
+            refused = await pending.refused()
+        except BaseException:  # the client hung up while waiting for admission: it is no longer queued
+            self.in_flight -= 1
+            pending.cancel()
+            raise
         if refused:
             self.in_flight -= 1
             return self._failure(self._count(refused), rid)

@@ -24,6 +24,7 @@ from skillmoe_ray.cache import GenerationStore, StageCache, set_aside
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.engines import model_fingerprint
 from skillmoe_ray.engines.base import GenOutput, GenRequest
+from skillmoe_ray.errors import one_line, storage_error
 from skillmoe_ray.method.results import StageResult
 from skillmoe_ray.records import Generation, GenerationCounts, StageRecord
 from skillmoe_ray.scheduling.executor import FollowUp, SlotExecutor
@@ -75,6 +76,7 @@ class GenerationService:
         self.stages: dict[str, StageRecord] = {}  # stage name -> its record (results.json "stages")
         self.on_stage = on_stage
         self.stages_ended = 0
+        self.store_failures = 0  # chunks generated but not stored (serving: the cache write failed)
 
     def keys(self, pairs: Sequence[Pair]) -> list[str]:
         """The store keys of ``pairs`` (a request's key on its expert's model)."""
@@ -121,7 +123,10 @@ class GenerationService:
         if result is None:
             log.info("stage %s: running", name)
             result, counts = compute()
-            self.cache.put(name, key, result.to_json())
+            try:
+                self.cache.put(name, key, result.to_json())
+            except OSError as exc:
+                raise storage_error(exc, f"stage {name}'s result", str(self.cache.path(name, key))) from exc
         else:
             log.info("stage %s: cached (%s)", name, key)
         seconds = round(time.perf_counter() - start, 3)
@@ -180,17 +185,31 @@ class GenerationService:
 
         def on_group_done(group: ExpertGroup, outputs: list[GenOutput], seconds: float) -> None:
             made = self._generations(group, outputs, seconds)
-            self.store.save(self.fingerprints[group.expert], made)
             produced.update({g.key: g for g in made})
+            self._save(group.expert, made)
 
         def on_group_error(group: ExpertGroup, exc: Exception) -> None:
             fp = self.fingerprints[group.expert]
-            failed.update({req.key(fp): f"expert {group.expert} failed: {exc}" for req in group.requests})
+            failed.update({req.key(fp): f"expert {group.expert} failed: {one_line(exc)}" for req in group.requests})
 
         handler = on_group_error if self.failures == "report" else None
         self.executor.run_stage(stage, groups, next_experts, on_group_done, handler, followup, later)
         produced.update({key: Generation.failure(key, message) for key, message in failed.items()})
         return produced
+
+    def _save(self, expert: str, made: list[Generation]) -> None:
+        """Store a finished chunk. A storage failure is the cache's, never the expert's: a batch run stops
+        with a :class:`StorageError` naming the path (no retry, no reload); serving keeps the replies it
+        generated (the cache is an optimization), logs a warning and counts it (``store_failures``)."""
+        fp = self.fingerprints[expert]
+        try:
+            self.store.save(fp, made)
+        except OSError as exc:
+            error = storage_error(exc, "the generation cache", str(self.store.root / fp))
+            if self.failures == "stop":
+                raise error from exc
+            self.store_failures += 1
+            log.warning("%s: %d reply(ies) of expert %s answered but not cached", error, len(made), expert)
 
     def _generations(self, group: ExpertGroup, outputs: list[GenOutput], seconds: float) -> list[Generation]:
         """A finished group's generations: each output with its share of the group's seconds (by tokens)."""

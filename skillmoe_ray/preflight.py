@@ -5,23 +5,27 @@ The validated config, writable directories, the data (decoded and checked), the 
 
 A question whose expert prompt does not fit an expert's context (``max_model_len`` minus the reply's
 ``max_tokens``) would fail inside the engine after every model before it had loaded and generated; it is
-refused here, naming the instance and the expert. Only local models are checked (a hub model's tokenizer
-would have to be downloaded first); aggregation prompts, which hold the experts' replies, can only be
-measured once those exist.
+refused here, naming the instance and the model. The same holds for the keyword model's prompt and the
+aggregator's (measured with room for the k answers; answers too long for the aggregator's context are cut
+at aggregation, :func:`skillmoe_ray.method.aggregate.fit_replies`). Only local models are checked (a hub
+model's tokenizer would have to be downloaded first).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
-from skillmoe_ray.config import ModelSpec, RunConfig, check_model_paths, load_config
+from skillmoe_ray.config import ModelSpec, RunConfig, check_model_paths, check_remote_code, load_config
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import engine_entry
 from skillmoe_ray.errors import ConfigError, DataError
 
 log = logging.getLogger("skillmoe_ray")
+Messages = Callable[[Instance], list[dict]]
+AGGREGATOR_REPLY_FLOOR = 32  # tokens each expert answer keeps at least in the aggregator's prompt
 
 
 def check_writable(directory: str, key: str) -> None:
@@ -35,6 +39,31 @@ def check_writable(directory: str, key: str) -> None:
     except OSError as exc:
         raise ConfigError(f"{key}={directory} is not a writable directory ({exc.strerror or exc}); "
                           f"set {key}=<a writable directory>") from None
+
+
+@contextmanager
+def run_dir_lock(run_dir: str) -> Iterator[None]:
+    """Hold ``<run_dir>/.lock`` while a run uses the directory: a second run there is refused in one line
+    instead of both writing (and interleaving) run.log and results.json. The lock is the kernel's (flock),
+    so a run that dies, however it dies, releases it."""
+    import fcntl
+
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, ".lock"), "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(f"run directory {run_dir} is in use by another run ({holder}); wait for it to end "
+                              f"or set hydra.run.dir=<another directory>") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load_checked(tree: dict, run_dir: str):
@@ -54,38 +83,69 @@ def load_checked(tree: dict, run_dir: str):
         ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
     if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
-        if engine_entry(cfg.engine.name).has_tokenizer:  # the fake engine's models have none to measure with
+        if engine_entry(cfg.engine.name).has_tokenizer:  # the fake engine's models have none (and run no code)
+            check_remote_code(cfg.pool)
             check_prompt_lengths(cfg, val + test)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test
 
 
-def longest_prompt(spec: ModelSpec, instances: Sequence[Instance], prompts: str) -> tuple[int, Instance]:
-    """(tokens, instance) of the longest expert prompt among ``instances`` for ``spec``'s tokenizer."""
+def longest_prompt(spec: ModelSpec, instances: Sequence[Instance], messages: Messages) -> tuple[int, Instance]:
+    """(tokens, instance) of the longest prompt ``messages(inst)`` among ``instances`` for ``spec``'s tokenizer."""
     from transformers import AutoTokenizer
 
-    from skillmoe_ray.method.aggregate import expert_messages
-
-    tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
-    texts = [tokenizer.apply_chat_template(expert_messages(inst, spec.system_role, prompts), tokenize=False,
-                                           add_generation_prompt=True) for inst in instances]
+    tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code,
+                                              revision=spec.revision)
+    texts = [tokenizer.apply_chat_template(messages(inst), tokenize=False, add_generation_prompt=True)
+             for inst in instances]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     return lengths[longest], instances[longest]
 
 
+def prompt_checks(cfg: RunConfig) -> list[tuple[str, ModelSpec, int, Messages]]:
+    """(role, model, tokens its reply takes, the prompt of an instance) for each local model a run prompts.
+
+    The keyword model's prompt holds the question; an expert's, the question and its instruction; the
+    aggregator's, the question and k replies. The replies are not known yet: measured here with the replies
+    empty, and each reply's share of the room left is what :func:`aggregator_messages` cuts a reply to.
+    """
+    from skillmoe_ray.method.aggregate import aggregator_messages, expert_messages
+    from skillmoe_ray.method.skills import keyword_messages
+
+    def reply(spec: ModelSpec, limit: int | None) -> int:
+        return min(spec.max_tokens, limit or spec.max_tokens)
+
+    keyword = cfg.pool[cfg.skills.keyword_model]
+    checks = [("keyword model", keyword, cfg.skills.max_tokens,
+               lambda inst: keyword_messages(inst, keyword.system_role, cfg.prompts))]
+    for spec in cfg.experts:
+        checks.append(("expert", spec, reply(spec, cfg.inference.max_tokens),
+                       lambda inst, s=spec: expert_messages(inst, s.system_role, cfg.prompts)))
+    for name in cfg.aggregator_candidates():
+        spec = cfg.pool[name]
+        room = AGGREGATOR_REPLY_FLOOR * cfg.recruit.k  # the least each of the k replies keeps
+        checks.append(("aggregator", spec, reply(spec, cfg.inference.max_tokens) + room,
+                       lambda inst, s=spec: aggregator_messages(inst, [""] * cfg.recruit.k, system_role=s.system_role,
+                                                                prompts=cfg.prompts)))
+    return [c for c in checks if c[1].is_local]
+
+
 def check_prompt_lengths(cfg: RunConfig, instances: Sequence[Instance]) -> None:
-    """Refuse, naming instance and expert, a question whose prompt leaves no room for an expert's reply."""
+    """Refuse, naming instance and model, a question whose prompt leaves a model no room for its reply.
+
+    Checked for every model the run prompts (the keyword model, the experts, the aggregator candidates with
+    room for k replies) before any model loads.
+    """
     if not instances:
         return
-    for spec in cfg.experts:
-        if not spec.is_local:
-            continue
-        room = spec.max_model_len - min(spec.max_tokens, cfg.inference.max_tokens or spec.max_tokens)
-        tokens, inst = longest_prompt(spec, instances, cfg.prompts)
+    for role, spec, reply_tokens, messages in prompt_checks(cfg):
+        room = spec.max_model_len - reply_tokens
+        tokens, inst = longest_prompt(spec, instances, messages)
         if tokens > room:
             raise DataError(
-                f"instance {inst.id}: its prompt is {tokens} tokens for expert {spec.name!r}, whose context leaves "
-                f"{room} (pool.models.{spec.name}.max_model_len={spec.max_model_len} minus {spec.max_model_len - room} "
-                f"for the reply); shorten the question or raise max_model_len"
+                f"instance {inst.id}: its prompt is {tokens} tokens for the {role} {spec.name!r}, whose context "
+                f"leaves {room} (pool.models.{spec.name}.max_model_len={spec.max_model_len} minus {reply_tokens} "
+                f"for the reply{' and the k answers' if role == 'aggregator' else ''}); shorten the question or "
+                f"raise max_model_len"
             )

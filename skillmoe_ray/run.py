@@ -5,11 +5,17 @@ the demo models if asked, loads the data (failing fast on bad input, before any 
 starts Ray, runs the DriverActor, prints the summary, writes the report, and logs the run to W&B
 (:mod:`skillmoe_ray.reporting.tracking`) once results.json is on disk. Errors caused by input are printed as one
 line naming the problem, without a traceback.
+
+Exit codes (the README's reliability section): 0 done; 2 an error the user can act on (bad config or
+data, an expert that kept failing, a cache or run directory that cannot be written, a run directory in
+use), one line on stderr; 1 an unexpected error, one line on stderr naming it; 130 Ctrl-C; 143 SIGTERM.
+Every failure's traceback goes to ``run.log`` in the run directory; finished work stays in the cache.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -17,14 +23,54 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from skillmoe_ray.config import CONF_DIR, RunConfig, load_config
-from skillmoe_ray.errors import ConfigError, SkillMoEError
-from skillmoe_ray.preflight import load_checked
+from skillmoe_ray.errors import (
+    STORAGE_ERRNOS,
+    ConfigError,
+    SkillMoEError,
+    StorageError,
+    one_line,
+    root_cause,
+    storage_error,
+    user_facing,
+)
+from skillmoe_ray.preflight import load_checked, run_dir_lock
 from skillmoe_ray.registry import DATA_SOURCES
 
 if TYPE_CHECKING:
     from skillmoe_ray.reporting.report import Report
 
 log = logging.getLogger("skillmoe_ray")
+INTERRUPT_EXIT = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C stopped
+KEPT = "finished chunks and stages are kept in the cache; rerun the same command to resume"
+
+
+def failure_line(exc: BaseException, run_dir: str) -> tuple[str, int]:
+    """The one line a failed run prints, and its exit code; the traceback is appended to ``run.log``."""
+    import traceback
+
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "run.log"), "a", encoding="utf-8") as f:
+            f.write("".join(traceback.format_exception(exc)))
+        where = f"traceback in {os.path.join(run_dir, 'run.log')}"
+    except OSError as err:  # a run directory that cannot be written: the line says so, the run's cache is intact
+        where = f"no traceback kept ({run_dir} cannot be written: {err.strerror or err})"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted (Ctrl-C): {KEPT}", INTERRUPT_EXIT
+    user = user_facing(exc) or written(root_cause(exc), run_dir)
+    if user is not None:
+        return f"error: {user}", 2
+    return f"error: unexpected {one_line(exc)} ({where}; {KEPT})", 1
+
+
+def written(exc: BaseException, run_dir: str) -> StorageError | None:
+    """A failure to write a file (a full disk, no permission, a symlink loop), named as one."""
+    if not isinstance(exc, OSError) or not exc.filename or exc.errno not in STORAGE_ERRNOS:
+        return None
+    inside = os.path.abspath(str(exc.filename)).startswith(os.path.abspath(run_dir))
+    return storage_error(exc, "the run directory" if inside else "a file", str(exc.filename))
+
+
 def write_report_line(run_dir: str, results: dict, summary: str = "") -> Report | None:
     """Write the run's report, then print ``summary`` and one line saying where the report is (or why it
     has no plots, or failed). The report is drawn first so that what drawing prints (matplotlib's "building
@@ -62,13 +108,19 @@ def plan_only(cfg: RunConfig) -> None:
 
 def execute(tree: dict, run_dir: str) -> dict | None:
     """Validate, prepare and run one configuration (no Hydra here, so tests can call it)."""
+    if tree.get("mode") == "plan":
+        plan_only(load_config(tree, run_dir))
+        return None
+    with run_dir_lock(run_dir):  # a second run in this directory is refused (one line), not interleaved
+        return run_locked(tree, run_dir)
+
+
+def run_locked(tree: dict, run_dir: str) -> dict | None:
+    """A batch run or the service, in a run directory this process holds."""
     from skillmoe_ray.reporting.summary import format_summary
     from skillmoe_ray.reporting.tracking import LiveTracking
     from skillmoe_ray.termination import sigterm_exits
 
-    if tree.get("mode") == "plan":
-        plan_only(load_config(tree, run_dir))
-        return None
     cfg, val, test = load_checked(tree, run_dir)
     from skillmoe_ray_actors.cluster import on_driver, run_pipeline, start_ray
 
@@ -103,9 +155,10 @@ def main(cfg: DictConfig) -> None:
         except MissingMandatoryValue as exc:
             raise ConfigError(f"missing value for {exc.full_key} (set it on the command line: {exc.full_key}=...)") from None
         execute(tree, run_dir)
-    except SkillMoEError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    except (Exception, KeyboardInterrupt) as exc:  # SystemExit (SIGTERM's 143) goes through as it is
+        line, code = failure_line(exc, run_dir)
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(code)
 
 
 def cli() -> None:

@@ -56,6 +56,32 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float 
     )
 
 
+def make_full(cache) -> str:
+    """Make ``cache``'s generation store unwritable the way a full disk does: a small tmpfs, filled, where this
+    machine allows mounting one; else a symlink loop in its place (ELOOP). Returns the error's words."""
+    cache.mkdir(exist_ok=True)
+    gens, full = cache / "generations", cache / "full"
+    if gens.exists():
+        os.rename(gens, cache / "generations.old")
+    full.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
+        os.symlink(gens, gens)
+        return "Too many levels of symbolic links"
+    os.symlink(full, gens)
+    try:
+        with open(full / "filler", "wb", buffering=0) as f:
+            while True:
+                f.write(b"\0" * 4096)
+    except OSError:  # the disk is full
+        pass
+    return "No space left on device"
+
+
+def unmount(cache) -> None:
+    subprocess.run(["umount", str(cache / "full")], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def wandb_sandbox(tmp_path_factory):
     """W&B's own settings, cache and staging directories under a temporary directory, not the home.

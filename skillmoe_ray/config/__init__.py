@@ -379,6 +379,17 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
     return cfg
 
 
+def check_remote_code(pool: dict[str, ModelSpec]) -> None:
+    """Refuse a hub model that would run its repository's code (``trust_remote_code``) at whatever revision
+    the hub holds today: ``revision`` must pin it (checked where an engine would load it)."""
+    for spec in pool.values():
+        if spec.trust_remote_code and not spec.is_local and not spec.revision:
+            raise ConfigError(
+                f"pool.models.{spec.name}.trust_remote_code=true runs code from the hub repository {spec.path}: "
+                f"pin it with pool.models.{spec.name}.revision=<commit hash you reviewed>"
+            )
+
+
 def check_model_paths(pool: dict[str, ModelSpec]) -> None:
     """Fail early, naming the expert, when a local model directory does not exist."""
     for spec in pool.values():

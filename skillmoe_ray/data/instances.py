@@ -14,6 +14,26 @@ LETTERS = string.ascii_uppercase[:10]  # A..J: MMLU-Pro has up to ten options
 _INLINE_OPTION = re.compile(r"\(([A-J])\)")
 
 
+def invalid_text(value: object, name: str) -> str | None:
+    """Where in ``value`` (a JSON value called ``name``) a string is not valid Unicode text, or None.
+
+    JSON's ``\\ud800`` escape decodes to a lone UTF-16 surrogate: valid JSON, but no tokenizer takes it, so
+    one such string would fail its whole engine batch. Found here, it is refused at the boundary.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{name}: character {exc.start} is the lone surrogate {value[exc.start]!r}, not valid Unicode text"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = invalid_text(item, f"{name}.{key}" if isinstance(key, str) else f"{name}[{key}]")
+        if found:
+            return found
+    return None
+
+
 @dataclass(frozen=True)
 class Instance:
     """One question with its gold answer.

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from skillmoe_ray.config import SplitSpec
-from skillmoe_ray.data.instances import ANSWER_TYPES, LETTERS, Instance, infer_answer_type
+from skillmoe_ray.data.instances import ANSWER_TYPES, LETTERS, Instance, infer_answer_type, invalid_text
 from skillmoe_ray.errors import ConfigError, DataError
 
 REQUIRED_FIELDS = ("question", "gold_answer")
@@ -86,6 +86,9 @@ def row_to_instance(row: dict, where: str, task: str, default_id: str, answer_ty
     """Validate one row and build its Instance; ``where`` is "file:line" for errors."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    bad = next(filter(None, (invalid_text(value, str(key)) for key, value in row.items())), None)
+    if bad:
+        raise DataError(f"{where}: field {bad}; fix or remove it")
     for name in REQUIRED_FIELDS:
         if name not in row:
             raise DataError(f"{where}: missing field {name!r} (required: {', '.join(REQUIRED_FIELDS)})")

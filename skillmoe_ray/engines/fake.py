@@ -83,6 +83,8 @@ class FakeEngine(Engine):
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         if self.spec.name in self.options["fail_models"]:
             raise EngineError(f"fake failure of expert {self.spec.name!r}")
+        for request in requests:  # as a real tokenizer does, text that is not valid Unicode fails the whole call
+            "".join(content for _, content in request.messages).encode("utf-8")
         self._log_requests(requests)
         self._maybe_die(requests)
         self._maybe_signal(requests)

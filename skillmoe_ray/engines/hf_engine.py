@@ -166,6 +166,15 @@ class HFEngine(Engine):
             stats = routing_statistics(self.model, ids, common)
         return GenOutput(text="", prompt_tokens=ids.shape[1], finish_reason="analyze", router=stats)
 
+    def _room(self, prompt_lengths: list[int], max_tokens: int) -> int:
+        """New tokens the batch may generate within ``max_model_len``, as vLLM applies it: a prompt that fills
+        the context is refused (ValueError, a bad input: not retried); a reply stops where the context ends."""
+        longest = max(prompt_lengths)
+        if longest >= self.spec.max_model_len:
+            raise ValueError(f"a prompt of {longest} tokens does not fit model {self.spec.name!r}: "
+                             f"pool.models.{self.spec.name}.max_model_len={self.spec.max_model_len}")
+        return min(max_tokens, self.spec.max_model_len - longest)
+
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
         import torch
 
@@ -175,11 +184,12 @@ class HFEngine(Engine):
         # The chat template already holds any BOS token: adding special tokens again would double it.
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = requests[0].sampling
+        max_new_tokens = self._room(enc["attention_mask"].sum(dim=1).tolist(), sampling.max_tokens)
         sampler = SeededSampler([r.sampling.seed for r in requests], sampling.temperature, sampling.top_p, self.device)
         with torch.no_grad(), steered(self.model, requests[0].steering):
             out = self.model.generate(
                 **enc,
-                max_new_tokens=sampling.max_tokens,
+                max_new_tokens=max_new_tokens,
                 do_sample=False,
                 logits_processor=[sampler],
                 pad_token_id=self.tokenizer.pad_token_id,

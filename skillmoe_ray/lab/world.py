@@ -176,4 +176,4 @@ def generate_split(split: str, size: int, seed: int) -> list[Instance]:
 def lab_source(spec: SplitSpec, task: str, where: str, seed: int) -> list[Instance]:
     """The data source ``lab``: ``spec.size`` (default 120) questions of the split ``where`` names, drawn
     from ``seed``. The questions carry their own tasks (``task`` is not used)."""
-    return generate_split(where.rsplit(".", 1)[-1], spec.size or 120, seed)
+    return generate_split(where.rsplit(".", 1)[-1], 120 if spec.size is None else spec.size, seed)

@@ -55,6 +55,26 @@ def strip_reasoning(text: str, think_end_tag: str = "</think>") -> str:
     return text.strip()
 
 
+# Characters per token of a reply, counted low so that a reply cut to its share fits any tokenizer's count.
+SAFE_CHARS_PER_TOKEN = 2
+CUT_MARK = "[... earlier reasoning cut to fit the aggregator's context ...] "
+
+
+def fit_replies(responses: Sequence[str], room_tokens: int, think_end_tag: str = "</think>") -> list[str]:
+    """The replies as the aggregator reads them, each within its share of ``room_tokens``.
+
+    The rule (README, reliability): the reasoning before the end-of-thinking tag is dropped first; a reply
+    still longer than its share (``room_tokens`` / k, counted at :data:`SAFE_CHARS_PER_TOKEN`) keeps its
+    last characters, where the conclusion is, after a mark saying it was cut. Replies that fit are unchanged.
+    """
+    share = max(0, room_tokens // max(len(responses), 1)) * SAFE_CHARS_PER_TOKEN
+    fitted = []
+    for reply in responses:
+        text = strip_reasoning(reply, think_end_tag)
+        fitted.append(text if len(text) <= share else CUT_MARK + text[len(text) - share + len(CUT_MARK):])
+    return fitted
+
+
 def aggregator_messages(
     inst: Instance, responses: Sequence[str], think_end_tag: str = "</think>", system_role: bool = True,
     prompts: str = "project",

@@ -15,11 +15,18 @@ from dataclasses import replace
 from skillmoe_ray.config import GenerationConfig, ModelSpec, SkillsConfig
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines.base import GenRequest, Sampling
-from skillmoe_ray.method.aggregate import aggregator_messages, expert_messages
+from skillmoe_ray.method.aggregate import (
+    SAFE_CHARS_PER_TOKEN,
+    aggregator_messages,
+    expert_messages,
+    fit_replies,
+)
 from skillmoe_ray.method.profiles import synthetic_aggregation_task
 from skillmoe_ray.method.skills import keyword_messages
 from skillmoe_ray.seeding import derive_seed
 
+# Tokens a chat template adds around the messages (role markers, special tokens), counted high.
+PROMPT_OVERHEAD_TOKENS = 64
 Pair = tuple[str, GenRequest]
 
 
@@ -93,5 +100,9 @@ def aggregation_request(
 ) -> GenRequest:
     """The aggregator's request for one instance; ``purpose`` separates selection from final aggregation."""
     sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, purpose, inst.id))
-    messages = aggregator_messages(inst, responses, think_end_tag, spec.system_role, prompts)
+    question = sum(len(c) for m in aggregator_messages(inst, [""] * len(responses), think_end_tag,
+                                                       spec.system_role, prompts) for c in m.values())
+    room = spec.max_model_len - sampling.max_tokens - question // SAFE_CHARS_PER_TOKEN - PROMPT_OVERHEAD_TOKENS
+    replies = fit_replies(responses, room, think_end_tag)
+    messages = aggregator_messages(inst, replies, think_end_tag, spec.system_role, prompts)
     return GenRequest.make(messages, sampling, f"{purpose}/{inst.id}", inst.id)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from skillmoe_ray.config import TrackingConfig
+from skillmoe_ray.errors import one_line
 from skillmoe_ray.reporting.compare import COST_COLUMNS
 from skillmoe_ray.reporting.report import read_jsonl
 
@@ -341,7 +342,7 @@ class LiveTracking:
             return self._failure_line("the run failed")
         if isinstance(self.tracker, NullTracker):
             return self.tracker.status()
-        reason = f"{type(cause).__name__}: {cause}"[:300]
+        reason = one_line(cause)[:300]
         self.tracker.abort(reason)
         status, self.tracker = self.tracker.status(), None
         return f"{status} (marked failed: {reason})"

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from skillmoe_ray.engines.base import SLEEPING, GenOutput
-from skillmoe_ray.errors import ExpertFailed, SkillMoEError
+from skillmoe_ray.errors import ExpertFailed, StoreFailed, is_deterministic, one_line
 from skillmoe_ray.progress import Bar, ProgressFactory, no_progress
 from skillmoe_ray.scheduling.fanout import FanOut
 from skillmoe_ray.scheduling.grouping import (
@@ -52,6 +52,7 @@ from skillmoe_ray.scheduling.grouping import (
     spread,
 )
 from skillmoe_ray.scheduling.handles import ExpertHandle
+from skillmoe_ray.scheduling.isolation import generate_isolating
 from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from skillmoe_ray.scheduling.slots import Activation, SlotState
 from skillmoe_ray.scheduling.timeline import ExecutorSummary, FailedAttempt, TimelineEntry
@@ -177,13 +178,17 @@ class SlotExecutor:
             try:
                 activation, ready = self._attempt(label, run, slot, work, rest, start)
                 break
+            except StoreFailed as failed:  # the expert is fine and stays loaded; storage is not retried
+                if run.on_error is None:
+                    raise failed.error from None
+                self._give_up(label, work.remaining(), failed.error, attempt + 1, run.on_error)
+                return
             except Exception as exc:
                 self.slots.discard(slot, group.key)
-                error = f"{type(exc).__name__}: {exc}"[:300]
-                failures.append(FailedAttempt(round(start, 3), round(self.now(), 3), error))
-                if attempt < self.policy.max_retries and not isinstance(exc, SkillMoEError):
+                failures.append(FailedAttempt(round(start, 3), round(self.now(), 3), one_line(exc)[:300]))
+                if attempt < self.policy.max_retries and not is_deterministic(exc):
                     log.warning("[%s] expert %s failed (%s): retrying on a fresh expert (%d of %d)",
-                                label, group.expert, exc, attempt + 1, self.policy.max_retries)
+                                label, group.expert, one_line(exc), attempt + 1, self.policy.max_retries)
                     continue
                 self._give_up(label, work.remaining(), exc, attempt + 1, run.on_error)
                 return
@@ -231,10 +236,14 @@ class SlotExecutor:
         while work.done < len(work.chunks):
             chunk = work.chunks[work.done]
             began = self.now()
-            outputs = handle.generate(chunk.requests)
+            answered = generate_isolating(self._counted_generate(handle), chunk, run.on_error, run.stage)
+            outputs = [out for _, outs in answered for out in outs]
             with self.slots.lock:
-                self.generate_calls += 1
-                run.on_done(chunk, outputs, self.now() - began)
+                for part, outs in answered:
+                    try:
+                        run.on_done(part, outs, (self.now() - began) * len(outs) / max(len(outputs), 1))
+                    except Exception as exc:
+                        raise StoreFailed(exc) from exc
             work.finish_chunk(outputs)
             if len(work.chunks) > 1 and self.now() - last_line >= CHUNK_LINE_EVERY_S:  # not per fast chunk
                 last_line = self.now()
@@ -242,19 +251,25 @@ class SlotExecutor:
                          work.done, len(work.chunks), len(chunk.requests), self.now() - began)
             run.bar.update(len(chunk.requests))
 
+    def _counted_generate(self, handle: ExpertHandle) -> Callable[[list], list[GenOutput]]:
+        """``handle.generate``, counting each call (the summary's generate_calls)."""
+        def generate(requests: list) -> list[GenOutput]:
+            with self.slots.lock:
+                self.generate_calls += 1
+            return handle.generate(requests)
+        return generate
+
     @staticmethod
     def _give_up(label: str, group: ExpertGroup, exc: Exception, attempts: int,
                  on_error: GroupFailed | None) -> None:
         """After the last attempt: the stage's error handler takes the group, or the run stops (one error)."""
-        log.error("[%s] expert %s failed: %s", label, group.expert, exc)
+        log.error("[%s] expert %s failed: %s", label, group.expert, one_line(exc))
         if on_error is not None:
             on_error(group, exc)
             return
-        if isinstance(exc, SkillMoEError):
-            raise exc
-        cause = str(exc).splitlines()[0] if str(exc) else ""
-        raise ExpertFailed(f"expert {group.expert} failed in stage {label} after {attempts} attempt(s): "
-                           f"{type(exc).__name__}: {cause} (finished work is kept; rerun to resume)") from exc
+        why = "(not retried: the same input fails again)" if is_deterministic(exc) else f"after {attempts} attempt(s)"
+        raise ExpertFailed(f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "
+                           f"(finished work is kept in the cache; rerun to resume)") from exc
 
     def summary(self) -> ExecutorSummary:
         """Activation counts (total and per stage), deactivations by kind, generate calls and the timeline."""

@@ -32,6 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from skillmoe_ray.data.instances import invalid_text
 from skillmoe_ray.errors import SkillMoEError
 from skillmoe_ray.method.runner import ReplySampling
 from skillmoe_ray.registry import METHODS
@@ -286,6 +287,10 @@ def load_body(body: bytes, max_bytes: int) -> dict:
         raise BadRequest(f"request body has a JSON number over {limit} digits") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
+    for name, value in data.items():  # a lone surrogate would fail the engine batch it joins
+        bad = invalid_text(value, name)
+        if bad:
+            raise BadRequest(bad, name)
     return data
 
 

@@ -133,19 +133,22 @@ class OnlineRouter:
 
     # -- phases ---------------------------------------------------------------------------------
 
-    def _skills(self, instances: Sequence[Instance]) -> tuple[dict[str, list[str]], str | None]:
-        """Voted keywords per instance from one keyword-model call; an error message if it failed.
-        ``skill_usage`` keeps each instance's keyword-model tokens."""
+    def _skills(self, instances: Sequence[Instance]) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Voted keywords per instance from one keyword-model call, and the error of each instance whose
+        keyword requests failed (the others of the batch go on). ``skill_usage`` keeps each instance's
+        keyword-model tokens."""
         sk = self.cfg.skills
         pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
         generations = self.generation.phase("online_skills", pairs, self.experts)
-        errors = [g.error for g in generations if g.failed]
-        replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)]
+        errors = {request.instance_id: g.error for (_, request), g in zip(pairs, generations) if g.failed}
+        replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)
+                   if request.instance_id not in errors]
         for inst in instances:
             own = [g for (_, r), g in zip(pairs, generations) if r.instance_id == inst.id]
             self.skill_usage[inst.id] = _tokens(own)
-        _, kept = annotate([inst.id for inst in instances], replies, sk.max_chars, sk.min_votes)
-        return kept, (errors[0] if errors else None)
+        ids = [inst.id for inst in instances if inst.id not in errors]
+        _, kept = annotate(ids, replies, sk.max_chars, sk.min_votes) if ids else (None, {})
+        return kept, errors
 
     def _map(self, skills: dict[str, list[str]]) -> dict[str, list[str]]:
         keywords = sorted({k for ks in skills.values() for k in ks})
@@ -192,9 +195,27 @@ class OnlineRouter:
         # the keyword model reads the last user message only; the answers phases the whole conversation
         last_turns = {instances[j.request_id].id: replace(instances[j.request_id], question=j.question)
                       for j in jobs}
-        skills, failure = self._skills(list(last_turns.values()))
-        if failure:
-            return [Outcome(502, error=failure) for _ in jobs]
+        skills, failures = self._skills(list(last_turns.values()))
+        outcomes: list = [None] * len(jobs)
+        ok = []  # a job whose keywords failed fails alone; the others go on
+        for i, j in enumerate(jobs):
+            if instances[j.request_id].id in failures:
+                outcomes[i] = Outcome(502, error=failures[instances[j.request_id].id])
+                if deliver is not None:
+                    deliver(i, outcomes[i])
+            else:
+                ok.append(i)
+        if ok:
+            routed_deliver = None if deliver is None else (lambda k, outcome: deliver(ok[k], outcome))
+            answered = self._route([jobs[i] for i in ok], instances, skills, routed_deliver,
+                                   [deferrable[i] for i in ok] if deferrable else None)
+            for i, outcome in zip(ok, answered):
+                outcomes[i] = outcome
+        return outcomes
+
+    def _route(self, jobs: Sequence[Job], instances: dict[str, Instance], skills: dict[str, list[str]],
+               deliver: Callable[[int, Outcome], None] | None, deferrable: Sequence[bool] | None) -> list:
+        """Recruitment and answers of the jobs whose keywords were found, swap-aware when ``deliver`` is given."""
         mapped = self._map(skills)
         recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
         self._remember(recruits)

@@ -398,3 +398,28 @@ def test_a_replica_whose_requests_all_fail_reports_unhealthy(ray_cluster, tmp_pa
     with pytest.raises(urllib.error.HTTPError) as failed:
         urllib.request.urlopen(url + "/healthz", timeout=30)
     assert failed.value.code == 503 and "the last 2 requests all failed" in failed.value.read().decode()
+
+
+def test_a_lone_surrogate_request_among_normal_ones_gets_400_naming_the_field_and_they_get_200(fake_service):
+    questions = [f"{QUESTION} (variant {i})" for i in range(4)] + ["What is 2 + 2? \ud800"]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        replies = list(pool.map(lambda q: post(fake_service, ask(q)), questions))
+    assert [status for status, _, _ in replies] == [200, 200, 200, 200, 400]
+    error = replies[-1][1]["error"]
+    assert error["param"] == "messages" and "messages[0].content" in error["message"]
+
+
+def test_under_a_full_cache_disk_replies_are_still_200_counted_and_no_expert_loads_twice(ray_cluster, tmp_path,
+                                                                                         service):
+    from tests.conftest import make_full, unmount
+
+    url = deploy(tmp_path, [], fake=True)  # prepared on a healthy cache; then the disk fills up
+    make_full(tmp_path / "cache")
+    try:
+        status, body, _ = post(url, ask(QUESTION))
+        stats = get(url, "/v1/stats")
+    finally:
+        unmount(tmp_path / "cache")
+    assert status == 200 and body["choices"][0]["message"]["content"]
+    assert stats["store_failures"] > 0 and stats["failed"] == 0
+    assert stats["activations"] <= 6  # the fake pool's six models, each loaded at most once

@@ -152,7 +152,7 @@ def test_live_tracking_logs_a_row_per_stage_and_a_dead_run_is_marked_failed_with
     live.stage_done({"stage": "skills", "stage_index": 1, "stage_seconds": 1.5})
     status = live.fail(KeyboardInterrupt())
     (path,) = offline_runs(tmp_path)
-    assert status.startswith("tracking: W&B offline run") and status.endswith("(marked failed: KeyboardInterrupt: )")
+    assert status.startswith("tracking: W&B offline run") and status.endswith("(marked failed: KeyboardInterrupt)")
     run = read_offline_run(path)
     assert run.exit_code == 1
     assert [(r["stage"], r["stage_seconds"]) for r in run.history] == [("skills", 1.5)]
