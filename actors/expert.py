@@ -55,8 +55,10 @@ def process_memory() -> dict:
     torch = sys.modules.get("torch")  # only where the engine imported it: never imported here for this
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         stats = torch.cuda.host_memory_stats()
-        pinned = {"pinned_held_bytes": stats.get("allocated_bytes.current"),
-                  "pinned_in_use_bytes": stats.get("active_bytes.current")}
+        pinned = {
+            "pinned_held_bytes": stats.get("allocated_bytes.current"),
+            "pinned_in_use_bytes": stats.get("active_bytes.current"),
+        }
     return {"pid": os.getpid(), "rss_bytes": rss, **pinned}
 
 

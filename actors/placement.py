@@ -42,7 +42,8 @@ from skillmoe_ray_actors.expert import ExpertActor
 log = logging.getLogger(__name__)
 
 # Engine log noise stays out of the run's output unless the user asks for it.
-QUIET_ENGINE_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+QUIET_ENGINE_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error",
+                    "TOKENIZERS_PARALLELISM": "false"}
 # Seconds a slot whose bundle was lost with its node waits for Ray to reschedule it before sharing another's
 RESCHEDULE_WAIT_S = 5.0
 # Seconds a slot of one-engine-per-process experts (vLLM on CUDA) waits for its lost bundle: such experts
@@ -155,7 +156,8 @@ class PlacementScheduler(SlotExecutor):
                 placement_group=self.placement, placement_group_bundle_index=bundle)
         log_path = os.path.join(self.cfg.run_dir, "logs", f"expert-{name}.log")
         actor = ray.remote(ExpertActor).options(**options).remote(spec, self.engine, log_path)
-        log.info("started actor for expert %s on slot %d (%s); engine log: logs/expert-%s.log", name, slot, spec.path, name)
+        log.info("started actor for expert %s on slot %d (%s); engine log: logs/expert-%s.log", name, slot,
+                 spec.path, name)
         self.placements.append((name, slot, bundle, node, actor.node_id.remote()))
         return actor
 
@@ -180,8 +182,13 @@ class PlacementScheduler(SlotExecutor):
         if not live:
             raise RuntimeError("every GPU bundle of the run was lost with its node; no node left to place experts on")
         chosen = live[slot % len(live)]
-        log.warning("slot %d's GPU was lost with its node: its expert actors go to slot %d's GPU (node %s) "
-                    "until Ray places the bundle again", slot, chosen, nodes[chosen][:12])
+        log.warning(
+            "slot %d's GPU was lost with its node: its expert actors go to slot %d's GPU (node %s) "
+            "until Ray places the bundle again",
+            slot,
+            chosen,
+            nodes[chosen][:12],
+        )
         return chosen, nodes[chosen]
 
     def _wait_for_bundle(self, slot: int) -> str:
@@ -192,9 +199,11 @@ class PlacementScheduler(SlotExecutor):
             if node:
                 return node
             time.sleep(1.0)
-        raise ExpertFailed(f"slot {slot}'s GPU was lost with its node and not placed again within "
-                           f"{EXCLUSIVE_RESCHEDULE_WAIT_S:g} s; vLLM experts cannot share another slot's "
-                           f"GPU: rerun (finished work is kept) with resources.gpus set to the GPUs left")
+        raise ExpertFailed(
+            f"slot {slot}'s GPU was lost with its node and not placed again within "
+            f"{EXCLUSIVE_RESCHEDULE_WAIT_S:g} s; vLLM experts cannot share another slot's "
+            f"GPU: rerun (finished work is kept) with resources.gpus set to the GPUs left"
+        )
 
     def summary(self) -> ExecutorSummary:
         """The executor's summary plus ``placements``: each expert actor's slot, bundle and node."""
@@ -235,8 +244,10 @@ def gpu_shortage(requested: int, node_gpus: dict[str, float]) -> str | None:
     if requested <= 1 or total <= 0 or total >= requested:
         return None
     nodes = ", ".join(f"{node}: {gpus:g}" for node, gpus in sorted(node_gpus.items()))
-    return (f"resources.gpus={requested} asks for {requested} GPU slots, but the Ray cluster has {total:g} GPU(s) "
-            f"on {len(node_gpus)} node(s) ({nodes}); set resources.gpus={int(total)} or fewer, or use a larger cluster")
+    return (
+        f"resources.gpus={requested} asks for {requested} GPU slots, but the Ray cluster has {total:g} GPU(s) "
+        f"on {len(node_gpus)} node(s) ({nodes}); set resources.gpus={int(total)} or fewer, or use a larger cluster"
+    )
 
 
 def check_gpu_slots(requested: int) -> None:
@@ -244,8 +255,13 @@ def check_gpu_slots(requested: int) -> None:
     if not ray.is_initialized():
         return
     # keyed by node id: several nodes may share one address (ray.cluster_utils, or containers on one host)
-    node_gpus = {f"{node.get('NodeManagerAddress', '?')}/{node['NodeID'][:8]}": node.get("Resources", {}).get("GPU", 0.0)
-                 for node in ray.nodes() if node.get("Alive")}
+    node_gpus = {
+        f"{node.get('NodeManagerAddress', '?')}/{node['NodeID'][:8]}": node.get("Resources", {}).get(
+            "GPU", 0.0
+        )
+        for node in ray.nodes()
+        if node.get("Alive")
+    }
     problem = gpu_shortage(requested, node_gpus)
     if problem:
         raise ConfigError(problem)
@@ -265,7 +281,9 @@ def gpu_slots(n: int, wait_s: float = 120.0):
     except ray.exceptions.GetTimeoutError:
         ray.util.remove_placement_group(group)
         free = ray.available_resources().get("GPU", 0.0)
-        raise ConfigError(f"resources.gpus={n}: {n} whole GPUs were not free within {wait_s:g} s (the cluster has "
-                          f"{ray.cluster_resources().get('GPU', 0.0):g}, {free:g} free now: other work holds the "
-                          "rest); retry when they are free or set resources.gpus lower") from None
+        raise ConfigError(
+            f"resources.gpus={n}: {n} whole GPUs were not free within {wait_s:g} s (the cluster has "
+            f"{ray.cluster_resources().get('GPU', 0.0):g}, {free:g} free now: other work holds the "
+            "rest); retry when they are free or set resources.gpus lower"
+        ) from None
     return group

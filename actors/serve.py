@@ -84,7 +84,8 @@ class SkillMoEAnswerer:
         self.scheduler = PlacementScheduler(cfg)
         # failures="report": a failed expert's requests are answered 502, the others still 200
         self.generation = GenerationService(cfg, self.scheduler, failures="report")
-        self.router = OnlineRouter(cfg, self.generation, preparation, load_embedder(cfg.skills.embedding_model))
+        self.router = OnlineRouter(cfg, self.generation, preparation,
+                                   load_embedder(cfg.skills.embedding_model))
         # swap-aware: requests whose models are resident are answered before a cold load for the others
         self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch,
                                     cfg.serve.max_cold_wait_ms / 1000)
@@ -197,7 +198,7 @@ class SkillMoEService:
         self.started = int(time.time())  # the models' ``created``
         self.counts: Counter[str] = Counter()
         self.failure_streak = 0  # requests in a row that failed upstream, as /healthz reports them
-        self.in_flight = 0  # requests handed to the answerer and not answered yet (queued in Serve or batched)
+        self.in_flight = 0
         self.answerer_stats: dict = {}  # the answerer's latest stats, for when it is too busy to ask
 
     def _gate(self, request: Request, body: bool = False) -> None:
@@ -258,14 +259,17 @@ class SkillMoEService:
             self.in_flight -= 1
             return self._failure(self._count(refused), rid)
         if job.stream:
-            return StreamingResponse(self._stream(job, pending, rid), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                              "x-request-id": rid})
+            return StreamingResponse(
+                self._stream(job, pending, rid),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-request-id": rid},
+            )
         outcome = await self._settle(pending)
         if outcome.status != 200:
             return self._failure(outcome, rid)
-        return JSONResponse(respond(job, outcome.choices(), outcome.usage, outcome.skillmoe),
-                            headers={"x-request-id": rid})
+        return JSONResponse(
+            respond(job, outcome.choices(), outcome.usage, outcome.skillmoe), headers={"x-request-id": rid}
+        )
 
     async def _settle(self, pending: PendingAnswer) -> Outcome:
         """The request's outcome, counted."""
@@ -286,8 +290,11 @@ class SkillMoEService:
             while not (await asyncio.wait({settled}, timeout=KEEPALIVE_S))[0]:
                 yield streaming.KEEPALIVE
             o = settled.result()
-            events = (streaming.reply_events(job, created, o.choices(), o.usage, o.skillmoe)
-                      if o.status == 200 else streaming.error_events(self._message(o, rid), o.status, rid))
+            events = (
+                streaming.reply_events(job, created, o.choices(), o.usage, o.skillmoe)
+                if o.status == 200
+                else streaming.error_events(self._message(o, rid), o.status, rid)
+            )
             for event in events:
                 yield event
         finally:  # the client went away: stop the work it asked for
@@ -328,8 +335,9 @@ class SkillMoEService:
         self._gate(request)
         name = request.path_params["name"]
         if name not in model_names(self.cfg.recruit.k):
-            return error_response(404, f"the model {name!r} does not exist; see GET /v1/models",
-                                  request_id(request), "model")
+            return error_response(
+                404, f"the model {name!r} does not exist; see GET /v1/models", request_id(request), "model"
+            )
         return JSONResponse(model_object(name, self.started))
 
     async def _probe(self, method: str) -> tuple[bool, object]:
@@ -351,7 +359,11 @@ class SkillMoEService:
     async def healthz(self, request: Request) -> JSONResponse:
         """ok unless requests keep failing or the answerer reports itself broken (busy is healthy); no key."""
         limit = self.cfg.serve.unhealthy_after
-        why = f"the last {self.failure_streak} requests all failed upstream" if limit and self.failure_streak >= limit else None
+        why = (
+            f"the last {self.failure_streak} requests all failed upstream"
+            if limit and self.failure_streak >= limit
+            else None
+        )
         answered, reply = (False, None) if why else await self._probe("health")
         if answered and isinstance(reply, BaseException):
             log.warning("request %s: the answerer does not answer: %r", request_id(request), reply)
@@ -368,10 +380,15 @@ class SkillMoEService:
         if answered and isinstance(reply, dict):
             self.answerer_stats = reply
         b = self.answerer_stats
-        return JSONResponse({
-            **{k: self.counts.get(k, 0) for k in ("requests", "completed", "failed", "bad_requests", "rejected", "timeouts")},
-            **{k: b.get(k, 0) for k in ANSWERER_STATS},
-            "queue_depth": self.in_flight,
-            "resident_experts": b.get("resident_experts", []),
-            "resident": b.get("resident", []),
-        })
+        return JSONResponse(
+            {
+                **{
+                    k: self.counts.get(k, 0)
+                    for k in ("requests", "completed", "failed", "bad_requests", "rejected", "timeouts")
+                },
+                **{k: b.get(k, 0) for k in ANSWERER_STATS},
+                "queue_depth": self.in_flight,
+                "resident_experts": b.get("resident_experts", []),
+                "resident": b.get("resident", []),
+            }
+        )

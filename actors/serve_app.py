@@ -71,6 +71,7 @@ def ready_line() -> str:
 def prepare_service(overrides: list[str]) -> tuple[RunConfig, ServingPreparation]:
     """Config and serving preparation (profiles, vocabulary, aggregator) for ``serve run``'s builder."""
     tree = compose_tree(overrides)
-    run_dir = os.path.join("runs", str(tree.get("experiment", "default")), time.strftime("serve-%Y-%m-%d_%H-%M-%S"))
+    run_dir = os.path.join("runs", str(tree.get("experiment", "default")),
+                           time.strftime("serve-%Y-%m-%d_%H-%M-%S"))
     cfg, val, _ = load_checked({**tree, "mode": "serve"}, os.path.abspath(run_dir))
     return cfg, on_driver(cfg, "prepare", val)

@@ -34,12 +34,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Submit `python -m skillmoe_ray.run OVERRIDES` to a Ray cluster as a Ray Job.",
         epilog="Options go before the Hydra overrides, e.g.: --address http://head:8265 +experiment=gpqa recruit.k=5",
     )
-    parser.add_argument("--address", default=DEFAULT_ADDRESS,
-                        help="the cluster's dashboard (job server) address (default: $RAY_API_SERVER_ADDRESS or %(default)s)")
-    parser.add_argument("--runtime-env", type=Path, default=DEFAULT_RUNTIME_ENV,
-                        help="runtime environment YAML (default: jobs/runtime_env.yaml)")
-    parser.add_argument("--no-wait", action="store_true", help="print the job id and return without following the job")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for skillmoe_ray.run, e.g. +experiment=gpqa")
+    parser.add_argument(
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help="the cluster's dashboard (job server) address (default: $RAY_API_SERVER_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
+        "--runtime-env",
+        type=Path,
+        default=DEFAULT_RUNTIME_ENV,
+        help="runtime environment YAML (default: jobs/runtime_env.yaml)",
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="print the job id and return without following the job"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides for skillmoe_ray.run, e.g. +experiment=gpqa"
+    )
     return parser.parse_args(argv)
 
 
@@ -77,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     client = JobSubmissionClient(args.address)
-    job_id = client.submit_job(entrypoint=entrypoint(args.overrides), runtime_env=load_runtime_env(args.runtime_env))
+    job_id = client.submit_job(
+        entrypoint=entrypoint(args.overrides), runtime_env=load_runtime_env(args.runtime_env)
+    )
     print(job_id, flush=True)
     if args.no_wait:
         print(f"follow it with: ray job logs --address {args.address} --follow {job_id}", file=sys.stderr)
@@ -85,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = wait_for_end(client, job_id)
     except KeyboardInterrupt:
-        print(f"\nstopped following; the job goes on (ray job stop --address {args.address} {job_id})", file=sys.stderr)
+        print(
+            f"\nstopped following; the job goes on (ray job stop --address {args.address} {job_id})",
+            file=sys.stderr,
+        )
         return 130
     print(f"job {job_id}: {status}", file=sys.stderr)
     return 0 if status == "SUCCEEDED" else 1

@@ -80,7 +80,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def set_aside(path: Path, why: str) -> None:
     """Move a damaged cache file out of the way (``<name>.corrupt``), saying so once, with its path."""
     aside = path.with_name(path.name + ".corrupt")
-    log.warning("cache entry %s is damaged (%s): moved aside to %s; what it held is computed again", path, why, aside)
+    log.warning("cache entry %s is damaged (%s): moved aside to %s; what it held is computed again", path,
+                why, aside)
     os.replace(path, aside)
 
 

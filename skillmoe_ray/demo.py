@@ -2,7 +2,8 @@
 
 Nothing is downloaded. The tokenizer is a word-level vocabulary trained on the project's own demo
 question set, so random models emit words rather than byte fragments; each model is a small
-decoder (Llama, Qwen3, Mistral, or Qwen3-MoE for steering tests) with random weights from a seeded initializer.
+decoder (Llama, Qwen3, Mistral,
+         or Qwen3-MoE for steering tests) with random weights from a seeded initializer.
 Accuracy with random weights means nothing; every stage's mechanics are real.
 
 Weights are drawn with a larger initializer range than training would use, so that a model's
@@ -80,7 +81,8 @@ def model_config(arch: str, vocab_size: int, recipe: dict):
     """
     import transformers
 
-    classes = {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig", "qwen3_moe": "Qwen3MoeConfig"}
+    classes = {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig",
+               "qwen3_moe": "Qwen3MoeConfig"}
     if arch not in classes:
         raise ConfigError(f"demo.models: unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
     hidden = recipe.get("hidden_size", 128)
@@ -88,10 +90,20 @@ def model_config(arch: str, vocab_size: int, recipe: dict):
     heads = recipe.get("num_attention_heads", hidden // head_dim)
     vocab = recipe.get("vocab_size", vocab_size)
     if vocab < vocab_size:
-        raise ConfigError(f"demo.models: vocab_size {vocab} is smaller than the tokenizer's {vocab_size} tokens")
+        raise ConfigError(
+            f"demo.models: vocab_size {vocab} is smaller than the tokenizer's {vocab_size} tokens"
+        )
     # MoE architectures (DSMoE steering tests): ``num_experts`` routed experts, 2 per token
-    moe = {"num_experts": recipe.get("num_experts", 8), "num_experts_per_tok": 2, "moe_intermediate_size": hidden,
-           "norm_topk_prob": True} if arch.endswith("_moe") else {}
+    moe = (
+        {
+            "num_experts": recipe.get("num_experts", 8),
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": hidden,
+            "norm_topk_prob": True,
+        }
+        if arch.endswith("_moe")
+        else {}
+    )
     return getattr(transformers, classes[arch])(
         **moe,
         vocab_size=vocab,

@@ -126,6 +126,8 @@ def storage_error(exc: OSError, what: str, path: str) -> StorageError:
     name = errno.errorcode.get(exc.errno or 0, "")
     words = exc.strerror or str(exc)
     where = exc.filename or path
-    return StorageError(f"cannot write {what} at {where}: {words}{f' ({name})' if name else ''}, "
-                        f"{free_space(str(where))} there; make room or choose another directory and rerun "
-                        f"(what was stored is kept and reused)")
+    return StorageError(
+        f"cannot write {what} at {where}: {words}{f' ({name})' if name else ''}, "
+        f"{free_space(str(where))} there; make room or choose another directory and rerun "
+        f"(what was stored is kept and reused)"
+    )

@@ -215,5 +215,7 @@ class GenerationService:
         """A finished group's generations: each output with its share of the group's seconds (by tokens)."""
         fp = self.fingerprints[group.expert]
         tokens = sum(out.output_tokens for out in outputs) or len(outputs)
-        return [Generation(req.key(fp), req.tag, out, round(seconds * (out.output_tokens or 1) / tokens, 6))
-                for req, out in zip(group.requests, outputs)]
+        return [
+            Generation(req.key(fp), req.tag, out, round(seconds * (out.output_tokens or 1) / tokens, 6))
+            for req, out in zip(group.requests, outputs)
+        ]

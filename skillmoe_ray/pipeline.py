@@ -88,7 +88,8 @@ class Pipeline:
     def annotate_skills(self, instances: Sequence[Instance]) -> SkillAnnotation:
         """Keyword samples per instance, parsed and vote-filtered."""
         sk = self.cfg.skills
-        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
+        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed,
+                               self.cfg.prompts)
 
         def compute() -> tuple[SkillAnnotation, GenerationCounts]:
             outputs, counts = self.generation.generate("skills", pairs, [s.name for s in self.cfg.experts])
@@ -118,7 +119,8 @@ class Pipeline:
             profiles = build_profiles(val_skills, correct)
             return ModelProfiles(answers, correct, keys, profiles, global_competence(profiles)), counts
 
-        result = self.generation.cached_stage("profiles", [self.generation.keys(pairs), val_skills], compute, ModelProfiles)
+        result = self.generation.cached_stage("profiles", [self.generation.keys(pairs), val_skills], compute,
+                                              ModelProfiles)
         # Derived, not cached: a sweep over the temperature reuses the profile stage as it is.
         dist = competence_distribution(result.competence, self.cfg.recruit.competence_temperature)
         return replace(result, distribution=dist)
@@ -183,7 +185,9 @@ class Pipeline:
         tasks = synthetic_tasks(val, self.profile_texts(val), profiles.correct, self.cfg.seed)
         gen = self._aggregator_generation()
         pairs = [
-            (c, aggregation_request(inst, tasks[inst.id], self.cfg.pool[c], gen, agg.think_end_tag, self.cfg.seed, "select",
+            (c,
+             aggregation_request(inst, tasks[inst.id], self.cfg.pool[c], gen, agg.think_end_tag,
+                                 self.cfg.seed, "select",
                                     self.cfg.prompts))
             for c in candidates
             for inst in val
@@ -226,7 +230,8 @@ class Pipeline:
         st = self.cfg.steering
         if not st.enabled:
             return None
-        pairs = analysis_requests(val, [s for s in self.cfg.experts if s.moe], self.cfg.inference, self.cfg.seed,
+        pairs = analysis_requests(val, [s for s in self.cfg.experts if s.moe], self.cfg.inference,
+                                  self.cfg.seed,
                                   self.cfg.prompts)
         domain_of = {inst.id: inst.task for inst in val}
 
@@ -240,7 +245,8 @@ class Pipeline:
             tables = {e: choose_experts(score_experts(rs, st), st) for e, rs in records.items()}
             return SteeringTables(tables), counts
 
-        inputs = [self.generation.keys(pairs), domain_of, st.experts_per_layer, st.count_weight, st.score, st.selection,
+        inputs = [self.generation.keys(pairs), domain_of, st.experts_per_layer, st.count_weight, st.score,
+                  st.selection,
                   st.saliency_percentile, st.top_fraction]
         tables = self.generation.cached_stage("steering", inputs, compute, SteeringTables).tables
         return SteeringPrep(tables, skill_domains(val_skills, domain_of), st.alpha)
@@ -281,8 +287,11 @@ class Pipeline:
         test_skills = {inst.id: skills.skills[inst.id] for inst in test}
         profiles = self.build_profiles(val, val_skills)
         mapping = self.map_skills(val_skills, test_skills)
-        # Recruitment may count a repeated skill once per keyword (skills.repeated=count); reports count it once.
-        recruited_skills = mapping.mapped_with_repeats if self.cfg.skills.repeated == "count" else mapping.mapped
+        # Recruitment may count a repeated skill once per keyword (skills.repeated=count); reports count it
+        # once.
+        recruited_skills = (
+            mapping.mapped_with_repeats if self.cfg.skills.repeated == "count" else mapping.mapped
+        )
         recruitment = self.recruit(test, recruited_skills, profiles)
         recruited = {e for r in recruitment.recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)

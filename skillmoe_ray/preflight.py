@@ -37,8 +37,10 @@ def check_writable(directory: str, key: str) -> None:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
             pass
     except OSError as exc:
-        raise ConfigError(f"{key}={directory} is not a writable directory ({exc.strerror or exc}); "
-                          f"set {key}=<a writable directory>") from None
+        raise ConfigError(
+            f"{key}={directory} is not a writable directory ({exc.strerror or exc}); "
+            f"set {key}=<a writable directory>"
+        ) from None
 
 
 @contextmanager
@@ -55,8 +57,10 @@ def run_dir_lock(run_dir: str) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise ConfigError(f"run directory {run_dir} is in use by another run ({holder}); wait for it to end "
-                              f"or set hydra.run.dir=<another directory>") from None
+            raise ConfigError(
+                f"run directory {run_dir} is in use by another run ({holder}); wait for it to end "
+                f"or set hydra.run.dir=<another directory>"
+            ) from None
         f.truncate(0)
         f.write(f"pid {os.getpid()}")
         f.flush()
@@ -83,21 +87,28 @@ def load_checked(tree: dict, run_dir: str):
         ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
     if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
-        if engine_entry(cfg.engine.name).has_tokenizer:  # the fake engine's models have none (and run no code)
+        if engine_entry(
+            cfg.engine.name
+        ).has_tokenizer:  # the fake engine's models have none (and run no code)
             check_remote_code(cfg.pool)
             check_prompt_lengths(cfg, val + test)
     log.info("loaded %d validation and %d test instances", len(val), len(test))
     return cfg, val, test
 
 
-def longest_prompt(spec: ModelSpec, instances: Sequence[Instance], messages: Messages) -> tuple[int, Instance]:
+def longest_prompt(
+    spec: ModelSpec, instances: Sequence[Instance], messages: Messages
+) -> tuple[int, Instance]:
     """(tokens, instance) of the longest prompt ``messages(inst)`` among ``instances`` for ``spec``'s tokenizer."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code,
-                                              revision=spec.revision)
-    texts = [tokenizer.apply_chat_template(messages(inst), tokenize=False, add_generation_prompt=True)
-             for inst in instances]
+    tokenizer = AutoTokenizer.from_pretrained(
+        spec.path, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+    )
+    texts = [
+        tokenizer.apply_chat_template(messages(inst), tokenize=False, add_generation_prompt=True)
+        for inst in instances
+    ]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     return lengths[longest], instances[longest]
@@ -117,17 +128,36 @@ def prompt_checks(cfg: RunConfig) -> list[tuple[str, ModelSpec, int, Messages]]:
         return min(spec.max_tokens, limit or spec.max_tokens)
 
     keyword = cfg.pool[cfg.skills.keyword_model]
-    checks = [("keyword model", keyword, cfg.skills.max_tokens,
-               lambda inst: keyword_messages(inst, keyword.system_role, cfg.prompts))]
+    checks = [
+        (
+            "keyword model",
+            keyword,
+            cfg.skills.max_tokens,
+            lambda inst: keyword_messages(inst, keyword.system_role, cfg.prompts),
+        )
+    ]
     for spec in cfg.experts:
-        checks.append(("expert", spec, reply(spec, cfg.inference.max_tokens),
-                       lambda inst, s=spec: expert_messages(inst, s.system_role, cfg.prompts)))
+        checks.append(
+            (
+                "expert",
+                spec,
+                reply(spec, cfg.inference.max_tokens),
+                lambda inst, s=spec: expert_messages(inst, s.system_role, cfg.prompts),
+            )
+        )
     for name in cfg.aggregator_candidates():
         spec = cfg.pool[name]
         room = AGGREGATOR_REPLY_FLOOR * cfg.recruit.k  # the least each of the k replies keeps
-        checks.append(("aggregator", spec, reply(spec, cfg.inference.max_tokens) + room,
-                       lambda inst, s=spec: aggregator_messages(inst, [""] * cfg.recruit.k, system_role=s.system_role,
-                                                                prompts=cfg.prompts)))
+        checks.append(
+            (
+                "aggregator",
+                spec,
+                reply(spec, cfg.inference.max_tokens) + room,
+                lambda inst, s=spec: aggregator_messages(
+                    inst, [""] * cfg.recruit.k, system_role=s.system_role, prompts=cfg.prompts
+                ),
+            )
+        )
     return [c for c in checks if c[1].is_local]
 
 

@@ -71,7 +71,9 @@ def rate_line(desc: str, done: int, total: int, elapsed: float, unit: str) -> st
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = duration((total - done) / rate) if rate > 0 else "unknown"
     share = f" ({100 * done / total:.0f}%)" if total else ""
-    return f"{desc}: {done}/{total} {unit}{share}, {rate:.3g} {unit}/s, ETA {eta}, elapsed {duration(elapsed)}"
+    return (
+        f"{desc}: {done}/{total} {unit}{share}, {rate:.3g} {unit}/s, ETA {eta}, elapsed {duration(elapsed)}"
+    )
 
 
 class LogBar:
@@ -166,8 +168,12 @@ class StepProgress:
         now = time.monotonic()
         if now - self.last_line >= self.every_s:
             self.last_line = now
-            self.log.info("%s (%s loss %.3f)", rate_line(self.desc, self.done, self.total, now - self.start, "steps"),
-                          who, loss)
+            self.log.info(
+                "%s (%s loss %.3f)",
+                rate_line(self.desc, self.done, self.total, now - self.start, "steps"),
+                who,
+                loss,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -55,7 +55,9 @@ class Registry:
     def register(self, name: str, target: str, **capabilities: bool) -> Entry:
         """Add an entry; a second entry under the same name is a programming error."""
         if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} is registered twice ({self._entries[name].target}, {target})")
+            raise ValueError(
+                f"{self.kind} {name!r} is registered twice ({self._entries[name].target}, {target})"
+            )
         if ":" not in target:
             raise ValueError(f"{self.kind} {name!r}: target {target!r} is not 'module:attribute'")
         entry = self._entries[name] = Entry(name, target, **capabilities)
@@ -76,7 +78,9 @@ class Registry:
         if self.open_targets and ":" in name:
             return Entry(name, name)
         if name not in self._entries:
-            raise ConfigError(f"{key or self.key}: unknown {self.kind} {name!r}; available: {', '.join(self._entries)}")
+            raise ConfigError(
+                f"{key or self.key}: unknown {self.kind} {name!r}; available: {', '.join(self._entries)}"
+            )
         return self._entries[name]
 
     def check(self, names, key: str | None = None) -> None:
@@ -107,8 +111,16 @@ RECRUIT_POLICIES.register("symbolic_moe", "skillmoe_ray.method.recruit:recruit_s
 RECRUIT_POLICIES.register("budgeted", "skillmoe_ray.method.recruit:recruit_budgeted")
 
 METHODS = Registry("method", "compare.methods")
-for _name in ("single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa",
-              "symbolic_moe"):
+for _name in (
+    "single",
+    "self_consistency",
+    "majority_vote",
+    "task_level",
+    "random",
+    "moa",
+    "self_moa",
+    "symbolic_moe",
+):
     METHODS.register(_name, f"skillmoe_ray.method.catalog:plan_{_name}", servable=True)
 # oracle: the upper bound that routes each question by its gold skill, which a served request does not carry
 METHODS.register("oracle", "skillmoe_ray.method.catalog:plan_oracle")

@@ -3,7 +3,8 @@
 The composition root: Hydra composes the config from ``conf/``; this module validates it, builds
 the demo models if asked, loads the data (failing fast on bad input, before any model loads),
 starts Ray, runs the DriverActor, prints the summary, writes the report, and logs the run to W&B
-(:mod:`skillmoe_ray.reporting.tracking`) once results.json is on disk. Errors caused by input are printed as one
+(:mod:`skillmoe_ray.reporting.tracking`) once results.json is on disk. Errors caused by input are printed as
+one
 line naming the problem, without a traceback.
 
 Exit codes (the README's reliability section): 0 done; 2 an error the user can act on (bad config or
@@ -53,7 +54,9 @@ def failure_line(exc: BaseException, run_dir: str) -> tuple[str, int]:
         with open(os.path.join(run_dir, "run.log"), "a", encoding="utf-8") as f:
             f.write("".join(traceback.format_exception(exc)))
         where = f"traceback in {os.path.join(run_dir, 'run.log')}"
-    except OSError as err:  # a run directory that cannot be written: the line says so, the run's cache is intact
+    except (
+        OSError
+    ) as err:  # a run directory that cannot be written: the line says so, the run's cache is intact
         where = f"no traceback kept ({run_dir} cannot be written: {err.strerror or err})"
     if isinstance(exc, KeyboardInterrupt):
         return f"interrupted (Ctrl-C): {KEPT}", INTERRUPT_EXIT
@@ -88,8 +91,10 @@ def write_report_line(run_dir: str, results: dict, summary: str = "") -> Report 
     if summary:
         print(summary, flush=True)
     if report is None:
-        print(f"report: not written ({type(failure).__name__}: {failure}); the results are in {run_dir}",
-              flush=True)
+        print(
+            f"report: not written ({type(failure).__name__}: {failure}); the results are in {run_dir}",
+            flush=True,
+        )
         return None
     note = f" (tables only: {report.missing_plots})" if report.missing_plots else ""
     print(f"report: {report.path}{note}", flush=True)
@@ -133,9 +138,13 @@ def run_locked(tree: dict, run_dir: str) -> dict | None:
     tracking = LiveTracking(cfg.tracking, run_dir, tree)  # live: one history row per stage as it ends
     try:
         with sigterm_exits():
-            results = run_pipeline(cfg, val, test, show_progress=sys.stderr.isatty(), on_stage=tracking.stage_done)
+            results = run_pipeline(
+                cfg, val, test, show_progress=sys.stderr.isatty(), on_stage=tracking.stage_done
+            )
             report = write_report_line(run_dir, results, format_summary(results, run_dir))
-    except BaseException as exc:  # an error, Ctrl-C or SIGTERM: the W&B run is marked failed, then the error goes on
+    except (
+        BaseException
+    ) as exc:  # an error, Ctrl-C or SIGTERM: the W&B run is marked failed, then the error goes on
         print(tracking.fail(exc), flush=True)
         raise
     print(tracking.finish(results, report.plots if report else {}), flush=True)
@@ -153,7 +162,9 @@ def main(cfg: DictConfig) -> None:
         try:
             tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         except MissingMandatoryValue as exc:
-            raise ConfigError(f"missing value for {exc.full_key} (set it on the command line: {exc.full_key}=...)") from None
+            raise ConfigError(
+                f"missing value for {exc.full_key} (set it on the command line: {exc.full_key}=...)"
+            ) from None
         execute(tree, run_dir)
     except (Exception, KeyboardInterrupt) as exc:  # SystemExit (SIGTERM's 143) goes through as it is
         line, code = failure_line(exc, run_dir)

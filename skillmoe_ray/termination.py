@@ -41,7 +41,9 @@ def sigterm_exits() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if _Terminated.signalled:  # whatever the interrupted call made of the SystemExit, the run ends as SIGTERM's
+        if (
+            _Terminated.signalled
+        ):  # whatever the interrupted call made of the SystemExit, the run ends as SIGTERM's
             raise SystemExit(SIGTERM_EXIT) from None
         raise
     finally:

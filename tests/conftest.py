@@ -46,13 +46,18 @@ def make_config(tmp_path: Path, overrides: list[str] = (), run_dir: Path | None 
     return load_config(tree, str(run_dir or tmp_path / "run"))
 
 
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m skillmoe_ray.run ARGS`` in a subprocess, as a user would run it (``env`` None values unset)."""
     merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env = {k: v for k, v in merged.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-m", "skillmoe_ray.run", f"hydra.searchpath=[file://{TEST_CONF}]", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -104,7 +109,9 @@ def wandb_processes(sandbox: Path) -> list:
     found = []
     for proc in psutil.process_iter(["name"]):
         try:
-            if "wandb" in (proc.info["name"] or "") and proc.environ().get("WANDB_CONFIG_DIR", "").startswith(str(sandbox)):
+            if "wandb" in (proc.info["name"] or "") and proc.environ().get("WANDB_CONFIG_DIR", "").startswith(
+                str(sandbox)
+            ):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -113,7 +120,9 @@ def wandb_processes(sandbox: Path) -> list:
 
 def max_concurrency(timeline) -> int:
     """Most timeline entries overlapping at one moment (experts active at once)."""
-    events = sorted([(t["start"], 1) for t in timeline] + [(t["end"], -1) for t in timeline], key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(t["start"], 1) for t in timeline] + [(t["end"], -1) for t in timeline], key=lambda e: (e[0], e[1])
+    )
     now = peak = 0
     for _, delta in events:
         now += delta

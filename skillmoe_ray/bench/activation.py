@@ -40,7 +40,8 @@ def resident_fraction(paths: list[str]) -> float | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
         libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     except (OSError, AttributeError):  # no libc mincore here (not Linux)
@@ -111,7 +112,9 @@ def read_through(paths: list[str], chunk: int = 64 << 20) -> int:
 
 def timed_request(engine, max_tokens: int) -> float:
     """Seconds of one short greedy request (the probe prompt)."""
-    request = GenRequest.make([{"role": "user", "content": PROBE_PROMPT}], Sampling(max_tokens, 0.0, 1.0, 0), "bench")
+    request = GenRequest.make(
+        [{"role": "user", "content": PROBE_PROMPT}], Sampling(max_tokens, 0.0, 1.0, 0), "bench"
+    )
     start = time.perf_counter()
     engine.generate([request])
     return time.perf_counter() - start
@@ -162,8 +165,11 @@ def summarize(raw: dict, file_bytes: int, weight_bytes: int, device: str) -> dic
             continue
         median = statistics.median(values)
         size = {"file": file_bytes, "weights": weight_bytes}.get(basis)
-        out[key] = {"seconds": round(median, 4), "all": [round(v, 4) for v in values],
-                    "gb_per_s": round(size / median / 1e9, 2) if size and median > 0 else None}
+        out[key] = {
+            "seconds": round(median, 4),
+            "all": [round(v, 4) for v in values],
+            "gb_per_s": round(size / median / 1e9, 2) if size and median > 0 else None,
+        }
     return out
 
 
@@ -174,13 +180,19 @@ def human_bytes(n: int) -> str:
 
 def print_table(result: dict) -> None:
     """The phases as a readable table, with the sizes and the eviction check above it."""
-    print(f"model {result['model']} ({result['preset']}, {result['parameters'] / 1e6:,.1f}M parameters), "
-          f"hf engine on {result['device']}, {result['dtype']}, median of {result['repeats']}")
-    print(f"weight bytes: {human_bytes(result['file_bytes'])} on disk, "
-          f"{human_bytes(result['weight_bytes'])} loaded ({result['dtype']})")
+    print(
+        f"model {result['model']} ({result['preset']}, {result['parameters'] / 1e6:,.1f}M parameters), "
+        f"hf engine on {result['device']}, {result['dtype']}, median of {result['repeats']}"
+    )
+    print(
+        f"weight bytes: {human_bytes(result['file_bytes'])} on disk, "
+        f"{human_bytes(result['weight_bytes'])} loaded ({result['dtype']})"
+    )
     cached = result["cached_after_evict"]
     shown = "unknown" if any(c is None for c in cached) else ", ".join(f"{c:.1%}" for c in cached)
-    print(f"page cache after each eviction: {shown}" + ("" if result["drop_caches"] else " (no --drop-caches)"))
+    print(
+        f"page cache after each eviction: {shown}" + ("" if result["drop_caches"] else " (no --drop-caches)")
+    )
     print(f"{'phase':<30}{'seconds':>10}{'GB/s':>8}")
     for key, label, _ in ROWS:
         row = result["phases"][key]
@@ -196,13 +208,22 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="tiny", help="tiny (default) or 7b (Llama-2-7B shapes, 13.5 GB bf16)")
+    parser.add_argument(
+        "--preset", default="tiny", help="tiny (default) or 7b (Llama-2-7B shapes, 13.5 GB bf16)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
-    parser.add_argument("--repeats", type=int, default=3, help="times each phase is measured (the median is shown)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="times each phase is measured (the median is shown)"
+    )
     parser.add_argument("--max-tokens", type=int, default=16, help="tokens of the timed requests")
-    parser.add_argument("--models-dir", default=DEFAULT_MODELS_DIR, help="where the model is built and reused")
-    parser.add_argument("--drop-caches", action="store_true",
-                        help="as root, also write /proc/sys/vm/drop_caches before each cold load (whole machine)")
+    parser.add_argument(
+        "--models-dir", default=DEFAULT_MODELS_DIR, help="where the model is built and reused"
+    )
+    parser.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="as root, also write /proc/sys/vm/drop_caches before each cold load (whole machine)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -212,9 +233,15 @@ def main(argv: list[str] | None = None) -> dict:
     files = engine.weight_files()
     raw = measure(engine, files, args.repeats, args.max_tokens, args.drop_caches)
     result = {
-        "model": engine.model_path, "preset": args.preset, "device": device, "dtype": engine.dtype,
-        "parameters": parameters, "repeats": args.repeats, "drop_caches": args.drop_caches,
-        "file_bytes": sum(os.path.getsize(f) for f in files), "weight_bytes": engine.info.weight_bytes,
+        "model": engine.model_path,
+        "preset": args.preset,
+        "device": device,
+        "dtype": engine.dtype,
+        "parameters": parameters,
+        "repeats": args.repeats,
+        "drop_caches": args.drop_caches,
+        "file_bytes": sum(os.path.getsize(f) for f in files),
+        "weight_bytes": engine.info.weight_bytes,
         "cached_after_evict": raw["cached_after_evict"],
     }
     result["phases"] = summarize(raw, result["file_bytes"], result["weight_bytes"], device)

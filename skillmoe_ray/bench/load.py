@@ -70,7 +70,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def run_level(url: str, model: str, questions: list[str], concurrency: int, count: int, max_seconds: float, tag: str) -> dict:
+def run_level(url: str, model: str, questions: list[str], concurrency: int, count: int, max_seconds: float,
+              tag: str) -> dict:
     """Send ``count`` requests with ``concurrency`` in flight, stopping new ones after ``max_seconds``."""
     start = time.perf_counter()
     results: list[tuple[int, float]] = []
@@ -118,8 +119,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for c in args.concurrency.split(",")]
     print(f"{'concurrency':>11} {'ok/sent':>8} {'req/s':>7} {'p50 s':>7} {'p99 s':>7}  status codes")
     for r in rows:
-        print(f"{r['concurrency']:>11} {r['ok']:>3}/{r['sent']:<4} {r['throughput_rps']:>7} "
-              f"{r['p50_s'] if r['p50_s'] is not None else '-':>7} {r['p99_s'] if r['p99_s'] is not None else '-':>7}  {r['codes']}")
+        print(
+            f"{r['concurrency']:>11} {r['ok']:>3}/{r['sent']:<4} {r['throughput_rps']:>7} "
+            f"{r['p50_s'] if r['p50_s'] is not None else '-':>7} {r['p99_s'] if r['p99_s'] is not None else '-':>7}  {r['codes']}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -77,8 +77,10 @@ def require_disk(root: Path, recipe: dict, copies: int) -> None:
     need = 2 * parameter_count(recipe) * copies  # bfloat16 files
     free = shutil.disk_usage(root).free
     if need > free:
-        raise SystemExit(f"{copies} models of {need / copies / 1e9:.1f} GB need {need / 1e9:.0f} GB but "
-                         f"{root} has {free / 1e9:.0f} GB free: use --share-weights (one weight set, hardlinked)")
+        raise SystemExit(
+            f"{copies} models of {need / copies / 1e9:.1f} GB need {need / 1e9:.0f} GB but "
+            f"{root} has {free / 1e9:.0f} GB free: use --share-weights (one weight set, hardlinked)"
+        )
 
 
 def link_tree(base: Path, out: Path) -> str:
@@ -118,7 +120,9 @@ def recipe_label(recipe: dict) -> str:
     return "custom"
 
 
-def workload(pool: dict[str, ModelSpec], n_instances: int, k: int, max_tokens: int) -> list[list[tuple[str, GenRequest]]]:
+def workload(
+    pool: dict[str, ModelSpec], n_instances: int, k: int, max_tokens: int
+) -> list[list[tuple[str, GenRequest]]]:
     """Per instance, its k (expert, request) pairs: experts drawn uniformly without repeats, seeded."""
     questions = load_local(demo_data_path("test.jsonl"), "bench")[:n_instances]
     experts = sorted(pool)
@@ -130,13 +134,20 @@ def workload(pool: dict[str, ModelSpec], n_instances: int, k: int, max_tokens: i
     return out
 
 
-def executor(pool: dict[str, ModelSpec], engine: str, options: dict, gpus: int, deactivate: str,
-             host_ram_bytes: float = float("inf")) -> SlotExecutor:
+def executor(
+    pool: dict[str, ModelSpec],
+    engine: str,
+    options: dict,
+    gpus: int,
+    deactivate: str,
+    host_ram_bytes: float = float("inf"),
+) -> SlotExecutor:
     from skillmoe_ray.config import EngineConfig
 
     cfg = EngineConfig(engine, engine_dtype(options.get("device", "cpu")), options)
-    policy = ExecutionPolicy(n_slots=gpus, deactivate=deactivate, host_ram_bytes=host_ram_bytes,
-                             probe_after_wake=False)
+    policy = ExecutionPolicy(
+        n_slots=gpus, deactivate=deactivate, host_ram_bytes=host_ram_bytes, probe_after_wake=False
+    )
     return SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg, pool[name])), policy)
 
 
@@ -174,17 +185,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--engine", default="hf", help="hf (default) or vllm")
     parser.add_argument("--device", default="cpu", help="hf engine device: cpu or cuda")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
-                        help="tiny (sized by --hidden-size/--layers) or 7b (Llama-2-7B shapes, 13.5 GB each)")
+    parser.add_argument(
+        "--preset",
+        default="tiny",
+        choices=sorted(PRESETS),
+        help="tiny (sized by --hidden-size/--layers) or 7b (Llama-2-7B shapes, 13.5 GB each)",
+    )
     parser.add_argument("--hidden-size", type=int, default=128, help="model width of the tiny preset")
     parser.add_argument("--layers", type=int, default=2, help="model depth of the tiny preset")
-    parser.add_argument("--share-weights", action="store_true",
-                        help="one weight set, hardlinked into each expert's directory (loads then hit the page cache)")
-    parser.add_argument("--deactivate", default="unload", help="unload (default) or auto (sleep when possible)")
-    parser.add_argument("--host-ram-gb", type=float, default=64.0,
-                        help="host RAM sleeping experts may hold (pinned) with --deactivate auto; beyond it they unload")
+    parser.add_argument(
+        "--share-weights",
+        action="store_true",
+        help="one weight set, hardlinked into each expert's directory (loads then hit the page cache)",
+    )
+    parser.add_argument(
+        "--deactivate", default="unload", help="unload (default) or auto (sleep when possible)"
+    )
+    parser.add_argument(
+        "--host-ram-gb",
+        type=float,
+        default=64.0,
+        help="host RAM sleeping experts may hold (pinned) with --deactivate auto; beyond it they unload",
+    )
     parser.add_argument("--models-dir", default=None, help="where to build the models (default: a temp dir)")
-    parser.add_argument("--json", default=None, help="also write the figures and both timelines to this JSON file")
+    parser.add_argument(
+        "--json", default=None, help="also write the figures and both timelines to this JSON file"
+    )
     args = parser.parse_args(argv)
     if args.k > args.experts:
         parser.error(f"--k {args.k} is more than --experts {args.experts}")
@@ -201,14 +227,20 @@ def unworkable(engine: str, device: str, deactivate: str, gpus: int) -> str | No
     if engine != "vllm":
         return None
     if device.startswith("cuda"):
-        return ("--engine vllm --device cuda: one vLLM engine per process on CUDA, and this bench runs every "
-                "expert in its own process; use jobs/gpu_bench.sh vllm (expert actors) or --engine hf")
+        return (
+            "--engine vllm --device cuda: one vLLM engine per process on CUDA, and this bench runs every "
+            "expert in its own process; use jobs/gpu_bench.sh vllm (expert actors) or --engine hf"
+        )
     if deactivate != "unload":
-        return (f"--engine vllm --deactivate {deactivate}: sleeping experts would keep several vLLM engines "
-                "in one process; use --deactivate unload")
+        return (
+            f"--engine vllm --deactivate {deactivate}: sleeping experts would keep several vLLM engines "
+            "in one process; use --deactivate unload"
+        )
     if gpus > 1:
-        return (f"--engine vllm --gpus {gpus}: the slots would load vLLM engines side by side in one "
-                "process; use --gpus 1")
+        return (
+            f"--engine vllm --gpus {gpus}: the slots would load vLLM engines side by side in one "
+            "process; use --gpus 1"
+        )
     return None
 
 
@@ -242,15 +274,21 @@ def main(argv: list[str] | None = None) -> dict:
     naive, naive_out = run(naive_ex, naive_stages)
     bound = lower_bound([t.to_json() for t in grouped_ex.timeline], args.gpus)
 
-    size = (f"preset {args.preset}" if args.preset != "tiny"
-            else f"hidden {args.hidden_size}, {args.layers} layers")
+    size = (
+        f"preset {args.preset}"
+        if args.preset != "tiny"
+        else f"hidden {args.hidden_size}, {args.layers} layers"
+    )
     result = {
         "workload": f"{len(per_instance)} instances x k={args.k} over {args.experts} experts "
-                    f"({args.engine}, {args.device}, {size}, {args.gpus} GPU slot(s), "
-                    f"deactivate={args.deactivate}, host RAM {args.host_ram_gb:g} GB, max_tokens {args.max_tokens})",
+        f"({args.engine}, {args.device}, {size}, {args.gpus} GPU slot(s), "
+        f"deactivate={args.deactivate}, host RAM {args.host_ram_gb:g} GB, max_tokens {args.max_tokens})",
         "weights": storage,
-        "grouped_s": round(grouped, 2), "naive_s": round(naive, 2), "lower_bound_s": round(bound, 2),
-        "naive_over_grouped": round(naive / grouped, 2), "grouped_over_bound": round(grouped / bound, 2),
+        "grouped_s": round(grouped, 2),
+        "naive_s": round(naive, 2),
+        "lower_bound_s": round(bound, 2),
+        "naive_over_grouped": round(naive / grouped, 2),
+        "grouped_over_bound": round(grouped / bound, 2),
         "grouped_activations": sum(grouped_ex.activations.values()),
         "naive_activations": sum(naive_ex.activations.values()),
         "same_outputs": grouped_out == naive_out,
@@ -258,8 +296,10 @@ def main(argv: list[str] | None = None) -> dict:
     print_result(result, args.experts)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        timelines = {"grouped_timeline": [t.to_json() for t in grouped_ex.timeline],
-                     "naive_timeline": [t.to_json() for t in naive_ex.timeline]}
+        timelines = {
+            "grouped_timeline": [t.to_json() for t in grouped_ex.timeline],
+            "naive_timeline": [t.to_json() for t in naive_ex.timeline],
+        }
         Path(args.json).write_text(json.dumps({**result, **timelines}, indent=2))
     return result
 
@@ -268,14 +308,18 @@ def print_result(result: dict, experts: int) -> None:
     """The header, the three makespans and the ratios."""
     print(result["workload"])
     if result["weights"] != "own files":
-        print(f"weights: one set shared by every expert ({result['weights']}s): the per-instance order's loads "
-              "read from the page cache, which favours it, so naive / grouped is conservative")
+        print(
+            f"weights: one set shared by every expert ({result['weights']}s): the per-instance order's loads "
+            "read from the page cache, which favours it, so naive / grouped is conservative"
+        )
     print(f"{'schedule':<22}{'makespan s':>12}{'activations':>13}")
     print(f"{'grouped (the plan)':<22}{result['grouped_s']:>12.2f}{result['grouped_activations']:>13}")
     print(f"{'per-instance loading':<22}{result['naive_s']:>12.2f}{result['naive_activations']:>13}")
     print(f"{'lower bound':<22}{result['lower_bound_s']:>12.2f}{experts:>13}")
-    print(f"naive / grouped = {result['naive_over_grouped']:.2f}x; grouped / lower bound = "
-          f"{result['grouped_over_bound']:.2f}x; identical outputs: {result['same_outputs']}")
+    print(
+        f"naive / grouped = {result['naive_over_grouped']:.2f}x; grouped / lower bound = "
+        f"{result['grouped_over_bound']:.2f}x; identical outputs: {result['same_outputs']}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from typing import Any
 from skillmoe_ray.config.structured import build
 from skillmoe_ray.errors import ConfigError
 
-# Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repository's conf/ (checkout, editable install)
+# Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repository's conf/ (checkout, editable
+# install)
 _LIBRARY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF_DIR = next(d for d in (os.path.join(_LIBRARY, "conf"), os.path.join(os.path.dirname(_LIBRARY), "conf"))
                 if os.path.isdir(d))
@@ -38,7 +39,8 @@ class ModelSpec:
     system_role: bool = True
     params_b: float | None = None
     moe: bool = False
-    # this model's engine arguments beyond the project's own (merged over engine.kwargs, see engine_kwargs_for)
+    # this model's engine arguments beyond the project's own (merged over engine.kwargs, see
+    # engine_kwargs_for)
     engine_kwargs: dict = field(default_factory=dict, hash=False)
 
     @property

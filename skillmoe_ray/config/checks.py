@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 MODES = ("run", "compare", "serve", "plan")
 DEACTIVATE_POLICIES = ("auto", "sleep", "unload")
 RESIDENCY_POLICIES = ("budget", "single")
-STEERING_SCORES = ("share", "paper")  # routing/saliency shares, or DSMoE's Eq. 8 (specific minus common tokens)
+STEERING_SCORES = ("share",
+                   "paper")  # routing/saliency shares, or DSMoE's Eq. 8 (specific minus common tokens)
 STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 REPEATED_SKILLS = ("once", "count")
-PROMPT_SETS = ("project", "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.method.paper_prompts)
+PROMPT_SETS = ("project",
+               "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.method.paper_prompts)
 
 
 def _require_expert(cfg: RunConfig, name: str | None, key: str) -> None:
@@ -76,13 +78,17 @@ def validate_recruit_and_skills(cfg: RunConfig) -> None:
     if cfg.recruit.budget.per_instance <= 0 or cfg.recruit.budget.k_min < 1:
         raise ConfigError("recruit.budget.per_instance must be > 0 and recruit.budget.k_min >= 1")
     if cfg.recruit.rare_expert_share is not None and not 0 <= cfg.recruit.rare_expert_share < 1:
-        raise ConfigError(f"recruit.rare_expert_share must lie in [0, 1) or be null, got {cfg.recruit.rare_expert_share}")
+        raise ConfigError(
+            f"recruit.rare_expert_share must lie in [0, 1) or be null, got {cfg.recruit.rare_expert_share}"
+        )
     if cfg.recruit.competence_temperature <= 0:
         raise ConfigError("recruit.competence_temperature must be > 0")
     if cfg.prompts not in PROMPT_SETS:
         raise ConfigError(f"prompts: unknown prompt set {cfg.prompts!r}; valid: {', '.join(PROMPT_SETS)}")
     if cfg.skills.repeated not in REPEATED_SKILLS:
-        raise ConfigError(f"skills.repeated: unknown rule {cfg.skills.repeated!r}; valid: {', '.join(REPEATED_SKILLS)}")
+        raise ConfigError(
+            f"skills.repeated: unknown rule {cfg.skills.repeated!r}; valid: {', '.join(REPEATED_SKILLS)}"
+        )
     if cfg.skills.samples < 1 or not 1 <= cfg.skills.min_votes <= cfg.skills.samples:
         raise ConfigError(
             f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"
@@ -97,22 +103,30 @@ def validate_resources(cfg: RunConfig) -> None:
         raise ConfigError(f"resources.gpu_memory_gb must be > 0 or null, got {cfg.resources.gpu_memory_gb}")
     sc = cfg.scheduler
     if sc.max_replicas < 1 or sc.replica_min_requests < 1:
-        raise ConfigError(f"scheduler.max_replicas and scheduler.replica_min_requests must be >= 1, got "
-                          f"{sc.max_replicas} and {sc.replica_min_requests}")
+        raise ConfigError(
+            f"scheduler.max_replicas and scheduler.replica_min_requests must be >= 1, got "
+            f"{sc.max_replicas} and {sc.replica_min_requests}"
+        )
     if sc.max_retries < 0:
         raise ConfigError(f"scheduler.max_retries must be >= 0, got {sc.max_retries}")
     if sc.chunk_requests < 0:
-        raise ConfigError(f"scheduler.chunk_requests must be >= 0 (0: a whole group at once), got {sc.chunk_requests}")
+        raise ConfigError(
+            f"scheduler.chunk_requests must be >= 0 (0: a whole group at once), got {sc.chunk_requests}"
+        )
     if not 0 < sc.progress_every_s <= 3600:
-        raise ConfigError(f"scheduler.progress_every_s must lie in (0, 3600] seconds, got {sc.progress_every_s}")
+        raise ConfigError(
+            f"scheduler.progress_every_s must lie in (0, 3600] seconds, got {sc.progress_every_s}"
+        )
     if sc.memory_headroom < 1:
         raise ConfigError(f"scheduler.memory_headroom must be >= 1, got {sc.memory_headroom}")
     if sc.deactivate not in DEACTIVATE_POLICIES:
-        raise ConfigError(f"scheduler.deactivate: unknown policy {sc.deactivate!r}; "
-                          f"valid: {', '.join(DEACTIVATE_POLICIES)}")
+        raise ConfigError(
+            f"scheduler.deactivate: unknown policy {sc.deactivate!r}; valid: {', '.join(DEACTIVATE_POLICIES)}"
+        )
     if sc.residency not in RESIDENCY_POLICIES:
-        raise ConfigError(f"scheduler.residency: unknown policy {sc.residency!r}; "
-                          f"valid: {', '.join(RESIDENCY_POLICIES)}")
+        raise ConfigError(
+            f"scheduler.residency: unknown policy {sc.residency!r}; valid: {', '.join(RESIDENCY_POLICIES)}"
+        )
 
 
 # engine arguments that spread one model over several GPUs (a slot is one GPU)
@@ -130,8 +144,10 @@ def validate_parallelism(cfg: RunConfig) -> None:
             if isinstance(size, int) and size > 1:
                 flag = key.rsplit(".", 1)[-1].replace("_", "-")
                 serve = f"vllm serve {spec.path} --{flag} {size}"
-                raise ConfigError(f"pool.models.{name}.{key}={size}: multi-GPU experts are refused (a slot "
-                                  f"is one GPU); serve the model apart ({serve}) and run with engine=openai")
+                raise ConfigError(
+                    f"pool.models.{name}.{key}={size}: multi-GPU experts are refused (a slot "
+                    f"is one GPU); serve the model apart ({serve}) and run with engine=openai"
+                )
 
 
 def validate_engine_kwargs(cfg: RunConfig) -> None:
@@ -159,32 +175,48 @@ def validate_steering(cfg: RunConfig) -> None:
     if not st.enabled:
         return
     if not ENGINES.get(cfg.engine.name).steerable:
-        raise ConfigError(f"steering.enabled needs an engine that reaches the model's routers "
-                          f"({', '.join(ENGINES.with_capability('steerable'))}); got engine={cfg.engine.name}")
+        raise ConfigError(
+            f"steering.enabled needs an engine that reaches the model's routers "
+            f"({', '.join(ENGINES.with_capability('steerable'))}); got engine={cfg.engine.name}"
+        )
     if not any(spec.moe for spec in cfg.experts):
-        raise ConfigError("steering.enabled: no expert of the pool is marked moe: true (pool.models.<name>.moe)")
+        raise ConfigError(
+            "steering.enabled: no expert of the pool is marked moe: true (pool.models.<name>.moe)"
+        )
     if st.score not in STEERING_SCORES or st.selection not in STEERING_SELECTIONS:
-        raise ConfigError(f"steering.score must be one of {', '.join(STEERING_SCORES)} and steering.selection one of "
-                          f"{', '.join(STEERING_SELECTIONS)}; got {st.score!r}, {st.selection!r}")
+        raise ConfigError(
+            f"steering.score must be one of {', '.join(STEERING_SCORES)} and steering.selection one of "
+            f"{', '.join(STEERING_SELECTIONS)}; got {st.score!r}, {st.selection!r}"
+        )
     if st.saliency_percentile not in range(10, 100, 10) or not 0 < st.top_fraction <= 1:
-        raise ConfigError(f"steering.saliency_percentile must be one of 10, 20, ..., 90 and steering.top_fraction in "
-                          f"(0, 1]; got {st.saliency_percentile}, {st.top_fraction}")
+        raise ConfigError(
+            f"steering.saliency_percentile must be one of 10, 20, ..., 90 and steering.top_fraction in "
+            f"(0, 1]; got {st.saliency_percentile}, {st.top_fraction}"
+        )
     if st.alpha < 0 or st.experts_per_layer < 1 or not 0 <= st.count_weight <= 1:
-        raise ConfigError(f"steering: alpha must be >= 0, experts_per_layer >= 1 and count_weight in [0, 1]; got "
-                          f"{st.alpha}, {st.experts_per_layer}, {st.count_weight}")
+        raise ConfigError(
+            f"steering: alpha must be >= 0, experts_per_layer >= 1 and count_weight in [0, 1]; got "
+            f"{st.alpha}, {st.experts_per_layer}, {st.count_weight}"
+        )
 
 
 def _check_serve(serve: ServeConfig) -> None:
     """The service's bounds: Serve's back-pressure limits, the batch size, the port, the timeout."""
-    counts = {"max_batch": serve.max_batch, "max_ongoing_requests": serve.max_ongoing_requests,
-              "max_queued_requests": serve.max_queued_requests, "max_n": serve.max_n}
+    counts = {
+        "max_batch": serve.max_batch,
+        "max_ongoing_requests": serve.max_ongoing_requests,
+        "max_queued_requests": serve.max_queued_requests,
+        "max_n": serve.max_n,
+    }
     for name, value in counts.items():
         if value < 1:
             raise ConfigError(f"serve.{name} must be >= 1, got {value}")
     if not 0 < serve.port < 65536:
         raise ConfigError(f"serve.port must be in 1..65535, got {serve.port}")
     if serve.max_cold_wait_ms < 0:
-        raise ConfigError(f"serve.max_cold_wait_ms must be >= 0 (0: never wait to share a load), "
-                          f"got {serve.max_cold_wait_ms}")
+        raise ConfigError(
+            f"serve.max_cold_wait_ms must be >= 0 (0: never wait to share a load), "
+            f"got {serve.max_cold_wait_ms}"
+        )
     if serve.request_timeout_s <= 0:
         raise ConfigError(f"serve.request_timeout_s must be > 0, got {serve.request_timeout_s}")

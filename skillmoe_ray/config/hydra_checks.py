@@ -20,7 +20,9 @@ from skillmoe_ray.errors import ConfigError
 # Hydra flags after which there is nothing of ours to check (help, info, or another config than conf/)
 LEFT_TO_HYDRA = ("help", "hydra_help", "info", "shell_completion", "version", "config_path", "config_name",
                  "config_dir", "experimental_rerun")
-UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'|Could not delete from config\. '([^']+)' does not exist")
+UNKNOWN_KEY = re.compile(
+    r"Could not override '([^']+)'|Could not delete from config\. '([^']+)' does not exist"
+)
 
 
 def check_command_line(argv: list[str], config_dir: str, config_name: str = "config") -> None:
@@ -67,8 +69,10 @@ def single_values(overrides: list[str], multirun: bool) -> list[str]:
             single.append(override.input_line)
             continue
         if not multirun:
-            raise ConfigError(f"{override.input_line} sweeps over several values: add -m (--multirun) to run each, "
-                              f"or write a list as {override.get_key_element()}=[a,b]")
+            raise ConfigError(
+                f"{override.input_line} sweeps over several values: add -m (--multirun) to run each, "
+                f"or write a list as {override.get_key_element()}=[a,b]"
+            )
         try:
             single.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
         except Exception:  # a sweep only the sweeper expands (a glob over a group): Hydra checks it
@@ -103,8 +107,10 @@ def group_not_in_defaults_message(group: str, overrides: list[str]) -> str:
     named."""
     given = [o.split("=", 1)[1] for o in overrides if "=" in o and o.split("=", 1)[0] == group]
     value = given[0] if given else "<option>"
-    return (f"{group}={value}: '{group}' is a config group outside the defaults list, so it is added with a "
-            f"+: write +{group}={value}")
+    return (
+        f"{group}={value}: '{group}' is a config group outside the defaults list, so it is added with a "
+        f"+: write +{group}={value}"
+    )
 
 
 def missing_option_message(exc) -> str:
@@ -116,7 +122,9 @@ def missing_option_message(exc) -> str:
     options = sorted(exc.options)
     close = difflib.get_close_matches(name, options, n=1)
     hint = f" (did you mean {group}={close[0]}?)" if close else ""
-    return f"{group}={name}: no such option in config group '{group}'{hint}; valid options: {', '.join(options)}"
+    return (
+        f"{group}={name}: no such option in config group '{group}'{hint}; valid options: {', '.join(options)}"
+    )
 
 
 def known_keys(compose, config_name: str, overrides: list[str]) -> list[str]:
@@ -143,12 +151,16 @@ def known_keys(compose, config_name: str, overrides: list[str]) -> list[str]:
 def unknown_key_message(key: str, keys: list[str], adding: bool = True) -> str:
     """``recruit.kk=3``: the closest valid keys (a new key needs Hydra's ``+`` prefix)."""
     ancestors = {key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)}
-    keys = [k for k in keys if k not in ancestors and (key.startswith("hydra.") or k.split(".")[0] != "hydra")]
+    keys = [
+        k for k in keys if k not in ancestors and (key.startswith("hydra.") or k.split(".")[0] != "hydra")
+    ]
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
     label = "closest valid keys"
     if not close:  # nothing alike: the keys beside it, or the top-level ones
         parent = key.rpartition(".")[0]
-        close = sorted(k for k in keys if k.rpartition(".")[0] == parent) or sorted(k for k in keys if "." not in k)
+        close = sorted(k for k in keys if k.rpartition(".")[0] == parent) or sorted(
+            k for k in keys if "." not in k
+        )
         label = "valid keys here"
     hint = f" (a new key needs a + prefix: +{key}=...)" if adding else ""
     return f"unknown config key '{key}'; {label}: {', '.join(close)}{hint}"
@@ -173,7 +185,9 @@ def check_directory_writable(directory: str, key: str) -> None:
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-check-"))
     except OSError as exc:
         where = "" if existing == path else f" in {existing}"
-        raise ConfigError(f"{key}={directory} cannot be written{where} ({exc.strerror or exc}); {fix}") from None
+        raise ConfigError(
+            f"{key}={directory} cannot be written{where} ({exc.strerror or exc}); {fix}"
+        ) from None
 
 
 def one_line(message: str) -> str:

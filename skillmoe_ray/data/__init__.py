@@ -75,7 +75,8 @@ def load_data(cfg: DataConfig, seed: int) -> tuple[list[Instance], list[Instance
     val_all = load_split(cfg.val, cfg.name, "data.val", seed)
     val_pool = [inst for inst in val_all if (inst.question, inst.choices) not in test_questions]
     if len(val_pool) < len(val_all):
-        log.info("left out %d validation questions that also appear in the test split", len(val_all) - len(val_pool))
+        log.info("left out %d validation questions that also appear in the test split",
+                 len(val_all) - len(val_pool))
     val = take(val_pool, cfg.val, seed)
     if not val:
         raise DataError("the validation split is empty after removing questions shared with test")

@@ -90,7 +90,13 @@ def matches(row: dict, where: dict) -> bool:
 
 
 def load_hub(
-    dataset: str, config: str | None, split: str, fmt: str, task: str, answer_type: str, where: dict | None = None
+    dataset: str,
+    config: str | None,
+    split: str,
+    fmt: str,
+    task: str,
+    answer_type: str,
+    where: dict | None = None,
 ) -> list[Instance]:
     """Load a hub split, keep the rows that pass ``where``, and convert each with the ``fmt`` adapter."""
     if fmt not in ADAPTERS:
@@ -102,7 +108,9 @@ def load_hub(
     try:
         rows = datasets.load_dataset(dataset, config, split=split)
     except Exception as exc:
-        raise DataError(f"could not load hub dataset {dataset!r} (config {config!r}, split {split!r}): {exc}") from exc
+        raise DataError(
+            f"could not load hub dataset {dataset!r} (config {config!r}, split {split!r}): {exc}"
+        ) from exc
     adapter = ADAPTERS[fmt]
     out = []
     for index, row in enumerate(rows):

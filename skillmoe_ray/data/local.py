@@ -29,8 +29,10 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
-                        "save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}); "
+            "save the file as UTF-8"
+        ) from None
     if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
         yield from _jsonl_rows(path, text)
     else:
@@ -106,7 +108,9 @@ def row_to_instance(row: dict, where: str, task: str, default_id: str, answer_ty
     if kind not in ANSWER_TYPES:
         raise DataError(f"{where}: answer_type must be one of {', '.join(ANSWER_TYPES)}, got {kind!r}")
     if choices and (len(gold) != 1 or gold not in LETTERS[: len(choices)]):
-        raise DataError(f"{where}: gold_answer {gold!r} is not one of the letters of its {len(choices)} choices")
+        raise DataError(
+            f"{where}: gold_answer {gold!r} is not one of the letters of its {len(choices)} choices"
+        )
     row_task = str(row.get("task") or task)
     return Instance(
         id=str(row["id"]) if row.get("id") not in (None, "") else default_id,

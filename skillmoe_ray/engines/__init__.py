@@ -55,7 +55,9 @@ def model_fingerprint(spec: ModelSpec, engine: EngineConfig) -> str:
     Rebuilding a local model with different weights changes the fingerprint, so cached outputs of
     the old weights are never served for the new ones.
     """
-    if spec.is_local and not engine_entry(engine.name).remote:  # a served model's path is a name on its server
+    if (
+        spec.is_local and not engine_entry(engine.name).remote
+    ):  # a served model's path is a name on its server
         root = Path(os.path.expanduser(spec.path))
         files = sorted(p for p in root.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".model"))
         weights = {p.name: _file_digest(p) for p in files}
@@ -68,4 +70,3 @@ def model_fingerprint(spec: ModelSpec, engine: EngineConfig) -> str:
     if kwargs:  # only where given, so fingerprints (and caches) of runs without them are unchanged
         identity.append({"kwargs": kwargs})
     return f"{spec.name}-{stable_hash(identity, 12)}"
-

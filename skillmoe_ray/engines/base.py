@@ -19,7 +19,7 @@ from skillmoe_ray.seeding import stable_hash
 
 UNLOADED, ACTIVE, SLEEPING = "unloaded", "active", "sleeping"
 PROBE_PROMPT = "Count from one to ten."
-ANALYSIS_VERSION = 2  # what an analyze output holds (2: saliency deciles and common tokens); older outputs are regenerated
+ANALYSIS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,9 @@ class GenRequest:
     @staticmethod
     def make(messages: list[dict], sampling: Sampling, tag: str = "", instance_id: str = "") -> GenRequest:
         """Build from OpenAI-style message dicts."""
-        return GenRequest(tuple((m["role"], m["content"]) for m in messages), sampling, tag, instance_id=instance_id)
+        return GenRequest(
+            tuple((m["role"], m["content"]) for m in messages), sampling, tag, instance_id=instance_id
+        )
 
     def chat(self) -> list[dict]:
         """OpenAI-style message dicts."""
@@ -74,7 +76,9 @@ class GenRequest:
         """
         parts = [model_fingerprint, self.messages, asdict(self.sampling)]
         if self.steering is not None or self.analyze:
-            parts.append({"steering": asdict(self.steering) if self.steering else None, "analyze": self.analyze})
+            parts.append(
+                {"steering": asdict(self.steering) if self.steering else None, "analyze": self.analyze}
+            )
         if self.analyze:
             parts.append({"analysis": ANALYSIS_VERSION})
         return stable_hash(parts, 32)
@@ -122,8 +126,13 @@ class Engine:
     #: Backend-specific options and their defaults (``engine.options`` in the config).
     OPTIONS: dict = {}
 
-    def __init__(self, spec: ModelSpec, options: dict | None = None, dtype: str = "bfloat16",
-                 kwargs: dict | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        options: dict | None = None,
+        dtype: str = "bfloat16",
+        kwargs: dict | None = None,
+    ):
         self.check_options(options or {})
         self.check_kwargs(kwargs or {}, "engine.kwargs")
         self.spec = spec
@@ -157,14 +166,18 @@ class Engine:
         Engines that pass arguments to their backend override this; the base takes none.
         """
         if kwargs:
-            raise ConfigError(f"{where}.{next(iter(kwargs))}: the {cls.name} engine takes no pass-through arguments")
+            raise ConfigError(
+                f"{where}.{next(iter(kwargs))}: the {cls.name} engine takes no pass-through arguments"
+            )
 
     @staticmethod
     def refuse_named(kwargs: dict, where: str, named: dict[str, str]) -> None:
         """Refuse pass-through arguments the engine sets itself, naming the config key that sets each."""
         for key in kwargs:
             if key in named:
-                raise ConfigError(f"{where}.{key}: set by the project, not a pass-through argument; use {named[key]}")
+                raise ConfigError(
+                    f"{where}.{key}: set by the project, not a pass-through argument; use {named[key]}"
+                )
 
     @property
     def can_sleep(self) -> bool:
@@ -209,8 +222,10 @@ class Engine:
         if self.info.state != ACTIVE:
             raise RuntimeError(f"engine for {self.model_path} is {self.info.state}, not active")
         if not self.steerable and any(r.steering is not None or r.analyze for r in requests):
-            raise EngineError(f"expert {self.spec.name!r}: DSMoE steering needs engine=hf "
-                              f"(the {self.name} engine cannot reach a model's routers)")
+            raise EngineError(
+                f"expert {self.spec.name!r}: DSMoE steering needs engine=hf "
+                f"(the {self.name} engine cannot reach a model's routers)"
+            )
         return self._generate(requests) if requests else []
 
     def probe(self) -> dict:
@@ -221,7 +236,9 @@ class Engine:
         to catch a wake that silently corrupted weights.
         """
         start = time.perf_counter()
-        request = GenRequest.make([{"role": "user", "content": PROBE_PROMPT}], Sampling(8, 0.0, 1.0, 0), "probe")
+        request = GenRequest.make(
+            [{"role": "user", "content": PROBE_PROMPT}], Sampling(8, 0.0, 1.0, 0), "probe"
+        )
         text = self.generate([request])[0].text
         return {"text": text, "seconds": time.perf_counter() - start}
 

@@ -83,7 +83,8 @@ class FakeEngine(Engine):
     def _generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         if self.spec.name in self.options["fail_models"]:
             raise EngineError(f"fake failure of expert {self.spec.name!r}")
-        for request in requests:  # as a real tokenizer does, text that is not valid Unicode fails the whole call
+        # as a real tokenizer does, text that is not valid Unicode fails the whole call
+        for request in requests:
             "".join(content for _, content in request.messages).encode("utf-8")
         self._log_requests(requests)
         self._maybe_die(requests)
@@ -95,9 +96,17 @@ class FakeEngine(Engine):
         """Append one line per request to ``request_log`` (one write, so concurrent actors' lines stay whole)."""
         if not self.options["request_log"] or not requests:
             return
-        lines = "".join(json.dumps({"model": self.spec.name, "tag": r.tag,
-                                    "request": stable_hash([r.messages, asdict(r.sampling)], 16)}) + "\n"
-                        for r in requests)
+        lines = "".join(
+            json.dumps(
+                {
+                    "model": self.spec.name,
+                    "tag": r.tag,
+                    "request": stable_hash([r.messages, asdict(r.sampling)], 16),
+                }
+            )
+            + "\n"
+            for r in requests
+        )
         with open(self.options["request_log"], "a", encoding="utf-8") as f:
             f.write(lines)
 
@@ -130,15 +139,21 @@ class FakeEngine(Engine):
         question = prompt.split("Question:", 1)[-1]
         if request.analyze:
             return self._routing(question, len(prompt.split()))
-        if "Skills:" in prompt or "Keywords:" in prompt:  # the project's or the paper protocol's keyword prompt
+        if (
+            "Skills:" in prompt or "Keywords:" in prompt
+        ):  # the project's or the paper protocol's keyword prompt
             text = self._skills(question, request.sampling.seed)
         else:
             steering = [] if request.steering is None else [request.steering.bias, request.steering.experts]
             h = derive_seed(self.spec.name, question, request.sampling.seed, *steering)
-            text = f"Working through it. The answer is \\boxed{{{h % 5}}}." if "boxed" in prompt else (
-                f"Let me think step by step. The answer is ({'ABCD'[h % 4]})"
+            text = (
+                f"Working through it. The answer is \\boxed{{{h % 5}}}."
+                if "boxed" in prompt
+                else (f"Let me think step by step. The answer is ({'ABCD'[h % 4]})")
             )
-        return GenOutput(text, prompt_tokens=len(prompt.split()), output_tokens=len(text.split()), finish_reason="stop")
+        return GenOutput(
+            text, prompt_tokens=len(prompt.split()), output_tokens=len(text.split()), finish_reason="stop"
+        )
 
     def _routing(self, question: str, prompt_tokens: int) -> GenOutput:
         """Routing statistics fixed by the question: 2 of the experts per layer, chosen by its hash."""
@@ -151,8 +166,13 @@ class FakeEngine(Engine):
         # the paper score's shares: the question's experts get its salient tokens, the rest the common ones
         bins = [[[0.0] * 8 + [c, c] for c in row] for row in counts]
         common = [[0.5 - 0.5 * c for c in row] for row in counts]
-        return GenOutput("", prompt_tokens, 0, "analyze",
-                         router={"counts": counts, "saliency": counts, "bins": bins, "common": common})
+        return GenOutput(
+            "",
+            prompt_tokens,
+            0,
+            "analyze",
+            router={"counts": counts, "saliency": counts, "bins": bins, "common": common},
+        )
 
     @staticmethod
     def _skills(question: str, seed: int) -> str:

@@ -2,7 +2,8 @@
 
 Used where vLLM is unavailable (a GPU machine without it), and for DSMoE steering, which needs
 hooks on the model's routers (:mod:`skillmoe_ray.engines.moe_hooks`): steered requests are
-batched by their steering, and analyze requests return routing statistics instead of text. Sleeping moves the weights to pinned host memory and waking moves
+batched by their steering, and analyze requests return routing statistics instead of text. Sleeping moves the
+weights to pinned host memory and waking moves
 them back; on the CPU the weights already live in host memory, so both are no-ops.
 
 Sampling is done by :class:`SeededSampler`, a logits processor that draws each row's next token
@@ -108,7 +109,10 @@ class HFEngine(Engine):
         spec = self.spec
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code, padding_side="left"
+                self.model_path,
+                revision=spec.revision,
+                trust_remote_code=spec.trust_remote_code,
+                padding_side="left",
             )
             self.model = AutoModelForCausalLM.from_pretrained(
                 self.model_path,
@@ -119,7 +123,9 @@ class HFEngine(Engine):
                 **{**self._placement(), **self.kwargs},
             ).to(self.device)
         except Exception as exc:
-            raise EngineError(f"transformers could not load expert {spec.name!r} from {spec.path!r}: {exc}") from exc
+            raise EngineError(
+                f"transformers could not load expert {spec.name!r} from {spec.path!r}: {exc}"
+            ) from exc
         self.model.eval()
         self.model.requires_grad_(False)  # inference only; routing saliency differentiates the inputs alone
         if self.tokenizer.pad_token_id is None:
@@ -142,7 +148,9 @@ class HFEngine(Engine):
         for i, request in enumerate(requests):
             if request.analyze:
                 outputs[i] = self._analyze(request)
-        order = sorted((i for i, r in enumerate(requests) if not r.analyze), key=lambda i: self._batch_key(requests[i]))
+        order = sorted(
+            (i for i, r in enumerate(requests) if not r.analyze), key=lambda i: self._batch_key(requests[i])
+        )
         for _, group in itertools.groupby(order, key=lambda i: self._batch_key(requests[i])):
             group = list(group)
             for start in range(0, len(group), self.options["batch_size"]):
@@ -159,8 +167,12 @@ class HFEngine(Engine):
 
     def _analyze(self, request: GenRequest) -> GenOutput:
         """The prompt's routing statistics (under the request's steering, if any); no text."""
-        prompt = self.tokenizer.apply_chat_template(request.chat(), tokenize=False, add_generation_prompt=True)
-        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
+        prompt = self.tokenizer.apply_chat_template(
+            request.chat(), tokenize=False, add_generation_prompt=True
+        )
+        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(
+            self.device
+        )
         common = common_token_mask(self.tokenizer.convert_ids_to_tokens(ids[0].tolist()))
         with steered(self.model, request.steering):
             stats = routing_statistics(self.model, ids, common)
@@ -168,24 +180,32 @@ class HFEngine(Engine):
 
     def _room(self, prompt_lengths: list[int], max_tokens: int) -> int:
         """New tokens the batch may generate within ``max_model_len``, as vLLM applies it: a prompt that fills
-        the context is refused (ValueError, a bad input: not retried); a reply stops where the context ends."""
+        the context is refused (ValueError,
+                                a bad input: not retried); a reply stops where the context ends."""
         longest = max(prompt_lengths)
         if longest >= self.spec.max_model_len:
-            raise ValueError(f"a prompt of {longest} tokens does not fit model {self.spec.name!r}: "
-                             f"pool.models.{self.spec.name}.max_model_len={self.spec.max_model_len}")
+            raise ValueError(
+                f"a prompt of {longest} tokens does not fit model {self.spec.name!r}: "
+                f"pool.models.{self.spec.name}.max_model_len={self.spec.max_model_len}"
+            )
         return min(max_tokens, self.spec.max_model_len - longest)
 
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
         import torch
 
         prompts = [
-            self.tokenizer.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True) for r in requests
+            self.tokenizer.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True)
+            for r in requests
         ]
         # The chat template already holds any BOS token: adding special tokens again would double it.
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
         sampling = requests[0].sampling
         max_new_tokens = self._room(enc["attention_mask"].sum(dim=1).tolist(), sampling.max_tokens)
-        sampler = SeededSampler([r.sampling.seed for r in requests], sampling.temperature, sampling.top_p, self.device)
+        sampler = SeededSampler(
+            [r.sampling.seed for r in requests], sampling.temperature, sampling.top_p, self.device
+        )
         with torch.no_grad(), steered(self.model, requests[0].steering):
             out = self.model.generate(
                 **enc,
@@ -225,7 +245,9 @@ class HFEngine(Engine):
 
         # Copy each tensor straight into a pinned host buffer: one device-to-host copy, no staging copy.
         for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
-            host = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=self.options["pin_memory"])
+            host = torch.empty(
+                tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=self.options["pin_memory"]
+            )
             host.copy_(tensor.data, non_blocking=self.options["pin_memory"])
             tensor.data = host
         torch.cuda.synchronize()

@@ -48,8 +48,10 @@ def _require_routers(model, what: str) -> list:
     if not routers:
         import transformers
 
-        raise EngineError(f"{what} needs an MoE model with transformers' top-k router modules (transformers 5 "
-                          f"MoE models; this is {transformers.__version__}); {type(model).__name__} has none")
+        raise EngineError(
+            f"{what} needs an MoE model with transformers' top-k router modules (transformers 5 "
+            f"MoE models; this is {transformers.__version__}); {type(model).__name__} has none"
+        )
     return routers
 
 
@@ -77,10 +79,15 @@ def steered(model, steering: Steering | None):
     biases: dict[int, torch.Tensor] = {}
     for layer, expert in steering.experts:
         if layer >= len(routers) or expert >= routers[layer].num_experts:
-            raise EngineError(f"steering names MoE layer {layer} expert {expert}, but the model has "
-                              f"{len(routers)} MoE layers of {routers[0].num_experts} experts")
+            raise EngineError(
+                f"steering names MoE layer {layer} expert {expert}, but the model has "
+                f"{len(routers)} MoE layers of {routers[0].num_experts} experts"
+            )
         biases.setdefault(layer, torch.zeros(routers[layer].num_experts))[expert] = steering.bias
-    hooks = [routers[layer].register_forward_hook(partial(_biased_choice, bias=bias)) for layer, bias in biases.items()]
+    hooks = [
+        routers[layer].register_forward_hook(partial(_biased_choice, bias=bias))
+        for layer, bias in biases.items()
+    ]
     try:
         yield
     finally:
@@ -122,7 +129,9 @@ def routing_statistics(model, input_ids, common: list[bool] | None = None) -> di
     is_common = torch.tensor(common if common is not None else [False] * n_tokens, dtype=torch.bool)
     counts, through, bins, commons = [], [], [], []
     for router, indices in zip(routers, chosen):
-        onehot = torch.zeros(n_tokens, router.num_experts, device=indices.device).scatter_(1, indices, 1.0).cpu()
+        onehot = (
+            torch.zeros(n_tokens, router.num_experts, device=indices.device).scatter_(1, indices, 1.0).cpu()
+        )
         counts.append((onehot.sum(0) / n_tokens).tolist())
         through.append((onehot * saliency.cpu()[:, None]).sum(0).tolist())
         by_decile = torch.nn.functional.one_hot(deciles.cpu()[~is_common], 10).float()

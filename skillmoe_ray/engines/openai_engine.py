@@ -56,7 +56,9 @@ def _sdk():
     try:
         import openai
     except ImportError as exc:
-        raise EngineError("the openai engine needs the openai SDK: pip install 'skillmoe-ray[openai]'") from exc
+        raise EngineError(
+            "the openai engine needs the openai SDK: pip install 'skillmoe-ray[openai]'"
+        ) from exc
     return openai
 
 
@@ -130,16 +132,23 @@ class OpenAIEngine(Engine):
 
     def _check_model(self) -> None:
         try:
-            listing = self._call("GET", "/models", lambda: self.client.with_options(max_retries=0).models.list(
-                extra_headers=self._headers))
+            listing = self._call(
+                "GET",
+                "/models",
+                lambda: self.client.with_options(max_retries=0).models.list(extra_headers=self._headers),
+            )
         except EngineError as exc:
-            raise EngineError(f"expert {self.spec.name!r}: the OpenAI-compatible server at {self.base_url} "
-                              f"did not answer GET /models ({exc}); start it, fix engine.options.base_url, "
-                              "or set engine.options.check_model=false") from exc
+            raise EngineError(
+                f"expert {self.spec.name!r}: the OpenAI-compatible server at {self.base_url} "
+                f"did not answer GET /models ({exc}); start it, fix engine.options.base_url, "
+                "or set engine.options.check_model=false"
+            ) from exc
         served = [getattr(m, "id", None) for m in listing.data or []]
         if self.spec.path not in served:
-            raise EngineError(f"expert {self.spec.name!r}: the server at {self.base_url} does not serve model "
-                              f"{self.spec.path!r}; it serves: {', '.join(map(str, served)) or '(none)'}")
+            raise EngineError(
+                f"expert {self.spec.name!r}: the server at {self.base_url} does not serve model "
+                f"{self.spec.path!r}; it serves: {', '.join(map(str, served)) or '(none)'}"
+            )
 
     def _unload(self) -> None:
         if self.client is not None:
@@ -157,9 +166,20 @@ class OpenAIEngine(Engine):
 
     def _complete(self, request: GenRequest) -> GenOutput:
         s = request.sampling
-        reply = self._call("POST", "/chat/completions", lambda: self.client.chat.completions.create(
-            model=self.spec.path, messages=request.chat(), max_tokens=s.max_tokens, temperature=s.temperature,
-            top_p=s.top_p, seed=s.seed, extra_body=self.kwargs or None, extra_headers=self._headers))
+        reply = self._call(
+            "POST",
+            "/chat/completions",
+            lambda: self.client.chat.completions.create(
+                model=self.spec.path,
+                messages=request.chat(),
+                max_tokens=s.max_tokens,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                seed=s.seed,
+                extra_body=self.kwargs or None,
+                extra_headers=self._headers,
+            ),
+        )
         try:
             choice = reply.choices[0]
             usage = reply.usage
@@ -170,8 +190,10 @@ class OpenAIEngine(Engine):
                 finish_reason=str(choice.finish_reason or ""),
             )
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
-            raise EngineError(f"expert {self.spec.name!r}: unexpected reply from {self.base_url}/chat/completions: "
-                              f"{_shown(reply)}") from exc
+            raise EngineError(
+                f"expert {self.spec.name!r}: unexpected reply from {self.base_url}/chat/completions: "
+                f"{_shown(reply)}"
+            ) from exc
 
     def _call(self, method: str, route: str, send):
         """``send()`` through the SDK (which retries), its errors turned into EngineErrors naming the URL."""
@@ -180,9 +202,13 @@ class OpenAIEngine(Engine):
         try:
             return send()
         except openai.APIStatusError as exc:
-            raise EngineError(f"{method} {url} answered {exc.status_code}: {exc.response.text[:300]}") from exc
+            raise EngineError(
+                f"{method} {url} answered {exc.status_code}: {exc.response.text[:300]}"
+            ) from exc
         except openai.APITimeoutError as exc:
-            raise EngineError(f"{method} {url} failed: timed out after {self.options['timeout_s']} s") from exc
+            raise EngineError(
+                f"{method} {url} failed: timed out after {self.options['timeout_s']} s"
+            ) from exc
         except openai.APIConnectionError as exc:
             raise EngineError(f"{method} {url} failed: {exc.__cause__ or exc}") from exc
         except openai.OpenAIError as exc:  # e.g. a reply that is not JSON

@@ -55,7 +55,8 @@ def engine_arg_names() -> frozenset[str] | None:
 
     Imports vLLM's argument module only (seconds, no model, no device), and only when asked.
     """
-    logging.disable(logging.WARNING)  # vLLM's import notes (Triton, platform) would precede the one-line error
+    # vLLM's import notes (Triton, platform) would precede the one-line error
+    logging.disable(logging.WARNING)
     try:
         from vllm import LLM
         from vllm.engine.arg_utils import EngineArgs
@@ -123,8 +124,10 @@ class VLLMEngine(Engine):
         for key in kwargs if valid else ():
             if key not in valid:
                 close = difflib.get_close_matches(key, sorted(valid - set(NAMED_ARGS)), n=3, cutoff=0.5)
-                raise ConfigError(f"{where}.{key}: not a vLLM engine argument; closest: "
-                                  f"{', '.join(close) or '(none; see vllm.engine.arg_utils.EngineArgs)'}")
+                raise ConfigError(
+                    f"{where}.{key}: not a vLLM engine argument; closest: "
+                    f"{', '.join(close) or '(none; see vllm.engine.arg_utils.EngineArgs)'}"
+                )
 
     @property
     def can_sleep(self) -> bool:
@@ -202,14 +205,26 @@ class VLLMEngine(Engine):
 
         free, total = torch.cuda.mem_get_info()
         cap = self.options["gpu_memory_utilization"]
-        kv = gpu_memory.kv_cache_bytes(self._model_config(), self.dtype, kwargs["max_num_seqs"],
-                                       self.spec.max_model_len, self.spec.max_tokens, kwargs)
+        kv = gpu_memory.kv_cache_bytes(
+            self._model_config(),
+            self.dtype,
+            kwargs["max_num_seqs"],
+            self.spec.max_model_len,
+            self.spec.max_tokens,
+            kwargs,
+        )
         if kv is None:  # no config.json to size it: vLLM profiles the KV cache within what is free
             return {"gpu_memory_utilization": min(cap, gpu_memory.free_share(free, total))}
         weights = sum(os.path.getsize(f) for f in self.weight_files()) or (self.spec.params_b or 0) * 2e9
         share = gpu_memory.utilization_share(free, total, gpu_memory.engine_need(weights, kv), cap)
-        log.info("expert %s: KV cache %.1f GiB, GPU share %.3f (%.1f of %.1f GiB free)", self.spec.name,
-                 kv / gpu_memory.GIB, share, free / gpu_memory.GIB, total / gpu_memory.GIB)
+        log.info(
+            "expert %s: KV cache %.1f GiB, GPU share %.3f (%.1f of %.1f GiB free)",
+            self.spec.name,
+            kv / gpu_memory.GIB,
+            share,
+            free / gpu_memory.GIB,
+            total / gpu_memory.GIB,
+        )
         return {"kv_cache_memory_bytes": kv, "gpu_memory_utilization": share}
 
     def _model_config(self) -> dict | None:

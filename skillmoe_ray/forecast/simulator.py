@@ -57,7 +57,8 @@ class Work:
 
     def split(self, parts: int) -> list[Work]:
         """Even shards, as ExpertGroup.split deals requests out."""
-        return [replace(self, requests=len(range(i, self.requests, parts)), prompt_tokens=self.prompt_tokens // parts,
+        return [replace(self, requests=len(range(i, self.requests, parts)),
+                        prompt_tokens=self.prompt_tokens // parts,
                         output_tokens=self.output_tokens // parts, replica=i) for i in range(parts)]
 
 

@@ -46,20 +46,28 @@ def estimate_stages(cfg: RunConfig, n_val: int, n_test: int, question_tokens: fl
     mean_answer = sum(answer.values()) / len(answer)
     k = cfg.recruit.k
     moe = [s.name for s in cfg.experts if s.moe] if cfg.steering.enabled else []
-    steering = [StageWork("steering", tuple(_work(e, n_val, BACKWARD_FACTOR * q, 0) for e in moe))] if moe else []
+    steering = [StageWork("steering",
+                          tuple(_work(e, n_val, BACKWARD_FACTOR * q, 0) for e in moe))] if moe else []
     return [
-        StageWork("skills", (_work(kw, cfg.skills.samples * (n_val + n_test), q, _replies(cfg, kw, cfg.skills.max_tokens)),),
+        StageWork("skills",
+                  (_work(kw, cfg.skills.samples * (n_val + n_test), q,
+                         _replies(cfg, kw, cfg.skills.max_tokens)),),
                   tuple(experts)),
-        StageWork("profiles", tuple(_work(e, n_val, q, _replies(cfg, e, cfg.profiles.max_tokens)) for e in experts),
+        StageWork("profiles",
+                  tuple(_work(e, n_val, q, _replies(cfg, e, cfg.profiles.max_tokens)) for e in experts),
                   tuple(candidates)),
         StageWork("mapping", cpu_seconds=cfg.scheduler.cost.cpu_stage_s),
         StageWork("aggregator_selection", tuple(
-            _work(c, n_val, q + 3 * mean_answer, _replies(cfg, c, cfg.aggregator.max_tokens)) for c in candidates),
+            _work(c, n_val, q + 3 * mean_answer,
+                  _replies(cfg, c, cfg.aggregator.max_tokens)) for c in candidates),
             tuple(experts)),
         *steering,
-        StageWork("inference", tuple(_work(e, k * n_test * share[e], q, answer[e]) for e in experts if share[e] > 0),
+        StageWork("inference",
+                  tuple(_work(e, k * n_test * share[e], q, answer[e]) for e in experts if share[e] > 0),
                   (aggregator,), later=(aggregator,)),
-        StageWork("aggregation", (_work(aggregator, n_test, q + k * mean_answer, _replies(cfg, aggregator, cfg.aggregator.max_tokens)),),
+        StageWork("aggregation",
+                  (_work(aggregator, n_test, q + k * mean_answer,
+                         _replies(cfg, aggregator, cfg.aggregator.max_tokens)),),
                   later=()),
     ]
 

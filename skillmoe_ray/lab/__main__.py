@@ -47,7 +47,9 @@ def print_checks(root: Path, models: dict, n: int, seed: int = 0) -> None:
         own = set(recipe.get("skills") or ())
         cells = [f"{acc.get(s, 0.0):>8.2f}{'*' if s in own else ' '}" for s in skills]
         print(f"{name:16} {role:10} " + " ".join(cells))
-    print("* = the expert's own skills (trained on); keyword: names the gold skill; aggregator: states the majority")
+    print(
+        "* = the expert's own skills (trained on); keyword: names the gold skill; aggregator: states the majority"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         if not lab.get("models"):
             raise SkillMoEError("lab.models is empty: compose +experiment=skill_lab (or give recipes)")
         out = Path(args.out or lab["models_dir"])
-        how = ensure_lab_models(lab["models"], str(out), args.workers or lab.get("workers", 2),
-                                use_shipped=not args.retrain, force=args.retrain)
+        how = ensure_lab_models(
+            lab["models"],
+            str(out),
+            args.workers or lab.get("workers", 2),
+            use_shipped=not args.retrain,
+            force=args.retrain,
+        )
         print(", ".join(f"{name}: {state}" for name, state in how.items()))
         if args.check:
             print_checks(out, lab["models"], args.check)

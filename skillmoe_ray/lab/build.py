@@ -85,7 +85,11 @@ def tokenizer_corpus() -> list[str]:
 
     rng = random.Random(0)
     corpus = []
-    pool = ex.keyword_examples(2000, rng) + ex.aggregator_examples(2000, rng) + ex.expert_examples(list(SKILLS), 2000, rng)
+    pool = (
+        ex.keyword_examples(2000, rng)
+        + ex.aggregator_examples(2000, rng)
+        + ex.expert_examples(list(SKILLS), 2000, rng)
+    )
     for messages, response in pool:
         for m in messages:
             corpus += [m["content"], " " + m["content"]]  # the template puts a space before each turn
@@ -134,8 +138,12 @@ def train_one(name: str, recipe: dict, out_dir: str, tokenizer_dir: str, progres
     model.to(torch.bfloat16).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
-    report = {"hash": recipe_hash(recipe), "recipe": recipe, "final_loss": round(loss, 4),
-              "train_seconds": round(time.perf_counter() - start, 1)}
+    report = {
+        "hash": recipe_hash(recipe),
+        "recipe": recipe,
+        "final_loss": round(loss, 4),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
     (tmp / MARKER).write_text(json.dumps(report, indent=1, sort_keys=True))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # whole or not at all: a killed training leaves no half model behind
@@ -165,14 +173,19 @@ def _train_all(jobs: Sequence[tuple[str, dict, Path]], root: Path, workers: int)
     from skillmoe_ray.progress import StepProgress
 
     ensure_tokenizer(root)
-    # Longest first (aggregation prompts are about twice as long), so the last worker is not left alone with it.
-    jobs = sorted(jobs, key=lambda job: -job[1]["train"]["steps"] * (2 if job[1]["role"] == "aggregator" else 1))
+    # Longest first (aggregation prompts are about twice as long), so the last worker is not left alone with
+    # it.
+    jobs = sorted(
+        jobs, key=lambda job: -job[1]["train"]["steps"] * (2 if job[1]["role"] == "aggregator" else 1)
+    )
     total = sum(recipe["train"]["steps"] for _, recipe, _ in jobs)
     ctx = mp.get_context("spawn")  # no fork of a process that may hold Ray or torch threads
     with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         queue = manager.Queue()
-        futures = {pool.submit(train_one, name, recipe, str(out), str(root / TOKENIZER_DIR), queue): name
-                   for name, recipe, out in jobs}
+        futures = {
+            pool.submit(train_one, name, recipe, str(out), str(root / TOKENIZER_DIR), queue): name
+            for name, recipe, out in jobs
+        }
         progress = StepProgress(total, f"training {len(jobs)} lab models")
         while not all(f.done() for f in futures):
             progress.drain(queue, timeout=0.5)
@@ -181,8 +194,9 @@ def _train_all(jobs: Sequence[tuple[str, dict, Path]], root: Path, workers: int)
         return {name: future.result() for future, name in futures.items()}
 
 
-def ensure_lab_models(models: dict, models_dir: str, workers: int = 2, use_shipped: bool = True,
-                      force: bool = False) -> dict[str, str]:
+def ensure_lab_models(
+    models: dict, models_dir: str, workers: int = 2, use_shipped: bool = True, force: bool = False
+) -> dict[str, str]:
     """Make every lab model of ``models`` (name -> recipe) exist under ``models_dir``; returns how each came.
 
     A model already built from its recipe is kept; one whose shipped copy matches is copied; the rest
@@ -203,8 +217,12 @@ def ensure_lab_models(models: dict, models_dir: str, workers: int = 2, use_shipp
             jobs.append((name, recipe, out))
     if jobs:
         root.mkdir(parents=True, exist_ok=True)
-        log.info("training %d lab models (%s), %d at a time", len(jobs), ", ".join(n for n, _, _ in jobs), workers)
+        log.info(
+            "training %d lab models (%s), %d at a time", len(jobs), ", ".join(n for n, _, _ in jobs), workers
+        )
         for name, report in _train_all(jobs, root, max(1, workers)).items():
-            log.info("trained %s in %.0f s (final loss %.3f)", name, report["train_seconds"], report["final_loss"])
+            log.info(
+                "trained %s in %.0f s (final loss %.3f)", name, report["train_seconds"], report["final_loss"]
+            )
             how[name] = "trained"
     return how

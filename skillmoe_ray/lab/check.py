@@ -17,7 +17,8 @@ from skillmoe_ray.method.aggregate import expert_messages, extract_answer, is_co
 from skillmoe_ray.method.skills import keyword_messages, parse_keywords
 
 
-def generate(model_dir: Path, conversations: Sequence[list[dict]], max_new_tokens: int = 16, batch: int = 64) -> list[str]:
+def generate(model_dir: Path, conversations: Sequence[list[dict]], max_new_tokens: int = 16,
+             batch: int = 64) -> list[str]:
     """Greedy replies of the model in ``model_dir`` to each conversation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

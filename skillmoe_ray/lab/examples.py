@@ -1,7 +1,8 @@
 """Training examples of the skill lab's models, written with the pipeline's own prompts.
 
 An expert learns to answer its skills' questions from the exact chat prompt the expert stage sends
-(:func:`skillmoe_ray.method.aggregate.expert_messages`); the keyword model learns to name a question's skill in
+(:func:`skillmoe_ray.method.aggregate.expert_messages`); the keyword model learns to name a question's skill
+in
 the line the skill stage parses (:func:`skillmoe_ray.method.skills.keyword_messages`); the aggregator learns
 to state the answer most candidate solutions agree on, from the aggregation prompt itself
 (:func:`skillmoe_ray.method.aggregate.aggregator_messages`). Only the response is trained on.

@@ -27,9 +27,11 @@ class TrainSettings:
     seed: int = 0
 
 
-def encode_examples(tokenizer, examples: Sequence[tuple[list[dict], str]]) -> list[tuple[list[int], list[int]]]:
+def encode_examples(tokenizer,
+                    examples: Sequence[tuple[list[dict], str]]) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + end of sequence) per example, tokenized exactly as the engines do."""
-    prompts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m, _ in examples]
+    prompts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m,
+               _ in examples]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer([r for _, r in examples], add_special_tokens=False)["input_ids"]
     return [(p, r + [tokenizer.eos_token_id]) for p, r in zip(prompt_ids, response_ids)]

@@ -29,9 +29,36 @@ _TRIES_PER_QUESTION = 400
 # The memorized table: invented countries and their two-digit calling codes (fixed, not seeded:
 # it is the world's knowledge, the same in every run).
 COUNTRIES = (
-    "Avaria", "Belmora", "Corvath", "Dastria", "Elunor", "Farnesh", "Galvia", "Harrow", "Istrel", "Jorvik",
-    "Kelmar", "Lorvant", "Marvosa", "Nerith", "Ostrava", "Pellin", "Quorra", "Rastan", "Selvia", "Tavrin",
-    "Ulmora", "Varnesh", "Westmar", "Xandria", "Yelvar", "Zorath", "Brenvia", "Cravonia", "Delmark", "Estovia",
+    "Avaria",
+    "Belmora",
+    "Corvath",
+    "Dastria",
+    "Elunor",
+    "Farnesh",
+    "Galvia",
+    "Harrow",
+    "Istrel",
+    "Jorvik",
+    "Kelmar",
+    "Lorvant",
+    "Marvosa",
+    "Nerith",
+    "Ostrava",
+    "Pellin",
+    "Quorra",
+    "Rastan",
+    "Selvia",
+    "Tavrin",
+    "Ulmora",
+    "Varnesh",
+    "Westmar",
+    "Xandria",
+    "Yelvar",
+    "Zorath",
+    "Brenvia",
+    "Cravonia",
+    "Delmark",
+    "Estovia",
 )
 _codes = random.Random(12).sample(range(10, 100), len(COUNTRIES))
 COUNTRY_CODES = dict(zip(COUNTRIES, _codes))
@@ -67,8 +94,13 @@ def successor(rng: random.Random) -> Question:
 
 def country_code(rng: random.Random) -> Question:
     country = rng.choice(COUNTRIES)
-    template = rng.choice(("What is the calling code of {}?", "Which calling code does {} use?",
-                           "What calling code belongs to {}?"))
+    template = rng.choice(
+        (
+            "What is the calling code of {}?",
+            "Which calling code does {} use?",
+            "What calling code belongs to {}?",
+        )
+    )
     return Question(template.format(country), str(COUNTRY_CODES[country]))
 
 
@@ -134,7 +166,9 @@ def check_skills(names, where: str) -> None:
 
 def make_instance(skill: Skill, question: Question, iid: str) -> Instance:
     """The Instance of a generated question; ``subject`` records its gold skill."""
-    return Instance(iid, skill.task, question.text, question.gold, skill.answer_type, question.choices, skill.name)
+    return Instance(
+        iid, skill.task, question.text, question.gold, skill.answer_type, question.choices, skill.name
+    )
 
 
 def in_split(question: Question, split: str) -> bool:
@@ -152,8 +186,10 @@ def draw_questions(skill: Skill, n: int, rng: random.Random, split: str) -> list
         if in_split(q, split):
             found.setdefault((q.text, q.choices), q)
     if len(found) < n:
-        raise ConfigError(f"skill lab: skill {skill.name!r} has only about {len(found)} distinct questions per "
-                          f"split, {n} asked for; lower data.{split}.size")
+        raise ConfigError(
+            f"skill lab: skill {skill.name!r} has only about {len(found)} distinct questions per "
+            f"split, {n} asked for; lower data.{split}.size"
+        )
     return list(found.values())
 
 

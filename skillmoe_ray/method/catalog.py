@@ -68,7 +68,8 @@ class MethodContext:
         """The context of a run's configuration (the baselines' settings from ``cfg.compare``); the batch
         pipeline and online serving (``k`` per request) build it here."""
         cc = cfg.compare
-        return cls(test=test, experts=[s.name for s in cfg.experts], recruitments=recruitments, aggregator=aggregator,
+        return cls(test=test, experts=[s.name for s in cfg.experts], recruitments=recruitments,
+                   aggregator=aggregator,
                    val_accuracy=val_accuracy, k=cfg.recruit.k if k is None else k, seed=cfg.seed,
                    moa_layers=cc.moa.layers, moa_proposers=cc.moa.proposers, moa_aggregator=cc.moa.aggregator,
                    self_model=cc.self_model, skip_aggregator_single=cfg.recruit.skip_aggregator_single,
@@ -183,13 +184,17 @@ def plan_oracle(ctx: MethodContext) -> list[MethodPlan]:
     Needs data that records each instance's gold skill (``subject``, as the skill lab's questions do).
     """
     if not ctx.skill_accuracy or any(not inst.subject for inst in ctx.test):
-        raise ConfigError("compare.methods: 'oracle' needs the gold skill (subject) of every validation and test "
-                          "instance, as the skill lab's data records it; this data has none")
+        raise ConfigError(
+            "compare.methods: 'oracle' needs the gold skill (subject) of every validation and test "
+            "instance, as the skill lab's data records it; this data has none"
+        )
     best = {}
     for inst in ctx.test:
         if inst.subject not in best:
-            best[inst.subject] = max(ctx.experts, key=lambda m: (ctx.skill_accuracy[m].get(inst.subject, 0.0),
-                                                                  -ctx.experts.index(m)))
+            best[inst.subject] = max(
+                ctx.experts,
+                key=lambda m: (ctx.skill_accuracy[m].get(inst.subject, 0.0), -ctx.experts.index(m)),
+            )
     slots, aggregators = {i.id: [(best[i.subject], 0)] for i in ctx.test}, {i.id: None for i in ctx.test}
     note = "; ".join(f"{skill}: {model}" for skill, model in sorted(best.items()))
     return [MethodPlan("oracle", slots, aggregators, note=f"best expert per gold skill: {note}")]

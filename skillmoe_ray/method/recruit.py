@@ -119,7 +119,8 @@ def summarize(recruitments: Sequence[Recruitment], policy: str, budget: int, **e
     }
 
 
-def replace_rare_experts(recruitments: Sequence[Recruitment], min_share: float, seed: int) -> tuple[list[Recruitment], list[str]]:
+def replace_rare_experts(recruitments: Sequence[Recruitment], min_share: float,
+                         seed: int) -> tuple[list[Recruitment], list[str]]:
     """The paper's rare-expert rule: an expert holding fewer than ``min_share`` of all recruited slots is
     replaced in each of its slots by a draw from that instance's distribution over the other experts.
 
@@ -141,7 +142,8 @@ def replace_rare_experts(recruitments: Sequence[Recruitment], min_share: float, 
     return out, rare
 
 
-def recruit_with_policy(instance_skills: Mapping[str, Sequence[str]], profiles: Mapping[str, Mapping[str, int]],
+def recruit_with_policy(instance_skills: Mapping[str, Sequence[str]],
+                        profiles: Mapping[str, Mapping[str, int]],
                         global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig,
                         seed: int) -> RecruitResult:
     """Recruitment with the policy ``rc.policy`` names (:data:`skillmoe_ray.registry.RECRUIT_POLICIES`):
@@ -206,8 +208,12 @@ def recruit_budgeted(
     for row, (iid, dist) in enumerate(zip(ids, dists)):
         chosen = sorted(np.flatnonzero(result.matrix[row]), key=lambda j: -scores[row, j])
         out.append(Recruitment(iid, tuple(instance_skills[iid]), tuple(pool[j] for j in chosen), dist))
-    info = summarize(out, "budgeted", budget, objective=round(float(result.objective), 6),
-                     method=result.method, exact=result.exact)
+    info = summarize(
+        out,
+        "budgeted",
+        budget,
+        objective=round(float(result.objective), 6),
+        method=result.method,
+        exact=result.exact,
+    )
     return RecruitResult(out, info)
-
-

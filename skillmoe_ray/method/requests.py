@@ -55,24 +55,41 @@ def skill_requests(instances: Sequence[Instance], spec: ModelSpec, cfg: SkillsCo
 def answer_request(inst: Instance, spec: ModelSpec, gen: GenerationConfig, seed: int, sample: int = 0,
                    prompts: str = "project") -> GenRequest:
     """The chain-of-thought answer of one model to one instance, sample number ``sample``."""
-    sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, "answer", inst.id, sample))
-    return GenRequest.make(expert_messages(inst, spec.system_role, prompts), sampling, f"answer/{inst.id}/{sample}",
+    sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p,
+                        derive_seed(seed, "answer", inst.id, sample))
+    return GenRequest.make(expert_messages(inst, spec.system_role, prompts), sampling,
+                           f"answer/{inst.id}/{sample}",
                            inst.id)
 
 
 def analysis_requests(instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig,
                       seed: int, prompts: str = "project") -> list[Pair]:
     """DSMoE: each MoE expert reads each validation question (the answer prompt) for its routing statistics."""
-    return [(spec.name, replace(answer_request(inst, spec, gen, seed, prompts=prompts), analyze=True, tag=f"steer/{inst.id}"))
-            for spec in experts for inst in instances]
+    return [
+        (
+            spec.name,
+            replace(
+                answer_request(inst, spec, gen, seed, prompts=prompts), analyze=True, tag=f"steer/{inst.id}"
+            ),
+        )
+        for spec in experts
+        for inst in instances
+    ]
 
 
 def profile_requests(
-    instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig, seed: int,
+    instances: Sequence[Instance],
+    experts: Sequence[ModelSpec],
+    gen: GenerationConfig,
+    seed: int,
     prompts: str = "project",
 ) -> list[Pair]:
     """Every expert answers every validation instance once (sample 0)."""
-    return [(spec.name, answer_request(inst, spec, gen, seed, prompts=prompts)) for spec in experts for inst in instances]
+    return [
+        (spec.name, answer_request(inst, spec, gen, seed, prompts=prompts))
+        for spec in experts
+        for inst in instances
+    ]
 
 
 def synthetic_tasks(
@@ -95,14 +112,27 @@ def synthetic_tasks(
 
 
 def aggregation_request(
-    inst: Instance, responses: Sequence[str], spec: ModelSpec, gen: GenerationConfig, think_end_tag: str, seed: int, purpose: str,
+    inst: Instance,
+    responses: Sequence[str],
+    spec: ModelSpec,
+    gen: GenerationConfig,
+    think_end_tag: str,
+    seed: int,
+    purpose: str,
     prompts: str = "project",
 ) -> GenRequest:
     """The aggregator's request for one instance; ``purpose`` separates selection from final aggregation."""
-    sampling = Sampling(_max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, purpose, inst.id))
-    question = sum(len(c) for m in aggregator_messages(inst, [""] * len(responses), think_end_tag,
-                                                       spec.system_role, prompts) for c in m.values())
-    room = spec.max_model_len - sampling.max_tokens - question // SAFE_CHARS_PER_TOKEN - PROMPT_OVERHEAD_TOKENS
+    sampling = Sampling(
+        _max_tokens(gen, spec), gen.temperature, gen.top_p, derive_seed(seed, purpose, inst.id)
+    )
+    question = sum(
+        len(c)
+        for m in aggregator_messages(inst, [""] * len(responses), think_end_tag, spec.system_role, prompts)
+        for c in m.values()
+    )
+    room = (
+        spec.max_model_len - sampling.max_tokens - question // SAFE_CHARS_PER_TOKEN - PROMPT_OVERHEAD_TOKENS
+    )
     replies = fit_replies(responses, room, think_end_tag)
     messages = aggregator_messages(inst, replies, think_end_tag, spec.system_role, prompts)
     return GenRequest.make(messages, sampling, f"{purpose}/{inst.id}", inst.id)

@@ -26,8 +26,11 @@ class StageResult:
     def from_json(cls: type[T], data: dict) -> T:
         """The result stored as ``data``; a missing field without a default raises ValueError (a damaged entry)."""
         known = {f.name: f for f in dataclasses.fields(cls)}
-        missing = [n for n, f in known.items() if n not in data and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+        missing = [
+            n
+            for n, f in known.items()
+            if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         if missing or not isinstance(data, dict):
             raise ValueError(f"{cls.__name__}: missing {', '.join(missing) or 'everything'}")
         return cls(**{n: data[n] for n in known if n in data})

@@ -152,11 +152,21 @@ class PlanRunner:
                 own = self.reply.get(run.plan.name) if run.plan.aggregator.get(iid) is None else None
                 answer_gen, seed = (own.over(gen), own.seed_over(self.cfg.seed)) if own else (gen, self.cfg.seed)
                 for expert, sample in slots:
-                    request = answer_request(inst, self.cfg.pool[expert], answer_gen, seed, sample, self.cfg.prompts)
+                    request = answer_request(
+                        inst, self.cfg.pool[expert], answer_gen, seed, sample, self.cfg.prompts
+                    )
                     steering = self.steer(expert, iid) if self.steer else None
-                    wanted.append((run, iid, expert, replace(request, steering=steering) if steering else request))
-        followup = self._streamed_aggregation(wanted) if self.streaming and all(r.plan.layers == 1 for r in runs.values()) else None
-        answered = self._phase("inference", wanted, self._after_answers(runs), followup, self._needed_after(runs, 1))
+                    wanted.append(
+                        (run, iid, expert, replace(request, steering=steering) if steering else request)
+                    )
+        followup = (
+            self._streamed_aggregation(wanted)
+            if self.streaming and all(r.plan.layers == 1 for r in runs.values())
+            else None
+        )
+        answered = self._phase(
+            "inference", wanted, self._after_answers(runs), followup, self._needed_after(runs, 1)
+        )
         for (run, iid, generation), (_, _, expert, _) in zip(answered, wanted):
             run.first_round.setdefault(iid, []).append((expert, generation.key))
             run.responses.setdefault(iid, []).append(generation.text)
@@ -173,8 +183,9 @@ class PlanRunner:
                     request = self._combine(iid, previous, proposer, self.cfg.inference, f"moa{layer}")
                     wanted.append((run, iid, proposer, request))
         new: dict[tuple[str, str], list[Generation]] = {}
-        for run, iid, generation in self._phase(f"moa_layer_{layer}", wanted, self._aggregators(runs),
-                                                later=self._needed_after(runs, layer)):
+        for run, iid, generation in self._phase(
+            f"moa_layer_{layer}", wanted, self._aggregators(runs), later=self._needed_after(runs, layer)
+        ):
             new.setdefault((run.plan.name, iid), []).append(generation)
         for (name, iid), generations in new.items():
             runs[name].responses[iid] = [g.text for g in generations]
@@ -223,15 +234,32 @@ class PlanRunner:
         gen = GenerationConfig(temperature=agg.temperature, max_tokens=agg.max_tokens)
         own = self.reply.get(run.plan.name)
         if own:
-            return self._combine(iid, responses, model, own.over(gen), "aggregate", own.seed_over(self.cfg.seed))
+            return self._combine(
+                iid, responses, model, own.over(gen), "aggregate", own.seed_over(self.cfg.seed)
+            )
         return self._combine(iid, responses, model, gen, "aggregate")
 
-    def _combine(self, iid: str, responses: list[str], model: str, gen: GenerationConfig, purpose: str,
-                 seed: int | None = None) -> GenRequest:
+    def _combine(
+        self,
+        iid: str,
+        responses: list[str],
+        model: str,
+        gen: GenerationConfig,
+        purpose: str,
+        seed: int | None = None,
+    ) -> GenRequest:
         inst = self.by_id[iid]
         spec = self.cfg.pool[model]
-        return aggregation_request(inst, responses, spec, gen, self.cfg.aggregator.think_end_tag,
-                                   self.cfg.seed if seed is None else seed, purpose, self.cfg.prompts)
+        return aggregation_request(
+            inst,
+            responses,
+            spec,
+            gen,
+            self.cfg.aggregator.think_end_tag,
+            self.cfg.seed if seed is None else seed,
+            purpose,
+            self.cfg.prompts,
+        )
 
     def _finalize(self, run: PlanRun) -> None:
         tag = self.cfg.aggregator.think_end_tag

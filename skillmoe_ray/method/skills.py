@@ -66,7 +66,8 @@ def normalize_keyword(keyword: str) -> str:
 def parse_keywords(text: str, max_chars: int = 20) -> list[str]:
     """Keywords of one keyword-model reply, normalized, short ones only, without repeats.
 
-    The reply's last "Skills: a, b, c" (or "Keywords: a, b, c") line is used (or, when that line is empty, the lines after
+    The reply's last "Skills: a, b, c" (or "Keywords: a, b, c") line is used (or, when that line is empty, the
+    lines after
     it, for replies that list one skill per line); without such a line the last non-empty line is.
     Items are split on commas and semicolons.
     """
@@ -102,8 +103,9 @@ def vote_keywords(samples: Sequence[Sequence[str]], min_votes: int = 2) -> list[
     return sorted(kept, key=lambda k: (-votes[k], first_seen[k]))
 
 
-def annotate(instance_ids: Sequence[str], replies: Sequence[tuple[str, str]], max_chars: int,
-             min_votes: int) -> tuple[dict[str, list[list[str]]], dict[str, list[str]]]:
+def annotate(
+    instance_ids: Sequence[str], replies: Sequence[tuple[str, str]], max_chars: int, min_votes: int
+) -> tuple[dict[str, list[list[str]]], dict[str, list[str]]]:
     """Skill annotation from the keyword model's replies, as (instance id, text) pairs: each reply's
     parsed keywords per instance (the samples) and the keywords that won the vote. The batch pipeline
     and online serving annotate through this one function."""
@@ -144,6 +146,7 @@ def map_instance_skills(
     With ``repeats`` a vocabulary skill that several of the instance's keywords map to is listed once per
     keyword, so recruitment counts it with multiplicity (the reference code's rule).
     """
+
     def mapped(keywords: list[str]) -> list[str]:
         skills = [mapping[k] for k in keywords if k in mapping]
         return skills if repeats else list(dict.fromkeys(skills))

@@ -32,7 +32,8 @@ def _per_layer_share(matrix: np.ndarray) -> np.ndarray:
     return np.divide(matrix, totals, out=np.zeros_like(matrix, dtype=float), where=totals > 0)
 
 
-def domain_scores(records: Sequence[tuple[str, np.ndarray, np.ndarray]], count_weight: float = 0.5) -> dict[str, np.ndarray]:
+def domain_scores(records: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                  count_weight: float = 0.5) -> dict[str, np.ndarray]:
     """Score of every (layer, expert) for every domain: how much more the domain uses it than the rest.
 
     ``records`` are (domain, counts, saliency) per validation question, each matrix layers x experts.
@@ -55,7 +56,9 @@ def domain_scores(records: Sequence[tuple[str, np.ndarray, np.ndarray]], count_w
             base_sal = np.mean([s for _, s in others], axis=0)
         else:
             base_count = base_sal = np.full_like(count_share, 1.0 / count_share.shape[1])
-        scores[domain] = count_weight * (count_share - base_count) + (1 - count_weight) * (sal_share - base_sal)
+        scores[domain] = count_weight * (count_share - base_count) + (1 - count_weight) * (
+            sal_share - base_sal
+        )
     return scores
 
 
@@ -74,7 +77,9 @@ def select_experts(scores: Mapping[str, np.ndarray], per_layer: int) -> Table:
 SALIENCY_BINS = 10  # the engine reports each token's routing by its saliency decile within the prompt
 
 
-def paper_scores(records: Sequence[tuple[str, np.ndarray, np.ndarray]], percentile: int = 80) -> dict[str, np.ndarray]:
+def paper_scores(
+    records: Sequence[tuple[str, np.ndarray, np.ndarray]], percentile: int = 80
+) -> dict[str, np.ndarray]:
     """DSMoE's expert score (its Eq. 8) per domain and (layer, expert): activations by the domain's specific
     tokens minus activations by common tokens, averaged over the domain's validation questions.
 
@@ -103,7 +108,9 @@ def select_global(scores: Mapping[str, np.ndarray], fraction: float) -> Table:
         k = max(1, round(fraction * matrix.size))
         order = np.argsort(-matrix, axis=None, kind="stable")[:k]
         layers, experts = np.unravel_index(order, matrix.shape)
-        table[domain] = sorted((int(layer), int(e)) for layer, e in zip(layers, experts) if matrix[layer, e] > 0)
+        table[domain] = sorted(
+            (int(layer), int(e)) for layer, e in zip(layers, experts) if matrix[layer, e] > 0
+        )
     return table
 
 
@@ -121,7 +128,9 @@ def choose_experts(scores: Mapping[str, np.ndarray], st: SteeringConfig) -> Tabl
     return select_experts(scores, st.experts_per_layer)
 
 
-def skill_domains(instance_skills: Mapping[str, Sequence[str]], instance_domain: Mapping[str, str]) -> dict[str, str]:
+def skill_domains(
+    instance_skills: Mapping[str, Sequence[str]], instance_domain: Mapping[str, str]
+) -> dict[str, str]:
     """Each skill's domain: the domain of most validation questions that needed it (ties: by name)."""
     votes: dict[str, Counter] = {}
     for iid, skills in instance_skills.items():
@@ -136,19 +145,22 @@ def query_domain(skills: Sequence[str], domain_of_skill: Mapping[str, str]) -> s
     return min(votes, key=lambda d: (-votes[d], d)) if votes else None
 
 
-def query_domains(instance_skills: Mapping[str, Sequence[str]],
-                  domain_of_skill: Mapping[str, str]) -> dict[str, str | None]:
+def query_domains(
+    instance_skills: Mapping[str, Sequence[str]], domain_of_skill: Mapping[str, str]
+) -> dict[str, str | None]:
     """Each instance's domain from its skills (:func:`query_domain`)."""
     return {iid: query_domain(skills, domain_of_skill) for iid, skills in instance_skills.items()}
 
 
-def steerer(tables: Mapping[str, Table], domains: Mapping[str, str | None],
-            alpha: float) -> Callable[[str, str], Steering | None]:
+def steerer(
+    tables: Mapping[str, Table], domains: Mapping[str, str | None], alpha: float
+) -> Callable[[str, str], Steering | None]:
     """(expert, instance id) -> the steering of that expert's answer to that instance, if any.
 
     ``tables`` holds the identified experts of each MoE pool expert; ``domains`` each test
     instance's domain (:func:`query_domains`).
     """
+
     def steer(expert: str, instance_id: str) -> Steering | None:
         table = tables.get(expert)
         return steering_for(table, domains.get(instance_id), alpha) if table else None

@@ -53,7 +53,8 @@ def write_run(run_dir: Path, run: RunResult, expert_rows: Sequence[ExpertAnswer]
     write_json(run_dir / "profiles.json", profiles.profiles)
     write_json(
         run_dir / "competence.json",
-        {m: {"competence": c, "probability": profiles.distribution[m]} for m, c in profiles.competence.items()},
+        {m: {"competence": c, "probability": profiles.distribution[m]} for m,
+         c in profiles.competence.items()},
     )
     write_json(run_dir / "aggregator.json", run.routing.selection.to_json())
     write_jsonl(run_dir / "recruitment.jsonl", [r.to_dict() for r in run.recruitments])

@@ -85,7 +85,11 @@ def specialist_line(results: dict) -> str:
 
 def comparison_summary(results: dict) -> dict:
     """Activations this comparison needed versus running every method on its own."""
-    test_time = [t for t in results["timeline"] if t["stage"] in ("inference", "aggregation") or t["stage"].startswith("moa_")]
+    test_time = [
+        t
+        for t in results["timeline"]
+        if t["stage"] in ("inference", "aggregation") or t["stage"].startswith("moa_")
+    ]
     return {
         "activations_actual": sum(1 for t in test_time if t["kind"] != "resident"),
         "activations_if_run_separately": sum(m["activations"] for m in results["methods"].values()),
@@ -104,9 +108,12 @@ def to_markdown(results: dict) -> str:
     header, rows = display_rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "Accuracy +/- its standard error, sqrt(p (1 - p) / n), then [its 95% Wilson interval] "
-              "(honest at 15/15, where the standard error is 0); with mode=compare, each method's accuracy "
-              "minus symbolic_moe's on the same instances and its 95% paired bootstrap interval."]
+    lines += [
+        "",
+        "Accuracy +/- its standard error, sqrt(p (1 - p) / n), then [its 95% Wilson interval] "
+        "(honest at 15/15, where the standard error is 0); with mode=compare, each method's accuracy "
+        "minus symbolic_moe's on the same instances and its 95% paired bootstrap interval.",
+    ]
     summary = results.get("comparison")
     if summary:
         lines.append("")

@@ -27,7 +27,8 @@ def accuracy(flags: Sequence[bool]) -> float:
     return round(sum(flags) / len(flags), 4) if flags else 0.0
 
 
-def accuracy_by(instances: Sequence[Instance], graded: Mapping[str, bool], key: Callable[[Instance], str]) -> dict[str, float]:
+def accuracy_by(instances: Sequence[Instance], graded: Mapping[str, bool],
+                key: Callable[[Instance], str]) -> dict[str, float]:
     """Accuracy of one model's graded answers per group of instances (``key`` names an instance's group)."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for inst in instances:
@@ -35,10 +36,14 @@ def accuracy_by(instances: Sequence[Instance], graded: Mapping[str, bool], key: 
     return {group: accuracy(f) for group, f in groups.items()}
 
 
-def validation_accuracy(val: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]]) -> dict[str, dict[str, float]]:
+def validation_accuracy(
+    val: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]]
+) -> dict[str, dict[str, float]]:
     """Each model's validation accuracy per task and over all tasks ("all"), from the profile answers."""
-    return {model: {**accuracy_by(val, graded, lambda i: i.task), "all": accuracy([graded[i.id] for i in val])}
-            for model, graded in correct.items()}
+    return {
+        model: {**accuracy_by(val, graded, lambda i: i.task), "all": accuracy([graded[i.id] for i in val])}
+        for model, graded in correct.items()
+    }
 
 
 def has_gold_skills(instances: Sequence[Instance]) -> bool:
@@ -46,24 +51,34 @@ def has_gold_skills(instances: Sequence[Instance]) -> bool:
     return bool(instances) and all(inst.subject for inst in instances)
 
 
-def gold_skill_accuracy(val: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]]) -> dict[str, dict[str, float]]:
+def gold_skill_accuracy(
+    val: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]]
+) -> dict[str, dict[str, float]]:
     """Each model's validation accuracy per gold skill (empty when the data records no gold skills)."""
     if not has_gold_skills(val):
         return {}
-    return {model: dict(sorted(accuracy_by(val, graded, lambda i: i.subject).items())) for model, graded in correct.items()}
+    return {
+        model: dict(sorted(accuracy_by(val, graded, lambda i: i.subject).items()))
+        for model, graded in correct.items()
+    }
 
 
-SPECIALIST_ACCURACY = 0.8  # a specialist of a gold skill answers at least this share of its validation questions
+SPECIALIST_ACCURACY = 0.8
 
 
 def specialists(skill_accuracy: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
     """Per gold skill, the experts whose validation accuracy on it is at least :data:`SPECIALIST_ACCURACY`."""
     skills = sorted({s for per_skill in skill_accuracy.values() for s in per_skill})
-    return {s: [m for m, acc in skill_accuracy.items() if acc.get(s, 0.0) >= SPECIALIST_ACCURACY] for s in skills}
+    return {
+        s: [m for m, acc in skill_accuracy.items() if acc.get(s, 0.0) >= SPECIALIST_ACCURACY] for s in skills
+    }
 
 
-def specialist_share(test: Sequence[Instance], recruitments: Sequence[Recruitment],
-                     skill_accuracy: Mapping[str, Mapping[str, float]]) -> float | None:
+def specialist_share(
+    test: Sequence[Instance],
+    recruitments: Sequence[Recruitment],
+    skill_accuracy: Mapping[str, Mapping[str, float]],
+) -> float | None:
     """Share of recruited (instance, expert) slots whose expert is a specialist of the instance's gold skill."""
     if not skill_accuracy or not has_gold_skills(test):
         return None
@@ -88,17 +103,23 @@ def method_scores(test: Sequence[Instance], correct: Mapping[str, bool]) -> dict
 REFERENCE_METHOD = "symbolic_moe"
 
 
-def paired_differences(test: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]], seed: int) -> dict:
+def paired_differences(
+    test: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]], seed: int
+) -> dict:
     """Each method's accuracy minus Symbolic-MoE's on the same instances, with a seeded 95% bootstrap interval."""
     reference = [correct[REFERENCE_METHOD][inst.id] for inst in test]
     return {
-        name: paired_bootstrap([flags[inst.id] for inst in test], reference, derive_seed(seed, "bootstrap", name))
-        for name, flags in correct.items() if name != REFERENCE_METHOD
+        name: paired_bootstrap(
+            [flags[inst.id] for inst in test], reference, derive_seed(seed, "bootstrap", name)
+        )
+        for name, flags in correct.items()
+        if name != REFERENCE_METHOD
     }
 
 
-def method_costs(run: PlanRun, records: Mapping[str, Generation],
-                 activation_seconds: Callable[[str], float | None]) -> dict:
+def method_costs(
+    run: PlanRun, records: Mapping[str, Generation], activation_seconds: Callable[[str], float | None]
+) -> dict:
     """What the method costs on its own at test time: tokens, GPU-seconds, activations, wall time.
 
     Requests are counted once each even when another method shared them, and GPU-seconds are the
@@ -113,7 +134,9 @@ def method_costs(run: PlanRun, records: Mapping[str, Generation],
     activations = sum(len(experts) for experts in per_phase)
     load = [activation_seconds(e) for experts in per_phase for e in experts]
     known = [t for t in load if t is not None]
-    wall = round(gpu + sum(t if t is not None else sum(known) / len(known) for t in load), 3) if known else None
+    wall = (
+        round(gpu + sum(t if t is not None else sum(known) / len(known) for t in load), 3) if known else None
+    )
     return {
         "generated_tokens": sum(records[k].output_tokens for k in keys),
         "gpu_seconds": round(gpu, 3),
@@ -147,8 +170,11 @@ def expert_rows(run: PlanRun, runner: PlanRunner, think_end_tag: str) -> list[Ex
         for slot, (expert, key) in enumerate(answered):
             generation = runner.records[key]
             answer = extract_answer(generation.text, inst, think_end_tag, generation.finish_reason)
-            rows.append(ExpertAnswer(iid, slot, expert, key, answer, is_correct(answer, inst),
-                                     generation.output_tokens))
+            rows.append(
+                ExpertAnswer(
+                    iid, slot, expert, key, answer, is_correct(answer, inst), generation.output_tokens
+                )
+            )
     return rows
 
 
@@ -177,17 +203,22 @@ def per_expert(rows: Sequence[ExpertAnswer]) -> dict:
     }
 
 
-def evaluate(cfg: RunConfig, run: RunResult,
-             activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[ExpertAnswer]]:
+def evaluate(
+    cfg: RunConfig, run: RunResult, activation_seconds: Callable[[str], float | None]
+) -> tuple[dict, list[ExpertAnswer]]:
     """results.json's content, and the recruited experts' answers (for expert_outputs.jsonl).
 
     ``activation_seconds(expert)`` gives the measured seconds of one activation of an expert.
     """
     results, rows = scores(cfg, run, activation_seconds)
     routing, execution = run.routing, run.execution
-    results.update(recruitment=routing.recruitment.info, aggregator=routing.selection.to_json(),
-                   stages={name: record.to_json() for name, record in execution.stages.items()},
-                   **execution.summary.to_json(), wall_seconds=execution.wall_seconds)
+    results.update(
+        recruitment=routing.recruitment.info,
+        aggregator=routing.selection.to_json(),
+        stages={name: record.to_json() for name, record in execution.stages.items()},
+        **execution.summary.to_json(),
+        wall_seconds=execution.wall_seconds,
+    )
     if routing.steering:
         results["steering"] = routing.steering
     if cfg.mode == "compare":
@@ -195,16 +226,19 @@ def evaluate(cfg: RunConfig, run: RunResult,
     return results, rows
 
 
-def scores(cfg: RunConfig, run: RunResult,
-           activation_seconds: Callable[[str], float | None]) -> tuple[dict, list[ExpertAnswer]]:
+def scores(
+    cfg: RunConfig, run: RunResult, activation_seconds: Callable[[str], float | None]
+) -> tuple[dict, list[ExpertAnswer]]:
     """The accuracy and cost part of results.json, and the recruited experts' answers."""
     test, runner, runs, recruitments = run.test, run.runner, run.runs, run.recruitments
     skill_accuracy = run.routing.skill_accuracy
     methods = {}
     correct = {name: runner.correct(plan_run) for name, plan_run in runs.items()}
     for name, plan_run in runs.items():
-        methods[name] = {**method_scores(test, correct[name]),
-                         **method_costs(plan_run, runner.records, activation_seconds)}
+        methods[name] = {
+            **method_scores(test, correct[name]),
+            **method_costs(plan_run, runner.records, activation_seconds),
+        }
         if plan_run.plan.note:
             methods[name]["note"] = plan_run.plan.note
     if cfg.mode == "compare":
@@ -235,8 +269,9 @@ def scores(cfg: RunConfig, run: RunResult,
     return results, rows
 
 
-def gold_skill_report(test: Sequence[Instance], rows: Sequence[ExpertAnswer],
-                      skill_accuracy: Mapping[str, Mapping[str, float]]) -> dict:
+def gold_skill_report(
+    test: Sequence[Instance], rows: Sequence[ExpertAnswer], skill_accuracy: Mapping[str, Mapping[str, float]]
+) -> dict:
     """Per gold skill: test instances, its specialists (validation accuracy), and how the recruited
     specialists' answers scored on its test instances (Symbolic-MoE's first round)."""
     gold = {inst.id: inst.subject for inst in test}

@@ -2,7 +2,8 @@
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so drawing needs no display,
 changes no global backend and keeps no figure alive after it is saved. matplotlib is imported here
-only; :mod:`skillmoe_ray.reporting.report` imports this module lazily and writes a table-only report without it.
+only; :mod:`skillmoe_ray.reporting.report` imports this module lazily and writes a table-only report without
+it.
 The data each plot shows is prepared by the caller; this module only draws, and returns the figure
 so that tests can check its labels before :func:`save` writes it.
 """
@@ -92,7 +93,8 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequen
         rows, counts = ["(none)"], [[0] * max(len(columns), 1)]
         columns = columns or ["(none)"]
     image = ax.imshow(counts, cmap="Blues", aspect="auto", vmin=0)
-    ax.set_xticks(range(len(columns)), [shorten(c, 24) for c in columns], rotation=40, ha="right", fontsize=TICK_SIZE)
+    ax.set_xticks(range(len(columns)), [shorten(c, 24) for c in columns], rotation=40, ha="right",
+                  fontsize=TICK_SIZE)
     ax.set_yticks(range(len(rows)), [shorten(r) for r in rows], fontsize=TICK_SIZE)
     peak = max((v for row in counts for v in row), default=0)
     if len(rows) * len(columns) <= 600:

@@ -129,7 +129,8 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
     }
 
 
-def draw_plots(run_dir: Path, results: dict, recruitments: Sequence[dict], limit: int = TOP_SKILLS) -> dict[str, Path]:
+def draw_plots(run_dir: Path, results: dict, recruitments: Sequence[dict],
+               limit: int = TOP_SKILLS) -> dict[str, Path]:
     """Write the four plots as <name>.png into ``run_dir``; raises ImportError when matplotlib is missing."""
     from skillmoe_ray.reporting import plots
 
@@ -148,7 +149,8 @@ def _image(plots: Mapping[str, Path], name: str) -> list[str]:
     return [f"![{PLOTS[name]}]({plots[name].name})", ""] if name in plots else []
 
 
-def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str | None, limit: int = TOP_SKILLS) -> str:
+def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str | None,
+                    limit: int = TOP_SKILLS) -> str:
     """report.md's text: run line, accuracy table, per-skill, expert and stage tables, embedded plots."""
     per_skill, per_expert, stages = results["per_skill"], results.get("per_expert", {}), results["stages"]
     skills = top_skills(per_skill, limit)
@@ -163,7 +165,8 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
     ]
     if missing_plots:
         lines += [f"_No plots: {missing_plots}._", ""]
-    lines += [f"## {PLOTS['accuracy_by_method']}", "", to_markdown(results), *_image(plots, "accuracy_by_method")]
+    lines += [f"## {PLOTS['accuracy_by_method']}", "", to_markdown(results),
+              *_image(plots, "accuracy_by_method")]
     lines += [f"## {PLOTS['accuracy_by_skill']}", "",
               f"Symbolic-MoE's accuracy on the test instances of each skill ({len(skills)} of {len(per_skill)} skills, "
               "most frequent first).", "",
@@ -171,7 +174,8 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
                              [[s, per_skill[s]["n"], per_skill[s]["accuracy"], per_skill[s].get("stderr"),
                                _ci(per_skill[s])] for s in skills]),
               *_image(plots, "accuracy_by_skill")]
-    lines += [f"## {PLOTS['expert_usage']}", "", "Recruited answers per skill and expert (each of an instance's k "
+    lines += [f"## {PLOTS['expert_usage']}", "",
+              "Recruited answers per skill and expert (each of an instance's k "
               "slots counts once for each of its skills).", "", *_image(plots, "expert_usage"), markdown_table(
         ["expert", "activations", "recruited", "accuracy", "stderr", "95% Wilson interval", "no answer",
          "output tokens"],
@@ -182,7 +186,8 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
     )]
     lines += [f"## {PLOTS['timeline']}", "", markdown_table(
         ["stage", "seconds", "cached", "requests", "generated"],
-        [[name, s["seconds"], "yes" if s["cached"] else "no", s.get("requests"), s.get("generated")] for name, s in stages.items()],
+        [[name, s["seconds"], "yes" if s["cached"] else "no", s.get("requests"), s.get("generated")] for name,
+         s in stages.items()],
     ), *_image(plots, "timeline")]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -65,7 +65,9 @@ def paired_bootstrap(method: Sequence[bool], reference: Sequence[bool], seed: in
     the interval is the 2.5th and 97.5th percentile of the resampled differences.
     """
     if len(method) != len(reference):
-        raise ValueError(f"paired bootstrap needs the same instances: {len(method)} vs {len(reference)} answers")
+        raise ValueError(
+            f"paired bootstrap needs the same instances: {len(method)} vs {len(reference)} answers"
+        )
     if not method:
         return {"difference": 0.0, "low": 0.0, "high": 0.0}
     diff = np.asarray(method, dtype=float) - np.asarray(reference, dtype=float)
@@ -73,7 +75,11 @@ def paired_bootstrap(method: Sequence[bool], reference: Sequence[bool], seed: in
     draws = rng.integers(0, len(diff), size=(resamples, len(diff)))
     means = diff[draws].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"difference": round(float(diff.mean()), 4), "low": round(float(low), 4), "high": round(float(high), 4)}
+    return {
+        "difference": round(float(diff.mean()), 4),
+        "low": round(float(low), 4),
+        "high": round(float(high), 4),
+    }
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -35,8 +35,10 @@ from skillmoe_ray.reporting.compare import COST_COLUMNS
 from skillmoe_ray.reporting.report import read_jsonl
 
 log = logging.getLogger(__name__)
-WANDB_ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline", "run": "online"}
-ARTIFACTS = {"profiles.json": "profiles", "results.json": "results"}  # run-directory file -> W&B artifact type
+WANDB_ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline",
+                   "run": "online"}
+ARTIFACTS = {"profiles.json": "profiles",
+             "results.json": "results"}  # run-directory file -> W&B artifact type
 
 
 def logged_in(environ: Mapping[str, str] = os.environ) -> bool:
@@ -113,7 +115,8 @@ def prediction_table(final_answers: list[dict], recruitments: list[dict]) -> tup
     rows = []
     for row in final_answers:
         r = recruited.get(row["id"], {})
-        cells = [row["id"], row["task"], str(row["gold"]), ", ".join(r.get("skills", [])), ", ".join(r.get("experts", []))]
+        cells = [row["id"], row["task"], str(row["gold"]), ", ".join(r.get("skills", [])),
+                 ", ".join(r.get("experts", []))]
         for m in methods:
             answer = row["answers"].get(m)
             cells += [None if answer is None else str(answer), row["correct"].get(m)]
@@ -226,7 +229,8 @@ class WandbTracker:
         per-method and per-skill accuracy charts: W&B charts are logged, in one last row.
         """
         wandb = self.wandb
-        columns, rows = prediction_table(read_jsonl(run_dir / "final_answers.jsonl"), read_jsonl(run_dir / "recruitment.jsonl"))
+        columns, rows = prediction_table(read_jsonl(run_dir / "final_answers.jsonl"),
+                                         read_jsonl(run_dir / "recruitment.jsonl"))
         skills = [[skill, s["n"], s["accuracy"], s.get("stderr"), *(s.get("ci95") or (None, None))]
                   for skill, s in results["per_skill"].items()]
         payload = {
@@ -283,10 +287,14 @@ def open_tracker(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping)
     directory.mkdir(parents=True, exist_ok=True)
     experiment = str(config_tree.get("experiment", "run"))
     run = wandb.init(
-        mode=mode, project=cfg.project, entity=cfg.entity, group=cfg.group or experiment,
+        mode=mode,
+        project=cfg.project,
+        entity=cfg.entity,
+        group=cfg.group or experiment,
         name=run_name(config_tree),
         tags=list(dict.fromkeys([experiment, str(config_tree.get("mode", "run")), *cfg.tags])),
-        dir=str(directory), config=primitive(config_tree),
+        dir=str(directory),
+        config=primitive(config_tree),
         # The console is the run's own output (and Ray's); system metrics only where there is a GPU to watch.
         settings=wandb.Settings(console="off", x_disable_stats=not system_metrics_wanted(), silent=True),
     )
@@ -311,7 +319,9 @@ class LiveTracking:
             self._failed(exc)
 
     def _failed(self, exc: Exception) -> None:
-        log.debug("tracking failed", exc_info=True)  # the traceback with hydra.verbose=true; the user sees one line
+        log.debug(
+            "tracking failed", exc_info=True
+        )  # the traceback with hydra.verbose=true; the user sees one line
         self.error = self.error or exc
         if self.tracker is not None:
             self.tracker.abort()
@@ -353,7 +363,8 @@ class LiveTracking:
         return f"tracking: failed ({type(self.error).__name__}: {self.error}); {where}"
 
 
-def track_run(cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping, results: dict,
-              plots: Mapping[str, Path]) -> str:
+def track_run(
+    cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping, results: dict, plots: Mapping[str, Path]
+) -> str:
     """Log a finished run at once and return the one status line; a tracking failure is reported, not raised."""
     return LiveTracking(cfg, run_dir, config_tree).finish(results, plots)

@@ -268,8 +268,10 @@ class SlotExecutor:
             on_error(group, exc)
             return
         why = "(not retried: the same input fails again)" if is_deterministic(exc) else f"after {attempts} attempt(s)"
-        raise ExpertFailed(f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "
-                           f"(finished work is kept in the cache; rerun to resume)") from exc
+        raise ExpertFailed(
+            f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "
+            f"(finished work is kept in the cache; rerun to resume)"
+        ) from exc
 
     def summary(self) -> ExecutorSummary:
         """Activation counts (total and per stage), deactivations by kind, generate calls and the timeline."""

@@ -35,7 +35,8 @@ class ExpertGroup:
     def est_tokens(self) -> int:
         """Estimated work: prompt tokens (from characters) plus the output token budget."""
         return sum(
-            sum(len(c) for _, c in r.messages) // CHARS_PER_TOKEN + r.sampling.max_tokens for r in self.requests
+            sum(len(c) for _,
+                c in r.messages) // CHARS_PER_TOKEN + r.sampling.max_tokens for r in self.requests
         )
 
     @property
@@ -93,10 +94,13 @@ def replica_key(expert: str, replica: int) -> str:
     return expert if replica == 0 else f"{expert}#{replica}"
 
 
-Shardable = TypeVar("Shardable")  # ExpertGroup, or the simulator's Work: expert, est_tokens, n_requests, split()
+# ExpertGroup, or the simulator's Work: expert, est_tokens, n_requests, split()
+Shardable = TypeVar("Shardable")
 
 
-def spread(groups: Sequence[Shardable], n_slots: int, max_replicas: int = 1, min_requests: int = 8) -> list[Shardable]:
+def spread(
+    groups: Sequence[Shardable], n_slots: int, max_replicas: int = 1, min_requests: int = 8
+) -> list[Shardable]:
     """Split each group larger than the stage's fair share of ``n_slots`` into replicas' shards.
 
     A group of work W (estimated tokens) with a fair share F = total / n_slots runs on
@@ -109,7 +113,9 @@ def spread(groups: Sequence[Shardable], n_slots: int, max_replicas: int = 1, min
     fair = total / n_slots
     out = []
     for group in groups:
-        parts = min(max_replicas, n_slots, math.ceil(group.est_tokens / fair), group.n_requests // min_requests)
+        parts = min(
+            max_replicas, n_slots, math.ceil(group.est_tokens / fair), group.n_requests // min_requests
+        )
         out.extend(group.split(parts) if parts > 1 else [group])
     return out
 
@@ -136,7 +142,9 @@ def order_groups(
     return sorted(groups, key=lambda g: (band(g), -g.est_tokens, g.key))
 
 
-def assign_slots(groups: Sequence[ExpertGroup], n_slots: int, homes: Mapping[str, int] | None = None) -> list[list[ExpertGroup]]:
+def assign_slots(
+    groups: Sequence[ExpertGroup], n_slots: int, homes: Mapping[str, int] | None = None
+) -> list[list[ExpertGroup]]:
     """Place ordered groups on ``n_slots`` GPU slots.
 
     One slot keeps the given order. With several, an expert that has a home slot (it is resident

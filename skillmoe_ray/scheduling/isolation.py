@@ -1,8 +1,11 @@
 """Per-request failure isolation: a batch that fails deterministically is split until the bad request is alone.
 
-One request the engine cannot take (text its tokenizer rejects, a prompt too long) must not fail the micro-batch
-it shares with other clients' requests. Where the stage reports failures (serving), a chunk whose generate call
-fails deterministically (a bad request, not a lost actor) is generated again in halves, recursively: the request
+One request the engine cannot take (text its tokenizer rejects,
+                                    a prompt too long) must not fail the micro-batch
+it shares with other clients' requests. Where the stage reports failures (serving), a chunk whose generate
+call
+fails deterministically (a bad request,
+                         not a lost actor) is generated again in halves, recursively: the request
 that fails alone goes to the error handler, the others are answered. Transient failures are raised as they are
 (the executor retries them on a fresh expert).
 """
@@ -22,8 +25,12 @@ log = logging.getLogger(__name__)
 OnError = Callable[[ExpertGroup, Exception], None]
 
 
-def generate_isolating(generate: Callable[[list[GenRequest]], list[GenOutput]], chunk: ExpertGroup,
-                       on_error: OnError | None, stage: str) -> list[tuple[ExpertGroup, list[GenOutput]]]:
+def generate_isolating(
+    generate: Callable[[list[GenRequest]], list[GenOutput]],
+    chunk: ExpertGroup,
+    on_error: OnError | None,
+    stage: str,
+) -> list[tuple[ExpertGroup, list[GenOutput]]]:
     """Generate ``chunk``: its (part, outputs) pairs, without the requests that failed alone (``on_error``
     has them). Without ``on_error`` (batch runs stop on a failure) any error is raised as it is."""
     try:
@@ -32,10 +39,17 @@ def generate_isolating(generate: Callable[[list[GenRequest]], list[GenOutput]], 
         if on_error is None or not is_deterministic(exc):
             raise
         if len(chunk.requests) == 1:
-            log.warning("[%s] expert %s: request %s failed alone (%s)", stage, chunk.expert,
-                        chunk.requests[0].tag, one_line(exc))
+            log.warning(
+                "[%s] expert %s: request %s failed alone (%s)",
+                stage,
+                chunk.expert,
+                chunk.requests[0].tag,
+                one_line(exc),
+            )
             on_error(chunk, exc)
             return []
     half = len(chunk.requests) // 2
-    return [*generate_isolating(generate, replace(chunk, requests=chunk.requests[:half]), on_error, stage),
-            *generate_isolating(generate, replace(chunk, requests=chunk.requests[half:]), on_error, stage)]
+    return [
+        *generate_isolating(generate, replace(chunk, requests=chunk.requests[:half]), on_error, stage),
+        *generate_isolating(generate, replace(chunk, requests=chunk.requests[half:]), on_error, stage),
+    ]

@@ -107,7 +107,9 @@ def evictions(
         return residents
     keep, rank = set(keep), rank or {}
     used = sum(footprints[e] for e in residents)
-    order = sorted(range(len(residents)), key=lambda i: (residents[i] in keep, rank.get(residents[i], 0.0), i))
+    order = sorted(
+        range(len(residents)), key=lambda i: (residents[i] in keep, rank.get(residents[i], 0.0), i)
+    )
     out = []
     for i in order:
         if used + footprints[incoming] <= capacity:
@@ -152,7 +154,8 @@ def footprint(
     """Device bytes an expert holds while resident on a GPU slot: the one rule of the executor and mode=plan.
 
     On the CPU (``gpu_memory_gb`` None and no GPU reported) a model holds its weights times ``headroom``
-    and the KV cache its engine reserves in RAM (``cpu_kvcache_gb``). The weight bytes are the measured ones (``weight_bytes``: after a load, or the weight files' size on
+    and the KV cache its engine reserves in RAM (``cpu_kvcache_gb``). The weight bytes are the measured ones
+    (``weight_bytes``: after a load, or the weight files' size on
     disk) or else estimated from the pool's ``params_b``. A vLLM engine holds its weights, its KV cache
     (``kv_cache_memory_bytes`` or the default rule of :mod:`skillmoe_ray.engines.gpu_memory`), workspace
     and residue; where its KV cache cannot be sized (a hub model not on disk), the share of the GPU it may
@@ -164,9 +167,14 @@ def footprint(
         return weight_bytes * headroom + float(engine.options.get("cpu_kvcache_gb", 0)) * 2**30
     share = engine.options.get("gpu_memory_utilization")
     if engine_entry(engine.name).reserves_gpu_share and gpu_memory_gb:
-        kv = kv_cache_bytes(model_config_of(spec.path, spec.revision), spec.dtype or engine.dtype,
-                            engine.options.get("max_num_seqs", 256), spec.max_model_len, spec.max_tokens,
-                            engine.kwargs_for(spec))
+        kv = kv_cache_bytes(
+            model_config_of(spec.path, spec.revision),
+            spec.dtype or engine.dtype,
+            engine.options.get("max_num_seqs", 256),
+            spec.max_model_len,
+            spec.max_tokens,
+            engine.kwargs_for(spec),
+        )
         if kv is not None:
             return engine_need(weight_bytes, kv)
         if share:
@@ -203,7 +211,13 @@ def footprints_from_config(cfg: RunConfig) -> Callable[[str, int], float]:
         gpu_memory_gb = (slot_memory_bytes(None, "budget", cfg.resources.gpus) or 0) / GB or None
 
     def of(expert: str, weight_bytes: int) -> float:
-        return footprint(cfg.pool[expert], engine, gpu_memory_gb, cfg.scheduler.cost,
-                         cfg.scheduler.memory_headroom, weight_bytes or on_disk[expert])
+        return footprint(
+            cfg.pool[expert],
+            engine,
+            gpu_memory_gb,
+            cfg.scheduler.cost,
+            cfg.scheduler.memory_headroom,
+            weight_bytes or on_disk[expert],
+        )
 
     return of

@@ -166,8 +166,9 @@ class SlotState:
                 self.deactivate(previous, again)
                 residents.remove(previous)
             except Exception as exc:  # a dead resident (its actor died) leaves the slot; reopened on next use
-                log.warning("expert %s could not be deactivated (%s): dropping it from slot %d",
-                            previous, exc, slot)
+                log.warning(
+                    "expert %s could not be deactivated (%s): dropping it from slot %d", previous, exc, slot
+                )
                 self.discard(slot, previous)
         phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
 

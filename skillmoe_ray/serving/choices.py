@@ -1,6 +1,7 @@
 """A request's ``n`` replies: one aggregation each over the same experts' answers, merged into one outcome.
 
-The first reply is the request itself; each other is a job of its own with its seed shifted, submitted with it so
+The first reply is the request itself; each other is a job of its own with its seed shifted, submitted with it
+so
 that all share one micro-batch (and so the experts' answers, which are cached by request key).
 """
 
@@ -16,8 +17,10 @@ def choice_jobs(job: Job) -> list[Job]:
     """The jobs of a request's ``n`` replies: the first is the request itself, each other an aggregation of
     its own (the seed shifted) over the same experts' answers."""
     seed = job.sampling.seed or 0
-    return [job] + [replace(job, request_id=f"{job.request_id}-{i}", n=1,
-                            sampling=replace(job.sampling, seed=seed + i)) for i in range(1, job.n)]
+    return [job] + [
+        replace(job, request_id=f"{job.request_id}-{i}", n=1, sampling=replace(job.sampling, seed=seed + i))
+        for i in range(1, job.n)
+    ]
 
 
 def merge(outcomes: list[Outcome]) -> Outcome:

@@ -144,7 +144,8 @@ def _conversation(messages: object) -> tuple[str, tuple[tuple[str, str], ...]]:
         if extra:
             raise BadRequest(f"messages[{i}].{extra} is not supported (leave it out)", "messages")
     if not any(m["role"] == "user" for m in messages):
-        raise BadRequest("'messages' has no user message: the question is the last message with role 'user'", "messages")
+        raise BadRequest("'messages' has no user message: the question is the last message with role 'user'",
+                         "messages")
     if messages[-1]["role"] != "user":
         raise BadRequest("the last message must be the user's question (a trailing assistant or system "
                          "message is not supported)", "messages")
@@ -182,7 +183,8 @@ def _options(raw: object) -> dict:
         raise BadRequest("'skillmoe' must be an object, e.g. {\"route_only\": true}", "skillmoe")
     unknown = sorted(set(raw) - {"route_only", "choices", "answer_type"})
     if unknown:
-        raise BadRequest(f"unknown skillmoe option {unknown[0]!r}; valid: answer_type, choices, route_only", "skillmoe")
+        raise BadRequest(f"unknown skillmoe option {unknown[0]!r}; valid: answer_type, choices, route_only",
+                         "skillmoe")
     choices = raw.get("choices")
     if choices is not None and (not isinstance(choices, list) or not 2 <= len(choices) <= 10):
         raise BadRequest("skillmoe.choices must be a list of 2 to 10 option strings", "skillmoe")
@@ -250,8 +252,10 @@ def _sampling(data: dict) -> ReplySampling:
     """The request's own sampling of its reply: temperature, top_p, max_(completion_)tokens, seed."""
     tokens, completion = _integer(data, "max_tokens", 1), _integer(data, "max_completion_tokens", 1)
     if tokens is not None and completion is not None and tokens != completion:
-        raise BadRequest("'max_tokens' and 'max_completion_tokens' differ; give one of them", "max_completion_tokens")
-    return ReplySampling(temperature=_number(data, "temperature", 0, 2), top_p=_number(data, "top_p", 0, 1, True),
+        raise BadRequest("'max_tokens' and 'max_completion_tokens' differ; give one of them",
+                         "max_completion_tokens")
+    return ReplySampling(temperature=_number(data, "temperature", 0, 2),
+                         top_p=_number(data, "top_p", 0, 1, True),
                          max_tokens=completion or tokens, seed=_integer(data, "seed"))
 
 
@@ -265,10 +269,12 @@ def _streaming(data: dict) -> tuple[bool, bool]:
     if not stream:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true", "stream_options")
     if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
-        raise BadRequest("'stream_options' must be an object with 'include_usage' (true or false)", "stream_options")
+        raise BadRequest("'stream_options' must be an object with 'include_usage' (true or false)",
+                         "stream_options")
     include = options.get("include_usage", False)
     if not isinstance(include, bool):
-        raise BadRequest(f"stream_options.include_usage must be true or false, got {include!r}", "stream_options")
+        raise BadRequest(f"stream_options.include_usage must be true or false, got {include!r}",
+                         "stream_options")
     return stream, include
 
 

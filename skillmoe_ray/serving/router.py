@@ -115,13 +115,19 @@ class OnlineRouter:
         dist, profiles = self.prep.distribution, self.prep.profiles
 
         def weight(expert: str) -> float:
-            return sum(share * max(profiles.get(expert, {}).get(skill, 0), 0) for skill, share in dist.items())
+            return sum(
+                share * max(profiles.get(expert, {}).get(skill, 0), 0) for skill, share in dist.items()
+            )
 
         experts = sorted(self.experts, key=lambda e: -weight(e))
         return list(dict.fromkeys([self.cfg.skills.keyword_model, self.prep.aggregator, *experts]))
 
     def _rank(self) -> dict[str, float]:
-        return {**self.recent, self.cfg.skills.keyword_model: ALWAYS_NEEDED, self.prep.aggregator: ALWAYS_NEEDED}
+        return {
+            **self.recent,
+            self.cfg.skills.keyword_model: ALWAYS_NEEDED,
+            self.prep.aggregator: ALWAYS_NEEDED,
+        }
 
     def _remember(self, recruits: dict[tuple[str, int], Recruitment]) -> None:
         """Decay the recent recruitment counts and add this batch's: what the eviction rule ranks experts by."""
@@ -138,11 +144,16 @@ class OnlineRouter:
         keyword requests failed (the others of the batch go on). ``skill_usage`` keeps each instance's
         keyword-model tokens."""
         sk = self.cfg.skills
-        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts)
+        pairs = skill_requests(
+            instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts
+        )
         generations = self.generation.phase("online_skills", pairs, self.experts)
         errors = {request.instance_id: g.error for (_, request), g in zip(pairs, generations) if g.failed}
-        replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)
-                   if request.instance_id not in errors]
+        replies = [
+            (request.instance_id, g.text)
+            for (_, request), g in zip(pairs, generations)
+            if request.instance_id not in errors
+        ]
         for inst in instances:
             own = [g for (_, r), g in zip(pairs, generations) if r.instance_id == inst.id]
             self.skill_usage[inst.id] = _tokens(own)
@@ -155,35 +166,59 @@ class OnlineRouter:
         mapping = map_keywords(keywords, self.prep.vocabulary, self.embed)
         return map_instance_skills(skills, mapping, repeats=self.cfg.skills.repeated == "count")
 
-    def _recruit(self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Recruitment]:
+    def _recruit(
+        self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], Recruitment]:
         """Recruitments of (instance, k) pairs with the configured policy (the batch path's own), one call per k:
         ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
         out = {}
         for k in dict.fromkeys(k for _, k in wanted):
             ids = list(dict.fromkeys(iid for iid, kk in wanted if kk == k))
-            result = recruit_with_policy({iid: mapped[iid] for iid in ids}, self.prep.profiles, self.prep.distribution,
-                             self.experts, replace(self.cfg.recruit, k=k), self.cfg.seed)
+            result = recruit_with_policy(
+                {iid: mapped[iid] for iid in ids},
+                self.prep.profiles,
+                self.prep.distribution,
+                self.experts,
+                replace(self.cfg.recruit, k=k),
+                self.cfg.seed,
+            )
             out.update({(r.instance_id, k): r for r in result.recruitments})
         return out
 
-    def _plans(self, jobs: Sequence[Job], instances: dict[str, Instance], recruits: dict) -> dict[tuple, object]:
+    def _plans(
+        self, jobs: Sequence[Job], instances: dict[str, Instance], recruits: dict
+    ) -> dict[tuple, object]:
         """One plan per (method, k, the request's own sampling) over the jobs that asked for it."""
         plans = {}
         by_id = {inst.id: inst for inst in instances.values()}
         for key in dict.fromkeys((j.method, j.k, j.sampling) for j in jobs):
             method, k, sampling = key
-            ids = list(dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k, j.sampling) == key))
-            ctx = MethodContext.for_run(self.cfg, [by_id[i] for i in ids], {i: recruits[(i, k)] for i in ids},
-                                        self.prep.aggregator, self.prep.val_accuracy, k=k)
+            ids = list(
+                dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k, j.sampling) == key)
+            )
+            ctx = MethodContext.for_run(
+                self.cfg,
+                [by_id[i] for i in ids],
+                {i: recruits[(i, k)] for i in ids},
+                self.prep.aggregator,
+                self.prep.val_accuracy,
+                k=k,
+            )
             plan = next(p for p in build_plans([method], ctx) if p.name == method)
-            plan.name = f"{method}/k{k}" + ("" if sampling == ReplySampling() else f"/{stable_hash(asdict(sampling), 12)}")
+            plan.name = f"{method}/k{k}" + (
+                "" if sampling == ReplySampling() else f"/{stable_hash(asdict(sampling), 12)}"
+            )
             plans[key] = plan
         return plans
 
     # -- a batch --------------------------------------------------------------------------------
 
-    def answer(self, jobs: Sequence[Job], deliver: Callable[[int, Outcome], None] | None = None,
-               deferrable: Sequence[bool] | None = None) -> list:
+    def answer(
+        self,
+        jobs: Sequence[Job],
+        deliver: Callable[[int, Outcome], None] | None = None,
+        deferrable: Sequence[bool] | None = None,
+    ) -> list:
         """Outcomes for a batch of jobs, in order.
 
         Swap-aware (``deliver`` given, :class:`~skillmoe_ray.serving.batching.MicroBatcher` with
@@ -193,8 +228,9 @@ class OnlineRouter:
         other cold jobs are answered last."""
         instances = {j.request_id: job_instance(j) for j in jobs}
         # the keyword model reads the last user message only; the answers phases the whole conversation
-        last_turns = {instances[j.request_id].id: replace(instances[j.request_id], question=j.question)
-                      for j in jobs}
+        last_turns = {
+            instances[j.request_id].id: replace(instances[j.request_id], question=j.question) for j in jobs
+        }
         skills, failures = self._skills(list(last_turns.values()))
         outcomes: list = [None] * len(jobs)
         ok = []  # a job whose keywords failed fails alone; the others go on
@@ -207,14 +243,25 @@ class OnlineRouter:
                 ok.append(i)
         if ok:
             routed_deliver = None if deliver is None else (lambda k, outcome: deliver(ok[k], outcome))
-            answered = self._route([jobs[i] for i in ok], instances, skills, routed_deliver,
-                                   [deferrable[i] for i in ok] if deferrable else None)
+            answered = self._route(
+                [jobs[i] for i in ok],
+                instances,
+                skills,
+                routed_deliver,
+                [deferrable[i] for i in ok] if deferrable else None,
+            )
             for i, outcome in zip(ok, answered):
                 outcomes[i] = outcome
         return outcomes
 
-    def _route(self, jobs: Sequence[Job], instances: dict[str, Instance], skills: dict[str, list[str]],
-               deliver: Callable[[int, Outcome], None] | None, deferrable: Sequence[bool] | None) -> list:
+    def _route(
+        self,
+        jobs: Sequence[Job],
+        instances: dict[str, Instance],
+        skills: dict[str, list[str]],
+        deliver: Callable[[int, Outcome], None] | None,
+        deferrable: Sequence[bool] | None,
+    ) -> list:
         """Recruitment and answers of the jobs whose keywords were found, swap-aware when ``deliver`` is given."""
         mapped = self._map(skills)
         recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
@@ -225,8 +272,10 @@ class OnlineRouter:
         cold = self._cold(jobs, routed)
         outcomes: list = [None] * len(jobs)
         deferrable = deferrable or [False] * len(jobs)
-        for part in ([i for i in range(len(jobs)) if not cold[i]],
-                     [i for i in range(len(jobs)) if cold[i] and not deferrable[i]]):
+        for part in (
+            [i for i in range(len(jobs)) if not cold[i]],
+            [i for i in range(len(jobs)) if cold[i] and not deferrable[i]],
+        ):
             for i, outcome in zip(part, self._answer_jobs([jobs[i] for i in part], routed) if part else []):
                 outcomes[i] = outcome
                 deliver(i, outcome)
@@ -235,8 +284,12 @@ class OnlineRouter:
     def _cold(self, jobs: Sequence[Job], routed: Routed) -> list[bool]:
         """Per job: it needs a model that is not resident now (a recruited expert or the aggregator)."""
         resident = set(self.generation.resident_experts())
-        return [not j.route_only and not {*routed.recruits[(routed.instances[j.request_id].id, j.k)].experts,
-                                           self.prep.aggregator} <= resident for j in jobs]
+        return [
+            not j.route_only
+            and not {*routed.recruits[(routed.instances[j.request_id].id, j.k)].experts, self.prep.aggregator}
+            <= resident
+            for j in jobs
+        ]
 
     def _answer_jobs(self, jobs: Sequence[Job], routed: Routed) -> list[Outcome]:
         """Outcomes of routed jobs: their plans run together, each expert phase grouped by expert."""
@@ -244,11 +297,22 @@ class OnlineRouter:
         unique = list({instances[j.request_id].id: instances[j.request_id] for j in jobs}.values())
         answering = [j for j in jobs if not j.route_only]
         plans = self._plans(answering, instances, routed.recruits)
-        runner = PlanRunner(self.cfg, unique, self.generation.phase, steer=self._steer(routed.mapped),
-                            reply={plan.name: key[2] for key, plan in plans.items() if key[2] != ReplySampling()})
-        runs = {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
-        return [self._outcome(j, instances[j.request_id], routed.skills, routed.mapped, routed.recruits, runner, runs)
-                for j in jobs]
+        runner = PlanRunner(
+            self.cfg,
+            unique,
+            self.generation.phase,
+            steer=self._steer(routed.mapped),
+            reply={plan.name: key[2] for key, plan in plans.items() if key[2] != ReplySampling()},
+        )
+        runs = (
+            {key: run for key, run in zip(plans, runner.run(list(plans.values())).values())} if plans else {}
+        )
+        return [
+            self._outcome(
+                j, instances[j.request_id], routed.skills, routed.mapped, routed.recruits, runner, runs
+            )
+            for j in jobs
+        ]
 
     def _steer(self, mapped: dict[str, list[str]]):
         """DSMoE steering of the batch's answers from MoE experts (None when steering is off)."""
@@ -259,11 +323,19 @@ class OnlineRouter:
 
     def _outcome(self, job, inst, skills, mapped, recruits, runner, runs) -> Outcome:
         rec = recruits[(inst.id, job.k)]
-        details = {"method": job.method, "skills": skills[inst.id], "mapped_skills": mapped[inst.id],
-                   "probabilities": rec.probabilities, "route_only": job.route_only}
+        details = {
+            "method": job.method,
+            "skills": skills[inst.id],
+            "mapped_skills": mapped[inst.id],
+            "probabilities": rec.probabilities,
+            "route_only": job.route_only,
+        }
         if job.route_only:
-            details.update(experts=list(rec.experts), aggregator=self.prep.aggregator,
-                           predicted_cost=self._predicted_cost(rec.experts))
+            details.update(
+                experts=list(rec.experts),
+                aggregator=self.prep.aggregator,
+                predicted_cost=self._predicted_cost(rec.experts),
+            )
             return Outcome(200, content="", finish_reason="route_only", skillmoe=details)
         run: PlanRun = runs[(job.method, job.k, job.sampling)]
         keys = [key for _, key in run.first_round.get(inst.id, [])]
@@ -273,16 +345,22 @@ class OnlineRouter:
         if errors:
             return Outcome(502, error=errors[0], skillmoe=details)
         answer = run.answers.get(inst.id)
-        details.update(experts=[e for e, _ in run.first_round.get(inst.id, [])],
-                       aggregator=run.plan.aggregator.get(inst.id), answer=answer)
+        details.update(
+            experts=[e for e, _ in run.first_round.get(inst.id, [])],
+            aggregator=run.plan.aggregator.get(inst.id),
+            answer=answer,
+        )
         reply = runner.records[final_key] if final_key else self._voted(run, inst, answer, runner)
-        details["usage"] = {"keywords": self.skill_usage.get(inst.id, _tokens([])),
-                            "experts": _tokens([runner.records[k] for k in keys]),
-                            "aggregator": _tokens([reply] if final_key else [])}
+        details["usage"] = {
+            "keywords": self.skill_usage.get(inst.id, _tokens([])),
+            "experts": _tokens([runner.records[k] for k in keys]),
+            "aggregator": _tokens([reply] if final_key else []),
+        }
         text, cut = apply_stop(reply.text if reply else "", job.stop)
         finish = "stop" if cut else (reply.finish_reason if reply else None) or "stop"
-        return Outcome(200, content=text, finish_reason=finish, usage=_tokens([reply] if reply else []),
-                       skillmoe=details)
+        return Outcome(
+            200, content=text, finish_reason=finish, usage=_tokens([reply] if reply else []), skillmoe=details
+        )
 
     def _voted(self, run: PlanRun, inst: Instance, answer: str | None, runner: PlanRunner):
         """Without an aggregator, the reply is the first response that gave the voted answer."""

@@ -30,8 +30,13 @@ def event(payload: dict) -> str:
 
 def chunk(job: Job, created: int, choices: list[dict], **extra) -> dict:
     """A chat.completion.chunk of ``job``'s reply (``usage: null`` when the request asked for a usage chunk)."""
-    body = {"id": job.request_id, "object": "chat.completion.chunk", "created": created, "model": job.model,
-            "choices": choices}
+    body = {
+        "id": job.request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": job.model,
+        "choices": choices,
+    }
     if job.include_usage:
         body["usage"] = None
     return {**body, **extra}
@@ -39,17 +44,23 @@ def chunk(job: Job, created: int, choices: list[dict], **extra) -> dict:
 
 def role_event(job: Job, created: int) -> str:
     """The first event: the assistant's role (of each of the ``n`` choices), sent before any work is done."""
-    roles = [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-             for i in range(job.n)]
+    roles = [
+        {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+        for i in range(job.n)
+    ]
     return event(chunk(job, created, roles))
 
 
-def reply_events(job: Job, created: int, replies: list[tuple[str, str]], usage: dict,
-                 skillmoe: dict) -> list[str]:
+def reply_events(
+    job: Job, created: int, replies: list[tuple[str, str]], usage: dict, skillmoe: dict
+) -> list[str]:
     """Every event after the role chunk, ``[DONE]`` included; ``replies``: (content, finish_reason) of each
     choice."""
-    events = [event(chunk(job, created, [{"index": i, "delta": {"content": content}, "finish_reason": None}]))
-              for i, (content, _) in enumerate(replies) if content]
+    events = [
+        event(chunk(job, created, [{"index": i, "delta": {"content": content}, "finish_reason": None}]))
+        for i, (content, _) in enumerate(replies)
+        if content
+    ]
     finish = [{"index": i, "delta": {}, "finish_reason": reason} for i, (_, reason) in enumerate(replies)]
     last = {"usage": usage_body(usage), "skillmoe": skillmoe}
     if job.include_usage:

@@ -45,7 +45,8 @@ def test_mincore_sees_files_read_into_the_page_cache(models_dir):
 
 def test_shared_weights_give_distinct_experts_over_one_inode(models_dir, tmp_path):
     out = tmp_path / "schedule.json"
-    result = schedule.main(["--share-weights", "--experts", "3", "--instances", "4", "--k", "2", "--max-tokens", "4",
+    result = schedule.main(["--share-weights", "--experts", "3", "--instances", "4", "--k", "2",
+                            "--max-tokens", "4",
                             "--models-dir", str(models_dir), "--json", str(out)])
     dirs = [models_dir / "shared" / f"bench-{i}" for i in range(3)]
     assert len({d.resolve() for d in dirs}) == 3

@@ -25,7 +25,8 @@ def demo_runs(tmp_path_factory):
     for name, extra in (("first", []), ("second", []), ("compare", ["mode=compare"]),
                         ("budgeted", ["recruit=budgeted", "recruit.budget.max_experts=2"])):
         start = time.perf_counter()
-        proc = run_cli(["+experiment=demo", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / name}", *extra],
+        proc = run_cli(["+experiment=demo", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / name}",
+                        *extra],
                        cwd=tmp, timeout=900)
         seconds = time.perf_counter() - start
         assert proc.returncode == 0, proc.stderr[-4000:]
@@ -63,10 +64,12 @@ def test_rerun_is_all_cached_and_four_times_faster(demo_runs):
 
 def test_compare_mode_runs_all_eight_methods_offline_and_writes_the_table(demo_runs):
     compared = demo_runs[0][2][0]
-    methods = {"single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa", "symbolic_moe"}
+    methods = {"single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa",
+               "symbolic_moe"}
     assert methods <= set(compared["methods"])
     for name in methods:
-        assert {"accuracy", "generated_tokens", "gpu_seconds", "activations", "wall_seconds"} <= set(compared["methods"][name])
+        assert {"accuracy", "generated_tokens", "gpu_seconds", "activations",
+                "wall_seconds"} <= set(compared["methods"][name])
     table = (demo_runs[1] / "compare" / "comparison.md").read_text()
     assert all(f"| {name} |" in table for name in methods)
     assert (demo_runs[1] / "compare" / "comparison.csv").is_file()
@@ -92,7 +95,8 @@ def test_the_simulator_predicts_the_demo_makespan_within_25_percent(demo_runs, r
     from tests.conftest import make_config
 
     (first, _, _), tmp = demo_runs[0][0], demo_runs[1]
-    overrides = ["engine=vllm_cpu", "pool=demo", "demo.build_models=false", f"cache_dir={tmp / 'first-figures'}",
+    overrides = ["engine=vllm_cpu", "pool=demo", "demo.build_models=false",
+                 f"cache_dir={tmp / 'first-figures'}",
                  f"demo.models_dir={tmp / 'cache' / 'demo-models'}"]
     if replay:
         overrides.append(f"plan.from_run={tmp / 'first'}")
@@ -101,4 +105,7 @@ def test_the_simulator_predicts_the_demo_makespan_within_25_percent(demo_runs, r
 
     val, test = load_data(cfg.data, cfg.seed)
     predicted = make_plan(cfg, val, test)["simulations"][1].makespan
-    assert abs(predicted - first["wall_seconds"]) <= 0.25 * first["wall_seconds"], (predicted, first["wall_seconds"])
+    assert abs(predicted - first["wall_seconds"]) <= 0.25 * first["wall_seconds"], (
+        predicted,
+        first["wall_seconds"],
+    )

@@ -17,20 +17,30 @@ CPU_OPTIONS = {"enforce_eager": True, "gpu_memory_utilization": 0.05, "cpu_kvcac
 
 def test_vllm_engine_arguments_pass_and_a_misspelt_one_fails_naming_the_closest(tmp_path):
     assert engine_arg_names() is not None and "quantization" in engine_arg_names()
-    cfg = make_config(tmp_path, ["engine=vllm", "+engine.kwargs={quantization: awq}",
-                                 "+pool.models.tiny-qwen-b.engine_kwargs={tokenizer_mode: mistral, max_logprobs: 5}"])
+    cfg = make_config(
+        tmp_path,
+        [
+            "engine=vllm",
+            "+engine.kwargs={quantization: awq}",
+            "+pool.models.tiny-qwen-b.engine_kwargs={tokenizer_mode: mistral, max_logprobs: 5}",
+        ],
+    )
     assert cfg.pool["tiny-qwen-b"].engine_kwargs["max_logprobs"] == 5
     with pytest.raises(ConfigError) as err:
         make_config(tmp_path, ["engine=vllm", "+pool.models.tiny-qwen-b.engine_kwargs={quantisation: awq}"])
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("pool.models.tiny-qwen-b.engine_kwargs.quantisation: not a vLLM engine argument")
+    assert message.startswith(
+        "pool.models.tiny-qwen-b.engine_kwargs.quantisation: not a vLLM engine argument"
+    )
     assert "closest: quantization" in message
 
 
 def test_a_pass_through_argument_reaches_the_engine_vllm_builds(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine sets it; restored afterwards
-    spec = ModelSpec(name="tiny", path=str(tiny_model_dir), max_model_len=512, engine_kwargs={"max_logprobs": 3})
+    spec = ModelSpec(
+        name="tiny", path=str(tiny_model_dir), max_model_len=512, engine_kwargs={"max_logprobs": 3}
+    )
     eng = VLLMEngine(spec, CPU_OPTIONS, kwargs={"served_model_name": "tiny-x", **spec.engine_kwargs})
     eng.load()
     try:
@@ -44,8 +54,12 @@ def test_a_pass_through_argument_reaches_the_engine_vllm_builds(tiny_model_dir, 
 def test_a_from_pretrained_argument_reaches_the_transformers_model(tiny_model_dir):
     from skillmoe_ray.engines.hf_engine import HFEngine
 
-    eng = HFEngine(ModelSpec(name="tiny", path=str(tiny_model_dir)), {"device": "cpu"}, "float32",
-                   kwargs={"use_cache": False})  # a config attribute set through from_pretrained
+    eng = HFEngine(
+        ModelSpec(name="tiny", path=str(tiny_model_dir)),
+        {"device": "cpu"},
+        "float32",
+        kwargs={"use_cache": False},
+    )  # a config attribute set through from_pretrained
     eng.load()
     try:
         assert eng.model.config.use_cache is False

@@ -72,12 +72,14 @@ def test_unload_then_generate_is_refused(tiny_model_dir):
 
 
 def test_max_model_len_is_applied_as_vllm_does_a_reply_stops_at_the_context_a_prompt_filling_it_is_refused(
-        tiny_model_dir):
+    tiny_model_dir,
+):
     eng = HFEngine(ModelSpec(name="tiny", path=str(tiny_model_dir), max_model_len=40), {}, "float32")
     eng.load()
     try:
-        short = eng.generate([GenRequest.make([{"role": "user", "content": "Hi"}],
-                                                                     Sampling(200, 0.0, 1.0, 1))])[0]
+        short = eng.generate(
+            [GenRequest.make([{"role": "user", "content": "Hi"}], Sampling(200, 0.0, 1.0, 1))]
+        )[0]
         assert short.prompt_tokens + short.output_tokens <= 40
         with pytest.raises(ValueError, match=r"does not fit model 'tiny': pool.models.tiny.max_model_len=40"):
             eng.generate([request("word " * 60, 1)])

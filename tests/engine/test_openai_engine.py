@@ -111,7 +111,8 @@ class Scripted(JSONHandler):
             status, headers, reply = Scripted.script.pop(0)
             self.reply(reply, status, headers)
         else:
-            self.reply({"choices": [{"message": {"content": f"seed {body['seed']}"}, "finish_reason": "stop"}],
+            self.reply({"choices": [{"message": {"content": f"seed {body['seed']}"},
+                                     "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
 
 
@@ -182,7 +183,8 @@ def test_concurrent_retries_are_jittered_not_in_lockstep():
         eng.load()
         assert [o.text for o in eng.generate([request("q", s) for s in range(8)])] == ["ok"] * 8
     gaps = [t[1] - t[0] for t in Arrivals.times.values()]
-    assert len(gaps) == 8 and min(gaps) >= 0.2 * 0.75 - 0.005, gaps  # backoff_s, less the SDK's jitter (<= 25 %)
+    # backoff_s, less the SDK's jitter (<= 25 %)
+    assert len(gaps) == 8 and min(gaps) >= 0.2 * 0.75 - 0.005, gaps
     assert max(gaps) - min(gaps) > 0.003, gaps  # not in lockstep
 
 
@@ -197,7 +199,9 @@ class KeepAlive(Scripted):
         super().do_POST()
 
 
-def test_one_connection_is_kept_alive_across_requests_and_no_key_sends_no_authorization(scripted, monkeypatch):
+def test_one_connection_is_kept_alive_across_requests_and_no_key_sends_no_authorization(
+    scripted, monkeypatch
+):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     KeepAlive.ports = []
     with http_server(KeepAlive) as url:
@@ -227,7 +231,9 @@ def test_a_request_past_timeout_s_fails_naming_the_timeout():
 
 
 def test_engine_kwargs_travel_as_extra_request_fields_and_named_fields_are_refused(scripted):
-    eng = OpenAIEngine(ModelSpec(name="m", path="m"), {"base_url": scripted}, kwargs={"top_k": 5, "min_p": 0.1})
+    eng = OpenAIEngine(
+        ModelSpec(name="m", path="m"), {"base_url": scripted}, kwargs={"top_k": 5, "min_p": 0.1}
+    )
     eng.load()
     eng.generate([request("q", 9)])
     body = Scripted.seen[-1][0]

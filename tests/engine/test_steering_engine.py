@@ -75,19 +75,29 @@ def test_analysis_splits_routing_by_saliency_decile_and_common_tokens_for_the_pa
     from skillmoe_ray.method.steering import choose_experts, score_experts
 
     # words of the demo vocabulary (the tiny model's tokenizer knows no others: the rest is <unk>, markup)
-    questions = {"bio": ["When a ribosome joins two amino acids with a peptide bond, what type of reaction occurs?",
-                         "A woman who is a carrier of X-linked recessive color blindness has children."],
-                 "physics": ["An object moves with velocity v(t) = 3t^2 + 2 m/s. What is its displacement?",
-                             "What is the displacement of an object from t = 0 to t = 2 s?"]}
+    questions = {
+        "bio": [
+            "When a ribosome joins two amino acids with a peptide bond, what type of reaction occurs?",
+            "A woman who is a carrier of X-linked recessive color blindness has children.",
+        ],
+        "physics": [
+            "An object moves with velocity v(t) = 3t^2 + 2 m/s. What is its displacement?",
+            "What is the displacement of an object from t = 0 to t = 2 s?",
+        ],
+    }
     out = moe_engine.generate([replace(question(questions["bio"][0]), analyze=True)])[0]
     bins, common = np.array(out.router["bins"]), np.array(out.router["common"])
     assert bins.shape == (2, 8, 10) and common.shape == (2, 8)
     for layer in range(2):  # every token is routed to two experts, either as a common or a ranked token
         assert bins[layer].sum() + common[layer].sum() == pytest.approx(2.0)
-        assert common[layer].sum() > 0 and bins[layer].sum() > 0  # "a", "with", "?" are common; "ribosome" is not
-    records = [(domain, *(np.array(o.router[f]) for f in ("bins", "common")))
-               for domain, texts in questions.items()
-               for o in moe_engine.generate([replace(question(t), analyze=True) for t in texts])]
+        assert (
+            common[layer].sum() > 0 and bins[layer].sum() > 0
+        )  # "a", "with", "?" are common; "ribosome" is not
+    records = [
+        (domain, *(np.array(o.router[f]) for f in ("bins", "common")))
+        for domain, texts in questions.items()
+        for o in moe_engine.generate([replace(question(t), analyze=True) for t in texts])
+    ]
     st = SteeringConfig(enabled=True, score="paper", selection="global", top_fraction=0.125)
     table = choose_experts(score_experts(records, st), st)
     assert set(table) == {"bio", "physics"} and all(len(pairs) <= 2 for pairs in table.values())

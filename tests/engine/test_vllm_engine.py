@@ -21,7 +21,11 @@ def vllm_actor(ray_cluster, tiny_model_dir):
     from skillmoe_ray_actors.expert import ExpertActor
 
     spec = ModelSpec(name="tiny", path=str(tiny_model_dir), max_model_len=512)
-    actor = ray_cluster.remote(ExpertActor).options(num_gpus=0.01).remote(spec, EngineConfig("vllm", "bfloat16", CPU_OPTIONS))
+    actor = (
+        ray_cluster.remote(ExpertActor)
+        .options(num_gpus=0.01)
+        .remote(spec, EngineConfig("vllm", "bfloat16", CPU_OPTIONS))
+    )
     yield actor
     ray_cluster.kill(actor)
 
@@ -52,7 +56,10 @@ def test_seeded_requests_do_not_depend_on_their_batch(ray_cluster, vllm_actor):
     batch.insert(11, request("Which enzyme digests starch?", 7))
     together = ray_cluster.get(vllm_actor.generate.remote(batch))[11]
     assert together.text == alone.text
-    seeds = {o.text for o in ray_cluster.get(vllm_actor.generate.remote([request("Name a skill", s) for s in range(6)]))}
+    seeds = {
+        o.text
+        for o in ray_cluster.get(vllm_actor.generate.remote([request("Name a skill", s) for s in range(6)]))
+    }
     assert len(seeds) > 1
 
 

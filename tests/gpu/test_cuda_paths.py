@@ -120,10 +120,12 @@ def test_dsmoe_steering_and_routing_statistics_on_cuda(tmp_path):
     engine.load()
     try:
         steering = Steering(50.0, tuple((layer, e) for layer in range(2) for e in (0, 1)))
-        stats = engine.generate([replace(greedy("Which enzyme digests starch?"), analyze=True, steering=steering)])[0]
+        stats = engine.generate([replace(greedy("Which enzyme digests starch?"), analyze=True,
+                                         steering=steering)])[0]
         assert all(row[:2] == [1.0, 1.0] for row in stats.router["counts"])
         plain = engine.generate([greedy("Which enzyme digests starch?")])[0].text
-        steered = engine.generate([replace(greedy("Which enzyme digests starch?"), steering=steering)])[0].text
+        steered = engine.generate([replace(greedy("Which enzyme digests starch?"),
+                                           steering=steering)])[0].text
         assert steered != plain
     finally:
         engine.unload()

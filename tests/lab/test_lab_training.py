@@ -17,7 +17,8 @@ pytestmark = pytest.mark.engine
 def test_training_learns_is_seeded_and_a_rerun_trains_nothing(tmp_path):
     recipes = {"kw": {"role": "keyword", "arch": "qwen3", "seed": 3, "steps": 150},
                "kw-twin": {"role": "keyword", "arch": "qwen3", "seed": 3, "steps": 150}}
-    assert set(ensure_lab_models(recipes, str(tmp_path), workers=2, use_shipped=False).values()) == {"trained"}
+    assert set(ensure_lab_models(recipes, str(tmp_path), workers=2,
+                                 use_shipped=False).values()) == {"trained"}
     weights = [(tmp_path / n / "model.safetensors").read_bytes() for n in recipes]
     assert weights[0] == weights[1]  # same recipe, trained in two processes: the same weights
     assert min(keyword_accuracy(tmp_path / "kw", generate_split("test", 40, 0)).values()) >= 0.75

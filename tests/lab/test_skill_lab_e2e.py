@@ -24,8 +24,18 @@ SIZES = ["data.val.size=80", "data.test.size=80"]
 
 
 def lab_config(tmp_path, models_dir, overrides=()):
-    tree = compose_tree(["+experiment=skill_lab", "engine=hf", "engine.options.batch_size=64", "lab.build_models=false",
-                         f"lab.models_dir={models_dir}", f"cache_dir={tmp_path / 'cache'}", *SIZES, *overrides])
+    tree = compose_tree(
+        [
+            "+experiment=skill_lab",
+            "engine=hf",
+            "engine.options.batch_size=64",
+            "lab.build_models=false",
+            f"lab.models_dir={models_dir}",
+            f"cache_dir={tmp_path / 'cache'}",
+            *SIZES,
+            *overrides,
+        ]
+    )
     return load_config(tree, str(tmp_path / "run"))
 
 
@@ -57,7 +67,10 @@ def test_symbolic_moe_beats_random_recruitment_and_the_best_single_expert(compar
 
 def test_the_comparison_reports_the_oracle_and_each_skills_specialists(compared):
     results, tmp = compared
-    assert "oracle" in results["methods"] and "best expert per gold skill" in results["methods"]["oracle"]["note"]
+    assert (
+        "oracle" in results["methods"]
+        and "best expert per gold skill" in results["methods"]["oracle"]["note"]
+    )
     gold = results["gold_skills"]
     assert len(gold) == 8 and all(g["specialists"] for g in gold.values())
     assert sum(len(g["specialists"]) >= 2 for g in gold.values()) >= 6  # most skills have two or more
@@ -69,11 +82,19 @@ def test_with_recruitment_forced_uniform_the_gap_is_gone(lab_models, tmp_path, m
     """Recruitment that ignores skills (every expert equally likely) must lose the advantage."""
     import skillmoe_ray.method.recruit as recruit
 
-    monkeypatch.setattr(recruit, "recruitment_distribution",
-                        lambda profiles, skills, global_dist, pool: {m: 1 / len(pool) for m in pool})
-    uniform = run_lab(lab_config(tmp_path, lab_models, ["mode=compare", "compare.methods=[single,symbolic_moe]"]))
+    monkeypatch.setattr(
+        recruit,
+        "recruitment_distribution",
+        lambda profiles, skills, global_dist, pool: {m: 1 / len(pool) for m in pool},
+    )
+    uniform = run_lab(
+        lab_config(tmp_path, lab_models, ["mode=compare", "compare.methods=[single,symbolic_moe]"])
+    )
     skilled = compared[0]
     assert accuracy(uniform, "symbolic_moe") <= accuracy(skilled, "symbolic_moe") - 0.2
     assert accuracy(uniform, "symbolic_moe") < accuracy(uniform, "single") + 0.15
     assert uniform["specialist_share"] < 0.6
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["specialist_share"] == uniform["specialist_share"]
+    assert (
+        json.loads((tmp_path / "run" / "results.json").read_text())["specialist_share"]
+        == uniform["specialist_share"]
+    )

@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def final_answers(run_dir) -> list:
-    return [(r["id"], r["answers"]) for r in map(json.loads, (run_dir / "final_answers.jsonl").read_text().splitlines())]
+    return [(r["id"], r["answers"]) for r in map(json.loads,
+                                                 (run_dir / "final_answers.jsonl").read_text().splitlines())]
 
 
 def stored_keys(cache) -> set[str]:
@@ -44,7 +45,8 @@ def test_a_rerun_over_deleted_and_damaged_cache_entries_answers_as_the_first_run
     cache = tmp_path / "cache"
 
     def cli(run: str):
-        proc = run_cli([*FAKE_DEMO, f"cache_dir={cache}", f"hydra.run.dir={tmp_path / run}"], cwd=tmp_path, timeout=400)
+        proc = run_cli([*FAKE_DEMO, f"cache_dir={cache}", f"hydra.run.dir={tmp_path / run}"], cwd=tmp_path,
+                       timeout=400)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-3000:]
         return output, json.loads((tmp_path / run / "results.json").read_text())
@@ -59,4 +61,5 @@ def test_a_rerun_over_deleted_and_damaged_cache_entries_answers_as_the_first_run
     assert final_answers(tmp_path / "again") == final_answers(tmp_path / "first")
     assert again["aggregator"]["selected"] == first["aggregator"]["selected"]
     assert again["methods"]["symbolic_moe"]["accuracy"] == first["methods"]["symbolic_moe"]["accuracy"]
-    assert deleted & stored_keys(cache)  # generations the rerun needs were generated again (never read as empty)
+    # generations the rerun needs were generated again (never read as empty)
+    assert deleted & stored_keys(cache)

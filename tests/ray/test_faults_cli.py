@@ -25,28 +25,53 @@ def report_lines(stderr: str) -> list[str]:
 
 
 def generated(log) -> list[str]:
-    return [json.loads(line)["request"] + json.loads(line)["model"] for line in open(log)] if log.exists() else []
+    return (
+        [json.loads(line)["request"] + json.loads(line)["model"] for line in open(log)]
+        if log.exists()
+        else []
+    )
 
 
 def test_an_expert_that_always_fails_is_one_line_and_exit_2_with_the_traceback_in_run_log(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli([*FAKE_DEMO, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}",
-                    "+engine.options.fail_models=[tiny-llama-a]"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            *FAKE_DEMO,
+            f"cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run}",
+            "+engine.options.fail_models=[tiny-llama-a]",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = report_lines(proc.stderr)
     assert len(lines) <= 3 and lines[-1].startswith("error: expert tiny-llama-a failed in stage"), lines
-    assert "EngineError: fake failure of expert 'tiny-llama-a'" in lines[-1] and "rerun to resume" in lines[-1]
+    assert (
+        "EngineError: fake failure of expert 'tiny-llama-a'" in lines[-1] and "rerun to resume" in lines[-1]
+    )
     assert "Traceback" in (run / "run.log").read_text()
 
 
 def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
-    args = [sys.executable, "-m", "skillmoe_ray.run", f"hydra.searchpath=[file://{TEST_CONF}]", *FAKE_DEMO,
-            f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
-            f"engine.options.request_log={tmp_path / 'requests.jsonl'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "skillmoe_ray.run",
+        f"hydra.searchpath=[file://{TEST_CONF}]",
+        *FAKE_DEMO,
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"engine.options.request_log={tmp_path / 'requests.jsonl'}",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "err", "w") as err:
-        proc = subprocess.Popen([*args, "engine.options.request_delay_s=0.05"], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [*args, "engine.options.request_delay_s=0.05"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         try:
             deadline = time.monotonic() + 300
             while "stored" not in (tmp_path / "err").read_text() and time.monotonic() < deadline:
@@ -57,8 +82,10 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
             proc.kill()
     assert code == 130
     lines = report_lines((tmp_path / "err").read_text())
-    assert lines == ["interrupted (Ctrl-C): finished chunks and stages are kept in the cache; "
-                     "rerun the same command to resume"], lines
+    assert lines == [
+        "interrupted (Ctrl-C): finished chunks and stages are kept in the cache; "
+        "rerun the same command to resume"
+    ], lines
     first = generated(tmp_path / "requests.jsonl")
     second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -67,11 +94,17 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
     assert len(everything) - len(set(everything)) <= 64 and len(first) > 0
 
 
-def test_a_full_cache_disk_stops_the_run_naming_the_path_loading_no_expert_twice_and_the_rerun_resumes(tmp_path):
+def test_a_full_cache_disk_stops_the_run_naming_the_path_loading_no_expert_twice_and_the_rerun_resumes(
+    tmp_path,
+):
     cache = tmp_path / "cache"
     words = make_full(cache)
-    args = [*FAKE_DEMO, f"cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}",
-            f"engine.options.request_log={tmp_path / 'requests.jsonl'}"]
+    args = [
+        *FAKE_DEMO,
+        f"cache_dir={cache}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"engine.options.request_log={tmp_path / 'requests.jsonl'}",
+    ]
     try:
         proc = run_cli(args, cwd=tmp_path)
     finally:

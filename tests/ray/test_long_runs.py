@@ -46,7 +46,8 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def log_times(lines: list[str]) -> list[float]:
-    return [datetime.strptime(LOG_TIME.match(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() for line in lines]
+    return [datetime.strptime(LOG_TIME.match(line).group(1),
+                              "%Y-%m-%d %H:%M:%S,%f").timestamp() for line in lines]
 
 
 def test_a_long_group_shows_progress_lines_in_the_output_and_run_log_and_wandb_has_a_row_per_stage(tmp_path):
@@ -54,7 +55,8 @@ def test_a_long_group_shows_progress_lines_in_the_output_and_run_log_and_wandb_h
     proc = run_cli([*FAKE_DEMO, f"cache_dir={tmp_path / 'cache'}", *SLOW, "scheduler.progress_every_s=1",
                     "tracking.mode=offline", f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"skills: \d+/400 requests \(\d+%\), [\d.]+ requests/s, ETA \S+", proc.stderr), proc.stderr[-2000:]
+    assert re.search(r"skills: \d+/400 requests \(\d+%\), [\d.]+ requests/s, ETA \S+",
+                     proc.stderr), proc.stderr[-2000:]
 
     lines = (run_dir / "run.log").read_text().splitlines()
     assert any("stage profiles: running" in line for line in lines)  # the pipeline's lines
@@ -80,8 +82,13 @@ def test_a_run_killed_mid_group_regenerates_at_most_one_chunk_and_activates_each
     cache = tmp_path / "cache"
     common = [f"cache_dir={cache}", *SLOW, "tracking.mode=disabled"]
     first_log, second_log = tmp_path / "requests1.jsonl", tmp_path / "requests2.jsonl"
-    first = subprocess.Popen(cli([*common, f"engine.options.request_log={first_log}", f"hydra.run.dir={tmp_path / 'r1'}"]),
-                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        cli([*common, f"engine.options.request_log={first_log}", f"hydra.run.dir={tmp_path / 'r1'}"]),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: len(shards(cache, "skills/")) >= 3, first)
     finally:
@@ -90,15 +97,22 @@ def test_a_run_killed_mid_group_regenerates_at_most_one_chunk_and_activates_each
     stored_chunks = len(shards(cache, "skills/"))
     assert stored_chunks >= 3, "the run never reached the keyword model's chunks"
 
-    second = run_cli([*FAKE_DEMO, *common, f"engine.options.request_log={second_log}",
-                      f"hydra.run.dir={tmp_path / 'r2'}"], cwd=tmp_path, timeout=400)
+    second = run_cli(
+        [*FAKE_DEMO, *common, f"engine.options.request_log={second_log}", f"hydra.run.dir={tmp_path / 'r2'}"],
+        cwd=tmp_path,
+        timeout=400,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     started_before, generated_after = logged(first_log, "skills/"), logged(second_log, "skills/")
     assert generated_after, "the kill came after the group had finished"
     assert len(started_before - generated_after) >= stored_chunks * CHUNK  # the stored chunks were kept
     assert len(started_before & generated_after) <= CHUNK  # only the chunk in flight is generated again
     results = json.loads((tmp_path / "r2" / "results.json").read_text())
-    assert results["stages"]["skills"]["generated"] == len(generated_after) < results["stages"]["skills"]["requests"]
+    assert (
+        results["stages"]["skills"]["generated"]
+        == len(generated_after)
+        < results["stages"]["skills"]["requests"]
+    )
     for stage, counts in results["activations_per_stage"].items():
         assert set(counts.values()) == {1}, stage
 
@@ -106,10 +120,18 @@ def test_a_run_killed_mid_group_regenerates_at_most_one_chunk_and_activates_each
 def test_a_run_stopped_by_sigterm_mid_stage_leaves_a_failed_wandb_run_with_the_stages_that_finished(tmp_path):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     args = [f"cache_dir={cache}", *SLOW, "tracking.mode=offline", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cli(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cli(args),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        wait_for(lambda: any('"tag": "answer/' in p.read_text() for p in cache.glob("generations/*/*.jsonl")), proc)
+        wait_for(
+            lambda: any('"tag": "answer/' in p.read_text() for p in cache.glob("generations/*/*.jsonl")), proc
+        )
         assert proc.poll() is None, "the run ended before the profiles stage"
         os.kill(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -130,18 +152,33 @@ def test_a_run_stopped_by_sigterm_mid_stage_leaves_a_failed_wandb_run_with_the_s
 def test_more_gpu_slots_than_the_cluster_has_fail_within_seconds_naming_what_it_has(tmp_path):
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 2, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 2, "include_dashboard": False}
+    )
     try:
         start = time.monotonic()
-        proc = run_cli([*FAKE_DEMO, f"cache_dir={tmp_path / 'cache'}", f"resources.ray_address={cluster.address}",
-                        "resources.gpus=8", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
+        proc = run_cli(
+            [
+                *FAKE_DEMO,
+                f"cache_dir={tmp_path / 'cache'}",
+                f"resources.ray_address={cluster.address}",
+                "resources.gpus=8",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            cwd=tmp_path,
+            timeout=120,
+        )
         elapsed = time.monotonic() - start
     finally:
         cluster.shutdown()
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr
-    assert errors[0].startswith("error: resources.gpus=8 asks for 8 GPU slots, but the Ray cluster has 2 GPU(s) on "
-                                "1 node(s)") and "resources.gpus=2 or fewer" in errors[0]
+    assert (
+        errors[0].startswith(
+            "error: resources.gpus=8 asks for 8 GPU slots, but the Ray cluster has 2 GPU(s) on 1 node(s)"
+        )
+        and "resources.gpus=2 or fewer" in errors[0]
+    )
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert not (tmp_path / "run" / "wandb").exists()

@@ -15,7 +15,8 @@ from tests.conftest import FAKE_DEMO, make_config, run_cli
 pytestmark = pytest.mark.ray
 
 # Node deaths are noticed within about a second (Ray's default waits several heartbeats).
-FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_initial_delay_ms": 0}
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                      "health_check_initial_delay_ms": 0}
 
 
 @pytest.fixture
@@ -49,7 +50,8 @@ def kill_node_on_marker(cluster, node, marker, timeout: float = 300) -> threadin
 
 
 def final_answers(run_dir) -> list:
-    return [(r["id"], r["answers"]) for r in map(json.loads, (run_dir / "final_answers.jsonl").read_text().splitlines())]
+    return [(r["id"], r["answers"]) for r in map(json.loads,
+                                                 (run_dir / "final_answers.jsonl").read_text().splitlines())]
 
 
 def baseline_answers(tmp_path) -> list:
@@ -75,7 +77,8 @@ def test_killing_a_node_mid_stage_re_places_its_experts_and_the_answers_do_not_c
     marker = tmp_path / "answer-stage-started"
     killer = kill_node_on_marker(cluster, worker, marker)
     run_dir = tmp_path / "run"
-    proc = run_cli([*FAKE_DEMO, "resources.gpus=2", "engine.options.delay_s=0.3", f"+engine.options.signal_once=answer:{marker}",
+    proc = run_cli([*FAKE_DEMO, "resources.gpus=2", "engine.options.delay_s=0.3",
+                    f"+engine.options.signal_once=answer:{marker}",
                     f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
                    cwd=tmp_path, env={"RAY_ADDRESS": cluster.address}, timeout=400)
     killer.join(timeout=30)

@@ -15,9 +15,16 @@ pytestmark = pytest.mark.ray
 def test_multirun_over_k_makes_three_runs_and_builds_the_profiles_once(tmp_path):
     sweep_dir = tmp_path / "multirun"
     proc = run_cli(
-        [*FAKE_DEMO, f"cache_dir={tmp_path / 'cache'}", "tracking.mode=offline",
-         f"hydra.sweep.dir={sweep_dir}", "recruit.k=1,2,3", "-m"],  # -m last: run_cli puts an override first
-        cwd=tmp_path, timeout=500,
+        [
+            *FAKE_DEMO,
+            f"cache_dir={tmp_path / 'cache'}",
+            "tracking.mode=offline",
+            f"hydra.sweep.dir={sweep_dir}",
+            "recruit.k=1,2,3",
+            "-m",
+        ],  # -m last: run_cli puts an override first
+        cwd=tmp_path,
+        timeout=500,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     job_dirs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))

@@ -30,7 +30,8 @@ class FakeBacked(JSONHandler):
         body = self.json_body()
         sampling = Sampling(body["max_tokens"], body["temperature"], body["top_p"], body["seed"])
         out = self.engines[body["model"]].generate([GenRequest.make(body["messages"], sampling)])[0]
-        self.reply({"choices": [{"message": {"role": "assistant", "content": out.text}, "finish_reason": "stop"}],
+        self.reply({"choices": [{"message": {"role": "assistant", "content": out.text},
+                                 "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.output_tokens}})
 
 

@@ -71,13 +71,17 @@ def test_co_resident_experts_are_activated_once_for_the_whole_run(ray_cluster, r
     results = run_pipeline(cfg, val, test, show_progress=False)
     assert set(results["activations"].values()) == {1}
     assert sum(results["activations"].values()) < sum(one_at_a_time["activations"].values())
-    assert results["methods"]["symbolic_moe"]["accuracy"] == one_at_a_time["methods"]["symbolic_moe"]["accuracy"]
+    assert (
+        results["methods"]["symbolic_moe"]["accuracy"] == one_at_a_time["methods"]["symbolic_moe"]["accuracy"]
+    )
 
 
 def test_replicas_of_the_keyword_model_run_as_separate_actors_on_four_gpus(ray_cluster, ray_run, tmp_path):
     """The skills stage (one expert) spreads over four actors, one per logical GPU; answers are unchanged."""
     _, one_gpu, _ = ray_run
-    cfg = make_config(tmp_path, ["resources.gpus=4", "scheduler.max_replicas=4", "engine.options.delay_s=0.2"])
+    cfg = make_config(
+        tmp_path, ["resources.gpus=4", "scheduler.max_replicas=4", "engine.options.delay_s=0.2"]
+    )
     val, test = load_data(cfg.data, cfg.seed)
     results = run_pipeline(cfg, val, test, show_progress=False)
     skills = [t for t in results["timeline"] if t["stage"] == "skills"]
@@ -87,7 +91,9 @@ def test_replicas_of_the_keyword_model_run_as_separate_actors_on_four_gpus(ray_c
     assert results["methods"]["symbolic_moe"]["accuracy"] == one_gpu["methods"]["symbolic_moe"]["accuracy"]
 
 
-def test_an_expert_actor_that_dies_mid_group_is_replaced_and_the_answers_do_not_change(ray_cluster, ray_run, tmp_path):
+def test_an_expert_actor_that_dies_mid_group_is_replaced_and_the_answers_do_not_change(
+    ray_cluster, ray_run, tmp_path
+):
     """The actor's process exits during its first answer group (as an OOM kill would); the run goes on."""
     _, baseline, base_dir = ray_run
     marker = tmp_path / "died"
@@ -97,13 +103,20 @@ def test_an_expert_actor_that_dies_mid_group_is_replaced_and_the_answers_do_not_
     assert marker.is_file()  # an actor really died
     retried = [t for t in results["timeline"] if t.get("retries")]
     assert len(retried) == 1 and retried[0]["expert"] == marker.read_text()
-    assert "died" in retried[0]["retries"][0]["error"].lower() or "actor" in retried[0]["retries"][0]["error"].lower()
+    assert (
+        "died" in retried[0]["retries"][0]["error"].lower()
+        or "actor" in retried[0]["retries"][0]["error"].lower()
+    )
     from skillmoe_ray.reporting.summary import format_summary
 
-    assert f"retried: expert {marker.read_text()} in stage {retried[0]['stage']}" in format_summary(results, str(tmp_path))
+    assert f"retried: expert {marker.read_text()} in stage {retried[0]['stage']}" in format_summary(
+        results, str(tmp_path)
+    )
 
     def answers(run_dir):
-        return [json.loads(line)["answers"] for line in (run_dir / "final_answers.jsonl").read_text().splitlines()]
+        return [
+            json.loads(line)["answers"] for line in (run_dir / "final_answers.jsonl").read_text().splitlines()
+        ]
 
     assert answers(tmp_path / "run") == answers(base_dir / "run")
     assert results["methods"]["symbolic_moe"]["accuracy"] == baseline["methods"]["symbolic_moe"]["accuracy"]

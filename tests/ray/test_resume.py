@@ -36,7 +36,8 @@ def kill_tree(pid: int) -> None:
 
 
 def cli(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "skillmoe_ray.run", f"hydra.searchpath=[file://{TEST_CONF}]", *FAKE_DEMO, *args]
+    return [sys.executable, "-m", "skillmoe_ray.run", f"hydra.searchpath=[file://{TEST_CONF}]", *FAKE_DEMO,
+            *args]
 
 
 def test_killed_run_resumes_from_finished_expert_groups(tmp_path):

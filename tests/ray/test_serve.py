@@ -61,7 +61,8 @@ def deploy(tmp_path, overrides: list[str], fake: bool = False) -> str:
 
     port = PORT
     base = FAKE_DEMO if fake else ["+experiment=demo", "engine=hf"]
-    tree = compose_tree([*base, "mode=serve", f"cache_dir={tmp_path / 'cache'}", f"serve.port={port}", *overrides])
+    tree = compose_tree([*base, "mode=serve", f"cache_dir={tmp_path / 'cache'}", f"serve.port={port}",
+                         *overrides])
     cfg, val, _ = load_checked(tree, str(tmp_path / "run"))
     serve_deploy(cfg, on_driver(cfg, "prepare", val), blocking=False)
     return f"http://127.0.0.1:{port}"
@@ -83,8 +84,13 @@ def test_answers_a_question_in_the_openai_shape_with_routing_details(service):
     status, body, _ = post(service, ask(QUESTION))
     assert status == 200, body
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
-    assert isinstance(body["choices"][0]["message"]["content"], str) and body["choices"][0]["message"]["content"]
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] > 0
+    assert isinstance(body["choices"][0]["message"]["content"],
+                      str) and body["choices"][0]["message"]["content"]
+    assert (
+        body["usage"]["total_tokens"]
+        == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+        > 0
+    )
     details = body["skillmoe"]
     assert isinstance(details["skills"], list) and len(details["experts"]) == 3
     assert details["aggregator"] == "tiny-aggregator"
@@ -129,7 +135,9 @@ def test_models_health_stats_and_route_only(service):
 def test_the_warm_up_leaves_the_pool_resident_and_a_new_question_loads_nothing(service):
     """The demo's models fit the machine's default budget: all were loaded before the service was ready."""
     before = get(service, "/v1/stats")
-    assert "tiny-keyword" in before["resident"] and len(before["resident"]) >= 5  # keyword, aggregator, 4 experts
+    assert (
+        "tiny-keyword" in before["resident"] and len(before["resident"]) >= 5
+    )  # keyword, aggregator, 4 experts
     assert before["activations"] >= len(before["resident"])
     assert post(service, ask("Warm: how many sides has a hexagon? Think about geometry."))[0] == 200
     after = get(service, "/v1/stats")
@@ -163,8 +171,9 @@ USER = [{"role": "user", "content": QUESTION}]
 
 
 def test_the_openai_client_gets_a_plain_completion_with_usage_and_routing_details(fake_service):
-    reply = client(fake_service).chat.completions.create(model="symbolic-moe", messages=USER, seed=11,
-                                                          temperature=0.3, max_tokens=64, user="someone")
+    reply = client(fake_service).chat.completions.create(
+        model="symbolic-moe", messages=USER, seed=11, temperature=0.3, max_tokens=64, user="someone"
+    )
     assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
     assert reply.choices[0].message.content and reply.choices[0].finish_reason == "stop"
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens > 0
@@ -172,13 +181,18 @@ def test_the_openai_client_gets_a_plain_completion_with_usage_and_routing_detail
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
-def test_a_streamed_completion_concatenates_to_the_plain_answer_for_the_same_seed(fake_service, include_usage):
+def test_a_streamed_completion_concatenates_to_the_plain_answer_for_the_same_seed(
+    fake_service, include_usage
+):
     api = client(fake_service)
     question = [{"role": "user", "content": f"{QUESTION} (stream, usage chunk: {include_usage})"}]
     plain = api.chat.completions.create(model="symbolic-moe", messages=question, seed=5, temperature=0.9)
     options = {"stream_options": {"include_usage": True}} if include_usage else {}
-    chunks = list(api.chat.completions.create(model="symbolic-moe", messages=question, seed=5, temperature=0.9,
-                                              stream=True, **options))
+    chunks = list(
+        api.chat.completions.create(
+            model="symbolic-moe", messages=question, seed=5, temperature=0.9, stream=True, **options
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant" and len({c.id for c in chunks}) == 1
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == plain.choices[0].message.content
@@ -194,16 +208,30 @@ def test_a_streamed_completion_concatenates_to_the_plain_answer_for_the_same_see
 def test_the_seed_reaches_the_aggregator(fake_service):
     api = client(fake_service)
     question = [{"role": "user", "content": "What is 17 * 3 - 4? Give the number."}]
-    answers = {api.chat.completions.create(model="symbolic-moe", messages=question, seed=seed).choices[0].message.content
-               for seed in range(5)}
+    answers = {
+        api.chat.completions.create(model="symbolic-moe", messages=question, seed=seed)
+        .choices[0]
+        .message.content
+        for seed in range(5)
+    }
     assert len(answers) > 1  # the same experts' answers, aggregated with five seeds
-    again = api.chat.completions.create(model="symbolic-moe", messages=question, seed=3).choices[0].message.content
+    again = (
+        api.chat.completions.create(model="symbolic-moe", messages=question, seed=3)
+        .choices[0]
+        .message.content
+    )
     assert again in answers
 
 
-@pytest.mark.parametrize("field, value", [("n", 3),
-                                          ("tools", [{"type": "function", "function": {"name": "f"}}]),
-                                          ("logprobs", True), ("response_format", {"type": "json_object"})])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("n", 3),
+        ("tools", [{"type": "function", "function": {"name": "f"}}]),
+        ("logprobs", True),
+        ("response_format", {"type": "json_object"}),
+    ],
+)
 def test_an_unsupported_field_gets_a_400_naming_it_and_is_counted(fake_service, field, value):
     import openai
 
@@ -216,8 +244,9 @@ def test_an_unsupported_field_gets_a_400_naming_it_and_is_counted(fake_service, 
 
 def test_a_raw_stream_is_server_sent_events_ending_in_done(fake_service):
     body = json.dumps({"messages": USER, "stream": True, "seed": 1}).encode()
-    request = urllib.request.Request(f"{fake_service}/v1/chat/completions", body,
-                                     {"Content-Type": "application/json", **AUTH})
+    request = urllib.request.Request(
+        f"{fake_service}/v1/chat/completions", body, {"Content-Type": "application/json", **AUTH}
+    )
     with urllib.request.urlopen(request, timeout=120) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [e for e in r.read().decode().split("\n\n") if e]
@@ -232,31 +261,44 @@ def test_stop_cuts_the_reply_plain_and_streamed_as_openai_does(fake_service):
     full = ask_it().choices[0].message.content
     stop = full.split()[2]  # a word inside the reply
     cut = ask_it(stop=[stop, "never there"]).choices[0]
-    assert cut.message.content == full[:full.index(stop)] and cut.finish_reason == "stop"
+    assert cut.message.content == full[: full.index(stop)] and cut.finish_reason == "stop"
     chunks = list(ask_it(stop=stop, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full[:full.index(stop)]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full[: full.index(stop)]
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
 
 
 def test_a_system_message_and_earlier_turns_reach_the_experts_and_skills_come_from_the_last_turn(
-        fake_service):
+    fake_service,
+):
     """The documented rule: skills from the last user message; the experts and the aggregator read the
     conversation above it (the fake engine's answer is a hash of what it reads)."""
     api = client(fake_service)
     last = {"role": "user", "content": "And plus 3?"}
     alone = api.chat.completions.create(model="symbolic-moe", messages=[last], seed=4)
-    system = api.chat.completions.create(model="symbolic-moe", seed=4, messages=[
-        {"role": "system", "content": "Answer in French."}, last])
-    turns = api.chat.completions.create(model="symbolic-moe", seed=4, messages=[
-        {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}, last])
+    system = api.chat.completions.create(
+        model="symbolic-moe", seed=4, messages=[{"role": "system", "content": "Answer in French."}, last]
+    )
+    turns = api.chat.completions.create(
+        model="symbolic-moe",
+        seed=4,
+        messages=[{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}, last],
+    )
     assert alone.skillmoe["skills"] == system.skillmoe["skills"] == turns.skillmoe["skills"]
     for talk in (system, turns):
         assert talk.usage.prompt_tokens > alone.usage.prompt_tokens  # the aggregator read the conversation
         experts = [r.skillmoe["usage"]["experts"]["prompt_tokens"] for r in (talk, alone)]
         assert experts[0] > experts[1]
-    assert len({alone.choices[0].message.content, system.choices[0].message.content,
-                turns.choices[0].message.content}) > 1
+    assert (
+        len(
+            {
+                alone.choices[0].message.content,
+                system.choices[0].message.content,
+                turns.choices[0].message.content,
+            }
+        )
+        > 1
+    )
 
 
 def test_n_replies_models_retrieve_and_text_completions(fake_service):
@@ -297,8 +339,12 @@ def test_keys_json_bodies_and_openai_error_objects_on_every_status(fake_service)
         401: lambda: client(fake_service, key="wrong").models.list(),
         404: lambda: api.get("/no/such/route", cast_to=object),
         405: lambda: api.get("/chat/completions", cast_to=object),
-        415: lambda: api.post("/chat/completions", cast_to=object, body={"messages": USER},
-                              options={"headers": {"Content-Type": "text/plain"}}),
+        415: lambda: api.post(
+            "/chat/completions",
+            cast_to=object,
+            body={"messages": USER},
+            options={"headers": {"Content-Type": "text/plain"}},
+        ),
     }
     for status, call in calls.items():
         with pytest.raises(openai.APIStatusError) as failed:
@@ -315,8 +361,17 @@ def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_clu
     """Serve's max_ongoing_requests + max_queued_requests bound the answerer; the ingress answers 503 for the rest."""
     import openai
 
-    url = deploy(tmp_path, ["serve.max_ongoing_requests=2", "serve.max_queued_requests=2", "serve.max_batch=2",
-                            "serve.window_ms=1000", "engine.options.delay_s=1.0"], fake=True)
+    url = deploy(
+        tmp_path,
+        [
+            "serve.max_ongoing_requests=2",
+            "serve.max_queued_requests=2",
+            "serve.max_batch=2",
+            "serve.window_ms=1000",
+            "engine.options.delay_s=1.0",
+        ],
+        fake=True,
+    )
     with ThreadPoolExecutor(16) as pool:
         replies = list(pool.map(lambda i: post(url, ask(f"{QUESTION} (burst {i})"), timeout=120), range(16)))
     statuses = [status for status, _, _ in replies]
@@ -327,16 +382,21 @@ def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_clu
     stats = get(url, "/v1/stats")
     assert stats["rejected"] == statuses.count(503) and stats["largest_batch"] <= 2
     # A stream starts (role chunk) while the experts still work: each phase takes window + delay here.
-    stream = client(url).chat.completions.create(model="symbolic-moe", stream=True,
-                                                 messages=[{"role": "user", "content": "Streamed: what is 5 + 6?"}])
+    stream = client(url).chat.completions.create(
+        model="symbolic-moe", stream=True, messages=[{"role": "user", "content": "Streamed: what is 5 + 6?"}]
+    )
     start = time.monotonic()
     arrivals = [(time.monotonic() - start, chunk) for chunk in stream]
     assert arrivals[0][1].choices[0].delta.role == "assistant" and arrivals[-1][0] - arrivals[0][0] > 1.0
     with pytest.raises(openai.BadRequestError, match="stream_options"):
-        client(url).chat.completions.create(model="symbolic-moe", messages=USER, stream_options={"include_usage": True})
+        client(url).chat.completions.create(
+            model="symbolic-moe", messages=USER, stream_options={"include_usage": True}
+        )
 
 
-def test_past_the_request_timeout_a_plain_request_gets_504_and_a_stream_an_error_event(ray_cluster, tmp_path, service):
+def test_past_the_request_timeout_a_plain_request_gets_504_and_a_stream_an_error_event(
+    ray_cluster, tmp_path, service
+):
     import openai
 
     url = deploy(tmp_path, ["serve.request_timeout_s=1", "engine.options.delay_s=1.5"], fake=True)
@@ -349,11 +409,17 @@ def test_past_the_request_timeout_a_plain_request_gets_504_and_a_stream_an_error
     assert stats["timeouts"] == 2 and stats["queue_depth"] == 0
 
 
-def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(ray_cluster, tmp_path, service):
+def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(
+    ray_cluster, tmp_path, service
+):
     import openai
 
     deploy(tmp_path, [], fake=True)  # healthy preparation fills the cache
-    url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]"], fake=True)
+    url = deploy(
+        tmp_path,
+        ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]"],
+        fake=True,
+    )
     status, body, headers = post(url, ask(QUESTION))
     message = body["error"]["message"]
     assert status == 502 and "failed" in message and headers["x-request-id"] in message
@@ -372,7 +438,9 @@ def test_a_failing_expert_answers_502_for_its_requests_and_the_service_stays_up(
     assert status == 200
 
 
-def test_after_an_idle_resident_experts_actor_is_killed_later_requests_are_answered(ray_cluster, tmp_path, service):
+def test_after_an_idle_resident_experts_actor_is_killed_later_requests_are_answered(
+    ray_cluster, tmp_path, service
+):
     """The dead actor leaves its slot and is recreated on next use; nothing answers 502 for it."""
     import time
 
@@ -380,7 +448,11 @@ def test_after_an_idle_resident_experts_actor_is_killed_later_requests_are_answe
 
     url = deploy(tmp_path, [], fake=True)
     assert post(url, ask(QUESTION))[0] == 200  # experts now resident or sleeping in the replica
-    experts = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::ExpertActor")]
+    experts = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if (p.info["cmdline"] or [""])[0].startswith("ray::ExpertActor")
+    ]
     assert experts
     for process in experts:  # as an OOM killer would
         process.kill()
@@ -392,8 +464,14 @@ def test_after_an_idle_resident_experts_actor_is_killed_later_requests_are_answe
 
 def test_a_replica_whose_requests_all_fail_reports_unhealthy(ray_cluster, tmp_path, service):
     deploy(tmp_path, [], fake=True)  # healthy preparation fills the cache
-    url = deploy(tmp_path, ["+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]",
-                            "serve.unhealthy_after=2"], fake=True)
+    url = deploy(
+        tmp_path,
+        [
+            "+engine.options.fail_models=[tiny-llama-a,tiny-qwen-b,tiny-mistral-c,tiny-llama-d]",
+            "serve.unhealthy_after=2",
+        ],
+        fake=True,
+    )
     assert [post(url, ask(f"{QUESTION} ({i})"))[0] for i in range(2)] == [502, 502]
     with pytest.raises(urllib.error.HTTPError) as failed:
         urllib.request.urlopen(url + "/healthz", timeout=30)
@@ -409,8 +487,9 @@ def test_a_lone_surrogate_request_among_normal_ones_gets_400_naming_the_field_an
     assert error["param"] == "messages" and "messages[0].content" in error["message"]
 
 
-def test_under_a_full_cache_disk_replies_are_still_200_counted_and_no_expert_loads_twice(ray_cluster, tmp_path,
-                                                                                         service):
+def test_under_a_full_cache_disk_replies_are_still_200_counted_and_no_expert_loads_twice(
+    ray_cluster, tmp_path, service
+):
     from tests.conftest import make_full, unmount
 
     url = deploy(tmp_path, [], fake=True)  # prepared on a healthy cache; then the disk fills up

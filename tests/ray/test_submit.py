@@ -66,7 +66,8 @@ def ray_head(tmp_path_factory):
     pytest.importorskip("aiohttp", reason="the Ray job server needs ray[default]")
     tmp = tmp_path_factory.mktemp("rayhead")
     gcs, dashboard, client, agent = free_ports(4)
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    env = {**os.environ,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     env.pop("PYTHONPATH", None)  # the job must run the code uploaded as its working_dir, not this checkout
@@ -128,7 +129,8 @@ def test_a_failing_job_makes_submit_exit_non_zero(ray_head, tmp_path):
 
 
 def test_no_wait_prints_the_job_id_and_returns_without_following(ray_head, tmp_path):
-    proc = submit(ray_head, tmp_path, "--no-wait", "recruit.k=0")  # a job that fails: --no-wait must not notice
+    proc = submit(ray_head, tmp_path, "--no-wait",
+                  "recruit.k=0")  # a job that fails: --no-wait must not notice
     assert proc.returncode == 0, proc.stderr[-3000:]
     (job_id,) = proc.stdout.splitlines()
     assert job_id.startswith("raysubmit_") and f"--follow {job_id}" in proc.stderr

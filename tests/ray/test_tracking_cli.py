@@ -19,7 +19,8 @@ def demo_args(tmp_path, *extra: str) -> list[str]:
 
 
 def run_demo(tmp_path, *extra: str, env: dict | None = None):
-    proc = run_cli([*demo_args(tmp_path, *extra), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, timeout=300)
+    proc = run_cli([*demo_args(tmp_path, *extra), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
+                   timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, tmp_path / "run"
 
@@ -34,7 +35,9 @@ def mentions_of_tracking(stdout: str, tmp_path) -> list[str]:
             if re.search(r"tracking|wandb|W&B", line.replace(str(tmp_path), ""), re.IGNORECASE)]
 
 
-def test_offline_demo_run_leaves_a_wandb_run_with_accuracies_timings_and_the_resolved_config(tmp_path, wandb_sandbox):
+def test_offline_demo_run_leaves_a_wandb_run_with_accuracies_timings_and_the_resolved_config(
+    tmp_path, wandb_sandbox
+):
     proc, run_dir = run_demo(tmp_path, "tracking.mode=offline")
     results = json.loads((run_dir / "results.json").read_text())
     (path,) = offline_runs(run_dir)
@@ -76,7 +79,9 @@ def test_without_wandb_installed_the_run_completes_and_says_so_once(tmp_path):
     env = {"PYTHONPATH": os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])}
     proc, run_dir = run_demo(tmp_path, "tracking.mode=offline", env=env)
     assert (run_dir / "results.json").is_file()
-    assert status_lines(proc.stdout) == ["tracking: off (wandb is not installed: pip install 'skillmoe-ray[tracking]')"]
+    assert status_lines(proc.stdout) == [
+        "tracking: off (wandb is not installed: pip install 'skillmoe-ray[tracking]')"
+    ]
     assert mentions_of_tracking(proc.stdout, tmp_path) == status_lines(proc.stdout)
     assert "Traceback" not in proc.stderr
 
@@ -87,5 +92,7 @@ def test_a_tracking_failure_is_one_line_and_the_run_still_succeeds(tmp_path):
     proc, run_dir = run_demo(tmp_path, "tracking.mode=offline", f"tracking.dir={not_a_directory}")
     assert (run_dir / "results.json").is_file() and (run_dir / "report.md").is_file()
     (line,) = status_lines(proc.stdout)
-    assert line.startswith("tracking: failed (FileExistsError: ") and line.endswith(f"the run's results are in {run_dir}")
+    assert line.startswith("tracking: failed (FileExistsError: ") and line.endswith(
+        f"the run's results are in {run_dir}"
+    )
     assert "Traceback" not in proc.stdout + proc.stderr

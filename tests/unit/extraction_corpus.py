@@ -14,8 +14,15 @@ THINK = (
     "Maybe the answer is (C)? Wait, no, C fails the check. B and D remain... I think it's {x}.\n</think>\n\n"
 )
 COT = "Let's think step by step. First, eliminate the options that contradict the data. (A) is ruled out early.\n"
-OPTION_TEXT = {"A": "Mitochondria", "B": "Ribosome", "C": "Golgi apparatus", "D": "Nucleus", "E": "Vacuole",
-               "G": "Lysosome", "J": "None of these"}
+OPTION_TEXT = {
+    "A": "Mitochondria",
+    "B": "Ribosome",
+    "C": "Golgi apparatus",
+    "D": "Nucleus",
+    "E": "Vacuole",
+    "G": "Lysosome",
+    "J": "None of these",
+}
 
 # (template, needs ten options); {X} the letter, {x} lowercase, {Y} another letter, {T} the option's text.
 CHOICE_STYLES = [

@@ -83,7 +83,8 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_module_is_over_400_lines():
-    long = {name: n for name, path in modules() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    long = {name: n for name,
+            path in modules() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert long == {}
 
 

@@ -98,8 +98,7 @@ def test_swap_aware_items_delivered_early_settle_before_the_batch_ends_and_defer
                 deliver(index, "warm done")
         if "cold" in items:
             assert release.wait(10)  # a cold load, held until the warm caller has its answer
-        return [DEFER if item == "later" and may else f"{item} done"
-                for item, may in zip(items, deferrable)]
+        return [DEFER if item == "later" and may else f"{item} done" for item, may in zip(items, deferrable)]
 
     async def main():
         batcher = MicroBatcher(process, window_s=0.01, max_batch=8, max_defer_s=60)

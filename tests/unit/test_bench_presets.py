@@ -17,20 +17,30 @@ def old_model_config(arch: str, vocab_size: int, recipe: dict):
     classes = {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig"}
     hidden = recipe.get("hidden_size", 128)
     return getattr(transformers, classes[arch])(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=recipe.get("intermediate_size", 2 * hidden),
-        num_hidden_layers=recipe.get("layers", 2), num_attention_heads=hidden // 32,
-        num_key_value_heads=max(1, hidden // 64), head_dim=32,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=recipe.get("intermediate_size", 2 * hidden),
+        num_hidden_layers=recipe.get("layers", 2),
+        num_attention_heads=hidden // 32,
+        num_key_value_heads=max(1, hidden // 64),
+        head_dim=32,
         max_position_embeddings=recipe.get("max_position_embeddings", 2048),
-        initializer_range=recipe.get("initializer_range", 1.0), tie_word_embeddings=False,
-        bos_token_id=2, eos_token_id=3, pad_token_id=1,
+        initializer_range=recipe.get("initializer_range", 1.0),
+        tie_word_embeddings=False,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=1,
     )
 
 
-@pytest.mark.parametrize("arch,recipe", [
-    ("llama", {"seed": 1}),
-    ("qwen3", {"hidden_size": 96, "layers": 1}),
-    ("mistral", {"hidden_size": 192, "intermediate_size": 100, "initializer_range": 0.5}),
-])
+@pytest.mark.parametrize(
+    "arch,recipe",
+    [
+        ("llama", {"seed": 1}),
+        ("qwen3", {"hidden_size": 96, "layers": 1}),
+        ("mistral", {"hidden_size": 192, "intermediate_size": 100, "initializer_range": 0.5}),
+    ],
+)
 def test_recipe_without_new_keys_gives_the_old_config(arch, recipe):
     assert model_config(arch, 321, recipe).to_dict() == old_model_config(arch, 321, recipe).to_dict()
 

@@ -53,7 +53,9 @@ def test_experts_are_listed_by_unified_score_best_first():
 
 def test_symbolic_moe_reports_its_fixed_budget():
     result = recruit_symbolic_moe(SKILLS, PROFILES, GLOBAL, POOL, RecruitConfig(k=3), seed=0)
-    assert result.info["policy"] == "symbolic_moe" and result.info["budget"] == 60 and result.info["mean_k"] == 3
+    assert (
+        result.info["policy"] == "symbolic_moe" and result.info["budget"] == 60 and result.info["mean_k"] == 3
+    )
 
 
 def test_an_infeasible_budget_names_the_constraint():
@@ -63,8 +65,11 @@ def test_an_infeasible_budget_names_the_constraint():
 
 def test_budgeted_demo_activates_fewer_experts_and_reports_the_assignment(tmp_path):
     default, _ = run_pipeline(make_config(tmp_path, [], run_dir=tmp_path / "default"))
-    capped, _ = run_pipeline(make_config(
-        tmp_path, ["recruit=budgeted", "recruit.budget.max_experts=2"], run_dir=tmp_path / "budgeted"))
+    capped, _ = run_pipeline(
+        make_config(
+            tmp_path, ["recruit=budgeted", "recruit.budget.max_experts=2"], run_dir=tmp_path / "budgeted"
+        )
+    )
     used = lambda r: {t["expert"] for t in r["timeline"] if t["stage"] == "inference"}  # noqa: E731
     assert len(used(capped)) <= 2 < len(used(default))
     info = capped["recruitment"]

@@ -16,7 +16,8 @@ from tests.unit.test_pipeline import run_pipeline
 
 
 def final_answers(run_dir):
-    return [(r["id"], r["answers"]) for r in map(json.loads, (run_dir / "final_answers.jsonl").read_text().splitlines())]
+    return [(r["id"], r["answers"]) for r in map(json.loads,
+                                                 (run_dir / "final_answers.jsonl").read_text().splitlines())]
 
 
 @pytest.fixture
@@ -51,7 +52,10 @@ def test_damaged_stage_files_and_generation_lines_are_set_aside_and_recomputed(f
     with caplog.at_level(logging.WARNING, logger="skillmoe_ray.cache"):
         again, again_answers = rerun(tmp_path, "second")
     assert again_answers == answers and again["aggregator"] == results["aggregator"]
-    assert f"cache entry {stage_file} is damaged" in caplog.text and f"cache entry {shard} is damaged" in caplog.text
+    assert (
+        f"cache entry {stage_file} is damaged" in caplog.text
+        and f"cache entry {shard} is damaged" in caplog.text
+    )
     assert stage_file.with_name(stage_file.name + ".corrupt").is_file()
     assert json.loads(stage_file.read_text())  # recomputed and stored again
     assert len(shard.read_text().splitlines()) == len(lines) - 1  # the good lines kept

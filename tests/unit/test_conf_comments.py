@@ -16,7 +16,11 @@ def uncommented_keys(text: str) -> list[str]:
         stripped = line.strip()
         if not stripped:
             continue
-        if KEY.match(line) and not stripped.startswith(("#", "- ", "defaults")) and not previous.startswith("#"):
+        if (
+            KEY.match(line)
+            and not stripped.startswith(("#", "- ", "defaults"))
+            and not previous.startswith("#")
+        ):
             found.append(stripped)
         previous = stripped
     return found
@@ -27,6 +31,9 @@ def test_the_checker_finds_a_key_without_a_comment():
 
 
 def test_every_config_key_has_a_comment_above_it():
-    missing = {str(p.relative_to(REPO)): keys for p in sorted((REPO / "conf").rglob("*.yaml"))
-               if (keys := uncommented_keys(p.read_text()))}
+    missing = {
+        str(p.relative_to(REPO)): keys
+        for p in sorted((REPO / "conf").rglob("*.yaml"))
+        if (keys := uncommented_keys(p.read_text()))
+    }
     assert missing == {}

@@ -75,12 +75,16 @@ def test_unknown_engine_option_names_valid_options(tmp_path):
     from skillmoe_ray.engines import create_engine
 
     cfg = make_config(tmp_path, ["+engine.options.bogus=1"])
-    with pytest.raises(ConfigError, match=r"engine.options.bogus: not an option of the fake engine; valid options: .*delay_s"):
+    with pytest.raises(
+        ConfigError, match=r"engine.options.bogus: not an option of the fake engine; valid options: .*delay_s"
+    ):
         create_engine(cfg.engine, cfg.pool["tiny-llama-a"])
 
 
 def test_unknown_engine_name_fails_at_config_load_listing_engines(tmp_path):
-    with pytest.raises(ConfigError, match="engine.name: unknown engine 'turbo'; available: vllm, hf, openai, fake"):
+    with pytest.raises(
+        ConfigError, match="engine.name: unknown engine 'turbo'; available: vllm, hf, openai, fake"
+    ):
         make_config(tmp_path, ["engine.name=turbo"])
 
 
@@ -101,20 +105,34 @@ def test_tracking_disabled_group_option_still_works(tmp_path):
 
 
 def test_unknown_tracking_mode_lists_the_valid_modes(tmp_path):
-    with pytest.raises(ConfigError, match=r"tracking.mode: unknown mode 'onlin'; valid modes: auto, online, offline, disabled"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tracking.mode: unknown mode 'onlin'; valid modes: auto, online, offline, disabled",
+    ):
         make_config(tmp_path, ["tracking.mode=onlin"])
 
 
 def test_unknown_tracking_key_lists_valid_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"^unknown key tracking.projet; valid keys of tracking: dir, entity"):
+    with pytest.raises(
+        ConfigError, match=r"^unknown key tracking.projet; valid keys of tracking: dir, entity"
+    ):
         make_config(tmp_path, ["+tracking.projet=x"])
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["steering.enabled=true", "engine=vllm", "+pool.models.tiny-llama-a.moe=true"], "steering.enabled needs an engine that reaches the model.s routers \\(hf, fake\\)"),
-    (["steering.enabled=true"], "no expert of the pool is marked moe: true"),
-    (["steering.enabled=true", "+pool.models.tiny-llama-a.moe=true", "steering.alpha=-1"], "alpha must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["steering.enabled=true", "engine=vllm", "+pool.models.tiny-llama-a.moe=true"],
+            "steering.enabled needs an engine that reaches the model.s routers \\(hf, fake\\)",
+        ),
+        (["steering.enabled=true"], "no expert of the pool is marked moe: true"),
+        (
+            ["steering.enabled=true", "+pool.models.tiny-llama-a.moe=true", "steering.alpha=-1"],
+            "alpha must be >= 0",
+        ),
+    ],
+)
 def test_steering_settings_are_checked_with_a_message_naming_the_key(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_config(tmp_path, overrides)
@@ -128,13 +146,16 @@ def test_unknown_repeated_skills_rule_is_an_error_naming_the_key(tmp_path):
     assert make_config(tmp_path, ["skills.repeated=count"]).skills.repeated == "count"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("serve.max_queued_requests=0", "serve.max_queued_requests must be >= 1, got 0"),
-    ("serve.max_ongoing_requests=-1", "serve.max_ongoing_requests must be >= 1, got -1"),
-    ("serve.request_timeout_s=0", "serve.request_timeout_s must be > 0"),
-    ("serve.port=70000", "serve.port must be in 1..65535, got 70000"),
-    ("serve.max_n=0", "serve.max_n must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("serve.max_queued_requests=0", "serve.max_queued_requests must be >= 1, got 0"),
+        ("serve.max_ongoing_requests=-1", "serve.max_ongoing_requests must be >= 1, got -1"),
+        ("serve.request_timeout_s=0", "serve.request_timeout_s must be > 0"),
+        ("serve.port=70000", "serve.port must be in 1..65535, got 70000"),
+        ("serve.max_n=0", "serve.max_n must be >= 1, got 0"),
+    ],
+)
 def test_serve_bounds_are_checked(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         make_config(tmp_path, [override])
@@ -146,8 +167,9 @@ def test_serve_back_pressure_keys_reach_the_config(tmp_path):
 
 
 def test_serve_exposure_keys_reach_the_config_and_a_printed_config_hides_the_keys(tmp_path):
-    cfg = make_config(tmp_path, ["serve.api_keys=[secret-1]", "serve.cors_origins=[https://app.example]",
-                                 "serve.max_n=2"])
+    cfg = make_config(
+        tmp_path, ["serve.api_keys=[secret-1]", "serve.cors_origins=[https://app.example]", "serve.max_n=2"]
+    )
     assert cfg.serve.api_keys == ("secret-1",) and cfg.serve.cors_origins == ("https://app.example",)
     assert cfg.serve.max_n == 2
     assert "secret-1" not in repr(cfg)

@@ -108,7 +108,8 @@ def test_gold_not_a_choice_letter_is_error(tmp_path):
 
 def test_duplicate_ids_are_error(tmp_path):
     """Two rows with one id: DataError naming the id."""
-    rows = [{"id": "same", "question": "q1", "gold_answer": "1"}, {"id": "same", "question": "q2", "gold_answer": "2"}]
+    rows = [{"id": "same", "question": "q1", "gold_answer": "1"},
+            {"id": "same", "question": "q2", "gold_answer": "2"}]
     with pytest.raises(DataError, match="same"):
         load_local(write_jsonl(tmp_path / "d.jsonl", rows), "t")
 
@@ -149,13 +150,16 @@ def test_gpqa_row_gold_points_at_correct_answer_and_is_deterministic():
 
 def test_mmlu_pro_row():
     """MMLU-Pro: options become choices, answer letter is the gold, category the subject."""
-    row = mmlu_pro_row({"question_id": 7, "question": "Q", "options": ["1", "2", 3], "answer": "C", "category": "law"}, 0)
-    assert row == {"id": "mmlu_pro-7", "question": "Q", "choices": ["1", "2", "3"], "gold_answer": "C", "subject": "law"}
+    row = mmlu_pro_row({"question_id": 7, "question": "Q", "options": ["1", "2", 3], "answer": "C",
+                        "category": "law"}, 0)
+    assert row == {"id": "mmlu_pro-7", "question": "Q", "choices": ["1", "2", "3"], "gold_answer": "C",
+                   "subject": "law"}
 
 
 def test_medmcqa_row_cop_index_to_letter():
     """MedMCQA: cop is a 0-based index into opa..opd."""
-    raw = {"id": "m1", "question": "Q", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 2, "subject_name": "Anatomy"}
+    raw = {"id": "m1", "question": "Q", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 2,
+           "subject_name": "Anatomy"}
     row = medmcqa_row(raw, 0)
     assert row["gold_answer"] == "C" and row["choices"][2] == "c" and row["subject"] == "Anatomy"
 
@@ -230,9 +234,12 @@ def test_load_data_removes_shared_questions_before_sampling(tmp_path):
 def test_a_shared_question_stem_with_other_options_is_not_a_shared_question(tmp_path):
     """'Which of the following is true?' with other options is another question: validation keeps it."""
     stem = "Which of the following is true?"
-    test_path = write_jsonl(tmp_path / "test.jsonl", [{"question": stem, "choices": ["a", "b"], "gold_answer": "A"}])
-    val_path = write_jsonl(tmp_path / "val.jsonl", [{"question": stem, "choices": ["c", "d"], "gold_answer": "B"},
-                                                    {"question": stem, "choices": ["a", "b"], "gold_answer": "A"}])
+    test_path = write_jsonl(tmp_path / "test.jsonl",
+                            [{"question": stem, "choices": ["a", "b"], "gold_answer": "A"}])
+    val_path = write_jsonl(tmp_path / "val.jsonl",
+                           [{"question": stem, "choices": ["c", "d"], "gold_answer": "B"},
+                                                    {"question": stem, "choices": ["a", "b"],
+                                                     "gold_answer": "A"}])
     val, _ = load_data(DataConfig("t", SplitSpec(path=str(val_path)), SplitSpec(path=str(test_path))), seed=0)
     assert [i.choices for i in val] == [("c", "d")]
 

@@ -13,24 +13,33 @@ from tests.conftest import make_config
 def test_a_models_engine_kwargs_override_the_global_ones_key_by_key(tmp_path):
     cfg = make_config(tmp_path, ["+engine.kwargs={quantization: awq, tokenizer_mode: auto}",
                                  "+pool.models.tiny-qwen-b.engine_kwargs={tokenizer_mode: mistral}"])
-    assert cfg.engine.kwargs_for(cfg.pool["tiny-qwen-b"]) == {"quantization": "awq", "tokenizer_mode": "mistral"}
-    assert create_engine(cfg.engine, cfg.pool["tiny-llama-a"]).kwargs == {"quantization": "awq", "tokenizer_mode": "auto"}
+    assert cfg.engine.kwargs_for(cfg.pool["tiny-qwen-b"]) == {"quantization": "awq",
+                                                              "tokenizer_mode": "mistral"}
+    assert create_engine(cfg.engine, cfg.pool["tiny-llama-a"]).kwargs == {
+        "quantization": "awq",
+        "tokenizer_mode": "auto",
+    }
 
 
 def test_kwargs_join_the_fingerprint_only_where_given(tmp_path):
     plain = make_config(tmp_path)
     tuned = make_config(tmp_path, ["+pool.models.tiny-qwen-b.engine_kwargs={quantization: fp8}"])
     for name in ("tiny-llama-a", "tiny-qwen-b"):
-        same = model_fingerprint(plain.pool[name], plain.engine) == model_fingerprint(tuned.pool[name], tuned.engine)
+        same = model_fingerprint(plain.pool[name], plain.engine) == model_fingerprint(
+            tuned.pool[name], tuned.engine
+        )
         assert same == (name == "tiny-llama-a")
 
 
-@pytest.mark.parametrize("engine, key, hint", [
-    ("vllm", "dtype", "engine.dtype"),
-    ("vllm", "gpu_memory_utilization", "engine.options.gpu_memory_utilization"),
-    ("hf", "attn_implementation", "engine.options.attn_implementation"),
-    ("openai", "temperature", "the stage's temperature"),
-])
+@pytest.mark.parametrize(
+    "engine, key, hint",
+    [
+        ("vllm", "dtype", "engine.dtype"),
+        ("vllm", "gpu_memory_utilization", "engine.options.gpu_memory_utilization"),
+        ("hf", "attn_implementation", "engine.options.attn_implementation"),
+        ("openai", "temperature", "the stage's temperature"),
+    ],
+)
 def test_arguments_the_project_sets_are_refused_naming_the_key_that_sets_them(tmp_path, engine, key, hint):
     with pytest.raises(ConfigError, match=rf"^engine.kwargs.{key}: set by the project.*use {hint}"):
         make_config(tmp_path, [f"engine={engine}", f"+engine.kwargs={{{key}: 1}}"])
@@ -50,5 +59,7 @@ def test_kwargs_must_be_a_mapping_and_engines_without_pass_through_refuse_them(t
         make_config(tmp_path, ["+pool.models.tiny-llama-a.engine_kwargs=[a]"])
     from skillmoe_ray.engines.base import Engine
 
-    with pytest.raises(ConfigError, match=r"engine.kwargs.x: the base engine takes no pass-through arguments"):
+    with pytest.raises(
+        ConfigError, match=r"engine.kwargs.x: the base engine takes no pass-through arguments"
+    ):
         Engine.check_kwargs({"x": 1}, "engine.kwargs")

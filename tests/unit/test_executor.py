@@ -51,7 +51,9 @@ def executor(sleepable=True, host_ram_bytes=float("inf"), n_slots=1):
 
 def groups(*experts):
     return [
-        ExpertGroup(e, [GenRequest.make([{"role": "user", "content": f"Question: {e}{i}"}], Sampling(8), f"{e}/{i}") for i in range(2)])
+        ExpertGroup(e,
+                    [GenRequest.make([{"role": "user", "content": f"Question: {e}{i}"}], Sampling(8),
+                                     f"{e}/{i}") for i in range(2)])
         for e in experts
     ]
 
@@ -113,7 +115,8 @@ def test_without_knowing_later_stages_every_expert_sleeps_and_sleep_policy_alway
     ex = executor()
     ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None)
     assert ("sleep", "a") in CountingEngine.calls
-    ex = SlotExecutor(lambda name, slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+    ex = SlotExecutor(lambda name,
+                      slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
                       ExecutionPolicy(deactivate="sleep"))
     CountingEngine.calls = []
     ex.run_stage("s1", groups("a", "b"), [], lambda g, o, t: None, later=[])
@@ -197,9 +200,12 @@ def test_a_dominant_group_runs_on_replicas_in_parallel_and_every_request_once():
 
     ex = SlotExecutor(lambda n, slot=0: LocalExpert(Slow(ModelSpec(name=n, path=f"fake/{n}"))),
                       ExecutionPolicy(n_slots=4, max_replicas=4, replica_min_requests=4))
-    big = ExpertGroup("a", [GenRequest.make([{"role": "user", "content": f"Q{i}"}], Sampling(8), f"a/{i}") for i in range(32)])
+    big = ExpertGroup("a",
+                      [GenRequest.make([{"role": "user", "content": f"Q{i}"}], Sampling(8),
+                                       f"a/{i}") for i in range(32)])
     answered = []
-    ex.run_stage("s1", [big, *groups("b", "c")], [], lambda g, outs, t: answered.extend(r.tag for r in g.requests))
+    ex.run_stage("s1", [big, *groups("b", "c")], [], lambda g, outs,
+                 t: answered.extend(r.tag for r in g.requests))
     assert sorted(answered) == sorted([f"a/{i}" for i in range(32)] + ["b/0", "b/1", "c/0", "c/1"])
     a_slots = {t.slot for t in ex.timeline if t.expert == "a"}
     assert len(a_slots) == 4 and 1 < max_concurrency([t.to_json() for t in ex.timeline]) <= 4
@@ -229,7 +235,8 @@ def test_follow_up_groups_start_on_a_free_slot_before_the_slowest_group_ends():
             return super()._generate(requests)
 
     def group(expert, n):
-        reqs = [GenRequest.make([{"role": "user", "content": f"Question: {expert}{i}"}], Sampling(8), f"{expert}/{i}")
+        reqs = [GenRequest.make([{"role": "user", "content": f"Question: {expert}{i}"}], Sampling(8),
+                                f"{expert}/{i}")
                 for i in range(n)]
         return ExpertGroup(expert, reqs)
 
@@ -246,7 +253,8 @@ def test_follow_up_groups_start_on_a_free_slot_before_the_slowest_group_ends():
         if g.expert != "agg":
             finished.append(g.expert)
 
-    ex.run_stage("s1", [group("a", 8), group("b", 1), group("c", 1), group("d", 1)], [], done, followup=followup)
+    ex.run_stage("s1", [group("a", 8), group("b", 1), group("c", 1), group("d", 1)], [], done,
+                 followup=followup)
     agg = [t for t in ex.timeline if t.expert == "agg"]
     slow = next(t for t in ex.timeline if t.expert == "a")
     assert len(agg) >= 1 and sum(t.requests for t in agg) == 4
@@ -269,7 +277,8 @@ class DyingEngine(CountingEngine):
 def dying_executor(deaths: int, max_retries: int):
     CountingEngine.calls = []
     DyingEngine.deaths = deaths
-    return SlotExecutor(lambda name, slot=0: LocalExpert(DyingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+    return SlotExecutor(lambda name,
+                        slot=0: LocalExpert(DyingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
                         ExecutionPolicy(max_retries=max_retries))
 
 
@@ -294,7 +303,13 @@ def test_after_its_retries_a_dying_expert_stops_the_run_with_one_error_naming_ex
     assert done == []
     failed = []
     ex = dying_executor(deaths=1, max_retries=0)  # serving: the error handler answers those requests
-    ex.run_stage("online", groups("a", "b"), [], lambda g, outs, t: done.append(g.expert), lambda g, e: failed.append(g.expert))
+    ex.run_stage(
+        "online",
+        groups("a", "b"),
+        [],
+        lambda g, outs, t: done.append(g.expert),
+        lambda g, e: failed.append(g.expert),
+    )
     assert failed == ["a"] and done == ["b"]
 
 
@@ -315,13 +330,31 @@ def test_the_summary_and_its_timeline_serialize_to_the_dicts_results_json_has_al
     ex = dying_executor(deaths=1, max_retries=1)
     ex.run_stage("s1", groups("a", "b"), [], lambda g, outs, t: None)
     data = ex.summary().to_json()
-    assert list(data) == ["activations", "activations_per_stage", "deactivations", "generate_calls",
-                          "timeline"]
+    assert list(data) == [
+        "activations",
+        "activations_per_stage",
+        "deactivations",
+        "generate_calls",
+        "timeline",
+    ]
     assert data["activations"] == {"a": 1, "b": 1}
     assert data["activations_per_stage"] == {"s1": {"a": 1, "b": 1}}
     entry = next(t for t in data["timeline"] if t["expert"] == "a")
-    assert list(entry) == ["expert", "stage", "slot", "start", "end", "kind", "activation_seconds", "phases",
-                           "requests", "chunks", "prompt_tokens", "output_tokens", "retries"]
+    assert list(entry) == [
+        "expert",
+        "stage",
+        "slot",
+        "start",
+        "end",
+        "kind",
+        "activation_seconds",
+        "phases",
+        "requests",
+        "chunks",
+        "prompt_tokens",
+        "output_tokens",
+        "retries",
+    ]
     assert list(entry["retries"][0]) == ["start", "end", "error"]
     assert "retries" not in next(t for t in data["timeline"] if t["expert"] == "b")
     assert json.loads(json.dumps(data)) == data
@@ -331,8 +364,16 @@ def test_a_runs_config_becomes_one_execution_policy(tmp_path):
     from skillmoe_ray.scheduling.policy import execution_policy
     from tests.conftest import make_config
 
-    cfg = make_config(tmp_path, ["resources.gpus=2", "scheduler.max_retries=3", "scheduler.chunk_requests=5",
-                                 "scheduler.deactivate=unload", "resources.gpu_memory_gb=40"])
+    cfg = make_config(
+        tmp_path,
+        [
+            "resources.gpus=2",
+            "scheduler.max_retries=3",
+            "scheduler.chunk_requests=5",
+            "scheduler.deactivate=unload",
+            "resources.gpu_memory_gb=40",
+        ],
+    )
     policy = execution_policy(cfg)
     assert (policy.n_slots, policy.max_retries, policy.chunk_requests) == (2, 3, 5)
     assert policy.deactivate == "unload"
@@ -346,6 +387,7 @@ def test_an_expert_starting_to_load_gets_a_line_and_fast_chunks_get_none(caplog)
     """Before a load the output says which expert loads (it may take a minute); a fast stage stored in
     many chunks does not print a line per chunk."""
     CountingEngine.calls = []
+
     def open_expert(name, slot=0):
         return LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}")))
 
@@ -354,8 +396,10 @@ def test_an_expert_starting_to_load_gets_a_line_and_fast_chunks_get_none(caplog)
         ex.run_stage("s1", groups("a", "b"), ["b"], lambda g, o, t: None)
         ex.run_stage("s2", groups("b"), [], lambda g, o, t: None)
     lines = [r.getMessage() for r in caplog.records]
-    assert [line for line in lines if ": loading on slot" in line] == ["[s1] expert a: loading on slot 0",
-                                                                       "[s1] expert b: loading on slot 0"]
+    assert [line for line in lines if ": loading on slot" in line] == [
+        "[s1] expert a: loading on slot 0",
+        "[s1] expert b: loading on slot 0",
+    ]
     assert not [line for line in lines if "[s2]" in line and "loading" in line]  # b stayed resident
     assert not [line for line in lines if "chunk" in line and "stored" in line]
     loading = lines.index("[s1] expert a: loading on slot 0")

@@ -27,7 +27,8 @@ def test_a_ray_wrapped_user_error_is_unwrapped_to_its_own_one_line_message():
     wrapped = RayTaskError("DriverActor.run", "Traceback ...\n  File x\n" * 20, cause).as_instanceof_cause()
     assert isinstance(wrapped, EngineError)  # why a plain isinstance check printed the whole remote traceback
     assert user_facing(wrapped) is cause and str(user_facing(wrapped)) == "fake failure of expert 'a'"
-    assert one_line(RayTaskError("f", "tb\n" * 9, ValueError("bad\nmore")).as_instanceof_cause()) == "ValueError: bad"
+    assert one_line(RayTaskError("f", "tb\n" * 9,
+                                 ValueError("bad\nmore")).as_instanceof_cause()) == "ValueError: bad"
 
 
 class RaisingEngine(CountingEngine):
@@ -43,7 +44,8 @@ def test_a_deterministic_error_is_not_retried_a_lost_actor_is(error, attempts):
     from skillmoe_ray.errors import ExpertFailed
 
     CountingEngine.calls, RaisingEngine.error = [], error
-    ex = SlotExecutor(lambda name, slot=0: LocalExpert(RaisingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+    ex = SlotExecutor(lambda name,
+                      slot=0: LocalExpert(RaisingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
                       ExecutionPolicy(max_retries=2))
     with pytest.raises(ExpertFailed, match="expert a failed in stage inference") as failed:
         ex.run_stage("inference", groups("a"), [], lambda g, outs, t: None)
@@ -53,7 +55,8 @@ def test_a_deterministic_error_is_not_retried_a_lost_actor_is(error, attempts):
 
 def test_a_failing_store_stops_the_batch_naming_it_without_retrying_or_reloading_the_expert():
     CountingEngine.calls = []
-    ex = SlotExecutor(lambda name, slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+    ex = SlotExecutor(lambda name,
+                      slot=0: LocalExpert(CountingEngine(ModelSpec(name=name, path=f"fake/{name}"))),
                       ExecutionPolicy(max_retries=2))
 
     def store(group, outputs, seconds):
@@ -111,7 +114,8 @@ def test_text_that_is_not_valid_unicode_is_refused_at_the_api_naming_the_field()
     from skillmoe_ray.serving.openai_api import BadRequest, parse_request
 
     body = json.dumps({"messages": [{"role": "user", "content": "hi \ud800"}]}).encode()
-    with pytest.raises(BadRequest, match=r"messages\[0\]\.content: character 3 is the lone surrogate") as refused:
+    with pytest.raises(BadRequest,
+                       match=r"messages\[0\]\.content: character 3 is the lone surrogate") as refused:
         parse_request(body, 1 << 20, 3)
     assert refused.value.param == "messages"
 
@@ -129,11 +133,20 @@ def test_a_keyword_model_context_overflow_is_refused_before_any_model_loads(tmp_
     from skillmoe_ray.data import load_data
     from skillmoe_ray.preflight import check_prompt_lengths
 
-    cfg = make_config(tmp_path, [f"pool.models.tiny-keyword.path={tiny_model_dir}",
-                                 "pool.models.tiny-keyword.max_model_len=300", "skills.max_tokens=200"])
+    cfg = make_config(
+        tmp_path,
+        [
+            f"pool.models.tiny-keyword.path={tiny_model_dir}",
+            "pool.models.tiny-keyword.max_model_len=300",
+            "skills.max_tokens=200",
+        ],
+    )
     val, _ = load_data(cfg.data, cfg.seed)
-    with pytest.raises(DataError, match=r"for the keyword model 'tiny-keyword', whose context leaves 100 "
-                                        r"\(pool.models.tiny-keyword.max_model_len=300 minus 200"):
+    with pytest.raises(
+        DataError,
+        match=r"for the keyword model 'tiny-keyword', whose context leaves 100 "
+        r"\(pool.models.tiny-keyword.max_model_len=300 minus 200",
+    ):
         check_prompt_lengths(cfg, val)
 
 
@@ -143,14 +156,20 @@ def test_an_aggregator_prompt_too_long_for_its_context_cuts_each_answers_reasoni
     short, long = "The answer is (B).", "step " * 2000 + "so the answer is (C)."
     fitted = fit_replies([short, long, "<think>" + "x" * 5000 + "</think>The answer is (A)."], 300)
     assert fitted[0] == short and fitted[2] == "The answer is (A)."  # reasoning before the tag goes first
-    assert fitted[1].startswith(CUT_MARK) and fitted[1].endswith("so the answer is (C).") and len(fitted[1]) <= 200
+    assert (
+        fitted[1].startswith(CUT_MARK)
+        and fitted[1].endswith("so the answer is (C).")
+        and len(fitted[1]) <= 200
+    )
 
 
 def test_a_hub_model_running_its_own_code_must_pin_a_revision():
     from skillmoe_ray.config import check_remote_code
 
     unpinned = ModelSpec("glm", "THUDM/glm-4-9b-chat", trust_remote_code=True)
-    with pytest.raises(ConfigError, match=r"pool.models.glm.trust_remote_code=true .* pool.models.glm.revision="):
+    with pytest.raises(
+        ConfigError, match=r"pool.models.glm.trust_remote_code=true .* pool.models.glm.revision="
+    ):
         check_remote_code({"glm": unpinned})
     check_remote_code({"glm": dataclasses.replace(unpinned, revision="abc123")})
 
@@ -180,8 +199,10 @@ def test_a_run_directory_that_fills_up_is_named_as_storage_with_exit_2_not_a_tra
 
     full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "results.json"))
     line, code = failure_line(full, str(tmp_path))
-    assert code == 2 and line.startswith(f"error: cannot write the run directory at {tmp_path / 'results.json'}: "
-                                         "No space left on device (ENOSPC)")
+    assert code == 2 and line.startswith(
+        f"error: cannot write the run directory at {tmp_path / 'results.json'}: "
+        "No space left on device (ENOSPC)"
+    )
     line, code = failure_line(KeyboardInterrupt(), str(tmp_path))
     assert code == 130 and line.startswith("interrupted (Ctrl-C)")
     line, code = failure_line(RuntimeError("boom\nsecond line"), str(tmp_path))

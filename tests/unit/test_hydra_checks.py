@@ -18,13 +18,15 @@ SEARCH = f"hydra.searchpath=[file://{TEST_CONF}]"
 
 
 def test_an_unknown_key_names_the_closest_valid_ones_not_its_parent():
-    message = unknown_key_message("recruit.kk", ["recruit", "recruit.k", "recruit.policy", "seed", "hydra.run.dir"])
+    message = unknown_key_message("recruit.kk",
+                                  ["recruit", "recruit.k", "recruit.policy", "seed", "hydra.run.dir"])
     assert message.startswith("unknown config key 'recruit.kk'; closest valid keys: recruit.k")
     assert "recruit," not in message and "hydra" not in message and "+recruit.kk=" in message
 
 
 def test_an_unknown_key_like_nothing_lists_the_keys_beside_it():
-    message = unknown_key_message("recruit.zzzzzzzzzz", ["recruit", "recruit.k", "recruit.policy", "seed"], adding=False)
+    message = unknown_key_message("recruit.zzzzzzzzzz", ["recruit", "recruit.k", "recruit.policy", "seed"],
+                                  adding=False)
     assert message == "unknown config key 'recruit.zzzzzzzzzz'; valid keys here: recruit.k, recruit.policy"
 
 

@@ -69,7 +69,10 @@ def test_splits_are_disjoint_balanced_sized_and_seeded(seed):
 
 
 def test_a_split_larger_than_a_skills_question_space_is_an_error_naming_skill_and_key():
-    with pytest.raises(ConfigError, match=r"skill '[a-z ]+' has only about \d+ distinct questions per split, 125 asked for; lower data.test.size"):
+    with pytest.raises(
+        ConfigError,
+        match=r"skill '[a-z ]+' has only about \d+ distinct questions per split, 125 asked for; lower data.test.size",
+    ):
         generate_split("test", 1000, 0)
     with pytest.raises(ConfigError, match="data.val.size must be >= 1"):
         generate_split("val", 0, 0)
@@ -80,8 +83,12 @@ def test_the_lab_tokenizer_round_trips_prompts_and_answers_exactly(tmp_path):
 
     tok = ensure_tokenizer(tmp_path)
     inst = generate_split("test", 8, 0)[0]
-    for text in ["The answer is \\boxed{9900}.", "The answer is (C).", "Skills: metres to cm",
-                 expert_messages(inst)[1]["content"]]:
+    for text in [
+        "The answer is \\boxed{9900}.",
+        "The answer is (C).",
+        "Skills: metres to cm",
+        expert_messages(inst)[1]["content"],
+    ]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.unk_token_id not in ids
         assert tok.decode(ids) == text
@@ -121,7 +128,9 @@ def test_default_pool_has_two_specialists_per_skill_and_no_expert_strong_on_half
 def test_recipes_are_checked_and_hashed_with_their_defaults():
     base = full_recipe("x", {"skills": ["successor"]})
     assert base["train"]["steps"] > 0 and base["role"] == "expert"
-    assert recipe_hash(base) == recipe_hash(full_recipe("x", {"skills": ["successor"], "steps": base["train"]["steps"]}))
+    assert recipe_hash(base) == recipe_hash(
+        full_recipe("x", {"skills": ["successor"], "steps": base["train"]["steps"]})
+    )
     assert recipe_hash(base) != recipe_hash(full_recipe("x", {"skills": ["successor"], "seed": 9}))
     with pytest.raises(ConfigError, match="lab.models.x.skills: unknown skill 'juggling'"):
         full_recipe("x", {"skills": ["juggling"]})
@@ -151,18 +160,42 @@ def test_progress_from_workers_is_logged_with_counts_rate_and_eta_when_not_a_ter
     with caplog.at_level(logging.INFO, logger="skillmoe_ray.progress"):
         progress.drain(q, timeout=0.1)
     assert progress.done == 100
-    assert "training: 100/400 steps" in caplog.text and "steps/s, ETA" in caplog.text and "model-a loss 0.500" in caplog.text
+    assert (
+        "training: 100/400 steps" in caplog.text
+        and "steps/s, ETA" in caplog.text
+        and "model-a loss 0.500" in caplog.text
+    )
 
 
 def test_the_oracle_needs_gold_skills():
     from skillmoe_ray.data.instances import Instance
     from skillmoe_ray.method.catalog import MethodContext, plan_oracle
 
-    insts = [Instance("a", "t", "q", "1", MATH, subject="s1"), Instance("b", "t", "q2", "2", MATH, subject="s2")]
-    ctx = MethodContext(test=insts, experts=["x", "y"], recruitments={}, aggregator="x",
-                        val_accuracy={}, k=1, seed=0, skill_accuracy={"x": {"s1": 0.9, "s2": 0.1}, "y": {"s2": 0.8}})
+    insts = [
+        Instance("a", "t", "q", "1", MATH, subject="s1"),
+        Instance("b", "t", "q2", "2", MATH, subject="s2"),
+    ]
+    ctx = MethodContext(
+        test=insts,
+        experts=["x", "y"],
+        recruitments={},
+        aggregator="x",
+        val_accuracy={},
+        k=1,
+        seed=0,
+        skill_accuracy={"x": {"s1": 0.9, "s2": 0.1}, "y": {"s2": 0.8}},
+    )
     plan = plan_oracle(ctx)[0]
     assert plan.slots == {"a": [("x", 0)], "b": [("y", 0)]} and plan.aggregator == {"a": None, "b": None}
     with pytest.raises(ConfigError, match="'oracle' needs the gold skill"):
-        plan_oracle(MethodContext(test=[Instance("c", "t", "q", "1", MATH)], experts=["x"], recruitments={},
-                                  aggregator="x", val_accuracy={}, k=1, seed=0))
+        plan_oracle(
+            MethodContext(
+                test=[Instance("c", "t", "q", "1", MATH)],
+                experts=["x"],
+                recruitments={},
+                aggregator="x",
+                val_accuracy={},
+                k=1,
+                seed=0,
+            )
+        )

@@ -41,14 +41,20 @@ class FlakyEngine(FakeEngine):
 
 
 def requests(expert: str, n: int) -> list[GenRequest]:
-    return [GenRequest.make([{"role": "user", "content": f"Question: {expert} {i}"}], Sampling(8, seed=i), f"t/{expert}/{i}")
-            for i in range(n)]
+    return [
+        GenRequest.make(
+            [{"role": "user", "content": f"Question: {expert} {i}"}], Sampling(8, seed=i), f"t/{expert}/{i}"
+        )
+        for i in range(n)
+    ]
 
 
 def run_chunked(chunk: int, n: int = 10, fail_on: int = 0, retries: int = 0):
     FlakyEngine.calls, FlakyEngine.fail_on = 0, fail_on
-    ex = SlotExecutor(lambda name, slot=0: LocalExpert(FlakyEngine(ModelSpec(name=name, path=f"fake/{name}"))),
-                      ExecutionPolicy(chunk_requests=chunk, max_retries=retries))
+    ex = SlotExecutor(
+        lambda name, slot=0: LocalExpert(FlakyEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+        ExecutionPolicy(chunk_requests=chunk, max_retries=retries),
+    )
     stored: list[list[str]] = []
     texts: dict[str, str] = {}
 
@@ -86,11 +92,18 @@ def test_a_retry_resumes_at_the_first_chunk_not_stored():
 
 def test_after_the_last_retry_the_error_handler_gets_only_the_requests_not_done():
     FlakyEngine.calls, FlakyEngine.fail_on = 0, 2
-    ex = SlotExecutor(lambda name, slot=0: LocalExpert(FlakyEngine(ModelSpec(name=name, path=f"fake/{name}"))),
-                      ExecutionPolicy(chunk_requests=4))
+    ex = SlotExecutor(
+        lambda name, slot=0: LocalExpert(FlakyEngine(ModelSpec(name=name, path=f"fake/{name}"))),
+        ExecutionPolicy(chunk_requests=4),
+    )
     failed = []
-    ex.run_stage("s", [ExpertGroup("a", requests("a", 10))], [], lambda g, o, t: None,
-                 lambda group, exc: failed.append(len(group.requests)))
+    ex.run_stage(
+        "s",
+        [ExpertGroup("a", requests("a", 10))],
+        [],
+        lambda g, o, t: None,
+        lambda group, exc: failed.append(len(group.requests)),
+    )
     assert failed == [6]
     with pytest.raises(ExpertFailed):
         run_chunked(chunk=4, fail_on=2)
@@ -98,7 +111,8 @@ def test_after_the_last_retry_the_error_handler_gets_only_the_requests_not_done(
 
 def test_rate_line_has_counts_rate_and_eta():
     assert rate_line("inference", 30, 120, 60.0, "requests") == (
-        "inference: 30/120 requests (25%), 0.5 requests/s, ETA 3m00s, elapsed 1m00s")
+        "inference: 30/120 requests (25%), 0.5 requests/s, ETA 3m00s, elapsed 1m00s"
+    )
     assert "ETA unknown" in rate_line("inference", 0, 120, 5.0, "requests")
     assert duration(7322) == "2h02m" and duration(42) == "42 s"
 
@@ -119,8 +133,10 @@ def test_each_stage_reports_one_row_as_it_ends_and_chunking_changes_no_result(tm
     rows, results = [], {}
     for chunk in (0, 3):
         cfg = make_config(tmp_path / f"c{chunk}")
-        ex = SlotExecutor(lambda name, slot=0, cfg=cfg: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
-                          ExecutionPolicy(chunk_requests=chunk))
+        ex = SlotExecutor(
+            lambda name, slot=0, cfg=cfg: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+            ExecutionPolicy(chunk_requests=chunk),
+        )
         pipe = Pipeline(cfg, ex, embedder_factory=fake_embedder)
         pipe.generation.on_stage = rows.append if chunk else None
         val, test = load_data(cfg.data, cfg.seed)
@@ -133,15 +149,22 @@ def test_each_stage_reports_one_row_as_it_ends_and_chunking_changes_no_result(tm
     assert rows[-1]["activations_so_far"] == sum(results[3]["activations"].values())
     assert any(t["chunks"] > 1 for t in results[3]["timeline"])
     assert results[3]["activations_per_stage"] == results[0]["activations_per_stage"]
-    answers = [json.loads(line)["answers"] for line in (tmp_path / "c3" / "run" / "final_answers.jsonl").open()]
-    assert answers == [json.loads(line)["answers"] for line in (tmp_path / "c0" / "run" / "final_answers.jsonl").open()]
+    answers = [
+        json.loads(line)["answers"] for line in (tmp_path / "c3" / "run" / "final_answers.jsonl").open()
+    ]
+    assert answers == [
+        json.loads(line)["answers"] for line in (tmp_path / "c0" / "run" / "final_answers.jsonl").open()
+    ]
     assert {m: r["accuracy"] for m, r in results[3]["methods"].items()} == {
-        m: r["accuracy"] for m, r in results[0]["methods"].items()}
+        m: r["accuracy"] for m, r in results[0]["methods"].items()
+    }
 
 
 def test_too_many_gpu_slots_name_what_the_cluster_has():
     message = gpu_shortage(8, {"10.0.0.1": 2.0})
-    assert message.startswith("resources.gpus=8 asks for 8 GPU slots, but the Ray cluster has 2 GPU(s) on 1 node(s)")
+    assert message.startswith(
+        "resources.gpus=8 asks for 8 GPU slots, but the Ray cluster has 2 GPU(s) on 1 node(s)"
+    )
     assert "10.0.0.1: 2" in message and "resources.gpus=2 or fewer" in message
     assert gpu_shortage(2, {"a": 1.0, "b": 1.0}) is None
     assert gpu_shortage(4, {"cpu-only": 0.0}) is None  # no GPUs at all: experts are placed without one
@@ -152,7 +175,9 @@ def test_live_tracking_logs_a_row_per_stage_and_a_dead_run_is_marked_failed_with
     live.stage_done({"stage": "skills", "stage_index": 1, "stage_seconds": 1.5})
     status = live.fail(KeyboardInterrupt())
     (path,) = offline_runs(tmp_path)
-    assert status.startswith("tracking: W&B offline run") and status.endswith("(marked failed: KeyboardInterrupt)")
+    assert status.startswith("tracking: W&B offline run") and status.endswith(
+        "(marked failed: KeyboardInterrupt)"
+    )
     run = read_offline_run(path)
     assert run.exit_code == 1
     assert [(r["stage"], r["stage_seconds"]) for r in run.history] == [("skills", 1.5)]

@@ -16,7 +16,8 @@ EXPERTS = ["a", "b", "c", "d"]
 
 
 def instances(n=12):
-    return [Instance(f"q{i}", "math" if i % 3 == 0 else "mc", f"question {i}", "A", "choice") for i in range(n)]
+    return [Instance(f"q{i}", "math" if i % 3 == 0 else "mc", f"question {i}", "A",
+                     "choice") for i in range(n)]
 
 
 def context(seed=0, **kw):
@@ -106,7 +107,10 @@ def test_symbolic_moe_and_majority_vote_share_the_recruited_slots():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="compare.methods: unknown method 'prophet'; available: single, self_consistency.*, oracle"):
+    with pytest.raises(
+        ConfigError,
+        match="compare.methods: unknown method 'prophet'; available: single, self_consistency.*, oracle",
+    ):
         build_plans(["prophet"], context())
 
 
@@ -124,7 +128,16 @@ def compared(tmp_path):
 
 def test_compare_reports_every_method_with_accuracy_and_costs(compared):
     results, run = compared
-    names = {"single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa", "symbolic_moe"}
+    names = {
+        "single",
+        "self_consistency",
+        "majority_vote",
+        "task_level",
+        "random",
+        "moa",
+        "self_moa",
+        "symbolic_moe",
+    }
     assert names <= set(results["methods"])
     for name in names:
         m = results["methods"][name]
@@ -141,7 +154,9 @@ def test_compare_gives_standard_errors_and_paired_bootstrap_differences_to_symbo
     results, run = compared
     sym, single = results["methods"]["symbolic_moe"], results["methods"]["single"]
     n = results["n_instances"]
-    assert sym["stderr"] == standard_error([True] * round(sym["accuracy"] * n) + [False] * round((1 - sym["accuracy"]) * n))
+    assert sym["stderr"] == standard_error(
+        [True] * round(sym["accuracy"] * n) + [False] * round((1 - sym["accuracy"]) * n)
+    )
     assert "vs_symbolic_moe" not in sym
     paired = single["vs_symbolic_moe"]
     assert paired["difference"] == pytest.approx(single["accuracy"] - sym["accuracy"], abs=1e-3)

@@ -21,7 +21,8 @@ from tests.unit.test_pipeline import fake_embedder
 
 def router_for(tmp_path, overrides=(), policy=None):
     cfg = make_config(tmp_path, list(overrides))
-    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])), policy)
+    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+                            policy)
     pipe = Pipeline(cfg, executor, embedder_factory=fake_embedder, failures="report")
     val, _ = load_data(cfg.data, cfg.seed)
     prep = pipe.prepare(val)
@@ -64,7 +65,8 @@ def test_route_only_recruits_without_generating_answers(tmp_path):
 
 def test_model_field_selects_k_and_baselines(tmp_path):
     router, _ = router_for(tmp_path)
-    k5, majority, single = router.answer([job(QUESTIONS[1], "symbolic-moe-k5"), job(QUESTIONS[1], "majority-vote"),
+    k5, majority, single = router.answer([job(QUESTIONS[1], "symbolic-moe-k5"),
+                                          job(QUESTIONS[1], "majority-vote"),
                                           job(QUESTIONS[1], "single")])
     assert len(k5.skillmoe["experts"]) == 5 and k5.skillmoe["aggregator"]
     assert len(majority.skillmoe["experts"]) == 3 and majority.skillmoe["aggregator"] is None
@@ -82,7 +84,9 @@ def test_a_repeated_question_is_served_from_the_cache(tmp_path):
 def test_a_failing_expert_fails_only_the_requests_that_need_it(tmp_path):
     healthy, _ = router_for(tmp_path)  # fills the cache, and shows who is recruited for what
     routes = [o.skillmoe["experts"] for o in healthy.answer([job(q, route_only=True) for q in QUESTIONS])]
-    culprit = next(e for e in sorted({e for r in routes for e in r}) if 0 < sum(e in r for r in routes) < len(routes))
+    culprit = next(
+        e for e in sorted({e for r in routes for e in r}) if 0 < sum(e in r for r in routes) < len(routes)
+    )
     router, _ = router_for(tmp_path, [f"+engine.options.fail_models=[{culprit}]"])
     outcomes = router.answer([job(q) for q in QUESTIONS])
     for route, outcome in zip(routes, outcomes):
@@ -96,7 +100,9 @@ def test_online_answers_from_moe_experts_are_steered_like_batch_ones(tmp_path):
     plain, _ = router_for(tmp_path / "plain")
     first = plain.answer([job(q) for q in QUESTIONS])
     used = sorted({e for o in first for e in o.skillmoe["experts"]})
-    steered, executor = router_for(tmp_path / "steered", ["steering.enabled=true", f"+pool.models.{used[0]}.moe=true"])
+    steered, executor = router_for(
+        tmp_path / "steered", ["steering.enabled=true", f"+pool.models.{used[0]}.moe=true"]
+    )
     assert steered.prep.steering.tables[used[0]]
     sent = []
     original = executor.run_stage
@@ -125,8 +131,13 @@ def test_a_requests_own_sampling_drives_its_reply_and_the_expert_answers_stay_sh
     router.generation.phase = recording
     own = {"seed": 9, "temperature": 0.1, "max_tokens": 7}
     raw = {"messages": [{"role": "user", "content": QUESTIONS[4]}], **own}
-    outcomes = router.answer([job(QUESTIONS[4]), parse_request(json.dumps(raw).encode(), 1 << 20, 3),
-                              parse_request(json.dumps({**raw, "model": "majority-vote"}).encode(), 1 << 20, 3)])
+    outcomes = router.answer(
+        [
+            job(QUESTIONS[4]),
+            parse_request(json.dumps(raw).encode(), 1 << 20, 3),
+            parse_request(json.dumps({**raw, "model": "majority-vote"}).encode(), 1 << 20, 3),
+        ]
+    )
     assert [o.status for o in outcomes] == [200] * 3
     aggregations = {(r.sampling.temperature, r.sampling.max_tokens) for r in seen["aggregation"]}
     assert (0.1, 7) in aggregations and len(seen["aggregation"]) == 2  # the default and the request's own
@@ -152,8 +163,14 @@ def test_online_recruitment_is_the_batch_policy_budgeted_included(tmp_path):
     assert sum(map(len, chosen)) <= round(1.5 * len(jobs)) and all(1 <= len(c) <= 3 for c in chosen)
     assert len({len(c) for c in chosen}) > 1 or sum(map(len, chosen)) < 3 * len(jobs)  # not a fixed top-k
     skills = {f"q{i}": o.skillmoe["mapped_skills"] for i, o in enumerate(outcomes)}
-    direct = recruit_budgeted(skills, router.prep.profiles, router.prep.distribution, router.experts,
-                              replace(router.cfg.recruit, k=3), router.cfg.seed)
+    direct = recruit_budgeted(
+        skills,
+        router.prep.profiles,
+        router.prep.distribution,
+        router.experts,
+        replace(router.cfg.recruit, k=3),
+        router.cfg.seed,
+    )
     assert [list(r.experts) for r in direct.recruitments] == chosen
 
 
@@ -165,8 +182,14 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     jobs = [job(q, route_only=True) for q in QUESTIONS[:4]]
     outcomes = router.answer(jobs)
     skills = {job_instance(j).id: o.skillmoe["mapped_skills"] for j, o in zip(jobs, outcomes)}
-    direct = recruit_symbolic_moe(skills, router.prep.profiles, router.prep.distribution, router.experts,
-                                  router.cfg.recruit, router.cfg.seed)
+    direct = recruit_symbolic_moe(
+        skills,
+        router.prep.profiles,
+        router.prep.distribution,
+        router.experts,
+        router.cfg.recruit,
+        router.cfg.seed,
+    )
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
 
 
@@ -193,12 +216,17 @@ def test_with_one_model_per_slot_the_warm_up_evicts_nothing(tmp_path):
 
 def test_a_request_whose_experts_are_resident_is_answered_before_another_requests_cold_load(tmp_path):
     """Swap-aware answering: the warm request is delivered while the cold expert is still not loaded."""
-    router, executor = router_for(tmp_path, ["+engine.options.load_delay_s=0.3"],
-                                  policy=ExecutionPolicy(gpu_memory_bytes=float("inf")))
+    router, executor = router_for(
+        tmp_path, ["+engine.options.load_delay_s=0.3"], policy=ExecutionPolicy(gpu_memory_bytes=float("inf"))
+    )
     router.generation.warm_up(router.warm_order())
     routes = [o.skillmoe["experts"] for o in router.answer([job(q, route_only=True) for q in QUESTIONS])]
-    warm_q, cold_q, cold_expert = next((QUESTIONS[i], QUESTIONS[j], e) for i, j in itertools.permutations(range(12), 2)
-                                       for e in routes[j] if e not in routes[i])
+    warm_q, cold_q, cold_expert = next(
+        (QUESTIONS[i], QUESTIONS[j], e)
+        for i, j in itertools.permutations(range(12), 2)
+        for e in routes[j]
+        if e not in routes[i]
+    )
     executor.slots.discard(0, cold_expert)  # evicted: its next use loads (slowly)
     delivered = []
 
@@ -209,8 +237,9 @@ def test_a_request_whose_experts_are_resident_is_answered_before_another_request
     assert delivered == [(0, 200, False), (1, 200, True)]  # the warm one first, before the load
     assert [o.status for o in outcomes] == [200, 200]
     executor.slots.discard(0, cold_expert)
-    outcomes = router.answer([job(warm_q + " Again."), job(cold_q + " Again.")], lambda i, o: None,
-                             [False, True])
+    outcomes = router.answer(
+        [job(warm_q + " Again."), job(cold_q + " Again.")], lambda i, o: None, [False, True]
+    )
     assert outcomes[0].status == 200 and outcomes[1] is DEFER  # waits to share the load with later requests
     assert cold_expert not in executor.resident_experts()
 
@@ -225,11 +254,16 @@ def test_stop_usage_and_a_conversation_in_one_batch(tmp_path):
 
     router, _ = router_for(tmp_path)
     question = [{"role": "user", "content": QUESTIONS[3]}]
-    plain, stopped, voted, talk = router.answer([
-        raw(question), raw(question, stop=["answer"]), raw(question, model="majority-vote"),
-        raw([{"role": "system", "content": "Answer in French."}, *question])])
+    plain, stopped, voted, talk = router.answer(
+        [
+            raw(question),
+            raw(question, stop=["answer"]),
+            raw(question, model="majority-vote"),
+            raw([{"role": "system", "content": "Answer in French."}, *question]),
+        ]
+    )
     assert "answer" in plain.content and stopped.finish_reason == "stop"
-    assert stopped.content == plain.content[:plain.content.index("answer")]
+    assert stopped.content == plain.content[: plain.content.index("answer")]
     stages = plain.skillmoe["usage"]
     assert stages["keywords"]["completion_tokens"] > 0 and stages["experts"]["completion_tokens"] > 0
     assert plain.usage == stages["aggregator"] and plain.usage["completion_tokens"] > 0

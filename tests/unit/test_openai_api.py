@@ -28,13 +28,23 @@ def test_a_valid_request_becomes_a_job_with_the_default_method():
 
 
 def test_the_question_is_the_last_user_message():
-    raw = json.dumps({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first"},
-                                   {"role": "assistant", "content": "?"}, {"role": "user", "content": "second"}]})
+    raw = json.dumps(
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "?"},
+                {"role": "user", "content": "second"},
+            ]
+        }
+    )
     assert parse_request(raw.encode(), 10_000, 3).question == "second"
 
 
-@pytest.mark.parametrize("name, expected", [("symbolic-moe-k5", ("symbolic_moe", 5)), ("moa", ("moa", 3)),
-                                            ("majority-vote", ("majority_vote", 3))])
+@pytest.mark.parametrize(
+    "name, expected",
+    [("symbolic-moe-k5", ("symbolic_moe", 5)), ("moa", ("moa", 3)), ("majority-vote", ("majority_vote", 3))],
+)
 def test_model_names_select_method_and_k(name, expected):
     assert resolve_model(name, 3) == expected
     assert name in model_names(3)
@@ -47,7 +57,10 @@ def test_model_names_select_method_and_k(name, expected):
         (b"[1, 2]", "must be a JSON object"),
         (json.dumps({"model": "symbolic-moe"}).encode(), "'messages' is required"),
         (json.dumps({"messages": [{"role": "system", "content": "x"}]}).encode(), "no user message"),
-        (json.dumps({"messages": [{"content": "x"}]}).encode(), "messages[0] must be an object with 'role' and 'content'"),
+        (
+            json.dumps({"messages": [{"content": "x"}]}).encode(),
+            "messages[0] must be an object with 'role' and 'content'",
+        ),
         (body(messages=[{"role": "user", "content": "  "}]), "the question (the last user message) is empty"),
         (body(model="gpt-4"), "unknown model 'gpt-4'; valid models: symbolic-moe"),
         (body(model="symbolic-moe-k99"), "unknown model"),
@@ -55,19 +68,29 @@ def test_model_names_select_method_and_k(name, expected):
         (body(skillmoe={"choices": ["only one"]}), "skillmoe.choices must be a list of 2 to 10"),
         (body(skillmoe={"answer_type": "essay"}), "answer_type must be auto, choice or math"),
         (body(skillmoe={"route_only": "false"}), "skillmoe.route_only must be true or false, got 'false'"),
-        (body(messages=[{"role": "user", "content": [{"type": "text", "text": 7}]}]),
-         "content part 0 of messages[0]"),
-        (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]), "only text parts"),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "text", "text": 7}]}]),
+            "content part 0 of messages[0]",
+        ),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+            "only text parts",
+        ),
         (b"[" * 4000 + b"]" * 4000, "nested too deeply"),
         (b'{"n": ' + b"9" * 5000 + b"}", "a JSON number over 4300 digits"),
         (body(messages=[{"role": "tool", "content": "x"}, {"role": "user", "content": "q"}]), "role 'tool'"),
-        (body(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]),
-         "the last message must be the user's question"),
+        (
+            body(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]),
+            "the last message must be the user's question",
+        ),
         (body(messages=[{"role": "user", "content": "q", "tool_call_id": "x"}]), "messages[0].tool_call_id"),
     ],
 )
 def test_malformed_requests_are_rejected_with_a_message_naming_the_problem(raw, message):
-    with pytest.raises(BadRequest, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        BadRequest,
+        match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
+    ):
         parse_request(raw, 10_000, 3)
 
 
@@ -78,8 +101,12 @@ def test_an_oversized_body_is_rejected_before_parsing():
 
 def test_the_response_has_the_openai_shape_and_the_routing_details():
     job = parse_request(body(model="symbolic-moe-k2"), 10_000, 3)
-    reply = completion_response(job, [("The answer is \\boxed{4}", "stop")],
-                                {"prompt_tokens": 10, "completion_tokens": 5}, {"experts": ["a", "b"]})
+    reply = completion_response(
+        job,
+        [("The answer is \\boxed{4}", "stop")],
+        {"prompt_tokens": 10, "completion_tokens": 5},
+        {"experts": ["a", "b"]},
+    )
     assert reply["object"] == "chat.completion" and reply["model"] == "symbolic-moe-k2"
     assert reply["choices"][0]["message"] == {"role": "assistant", "content": "The answer is \\boxed{4}"}
     assert reply["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -87,12 +114,18 @@ def test_the_response_has_the_openai_shape_and_the_routing_details():
 
 
 def test_sampling_fields_set_the_reply_generation_and_harmless_fields_are_ignored():
-    job = parse_request(body(temperature=0.2, top_p=0.9, max_completion_tokens=40, seed=-3, user="u", n=1), 10_000, 3)
+    job = parse_request(
+        body(temperature=0.2, top_p=0.9, max_completion_tokens=40, seed=-3, user="u", n=1), 10_000, 3
+    )
     assert job.sampling == ReplySampling(temperature=0.2, top_p=0.9, max_tokens=40, seed=-3)
     assert parse_request(body(max_tokens=12), 10_000, 3).sampling.max_tokens == 12
     assert parse_request(body(), 10_000, 3).sampling == ReplySampling()
-    assert parse_request(body(tools=[], tool_choice="none", logprobs=False, response_format={"type": "text"}),
-                         10_000, 3).sampling == ReplySampling()
+    assert (
+        parse_request(
+            body(tools=[], tool_choice="none", logprobs=False, response_format={"type": "text"}), 10_000, 3
+        ).sampling
+        == ReplySampling()
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,7 +149,11 @@ def test_sampling_fields_set_the_reply_generation_and_harmless_fields_are_ignore
         ({"seed": 1.5}, "seed", "'seed' must be an integer"),
         ({"stream": "yes"}, "stream", "'stream' must be true or false"),
         ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed when 'stream' is true"),
-        ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options", "include_usage must be true or false"),
+        (
+            {"stream": True, "stream_options": {"include_usage": 1}},
+            "stream_options",
+            "include_usage must be true or false",
+        ),
     ],
 )
 def test_fields_the_service_cannot_honour_are_refused_naming_the_field(fields, param, message):
@@ -134,16 +171,26 @@ def test_stream_options_are_read():
 def test_the_baseline_model_names_are_the_servable_methods_of_the_registry():
     from skillmoe_ray.serving.openai_api import BASELINES
 
-    assert BASELINES == {"majority-vote": "majority_vote", "single": "single",
-                         "self-consistency": "self_consistency", "task-level": "task_level",
-                         "random": "random", "moa": "moa", "self-moa": "self_moa"}
+    assert BASELINES == {
+        "majority-vote": "majority_vote",
+        "single": "single",
+        "self-consistency": "self_consistency",
+        "task-level": "task_level",
+        "random": "random",
+        "moa": "moa",
+        "self-moa": "self_moa",
+    }
 
 
 def test_a_conversation_keeps_its_turns_as_the_context_and_skills_read_the_last_user_message():
-    raw = {"messages": [{"role": "system", "content": "Answer in French."},
-                        {"role": "user", "content": "What is 2+2?"},
-                        {"role": "assistant", "content": "4", "name": "bot"},
-                        {"role": "user", "content": "And plus 3?"}]}
+    raw = {
+        "messages": [
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4", "name": "bot"},
+            {"role": "user", "content": "And plus 3?"},
+        ]
+    }
     job = parse_request(json.dumps(raw).encode(), 10_000, 3)
     assert job.question == "And plus 3?"
     transcript = "System: Answer in French.\n\nUser: What is 2+2?\n\nAssistant: 4\n\nUser: And plus 3?"
@@ -163,14 +210,30 @@ def test_stop_and_n_are_read_and_stop_cuts_as_openai_does():
 def test_a_text_completion_request_is_a_job_and_its_legacy_fields_are_refused():
     from skillmoe_ray.serving.completions import parse_completion, text_completion_response
 
-    job = parse_completion(json.dumps({"model": "majority-vote", "prompt": "What is 2+2?", "stop": ["\n"],
-                                       "max_tokens": 5, "echo": False}).encode(), 10_000, 3)
+    job = parse_completion(
+        json.dumps(
+            {
+                "model": "majority-vote",
+                "prompt": "What is 2+2?",
+                "stop": ["\n"],
+                "max_tokens": 5,
+                "echo": False,
+            }
+        ).encode(),
+        10_000,
+        3,
+    )
     assert (job.question, job.method) == ("What is 2+2?", "majority_vote")
     assert (job.stop, job.sampling.max_tokens) == (("\n",), 5)
     reply = text_completion_response(job, [("4", "stop")], {"prompt_tokens": 3, "completion_tokens": 1}, {})
     assert reply["object"] == "text_completion" and reply["choices"][0]["text"] == "4"
-    refused_fields = [({"echo": True}, "echo"), ({"prompt": [1, 2]}, "prompt"), ({"stream": True}, "stream"),
-                      ({"best_of": 2}, "best_of"), ({"messages": []}, "messages")]
+    refused_fields = [
+        ({"echo": True}, "echo"),
+        ({"prompt": [1, 2]}, "prompt"),
+        ({"stream": True}, "stream"),
+        ({"best_of": 2}, "best_of"),
+        ({"messages": []}, "messages"),
+    ]
     for fields, param in refused_fields:
         with pytest.raises(BadRequest) as refused:
             parse_completion(json.dumps({"prompt": "q", **fields}).encode(), 10_000, 3)

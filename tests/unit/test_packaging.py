@@ -63,13 +63,20 @@ def test_runtime_dependencies_have_floors_and_ceilings():
     for requirement in runtime:
         assert ">=" in requirement and "<" in requirement, requirement
     transformers = next(r for r in runtime if r.startswith("transformers"))
-    assert tuple(map(int, re.search(r">=(\d+)\.(\d+)", transformers).groups())) >= (4, 56)  # from_pretrained(dtype=)
+    assert tuple(map(int, re.search(r">=(\d+)\.(\d+)", transformers).groups())) >= (
+        4,
+        56,
+    )  # from_pretrained(dtype=)
     assert any(r.startswith("openai") for r in extras["openai"])
 
 
 def test_a_plain_checkout_imports_the_actors_under_their_installed_name_without_any_install():
     """The repository root on sys.path and nothing installed (-S: no site-packages), as in a Ray Job's working_dir."""
-    code = ("import importlib.util, skillmoe_ray_actors as a; "
-            "print(a.__file__); print(importlib.util.find_spec('skillmoe_ray_actors.driver').origin)")
-    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    code = (
+        "import importlib.util, skillmoe_ray_actors as a; "
+        "print(a.__file__); print(importlib.util.find_spec('skillmoe_ray_actors.driver').origin)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == [str(REPO / "skillmoe_ray_actors.py"), str(REPO / "actors" / "driver.py")]

@@ -56,10 +56,13 @@ def test_run_writes_every_artifact_and_results(cfg, tmp_path):
     assert on_disk["experiment"] == "demo" and on_disk["n_instances"] == 40
     for method in ("symbolic_moe", "majority_vote"):
         assert 0.0 <= on_disk["methods"][method]["accuracy"] <= 1.0
-    assert set(on_disk["stages"]) >= {"skills", "profiles", "mapping", "recruitment", "aggregator_selection", "inference", "aggregation"}
+    assert set(on_disk["stages"]) >= {"skills", "profiles", "mapping", "recruitment", "aggregator_selection",
+                                      "inference", "aggregation"}
     assert all({"seconds", "cached"} <= set(s) for s in on_disk["stages"].values())
     assert {"expert", "stage", "slot", "start", "end"} <= set(on_disk["timeline"][0])
-    assert sum(on_disk["activations"].values()) == len([t for t in on_disk["timeline"] if t["kind"] != "resident"])
+    assert sum(on_disk["activations"].values()) == len(
+        [t for t in on_disk["timeline"] if t["kind"] != "resident"]
+    )
 
 
 def test_test_time_experts_not_needed_again_are_unloaded_not_put_to_sleep(cfg):
@@ -89,8 +92,12 @@ def test_profiles_and_recruitment_files_have_the_documented_shape(cfg, tmp_path)
 
 def test_every_recruited_slot_gets_exactly_one_expert_output(cfg, tmp_path):
     run_pipeline(cfg)
-    recruited = [json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()]
-    outputs = [json.loads(line) for line in (tmp_path / "run" / "expert_outputs.jsonl").read_text().splitlines()]
+    recruited = [
+        json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()
+    ]
+    outputs = [
+        json.loads(line) for line in (tmp_path / "run" / "expert_outputs.jsonl").read_text().splitlines()
+    ]
     expected = sorted((r["instance_id"], slot, e) for r in recruited for slot, e in enumerate(r["experts"]))
     assert sorted((o["id"], o["slot"], o["expert"]) for o in outputs) == expected
 
@@ -124,7 +131,9 @@ def test_resume_after_losing_a_stage_regenerates_only_missing_groups(cfg, tmp_pa
     inference_experts = {t["expert"] for t in first["timeline"] if t["stage"] == "inference"}
     lost = sorted(inference_experts)[0]
     shards = list((cache / "generations").glob(f"{lost}-*/*.jsonl"))
-    inference_shard = max(shards, key=lambda p: sum(1 for line in p.read_text().splitlines() if '"answer/test' in line))
+    inference_shard = max(
+        shards, key=lambda p: sum(1 for line in p.read_text().splitlines() if '"answer/test' in line)
+    )
     inference_shard.unlink()
     second, _ = run_pipeline(cfg)
     stage = second["stages"]["inference"]
@@ -136,49 +145,66 @@ def test_resume_after_losing_a_stage_regenerates_only_missing_groups(cfg, tmp_pa
 
 def test_a_sweep_over_the_competence_temperature_reuses_the_profile_stage(tmp_path):
     run_pipeline(make_config(tmp_path, ["recruit.competence_temperature=0.5"], run_dir=tmp_path / "t05"))
-    results, _ = run_pipeline(make_config(tmp_path, ["recruit.competence_temperature=1.0"], run_dir=tmp_path / "t10"))
+    results, _ = run_pipeline(
+        make_config(tmp_path, ["recruit.competence_temperature=1.0"], run_dir=tmp_path / "t10")
+    )
     assert results["stages"]["profiles"]["cached"]
     assert not results["stages"]["recruitment"]["cached"]
-
-
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 4])
 def test_every_recruited_slot_gets_one_output_whatever_the_gpu_count(tmp_path, gpus):
     cfg = make_config(tmp_path, [f"resources.gpus={gpus}", "engine.options.delay_s=0.02"])
-    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
-                            ExecutionPolicy(n_slots=gpus))
+    executor = SlotExecutor(
+        lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+        ExecutionPolicy(n_slots=gpus),
+    )
     val, test = load_data(cfg.data, cfg.seed)
     results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
-    recruited = [json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()]
-    outputs = [json.loads(line) for line in (tmp_path / "run" / "expert_outputs.jsonl").read_text().splitlines()]
+    recruited = [
+        json.loads(line) for line in (tmp_path / "run" / "recruitment.jsonl").read_text().splitlines()
+    ]
+    outputs = [
+        json.loads(line) for line in (tmp_path / "run" / "expert_outputs.jsonl").read_text().splitlines()
+    ]
     assert sorted((o["id"], o["slot"], o["expert"]) for o in outputs) == sorted(
-        (r["instance_id"], s, e) for r in recruited for s, e in enumerate(r["experts"]))
+        (r["instance_id"], s, e) for r in recruited for s, e in enumerate(r["experts"])
+    )
     assert 1 <= max_concurrency(results["timeline"]) <= gpus
     if gpus > 1:
         assert max_concurrency(results["timeline"]) > 1
     for stage, counts in results["activations_per_stage"].items():
         assert max(counts.values()) == 1, stage
-    finals = [json.loads(line) for line in (tmp_path / "run" / "final_answers.jsonl").read_text().splitlines()]
+    finals = [
+        json.loads(line) for line in (tmp_path / "run" / "final_answers.jsonl").read_text().splitlines()
+    ]
     assert all(row["key"] for row in finals)  # every instance was aggregated
 
 
 def test_replicas_spread_the_keyword_stage_and_change_no_output(tmp_path):
     """Per-request seeds: the same outputs whichever copy of an expert generates them."""
+
     def outputs(run_dir, options):
         cfg = make_config(run_dir, ["resources.gpus=4"])
-        executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
-                                ExecutionPolicy(n_slots=4, **options))
+        executor = SlotExecutor(
+            lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+            ExecutionPolicy(n_slots=4, **options),
+        )
         val, test = load_data(cfg.data, cfg.seed)
         results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
-        rows = [json.loads(line) for line in (run_dir / "run" / "expert_outputs.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(line) for line in (run_dir / "run" / "expert_outputs.jsonl").read_text().splitlines()
+        ]
         return results, sorted((r["id"], r["slot"], r["expert"], r["text"]) for r in rows)
 
     whole, plain = outputs(tmp_path / "whole", {})
     spread, replicated = outputs(tmp_path / "spread", {"max_replicas": 4, "replica_min_requests": 8})
     assert replicated == plain
     skills = [t for t in spread["timeline"] if t["stage"] == "skills"]
-    assert len({t["slot"] for t in skills}) == 4 and sum(t["requests"] for t in skills) == whole["timeline"][0]["requests"]
+    assert (
+        len({t["slot"] for t in skills}) == 4
+        and sum(t["requests"] for t in skills) == whole["timeline"][0]["requests"]
+    )
     assert 1 < max_concurrency(spread["timeline"]) <= 4
     # the aggregation stage runs after inference, dealt out over copies of the aggregator (not streamed)
     aggregation = [t for t in spread["timeline"] if t["stage"] == "aggregation"]
@@ -187,12 +213,16 @@ def test_replicas_spread_the_keyword_stage_and_change_no_output(tmp_path):
 
 def test_with_several_gpus_aggregation_streams_into_the_inference_stage(tmp_path):
     cfg = make_config(tmp_path, ["resources.gpus=4", "engine.options.delay_s=0.05"])
-    executor = SlotExecutor(lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
-                            ExecutionPolicy(n_slots=4))
+    executor = SlotExecutor(
+        lambda name, slot=0: LocalExpert(create_engine(cfg.engine, cfg.pool[name])),
+        ExecutionPolicy(n_slots=4),
+    )
     val, test = load_data(cfg.data, cfg.seed)
     results = Pipeline(cfg, executor, embedder_factory=fake_embedder).run(val, test)
     inference_end = max(t["end"] for t in results["timeline"] if t["stage"] == "inference")
-    streamed = [t for t in results["timeline"] if t["stage"] == "aggregation" and t["start"] < inference_end + 1.0]
+    streamed = [
+        t for t in results["timeline"] if t["stage"] == "aggregation" and t["start"] < inference_end + 1.0
+    ]
     assert streamed, "aggregation groups ran inside the inference stage, on a free slot"
     phase = results["stages"]["aggregation"]
     assert phase["generated"] == 0 and phase["requests"] == 40  # the aggregation phase found them done
@@ -221,8 +251,13 @@ def test_dsmoe_steering_identifies_domain_experts_and_steers_only_moe_experts(tm
 
 
 def test_dsmoe_paper_score_with_global_selection_steers_the_moe_expert(tmp_path):
-    moe = ["steering.enabled=true", "+pool.models.tiny-llama-a.moe=true", "steering.score=paper",
-           "steering.selection=global", "steering.top_fraction=0.25"]
+    moe = [
+        "steering.enabled=true",
+        "+pool.models.tiny-llama-a.moe=true",
+        "steering.score=paper",
+        "steering.selection=global",
+        "steering.top_fraction=0.25",
+    ]
     steered, _ = run_pipeline(make_config(tmp_path, moe))
     per_domain = steered["steering"]["experts"]["tiny-llama-a"]
     layers, experts = 2, 4  # the fake engine's MoE shape

@@ -33,7 +33,8 @@ def test_assign_slots_balances_work_longest_first():
 
 
 def big_and_small():
-    return [ExpertGroup("big", [req(f"b{i}") for i in range(40)]), ExpertGroup("s1", [req("x")]), ExpertGroup("s2", [req("y")])]
+    return [ExpertGroup("big", [req(f"b{i}") for i in range(40)]), ExpertGroup("s1", [req("x")]),
+            ExpertGroup("s2", [req("y")])]
 
 
 def test_spread_splits_a_dominant_group_into_replicas_covering_every_request_once():

@@ -11,15 +11,24 @@ from skillmoe_ray.method.skills import keyword_messages, parse_keywords
 from tests.conftest import compose_tree, make_config
 from tests.unit.test_pipeline import run_pipeline
 
-MC = Instance("q1", "t", "Which organelle makes ATP?", "A", CHOICE, ("Mitochondrion", "Ribosome", "Nucleus", "Vacuole"))
+MC = Instance("q1", "t", "Which organelle makes ATP?", "A", CHOICE,
+              ("Mitochondrion", "Ribosome", "Nucleus", "Vacuole"))
 MATH_Q = Instance("q2", "t", "What is 12 * 17?", "204", MATH)
 
 
 def test_paper_prompts_are_one_user_turn_with_the_references_format_contracts():
-    for messages in (keyword_messages(MC, prompts="paper"), expert_messages(MC, prompts="paper"),
-                     expert_messages(MATH_Q, prompts="paper"), aggregator_messages(MC, ["x"], prompts="paper")):
+    for messages in (
+        keyword_messages(MC, prompts="paper"),
+        expert_messages(MC, prompts="paper"),
+        expert_messages(MATH_Q, prompts="paper"),
+        aggregator_messages(MC, ["x"], prompts="paper"),
+    ):
         assert [m["role"] for m in messages] == ["user"]
-    assert keyword_messages(MC, prompts="paper")[0]["content"].rstrip().endswith("Keywords: <keyword1>, <keyword2>, ...")
+    assert (
+        keyword_messages(MC, prompts="paper")[0]["content"]
+        .rstrip()
+        .endswith("Keywords: <keyword1>, <keyword2>, ...")
+    )
     assert '"The answer is (X)"' in expert_messages(MC, prompts="paper")[0]["content"]
     assert '"The answer is \\boxed{X}"' in expert_messages(MATH_Q, prompts="paper")[0]["content"]
     assert "(A) Mitochondrion" in expert_messages(MC, prompts="paper")[0]["content"]
@@ -28,7 +37,9 @@ def test_paper_prompts_are_one_user_turn_with_the_references_format_contracts():
 
 
 def test_the_paper_aggregation_prompt_numbers_model_responses_without_their_reasoning():
-    text = aggregator_messages(MC, ["<think>long</think>The answer is (A)", "The answer is (B)"], prompts="paper")[0]["content"]
+    text = aggregator_messages(
+        MC, ["<think>long</think>The answer is (A)", "The answer is (B)"], prompts="paper"
+    )[0]["content"]
     assert text.index("Responses from models:") < text.index("### Model 1's response:\nThe answer is (A)")
     assert "### Model 2's response:\nThe answer is (B)" in text and "long" not in text
     assert text.index("### Model 2's response") < text.index("Question: Which organelle")

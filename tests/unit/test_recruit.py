@@ -89,7 +89,8 @@ def test_distribution_non_participant_gets_zero():
 
 def _sym(instance_skills, profiles, global_dist, pool, k, seed):
     """The Symbolic-MoE policy with recruit.k=k; its recruitments."""
-    return recruit_symbolic_moe(instance_skills, profiles, global_dist, pool, RecruitConfig(k=k), seed).recruitments
+    return recruit_symbolic_moe(instance_skills, profiles, global_dist, pool, RecruitConfig(k=k),
+                                seed).recruitments
 
 
 def _instances(n: int, skills: list[str]) -> dict[str, list[str]]:
@@ -202,7 +203,8 @@ def test_symbolic_moe_recruitment_applies_the_rare_expert_rule_when_configured()
     dist = {"a": 0.45, "b": 0.45, "c": 0.1}
     plain = recruit_symbolic_moe(skills, profiles, dist, ["a", "b", "c"], RecruitConfig(k=3), seed=0)
     assert any("c" in r.experts for r in plain.recruitments) and "rare_experts_replaced" not in plain.info
-    ruled = recruit_symbolic_moe(skills, profiles, dist, ["a", "b", "c"], RecruitConfig(k=3, rare_expert_share=0.05), seed=0)
+    ruled = recruit_symbolic_moe(skills, profiles, dist, ["a", "b", "c"],
+                                 RecruitConfig(k=3, rare_expert_share=0.05), seed=0)
     assert ruled.info["rare_experts_replaced"] == ["c"]
     assert not any("c" in r.experts for r in ruled.recruitments)
 

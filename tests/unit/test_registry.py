@@ -53,7 +53,8 @@ def test_loading_the_registry_and_the_engine_classes_imports_no_backend():
 
 @pytest.mark.parametrize("override, message", [
     ("engine.name=turbo", "engine.name: unknown engine 'turbo'; available: vllm, hf, openai, fake"),
-    ("recruit.policy=lottery", "recruit.policy: unknown recruitment policy 'lottery'; available: symbolic_moe, budgeted"),
+    ("recruit.policy=lottery",
+     "recruit.policy: unknown recruitment policy 'lottery'; available: symbolic_moe, budgeted"),
     ("compare.methods=[single,prophet]", "compare.methods: unknown method 'prophet'; available: single,"),
     ("data.test.source=ftp", "data.test.source: unknown data source 'ftp'; available: local, demo, hub, lab"),
 ])
@@ -64,7 +65,8 @@ def test_an_unknown_part_fails_at_config_load_with_the_valid_names(tmp_path, ove
 
 
 def test_steering_on_an_engine_without_router_access_names_the_engines_that_have_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"steering.enabled needs an engine that reaches the model's routers "
+    with pytest.raises(ConfigError,
+                       match=r"steering.enabled needs an engine that reaches the model's routers "
                                           r"\(hf, fake\); got engine=vllm"):
         make_config(tmp_path, ["engine=vllm", "steering.enabled=true"])
 

@@ -52,8 +52,12 @@ def assert_readable(fig) -> None:
         if text.get_text().strip():
             assert text.get_fontsize() >= MIN_FONT_PT, text.get_text()
     drawn, page = fig.get_tightbbox(renderer), fig.bbox_inches  # everything drawn, and the page (inches)
-    assert drawn.x0 >= page.x0 - 0.02 and drawn.x1 <= page.x1 + 0.02, f"text cut off at the sides: {drawn} vs {page}"
-    assert drawn.y0 >= page.y0 - 0.02 and drawn.y1 <= page.y1 + 0.02, f"text cut off at the top or bottom: {drawn} vs {page}"
+    assert drawn.x0 >= page.x0 - 0.02 and drawn.x1 <= page.x1 + 0.02, (
+        f"text cut off at the sides: {drawn} vs {page}"
+    )
+    assert drawn.y0 >= page.y0 - 0.02 and drawn.y1 <= page.y1 + 0.02, (
+        f"text cut off at the top or bottom: {drawn} vs {page}"
+    )
 
 
 def test_top_skills_are_the_most_frequent_then_by_name():
@@ -119,14 +123,38 @@ def test_every_plot_has_a_title_labelled_axes_and_no_clipped_or_tiny_text(demo_r
 
 def test_plots_stay_readable_with_a_big_pool_many_skills_and_long_names():
     experts = [f"deepseek-r1-distill-qwen-7b-variant-{i}" for i in range(16)]
-    skills = {f"skill {i} organic chemistry reaction mechanisms": {"n": 40 - i % 30, "accuracy": 0.5} for i in range(300)}
-    recruitments = [{"skills": list(skills)[i % 300: i % 300 + 3], "experts": experts[i % 16: i % 16 + 3] or experts[:3]}
-                    for i in range(400)]
-    timeline = [{"expert": e, "stage": s, "start": 10.0 * i, "end": 10.0 * i + 8, "kind": "load", "activation_seconds": 3.0}
-                for i, (s, e) in enumerate((s, e) for s in ("profiles", "inference") for e in experts)]
+    skills = {
+        f"skill {i} organic chemistry reaction mechanisms": {"n": 40 - i % 30, "accuracy": 0.5}
+        for i in range(300)
+    }
+    recruitments = [
+        {
+            "skills": list(skills)[i % 300 : i % 300 + 3],
+            "experts": experts[i % 16 : i % 16 + 3] or experts[:3],
+        }
+        for i in range(400)
+    ]
+    timeline = [
+        {
+            "expert": e,
+            "stage": s,
+            "start": 10.0 * i,
+            "end": 10.0 * i + 8,
+            "kind": "load",
+            "activation_seconds": 3.0,
+        }
+        for i, (s, e) in enumerate((s, e) for s in ("profiles", "inference") for e in experts)
+    ]
     results = {
-        "experiment": "gpqa", "n_instances": 198, "pool": experts, "per_skill": skills, "timeline": timeline,
-        "wall_seconds": 320.0, "methods": {m: {"accuracy": 0.4} for m in ["single", *(f"single/{e}" for e in experts), "symbolic_moe"]},
+        "experiment": "gpqa",
+        "n_instances": 198,
+        "pool": experts,
+        "per_skill": skills,
+        "timeline": timeline,
+        "wall_seconds": 320.0,
+        "methods": {
+            m: {"accuracy": 0.4} for m in ["single", *(f"single/{e}" for e in experts), "symbolic_moe"]
+        },
     }
     figures = build_figures(results, recruitments, limit=25)
     for fig in figures.values():
@@ -143,8 +171,10 @@ def test_the_timeline_draws_generation_apart_from_a_load_that_dwarfs_it():
     fig = plots.gantt(timeline, "timeline")
     assert_readable(fig)
     ax = fig.axes[0]
-    spans = [(c.get_paths()[0].get_extents().x0, c.get_paths()[0].get_extents().x1, c.get_alpha())
-             for c in ax.collections]
+    spans = [
+        (c.get_paths()[0].get_extents().x0, c.get_paths()[0].get_extents().x1, c.get_alpha())
+        for c in ax.collections
+    ]
     assert (0.0, 8.0, 0.3) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # load: pale
     assert (8.0, 8.5, None) in [(round(a, 3), round(b, 3), alpha) for a, b, alpha in spans]  # generation
     assert " 0.5s" in [t.get_text() for t in ax.texts]
@@ -155,8 +185,14 @@ def test_expert_usage_outlines_the_specialists_of_a_gold_skill(demo_run):
 
     run_dir, results = demo_run
     recruitments = [{"skills": ["successor"], "experts": ["a", "b", "a"]}]
-    gold = {"successor": {"n": 1, "specialists": {"a": 0.9}, "specialist_answers": 2,
-                          "specialist_test_accuracy": 1.0}}
+    gold = {
+        "successor": {
+            "n": 1,
+            "specialists": {"a": 0.9},
+            "specialist_answers": 2,
+            "specialist_test_accuracy": 1.0,
+        }
+    }
     fig = build_figures({**results, "pool": ["a", "b"], "gold_skills": gold}, recruitments)["expert_usage"]
     assert_readable(fig)
     outlined = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and not p.get_fill()]

@@ -125,7 +125,8 @@ def test_co_residency_keeps_the_expert_the_next_stage_needs():
 def test_the_simulator_predicts_the_executors_activations(gpu_memory_bytes, activations):
     figures = {e: ExpertFigures(10.0, 1.0, 100.0, weight_bytes=10.0, footprint_bytes=10.0) for e in "abc"}
     stage = tuple(Work(e, 2, 10, 16) for e in "abc")
-    sim = simulate([StageWork("s1", stage), StageWork("s2", stage)], figures, 1, gpu_memory_bytes=gpu_memory_bytes)
+    sim = simulate([StageWork("s1", stage), StageWork("s2", stage)], figures, 1,
+                   gpu_memory_bytes=gpu_memory_bytes)
     ex = co_resident_executor(gpu_memory_bytes)
     for name in ("s1", "s2"):
         ex.run_stage(name, groups("a", "b", "c"), [], lambda g, o, t: None)

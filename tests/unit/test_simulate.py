@@ -42,7 +42,11 @@ def test_without_sleep_or_host_ram_a_second_activation_is_a_full_load():
     stages = [StageWork("s1", (Work("a", 1, 0, 0), Work("b", 1, 0, 0))),
               StageWork("s2", (Work("a", 1, 0, 0),))]
     assert [e["kind"] for e in simulate(stages, no_sleep, 1).entries] == ["load", "load", "load"]
-    assert [e["kind"] for e in simulate(stages, FIG, 1, host_ram_bytes=0.5).entries] == ["load", "load", "load"]
+    assert [e["kind"] for e in simulate(stages, FIG, 1, host_ram_bytes=0.5).entries] == [
+        "load",
+        "load",
+        "load",
+    ]
 
 
 def test_an_expert_no_later_stage_needs_leaves_the_host_ram_to_one_that_is():
@@ -99,9 +103,31 @@ def test_a_finished_runs_timeline_becomes_the_same_work():
     results = {
         "stages": {"skills": {"seconds": 12.0}, "mapping": {"seconds": 3.0}, "inference": {"seconds": 20.0}},
         "timeline": [
-            {"stage": "skills", "expert": "k", "start": 0.0, "end": 10.0, "requests": 50, "prompt_tokens": 900, "output_tokens": 150},
-            {"stage": "inference", "expert": "a", "start": 15.0, "end": 20.0, "requests": 4, "output_tokens": 40},
-            {"stage": "inference", "expert": "b", "start": 20.0, "end": 34.0, "requests": 6, "output_tokens": 60},
+            {
+                "stage": "skills",
+                "expert": "k",
+                "start": 0.0,
+                "end": 10.0,
+                "requests": 50,
+                "prompt_tokens": 900,
+                "output_tokens": 150,
+            },
+            {
+                "stage": "inference",
+                "expert": "a",
+                "start": 15.0,
+                "end": 20.0,
+                "requests": 4,
+                "output_tokens": 40,
+            },
+            {
+                "stage": "inference",
+                "expert": "b",
+                "start": 20.0,
+                "end": 34.0,
+                "requests": 6,
+                "output_tokens": 60,
+            },
         ],
     }
     stages = stages_from_run(results)
@@ -116,7 +142,9 @@ def test_a_finished_runs_timeline_becomes_the_same_work():
 def test_the_plan_includes_dsmoe_identification_for_moe_experts(tmp_path):
     cfg = make_config(tmp_path, ["steering.enabled=true", "+pool.models.tiny-qwen-b.moe=true"])
     stages = {s.name: s for s in estimate_stages(cfg, n_val=40, n_test=30, question_tokens=100)}
-    assert [(w.expert, w.requests, w.output_tokens) for w in stages["steering"].works] == [("tiny-qwen-b", 40, 0)]
+    assert [(w.expert, w.requests, w.output_tokens) for w in stages["steering"].works] == [
+        ("tiny-qwen-b", 40, 0)
+    ]
     assert "steering" not in {s.name for s in estimate_stages(make_config(tmp_path), 40, 30, 100)}
 
 
@@ -127,10 +155,14 @@ def test_sleep_unload_and_a_first_compile_are_charged_by_the_cost_model():
     fig = modeled_figures(cost, 7.0, can_sleep=True, compiles=True)
     assert fig.sleep_s == pytest.approx(14e9 / (cost.device_to_host_gb_per_s * 1e9))
     assert (fig.unload_s, fig.compile_s) == (cost.unload_s, cost.compile_s)
-    figs = {"a": ExpertFigures(10.0, None, 100.0, unload_s=2.0, compile_s=60.0),
-            "b": ExpertFigures(10.0, None, 100.0, unload_s=2.0, compile_s=60.0)}
-    stages = [StageWork("s1", (Work("a", 1, 0, 0), Work("b", 1, 0, 0))),
-              StageWork("s2", (Work("a", 1, 0, 0),))]
+    figs = {
+        "a": ExpertFigures(10.0, None, 100.0, unload_s=2.0, compile_s=60.0),
+        "b": ExpertFigures(10.0, None, 100.0, unload_s=2.0, compile_s=60.0),
+    }
+    stages = [
+        StageWork("s1", (Work("a", 1, 0, 0), Work("b", 1, 0, 0))),
+        StageWork("s2", (Work("a", 1, 0, 0),)),
+    ]
     entries = simulate(stages, figs, 1, deactivate="unload").entries
     # a: first load, compiles; b: a unloaded first, b compiles; a again: b unloaded, a's compile is cached
     assert [e["activation_seconds"] for e in entries] == [70.0, 72.0, 12.0]

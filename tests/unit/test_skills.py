@@ -214,15 +214,27 @@ def test_parse_keywords_reads_items_listed_under_an_empty_skills_line():
 
 def test_repeated_mapped_skills_count_once_or_once_per_keyword():
     """Two keywords that map to one validation skill: once (today's rule) or twice (the reference's)."""
-    mapping = {"organic chem": "organic chemistry", "organic chemistry": "organic chemistry", "acids": "acid base"}
+    mapping = {
+        "organic chem": "organic chemistry",
+        "organic chemistry": "organic chemistry",
+        "acids": "acid base",
+    }
     test = {"q": ["organic chem", "organic chemistry", "acids"]}
     assert map_instance_skills(test, mapping) == {"q": ["organic chemistry", "acid base"]}
-    assert map_instance_skills(test, mapping, repeats=True) == {"q": ["organic chemistry", "organic chemistry", "acid base"]}
+    assert map_instance_skills(test, mapping, repeats=True) == {
+        "q": ["organic chemistry", "organic chemistry", "acid base"]
+    }
 
 
 def test_counting_repeats_changes_recruitment_as_multiplicity_would():
     from skillmoe_ray.method.recruit import local_scores
 
-    profiles = {"m1": {"organic chemistry": 2, "acid base": -3}, "m2": {"organic chemistry": -1, "acid base": 2}}
+    profiles = {
+        "m1": {"organic chemistry": 2, "acid base": -3},
+        "m2": {"organic chemistry": -1, "acid base": 2},
+    }
     assert local_scores(profiles, ["organic chemistry", "acid base"]) == {"m1": -1, "m2": 1}
-    assert local_scores(profiles, ["organic chemistry", "organic chemistry", "acid base"]) == {"m1": 1, "m2": 0}
+    assert local_scores(profiles, ["organic chemistry", "organic chemistry", "acid base"]) == {
+        "m1": 1,
+        "m2": 0,
+    }

@@ -21,7 +21,8 @@ def test_every_stage_request_carries_its_instance_id(tmp_path):
     requests = [r for _, r in skill_requests(insts, spec, cfg.skills, 0)]
     requests += [r for _, r in profile_requests(insts, cfg.experts, cfg.profiles, 0)]
     requests += [r for _, r in analysis_requests(insts, cfg.experts, cfg.profiles, 0)]
-    requests += [aggregation_request(i, ["a", "b"], spec, cfg.profiles, "</think>", 0, "final") for i in insts]
+    requests += [aggregation_request(i, ["a", "b"], spec, cfg.profiles, "</think>", 0,
+                                     "final") for i in insts]
     ids = {i.id for i in insts}
     assert {r.instance_id for r in requests} == ids  # ids with a "/" inside survive (no tag parsing)
     assert all(r.tag.endswith(r.instance_id) or f"/{r.instance_id}/" in r.tag for r in requests)
@@ -41,13 +42,15 @@ def test_stage_results_round_trip_through_json_and_a_damaged_entry_is_refused():
 
     from skillmoe_ray.method.results import ModelProfiles, ServingPreparation, SkillMapping, SteeringPrep
 
-    profiles = ModelProfiles({"m": {"q": "A"}}, {"m": {"q": True}}, {"m": {"q": "k"}}, {"m": {"algebra": 1}}, {"m": 0.5})
+    profiles = ModelProfiles({"m": {"q": "A"}}, {"m": {"q": True}}, {"m": {"q": "k"}}, {"m": {"algebra": 1}},
+                             {"m": 0.5})
     assert ModelProfiles.from_json(json.loads(json.dumps(profiles.to_json()))) == profiles
     mapping = SkillMapping(["algebra"], {"alg": "algebra"}, {"q": ["algebra"]}, {"q": ["algebra", "algebra"]})
     assert SkillMapping.from_json(json.loads(json.dumps(mapping.to_json()))) == mapping
     prep = ServingPreparation(["algebra"], {"m": {"algebra": 1}}, {"m": 1.0}, {"m": {"t": 1.0}}, "m",
                               SteeringPrep({"m": {}}, {"algebra": "t"}, 0.5))
-    assert prep.to_json()["steering"] == {"tables": {"m": {}}, "skill_domains": {"algebra": "t"}, "alpha": 0.5}
+    assert prep.to_json()["steering"] == {"tables": {"m": {}}, "skill_domains": {"algebra": "t"},
+                                          "alpha": 0.5}
     with pytest.raises(ValueError, match="SkillMapping: missing mapped_with_repeats"):
         SkillMapping.from_json({"vocabulary": [], "mapping": {}, "mapped": {}})
 

@@ -10,7 +10,9 @@ from skillmoe_ray.reporting.stats import mean_std, paired_bootstrap, seeds_summa
 def test_standard_error_of_an_accuracy():
     assert standard_error([True] * 3 + [False]) == pytest.approx(0.2165, abs=1e-4)  # sqrt(.75 * .25 / 4)
     assert standard_error([True] * 10) == 0.0 and standard_error([]) == 0.0
-    assert standard_error([True] * 99 + [False] * 99) == pytest.approx(0.0355, abs=1e-4)  # GPQA-sized: +/-3.5 points
+    assert standard_error([True] * 99 + [False] * 99) == pytest.approx(
+        0.0355, abs=1e-4
+    )  # GPQA-sized: +/-3.5 points
 
 
 def test_wilson_interval_does_not_claim_certainty_from_15_questions():
@@ -35,9 +37,11 @@ def test_paired_bootstrap_difference_and_interval():
 
 
 def test_seeds_summary_is_mean_and_sample_std_per_method():
-    runs = [{"methods": {"a": {"accuracy": 0.9}, "b": {"accuracy": 0.4}}},
-            {"methods": {"a": {"accuracy": 1.0}, "b": {"accuracy": 0.5}, "only_here": {"accuracy": 1.0}}},
-            {"methods": {"a": {"accuracy": 0.95}, "b": {"accuracy": 0.3}}}]
+    runs = [
+        {"methods": {"a": {"accuracy": 0.9}, "b": {"accuracy": 0.4}}},
+        {"methods": {"a": {"accuracy": 1.0}, "b": {"accuracy": 0.5}, "only_here": {"accuracy": 1.0}}},
+        {"methods": {"a": {"accuracy": 0.95}, "b": {"accuracy": 0.3}}},
+    ]
     summary = seeds_summary(runs)
     assert set(summary) == {"a", "b"}
     assert summary["a"] == {"mean": 0.95, "std": 0.05, "runs": 3}
@@ -53,8 +57,9 @@ def test_report_seeds_summarizes_run_directories_and_multirun_parents(tmp_path, 
     for seed, acc in [(0, 0.9), (1, 1.0), (2, 0.95)]:
         run = tmp_path / "multirun" / str(seed)
         run.mkdir(parents=True)
-        (run / "results.json").write_text(json.dumps({"experiment": "lab", "seed": seed,
-                                                      "methods": {"symbolic_moe": {"accuracy": acc}}}))
+        (run / "results.json").write_text(
+            json.dumps({"experiment": "lab", "seed": seed, "methods": {"symbolic_moe": {"accuracy": acc}}})
+        )
     main(["--seeds", str(tmp_path / "multirun")])
     out = capsys.readouterr().out
     assert "3 runs of lab (seeds 0, 1, 2)" in out and "| symbolic_moe | 0.950 +/- 0.050 | 3 |" in out
@@ -70,9 +75,10 @@ def test_report_cli_help_exits_0_and_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0 and "--seeds" in capsys.readouterr().out
-    for argv, message in [([], "error: give a run directory, or --seeds DIR... (see --help)"),
-                          (["--seeds"], "error: argument --seeds: expected at least one argument "
-                                        "(see --help)")]:
+    for argv, message in [
+        ([], "error: give a run directory, or --seeds DIR... (see --help)"),
+        (["--seeds"], "error: argument --seeds: expected at least one argument (see --help)"),
+    ]:
         with pytest.raises(SystemExit) as done:
             main(argv)
         err = capsys.readouterr().err
@@ -85,8 +91,9 @@ def test_report_cli_help_exits_0_and_errors_are_one_line(tmp_path, capsys):
         main([str(tmp_path / "broken")])
     for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
         (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "results.json").write_text(json.dumps(
-            {"experiment": "lab", "seed": seed, "methods": {"symbolic_moe": {"accuracy": 0.5}}}))
+        (tmp_path / "runs" / name / "results.json").write_text(
+            json.dumps({"experiment": "lab", "seed": seed, "methods": {"symbolic_moe": {"accuracy": 0.5}}})
+        )
     main(["--seeds", str(tmp_path / "runs")])
     captured = capsys.readouterr()
     assert "warning: runs repeat a seed (seed 0 in 2 runs)" in captured.err

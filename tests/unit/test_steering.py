@@ -40,7 +40,10 @@ def test_saliency_breaks_a_tie_that_routing_frequency_leaves():
     counts = routed([[0, 1]])
     records = [("a", counts, np.array([[0.9, 0.1, 0, 0]])), ("b", counts, np.array([[0.1, 0.9, 0, 0]]))]
     assert select_experts(domain_scores(records, count_weight=0.5), 1) == {"a": [(0, 0)], "b": [(0, 1)]}
-    assert select_experts(domain_scores(records, count_weight=1.0), 1) == {"a": [], "b": []}  # no contrast left
+    assert select_experts(domain_scores(records, count_weight=1.0), 1) == {
+        "a": [],
+        "b": [],
+    }  # no contrast left
 
 
 def test_a_single_domain_is_compared_with_uniform_routing():
@@ -49,8 +52,10 @@ def test_a_single_domain_is_compared_with_uniform_routing():
 
 
 def test_skills_and_queries_take_the_majority_domain():
-    domains = skill_domains({"q1": ["enzymes", "algebra"], "q2": ["enzymes"], "q3": ["algebra"], "q4": ["algebra"]},
-                            {"q1": "bio", "q2": "bio", "q3": "math", "q4": "math"})
+    domains = skill_domains(
+        {"q1": ["enzymes", "algebra"], "q2": ["enzymes"], "q3": ["algebra"], "q4": ["algebra"]},
+        {"q1": "bio", "q2": "bio", "q3": "math", "q4": "math"},
+    )
     assert domains == {"enzymes": "bio", "algebra": "math"}
     assert query_domain(["enzymes", "enzymes", "algebra"], domains) == "bio"
     assert query_domain(["enzymes", "algebra"], domains) == "bio"  # a tie goes to the first name
@@ -97,7 +102,8 @@ def test_an_engine_without_router_hooks_refuses_steered_requests():
 def test_the_papers_score_is_specific_minus_common_activations_per_domain():
     from skillmoe_ray.method.steering import paper_scores
 
-    # one layer, two experts; bins: 10 saliency deciles of non-common tokens; common: stopword/punctuation share
+    # one layer, two experts; bins: 10 saliency deciles of non-common tokens; common: stopword/punctuation
+    # share
     bins_q1 = np.zeros((1, 2, 10))
     bins_q1[0, 0, 9], bins_q1[0, 0, 2], bins_q1[0, 1, 8] = 0.3, 0.1, 0.2
     common_q1 = np.array([[0.1, 0.3]])
@@ -105,8 +111,10 @@ def test_the_papers_score_is_specific_minus_common_activations_per_domain():
     bins_q2[0, 0, 8] = 0.5
     common_q2 = np.array([[0.0, 0.5]])
     scores = paper_scores([("bio", bins_q1, common_q1), ("bio", bins_q2, common_q2)], percentile=80)
-    # q1: specific (deciles 8-9) [0.3, 0.2] -> [0.6, 0.4]; common [0.1 + 0.1, 0.3] -> [0.4, 0.6]; difference [0.2, -0.2]
-    # q2: specific [0.5, 0] -> [1, 0]; common [0, 0.5] -> [0, 1]; difference [1, -1]; the domain's mean [0.6, -0.6]
+    # q1: specific (deciles 8-9) [0.3, 0.2] -> [0.6, 0.4]; common [0.1 + 0.1, 0.3] -> [0.4, 0.6]; difference
+    # [0.2, -0.2]
+    # q2: specific [0.5, 0] -> [1, 0]; common [0, 0.5] -> [0, 1]; difference [1, -1]; the domain's mean [0.6,
+    # -0.6]
     assert scores["bio"] == pytest.approx(np.array([[0.6, -0.6]]))
     # at the 90th percentile decile 8 is common too: q1 specific [1, 0], common [0.2, 0.5] -> [2/7, 5/7], so
     # expert 0 scores 5/7; q2 has no specific token (all zero), common [0.5, 0.5]: -0.5; mean (5/7 - 0.5) / 2

@@ -11,7 +11,8 @@ from skillmoe_ray.serving.streaming import DONE, error_events, reply_events, rol
 
 
 def job(**fields):
-    raw = {"model": "symbolic-moe-k2", "messages": [{"role": "user", "content": "What is 2+2?"}], "stream": True, **fields}
+    raw = {"model": "symbolic-moe-k2", "messages": [{"role": "user", "content": "What is 2+2?"}],
+           "stream": True, **fields}
     return parse_request(json.dumps(raw).encode(), 10_000, 3)
 
 
@@ -30,9 +31,14 @@ def test_the_reply_streams_role_content_finish_and_done_with_usage_and_routing_l
     events = [role_event(j, 1), *reply_events(j, 1, reply, USAGE, {"experts": ["a", "b"]})]
     assert events[-1] == DONE
     chunks = payloads(events)
-    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["id"] for c in chunks} == {j.request_id}
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["id"] for c in chunks} == {
+        j.request_id
+    }
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "The answer is \\boxed{4}"
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        == "The answer is \\boxed{4}"
+    )
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, None, "stop"]
     last = chunks[-1]
     assert last["usage"] == {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}
@@ -51,9 +57,16 @@ def test_a_route_only_reply_has_no_content_chunk():
 
 def test_a_failure_after_the_stream_began_is_an_error_event_then_done():
     events = error_events("answering failed", 502, "req-1")
-    assert events[-1] == DONE and payloads(events) == [{"error": {
-        "message": "answering failed (request id req-1)", "type": "upstream_error", "param": None,
-        "code": "upstream_error"}}]
+    assert events[-1] == DONE and payloads(events) == [
+        {
+            "error": {
+                "message": "answering failed (request id req-1)",
+                "type": "upstream_error",
+                "param": None,
+                "code": "upstream_error",
+            }
+        }
+    ]
 
 
 def test_n_replies_stream_as_choices_with_their_index():

@@ -39,7 +39,8 @@ def test_absolute_and_remote_working_dirs_are_kept(submit, tmp_path):
 
 
 def test_options_come_first_and_the_rest_are_hydra_overrides(submit):
-    args = submit.parse_args(["--address", "http://head:8265", "--no-wait", "+experiment=gpqa", "recruit.k=5"])
+    args = submit.parse_args(["--address", "http://head:8265", "--no-wait", "+experiment=gpqa",
+                              "recruit.k=5"])
     assert args.address == "http://head:8265" and args.no_wait
     assert args.runtime_env == REPO / "jobs" / "runtime_env.yaml"
     assert args.overrides == ["+experiment=gpqa", "recruit.k=5"]

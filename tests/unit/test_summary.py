@@ -22,7 +22,8 @@ def test_a_group_that_needed_retries_is_named_with_its_first_error(tmp_path):
     results, _ = run_pipeline(make_config(tmp_path))
     assert "retried:" not in format_summary(results, "run")
     entry = results["timeline"][0]
-    entry["retries"] = [{"start": 0.0, "end": 1.0, "error": "ActorDiedError: the actor died"}, {"error": "again"}]
+    entry["retries"] = [{"start": 0.0, "end": 1.0, "error": "ActorDiedError: the actor died"},
+                        {"error": "again"}]
     line = next(line for line in format_summary(results, "run").splitlines() if line.startswith("retried:"))
     assert line == (f"retried: expert {entry['expert']} in stage {entry['stage']} succeeded after 2 failed "
                     "attempt(s); first: ActorDiedError: the actor died")

@@ -19,8 +19,19 @@ from skillmoe_ray.reporting.tracking import summary_values
 from tests.conftest import REPO, compose_tree
 
 SWEEPS = sorted((REPO / "jobs" / "sweeps").glob("*.yaml"))
-SWEEP_KEYS = {"name", "description", "project", "entity", "program", "method", "metric", "parameters",
-              "command", "early_terminate", "run_cap"}
+SWEEP_KEYS = {
+    "name",
+    "description",
+    "project",
+    "entity",
+    "program",
+    "method",
+    "metric",
+    "parameters",
+    "command",
+    "early_terminate",
+    "run_cap",
+}
 SAMPLES = 6  # draws checked per random or bayes sweep
 
 
@@ -86,9 +97,14 @@ def test_sweep_spec_is_well_formed(path):
     assert spec["parameters"], "a sweep needs parameters"
     assert spec["command"][:4] == ["${env}", "python", "-m", "skillmoe_ray.run"]
     assert spec["command"][-1] == "${args_no_hyphens}", "Hydra takes overrides as key=value"
-    results = {"n_instances": 1, "methods": {m: {"accuracy": 0.5, "per_task": {}} for m in ("symbolic_moe", "majority_vote")},
-               "stages": {}}
-    assert spec["metric"]["name"] in summary_values(results), "the metric must be a key of the run's W&B summary"
+    results = {
+        "n_instances": 1,
+        "methods": {m: {"accuracy": 0.5, "per_task": {}} for m in ("symbolic_moe", "majority_vote")},
+        "stages": {},
+    }
+    assert spec["metric"]["name"] in summary_values(results), (
+        "the metric must be a key of the run's W&B summary"
+    )
     assert spec["metric"]["goal"] in ("maximize", "minimize")
 
 

@@ -43,7 +43,10 @@ def netrc_file(tmp_path, host: str):
 
 @pytest.mark.parametrize("mode", ["online", "offline", "disabled"])
 def test_an_explicit_mode_wins_over_the_environment(mode):
-    assert resolve_mode(mode, {"WANDB_MODE": "offline", "WANDB_API_KEY": "k"}) == (mode, f"tracking.mode={mode}")
+    assert resolve_mode(mode, {"WANDB_MODE": "offline", "WANDB_API_KEY": "k"}) == (
+        mode,
+        f"tracking.mode={mode}",
+    )
 
 
 def test_auto_is_offline_without_credentials(tmp_path):
@@ -57,17 +60,28 @@ def test_auto_is_online_with_an_api_key_or_a_netrc_entry(tmp_path):
 
 def test_a_netrc_entry_for_another_host_is_not_a_w_and_b_login(tmp_path):
     assert resolve_mode("auto", {"NETRC": netrc_file(tmp_path, "github.com")})[0] == "offline"
-    on_prem = {"NETRC": netrc_file(tmp_path, "wandb.example.org"), "WANDB_BASE_URL": "https://wandb.example.org"}
+    on_prem = {
+        "NETRC": netrc_file(tmp_path, "wandb.example.org"),
+        "WANDB_BASE_URL": "https://wandb.example.org",
+    }
     assert resolve_mode("auto", on_prem)[0] == "online"
 
 
-@pytest.mark.parametrize(("env", "mode"), [("disabled", "disabled"), ("dryrun", "offline"), ("online", "online")])
+@pytest.mark.parametrize(
+    ("env", "mode"), [("disabled", "disabled"), ("dryrun", "offline"), ("online", "online")]
+)
 def test_auto_follows_wandb_mode_when_it_is_set(tmp_path, env, mode):
-    assert resolve_mode("auto", {"WANDB_MODE": env, "NETRC": str(tmp_path / "absent")}) == (mode, f"WANDB_MODE={env}")
+    assert resolve_mode("auto", {"WANDB_MODE": env, "NETRC": str(tmp_path / "absent")}) == (
+        mode,
+        f"WANDB_MODE={env}",
+    )
 
 
 def test_primitive_turns_tuples_into_lists_and_odd_values_into_strings(tmp_path):
-    assert primitive({"a": (1, 2.5, None), 3: {"p": tmp_path}}) == {"a": [1, 2.5, None], "3": {"p": str(tmp_path)}}
+    assert primitive({"a": (1, 2.5, None), 3: {"p": tmp_path}}) == {
+        "a": [1, 2.5, None],
+        "3": {"p": str(tmp_path)},
+    }
 
 
 def test_summary_values_hold_accuracies_stage_timings_and_activations(demo_run):
@@ -81,18 +95,37 @@ def test_summary_values_hold_accuracies_stage_timings_and_activations(demo_run):
         assert summary[f"accuracy_ci95_high/{method}"] == hi
         assert all(summary[f"accuracy/{method}/{t}"] == a for t, a in m["per_task"].items())
     for stage, s in results["stages"].items():
-        assert summary[f"stage/{stage}/seconds"] == s["seconds"] and summary[f"stage/{stage}/cached"] is s["cached"]
+        assert (
+            summary[f"stage/{stage}/seconds"] == s["seconds"]
+            and summary[f"stage/{stage}/cached"] is s["cached"]
+        )
     assert summary["activations_total"] == sum(results["activations"].values()) > 0
     assert all(isinstance(v, (int, float, str, bool)) or v is None for v in summary.values())
 
 
 def test_prediction_table_joins_answers_with_skills_and_experts():
-    answers = [{"id": "q1", "task": "t", "gold": "B", "answers": {"symbolic_moe": "B", "majority_vote": None},
-                "correct": {"symbolic_moe": True, "majority_vote": False}}]
+    answers = [
+        {
+            "id": "q1",
+            "task": "t",
+            "gold": "B",
+            "answers": {"symbolic_moe": "B", "majority_vote": None},
+            "correct": {"symbolic_moe": True, "majority_vote": False},
+        }
+    ]
     recruited = [{"instance_id": "q1", "skills": ["optics", "algebra"], "experts": ["x", "x", "y"]}]
     columns, rows = prediction_table(answers, recruited)
-    assert columns == ["id", "task", "gold", "skills", "experts", "symbolic_moe answer", "symbolic_moe correct",
-                       "majority_vote answer", "majority_vote correct"]
+    assert columns == [
+        "id",
+        "task",
+        "gold",
+        "skills",
+        "experts",
+        "symbolic_moe answer",
+        "symbolic_moe correct",
+        "majority_vote answer",
+        "majority_vote correct",
+    ]
     assert rows == [["q1", "t", "B", "optics, algebra", "x, x, y", "B", True, None, False]]
 
 
@@ -113,9 +146,14 @@ def test_without_wandb_installed_tracking_is_off_and_says_so(demo_run, monkeypat
 
 def test_an_offline_run_holds_the_resolved_config_summary_tables_images_and_artifacts(demo_run, tmp_path):
     run_dir, tree, results, plots = demo_run
-    status = track_run(TrackingConfig(mode="offline", dir=str(tmp_path), tags=("nightly",)), run_dir, tree, results, plots)
+    status = track_run(
+        TrackingConfig(mode="offline", dir=str(tmp_path), tags=("nightly",)), run_dir, tree, results, plots
+    )
     (path,) = offline_runs(tmp_path)
-    assert status == f"tracking: W&B offline run (tracking.mode=offline) in {path}; upload it with: wandb sync {path}"
+    assert (
+        status
+        == f"tracking: W&B offline run (tracking.mode=offline) in {path}; upload it with: wandb sync {path}"
+    )
     run = read_offline_run(path)
     assert {k: v for k, v in run.config.items() if k != "_wandb"} == json.loads(json.dumps(tree))
     assert run.summary["accuracy/symbolic_moe"] == results["methods"]["symbolic_moe"]["accuracy"]
@@ -125,8 +163,10 @@ def test_an_offline_run_holds_the_resolved_config_summary_tables_images_and_arti
     assert run.summary["per_skill"]["nrows"] == len(results["per_skill"])
     # No stage ran under this tracker: the one history row is the accuracy charts' (W&B charts are logged).
     (charts,) = run.history
-    assert {k for k in charts if not k.startswith("_")} == {"charts/accuracy_by_method_table",
-                                                              "charts/accuracy_by_skill_table"}
+    assert {k for k in charts if not k.startswith("_")} == {
+        "charts/accuracy_by_method_table",
+        "charts/accuracy_by_skill_table",
+    }
     assert charts["charts/accuracy_by_method_table"]["nrows"] == len(results["methods"])
     visualize = run.config["_wandb"]["visualize"]
     assert visualize["charts/accuracy_by_method"]["panel_config"]["panelDefId"] == "wandb/bar/v0"
@@ -138,15 +178,25 @@ def test_an_offline_run_holds_the_resolved_config_summary_tables_images_and_arti
     images = {k for k, v in run.summary.items() if isinstance(v, dict) and v.get("_type") == "image-file"}
     assert images == {f"report/{name}" for name in plots} and len(images) == 4
     assert {(a["name"], a["type"], tuple(a["files"])) for a in run.artifacts} >= {
-        ("demo-profiles", "profiles", ("profiles.json",)), ("demo-results", "results", ("results.json",))}
+        ("demo-profiles", "profiles", ("profiles.json",)),
+        ("demo-results", "results", ("results.json",)),
+    }
 
 
-def test_stage_rows_stay_out_of_the_summary_and_system_metrics_follow_the_gpu(demo_run, tmp_path,
-                                                                              monkeypatch):
+def test_stage_rows_stay_out_of_the_summary_and_system_metrics_follow_the_gpu(
+    demo_run, tmp_path, monkeypatch
+):
     run_dir, tree, results, plots = demo_run
     live = tracking.LiveTracking(TrackingConfig(mode="offline", dir=str(tmp_path)), run_dir, tree)
-    live.stage_done({"stage": "profiles", "stage_index": 1, "stage_seconds": 2.5, "activations_so_far": 4,
-                     "elapsed_seconds": 3.0})
+    live.stage_done(
+        {
+            "stage": "profiles",
+            "stage_index": 1,
+            "stage_seconds": 2.5,
+            "activations_so_far": 4,
+            "elapsed_seconds": 3.0,
+        }
+    )
     live.finish(results, plots)
     run = read_offline_run(offline_runs(tmp_path)[0])
     assert run.history[0]["stage_seconds"] == 2.5
