@@ -43,7 +43,8 @@ class ExpertActor(LocalExpert):
         return process_memory()
 
     def prefetch(self) -> int:
-        """Read ahead in the actor's own call (the caller does not wait for it); returns the bytes asked for."""
+        """Read ahead in the actor's own call (the caller does not wait for it); returns the bytes
+        asked for."""
         return self.engine.prefetch()
 
 

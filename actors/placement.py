@@ -180,7 +180,8 @@ class PlacementScheduler(SlotExecutor):
             return slot, self._wait_for_bundle(slot)
         live = [b for b, node in sorted(nodes.items()) if node]
         if not live:
-            raise RuntimeError("every GPU bundle of the run was lost with its node; no node left to place experts on")
+            raise RuntimeError("every GPU bundle of the run was lost with its node; "
+                               "no node left to place experts on")
         chosen = live[slot % len(live)]
         log.warning(
             "slot %d's GPU was lost with its node: its expert actors go to slot %d's GPU (node %s) "
@@ -245,8 +246,9 @@ def gpu_shortage(requested: int, node_gpus: dict[str, float]) -> str | None:
         return None
     nodes = ", ".join(f"{node}: {gpus:g}" for node, gpus in sorted(node_gpus.items()))
     return (
-        f"resources.gpus={requested} asks for {requested} GPU slots, but the Ray cluster has {total:g} GPU(s) "
-        f"on {len(node_gpus)} node(s) ({nodes}); set resources.gpus={int(total)} or fewer, or use a larger cluster"
+        f"resources.gpus={requested} asks for {requested} GPU slots, "
+        f"but the Ray cluster has {total:g} GPU(s) on {len(node_gpus)} node(s) ({nodes}); "
+        f"set resources.gpus={int(total)} or fewer, or use a larger cluster"
     )
 
 

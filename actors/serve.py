@@ -95,7 +95,8 @@ class SkillMoEAnswerer:
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
 
     async def answer(self, job: Job):
-        """Streamed to the ingress: None once the request is here (Serve admitted it), then (outcome, stats)."""
+        """Streamed to the ingress: None once the request is here (Serve admitted it), then
+        (outcome, stats)."""
         yield None
         try:  # the n replies are submitted together, so they share one micro-batch (and its experts' answers)
             outcome = merge(list(await asyncio.gather(*(self.batcher.submit(j) for j in choice_jobs(job)))))
@@ -341,7 +342,8 @@ class SkillMoEService:
         return JSONResponse(model_object(name, self.started))
 
     async def _probe(self, method: str) -> tuple[bool, object]:
-        """(answered, reply) of a quick call to the answerer; (False, None) when it is too busy to answer in time."""
+        """(answered, reply) of a quick call to the answerer; (False, None) when it is too busy to
+        answer in time."""
         response = getattr(self.answerer, method).remote()
         task = asyncio.ensure_future(response)
         done, _ = await asyncio.wait({task}, timeout=PROBE_S)

@@ -32,7 +32,8 @@ FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Submit `python -m skillmoe_ray.run OVERRIDES` to a Ray cluster as a Ray Job.",
-        epilog="Options go before the Hydra overrides, e.g.: --address http://head:8265 +experiment=gpqa recruit.k=5",
+        epilog=("Options go before the Hydra overrides, e.g.: "
+                "--address http://head:8265 +experiment=gpqa recruit.k=5"),
     )
     parser.add_argument(
         "--address",

@@ -122,7 +122,8 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPER
 
 
 def storage_error(exc: OSError, what: str, path: str) -> StorageError:
-    """A :class:`StorageError` naming what could not be written, where, the errno in words and the free space."""
+    """A :class:`StorageError` naming what could not be written, where, the errno in words and the
+    free space."""
     name = errno.errorcode.get(exc.errno or 0, "")
     words = exc.strerror or str(exc)
     where = exc.filename or path

@@ -190,7 +190,8 @@ class GenerationService:
 
         def on_group_error(group: ExpertGroup, exc: Exception) -> None:
             fp = self.fingerprints[group.expert]
-            failed.update({req.key(fp): f"expert {group.expert} failed: {one_line(exc)}" for req in group.requests})
+            failed.update({req.key(fp): f"expert {group.expert} failed: {one_line(exc)}"
+                           for req in group.requests})
 
         handler = on_group_error if self.failures == "report" else None
         self.executor.run_stage(stage, groups, next_experts, on_group_done, handler, followup, later)

@@ -29,7 +29,10 @@ AGGREGATOR_REPLY_FLOOR = 32  # tokens each expert answer keeps at least in the a
 
 
 def check_writable(directory: str, key: str) -> None:
-    """Fail now, naming the key, when ``directory`` cannot be created or written (not after a stage's work)."""
+    """Fail now, naming the key, when ``directory`` cannot be created or written.
+
+    Now, not after a stage's work.
+    """
     import tempfile
 
     try:
@@ -99,7 +102,10 @@ def load_checked(tree: dict, run_dir: str):
 def longest_prompt(
     spec: ModelSpec, instances: Sequence[Instance], messages: Messages
 ) -> tuple[int, Instance]:
-    """(tokens, instance) of the longest prompt ``messages(inst)`` among ``instances`` for ``spec``'s tokenizer."""
+    """(tokens, instance) of the longest prompt ``messages(inst)`` among ``instances``.
+
+    Tokens are counted with ``spec``'s tokenizer.
+    """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(
@@ -174,8 +180,9 @@ def check_prompt_lengths(cfg: RunConfig, instances: Sequence[Instance]) -> None:
         tokens, inst = longest_prompt(spec, instances, messages)
         if tokens > room:
             raise DataError(
-                f"instance {inst.id}: its prompt is {tokens} tokens for the {role} {spec.name!r}, whose context "
-                f"leaves {room} (pool.models.{spec.name}.max_model_len={spec.max_model_len} minus {reply_tokens} "
-                f"for the reply{' and the k answers' if role == 'aggregator' else ''}); shorten the question or "
-                f"raise max_model_len"
+                f"instance {inst.id}: its prompt is {tokens} tokens for the {role} {spec.name!r}, "
+                f"whose context leaves {room} "
+                f"(pool.models.{spec.name}.max_model_len={spec.max_model_len} minus {reply_tokens} "
+                f"for the reply{' and the k answers' if role == 'aggregator' else ''}); "
+                f"shorten the question or raise max_model_len"
             )

@@ -67,7 +67,10 @@ def duration(seconds: float) -> str:
 
 
 def rate_line(desc: str, done: int, total: int, elapsed: float, unit: str) -> str:
-    """``desc: done/total unit (pct), rate unit/s, ETA, elapsed``; the rate and ETA are unknown until work is done."""
+    """``desc: done/total unit (pct), rate unit/s, ETA, elapsed``.
+
+    The rate and ETA are unknown until work is done.
+    """
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = duration((total - done) / rate) if rate > 0 else "unknown"
     share = f" ({100 * done / total:.0f}%)" if total else ""

@@ -48,7 +48,10 @@ def make_config(tmp_path: Path, overrides: list[str] = (), run_dir: Path | None 
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m skillmoe_ray.run ARGS`` in a subprocess, as a user would run it (``env`` None values unset)."""
+    """``python -m skillmoe_ray.run ARGS`` in a subprocess, as a user would run it.
+
+    ``env`` None values are unset.
+    """
     merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env = {k: v for k, v in merged.items() if v is not None}
     return subprocess.run(
@@ -62,8 +65,8 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None,
 
 
 def make_full(cache) -> str:
-    """Make ``cache``'s generation store unwritable the way a full disk does: a small tmpfs, filled, where this
-    machine allows mounting one; else a symlink loop in its place (ELOOP). Returns the error's words."""
+    """Make ``cache``'s generation store unwritable the way a full disk does: a small tmpfs, filled, where
+    this machine allows mounting one; else a symlink loop in its place (ELOOP). Returns the error's words."""
     cache.mkdir(exist_ok=True)
     gens, full = cache / "generations", cache / "full"
     if gens.exists():
@@ -183,7 +186,10 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def lab_models(tmp_path_factory) -> Path:
-    """The skill lab's models of +experiment=skill_lab (the shipped trained copies; trained if out of date)."""
+    """The skill lab's models of +experiment=skill_lab.
+
+    The shipped trained copies; trained if out of date.
+    """
     from skillmoe_ray.lab.build import ensure_lab_models
 
     root = tmp_path_factory.mktemp("lab-models")

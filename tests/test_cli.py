@@ -98,7 +98,8 @@ def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
         ("recruit.kk=3", "error: unknown config key 'recruit.kk'; closest valid keys: recruit.k"),
         (
             "engine=nosuch",
-            "error: engine=nosuch: no such option in config group 'engine'; valid options: fake, hf, openai, vllm",
+            "error: engine=nosuch: no such option in config group 'engine'; "
+            "valid options: fake, hf, openai, vllm",
         ),
     ],
 )
@@ -112,7 +113,10 @@ def test_hydra_level_mistakes_are_one_line_naming_the_valid_choices(override, ex
 
 
 def read_only_dir(tmp_path) -> tuple:
-    """A directory this user cannot write in, or (as root, whom permission bits do not stop) a regular file."""
+    """A directory this user cannot write in.
+
+    As root, whom permission bits do not stop, a regular file instead.
+    """
     import os
 
     if os.geteuid() == 0:

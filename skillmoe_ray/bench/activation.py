@@ -72,7 +72,8 @@ def resident_fraction(paths: list[str]) -> float | None:
 
 
 def drop_page_cache() -> bool:
-    """As root, write 1 to /proc/sys/vm/drop_caches (the whole machine's clean page cache); False if not allowed."""
+    """As root, write 1 to /proc/sys/vm/drop_caches (the whole machine's clean page cache); False if
+    not allowed."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return False
     os.sync()

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     print(
-        f"assign_budgeted: {args.instances} instances x {args.experts} experts, budget 2.5/instance, k in [1, 4]"
+        f"assign_budgeted: {args.instances} instances x {args.experts} experts, "
+        "budget 2.5/instance, k in [1, 4]"
     )
     print(f"{'case':<16} {'seconds':>8}  {'method':<18} {'exact':<5} {'objective':>12}  goal (2 cores)")
     for name, solve in cases(args.instances, args.experts, args.seed).items():

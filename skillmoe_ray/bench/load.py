@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         print(
             f"{r['concurrency']:>11} {r['ok']:>3}/{r['sent']:<4} {r['throughput_rps']:>7} "
-            f"{r['p50_s'] if r['p50_s'] is not None else '-':>7} {r['p99_s'] if r['p99_s'] is not None else '-':>7}  {r['codes']}"
+            f"{r['p50_s'] if r['p50_s'] is not None else '-':>7} "
+            f"{r['p99_s'] if r['p99_s'] is not None else '-':>7}  {r['codes']}"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -40,7 +40,8 @@ PRESETS = {"tiny": {"arch": "llama", "hidden_size": 128, "layers": 2}, "h128": H
 
 
 def preset_recipe(preset: str, device: str = "cpu", seed: int = 100) -> dict:
-    """The demo recipe of one weight set of ``preset``; real-sized ones are drawn in bfloat16 on ``device``."""
+    """The demo recipe of one weight set of ``preset``; real-sized ones are drawn in bfloat16 on
+    ``device``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     recipe = {**PRESETS[preset], "seed": seed}
@@ -50,7 +51,8 @@ def preset_recipe(preset: str, device: str = "cpu", seed: int = 100) -> dict:
 
 
 def parameter_count(recipe: dict, tokenizer_size: int = 1000) -> int:
-    """Parameters of the model a recipe builds, counted on the meta device (no memory, well under a second)."""
+    """Parameters of the model a recipe builds, counted on the meta device (no memory, well under a
+    second)."""
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -84,7 +84,8 @@ def require_disk(root: Path, recipe: dict, copies: int) -> None:
 
 
 def link_tree(base: Path, out: Path) -> str:
-    """Make ``out`` a directory of hardlinks to ``base``'s files (symlinks if hardlinks fail); returns which."""
+    """Make ``out`` a directory of hardlinks to ``base``'s files (symlinks if hardlinks fail);
+    returns which."""
     out.mkdir(parents=True, exist_ok=True)
     kind = "hardlink"
     for src in sorted(p for p in base.iterdir() if p.is_file()):

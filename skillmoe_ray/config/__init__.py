@@ -16,8 +16,7 @@ from typing import Any
 from skillmoe_ray.config.structured import build
 from skillmoe_ray.errors import ConfigError
 
-# Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repository's conf/ (checkout, editable
-# install)
+# Hydra's configs: skillmoe_ray/conf in an installed wheel, else the repo's conf/ (checkout, editable install)
 _LIBRARY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF_DIR = next(d for d in (os.path.join(_LIBRARY, "conf"), os.path.join(os.path.dirname(_LIBRARY), "conf"))
                 if os.path.isdir(d))
@@ -39,8 +38,7 @@ class ModelSpec:
     system_role: bool = True
     params_b: float | None = None
     moe: bool = False
-    # this model's engine arguments beyond the project's own (merged over engine.kwargs, see
-    # engine_kwargs_for)
+    # this model's engine arguments beyond the project's own (merged over engine.kwargs, see kwargs_for)
     engine_kwargs: dict = field(default_factory=dict, hash=False)
 
     @property
@@ -65,7 +63,8 @@ class EngineConfig:
     kwargs: dict = field(default_factory=dict)
 
     def kwargs_for(self, spec: ModelSpec) -> dict:
-        """The pass-through arguments of one model: ``kwargs`` with the model's ``engine_kwargs`` over them."""
+        """The pass-through arguments of one model: ``kwargs`` with the model's ``engine_kwargs``
+        over them."""
         return {**self.kwargs, **spec.engine_kwargs}
 
 
@@ -170,9 +169,8 @@ class MoAConfig:
 class CompareConfig:
     """Methods run by mode=compare, and the baselines' own settings."""
 
-    methods: tuple[str, ...] = (
-        "single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa", "symbolic_moe",
-    )
+    methods: tuple[str, ...] = ("single", "self_consistency", "majority_vote", "task_level", "random", "moa",
+                                "self_moa", "symbolic_moe")
     moa: MoAConfig = field(default_factory=MoAConfig)
     self_model: str | None = None
 
@@ -239,7 +237,8 @@ class ResourcesConfig:
 
     @property
     def gpu_memory_bytes(self) -> float | None:
-        """One GPU's memory in bytes as given; None: the machine's (:func:`~skillmoe_ray.scheduling.residency.slot_memory_bytes`)."""
+        """One GPU's memory in bytes as given; None: the machine's
+        (:func:`~skillmoe_ray.scheduling.residency.slot_memory_bytes`)."""
         return None if self.gpu_memory_gb is None else self.gpu_memory_gb * 1e9
 
 
@@ -343,7 +342,8 @@ class RunConfig:
         return [spec for spec in self.pool.values() if spec.expert]
 
     def aggregator_candidates(self) -> list[str]:
-        """Models the aggregator is chosen from: the configured list, else (or with whole_pool) every expert."""
+        """Models the aggregator is chosen from: the configured list, else (or with whole_pool) every
+        expert."""
         if self.aggregator.candidates and not self.aggregator.whole_pool:
             return list(self.aggregator.candidates)
         return [spec.name for spec in self.experts]
@@ -369,10 +369,8 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
     cache_dir = str(Path(os.path.expanduser(str(tree.pop("cache_dir", ".cache/skillmoe")))).absolute())
     demo = tree.pop("demo", None) or {}
     lab = tree.pop("lab", None) or {}
-    cfg = build(
-        RunConfig,
-        {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo, "lab": lab},
-    )
+    cfg = build(RunConfig, {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo,
+                            "lab": lab})
     cfg = dataclasses.replace(cfg, pool=pool)
     # The cross-field rules live beside the types (imported here: config.checks reads RunConfig)
     from skillmoe_ray.config.checks import validate
@@ -387,8 +385,8 @@ def check_remote_code(pool: dict[str, ModelSpec]) -> None:
     for spec in pool.values():
         if spec.trust_remote_code and not spec.is_local and not spec.revision:
             raise ConfigError(
-                f"pool.models.{spec.name}.trust_remote_code=true runs code from the hub repository {spec.path}: "
-                f"pin it with pool.models.{spec.name}.revision=<commit hash you reviewed>"
+                f"pool.models.{spec.name}.trust_remote_code=true runs code from the hub repository "
+                f"{spec.path}: pin it with pool.models.{spec.name}.revision=<commit hash you reviewed>"
             )
 
 

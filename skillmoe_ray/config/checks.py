@@ -91,7 +91,8 @@ def validate_recruit_and_skills(cfg: RunConfig) -> None:
         )
     if cfg.skills.samples < 1 or not 1 <= cfg.skills.min_votes <= cfg.skills.samples:
         raise ConfigError(
-            f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], got {cfg.skills.min_votes}"
+            f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], "
+            f"got {cfg.skills.min_votes}"
         )
 
 

@@ -16,7 +16,8 @@ from skillmoe_ray.errors import ConfigError
 
 
 def build(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a plain dict, naming ``where`` (its dotted key; "" for the root) in any error.
+    """Build dataclass ``cls`` from a plain dict, naming ``where`` (its dotted key; "" for the root) in
+    any error.
 
     Unknown keys are an error listing the valid ones; missing required keys are an error naming
     them; nested dataclasses, tuples and dicts of dataclasses are built recursively.

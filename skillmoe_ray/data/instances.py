@@ -24,7 +24,8 @@ def invalid_text(value: object, name: str) -> str | None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            return f"{name}: character {exc.start} is the lone surrogate {value[exc.start]!r}, not valid Unicode text"
+            return (f"{name}: character {exc.start} is the lone surrogate {value[exc.start]!r}, "
+                    "not valid Unicode text")
         return None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:

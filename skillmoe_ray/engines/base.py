@@ -146,7 +146,8 @@ class Engine:
     @classmethod
     def sleeps_with(cls, options: dict) -> bool:
         """Whether this engine, configured with ``options``, will park experts in host RAM (mode=plan asks,
-        before any engine exists); the instance's :attr:`can_sleep` is the answer on the machine it runs on."""
+        before any engine exists); the instance's :attr:`can_sleep` is the answer on the machine it runs
+        on."""
         return False
 
     @classmethod

@@ -93,7 +93,8 @@ class FakeEngine(Engine):
         return [self._reply(r) for r in requests]
 
     def _log_requests(self, requests: list[GenRequest]) -> None:
-        """Append one line per request to ``request_log`` (one write, so concurrent actors' lines stay whole)."""
+        """Append one line per request to ``request_log`` (one write, so concurrent actors'
+        lines stay whole)."""
         if not self.options["request_log"] or not requests:
             return
         lines = "".join(
@@ -111,8 +112,8 @@ class FakeEngine(Engine):
             f.write(lines)
 
     def _first_of_stage(self, option: str, requests: list[GenRequest]) -> bool:
-        """Whether this is the first call, in this run, of the stage named by ``option`` ("stage:marker file");
-        the marker file (written now, with the expert's name) makes it happen once."""
+        """Whether this is the first call, in this run, of the stage named by ``option``
+        ("stage:marker file"); the marker file (written now, with the expert's name) makes it happen once."""
         from pathlib import Path
 
         if not self.options[option]:

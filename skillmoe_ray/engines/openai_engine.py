@@ -63,7 +63,8 @@ def _sdk():
 
 
 def _client(backoff_s: float, **kwargs):
-    """An ``openai.OpenAI`` client whose computed backoff (not a server's Retry-After) is scaled to ``backoff_s``."""
+    """An ``openai.OpenAI`` client whose computed backoff (not a server's Retry-After) is scaled to
+    ``backoff_s``."""
     openai = _sdk()
 
     class _ScaledBackoff(openai.OpenAI):

@@ -206,8 +206,10 @@ class _Slots:
     expert_of: dict[str, str] = field(default_factory=dict)  # copy (expert or expert#i) -> expert
     started: set[str] = field(default_factory=set)  # experts loaded once (their compile is cached)
 
-    def activate(self, work: Work, slot: int, keep: set[str], later: Sequence[str] | None) -> tuple[str, float]:
-        """Kind and seconds of making ``work``'s copy of its expert resident on ``slot`` (the executor's rules)."""
+    def activate(self, work: Work, slot: int, keep: set[str],
+                 later: Sequence[str] | None) -> tuple[str, float]:
+        """Kind and seconds of making ``work``'s copy of its expert resident on ``slot``
+        (the executor's rules)."""
         copy, residents = work.key, self.resident[slot]
         self.expert_of[copy] = work.expert
         if touch(residents, copy):

@@ -48,7 +48,8 @@ def print_checks(root: Path, models: dict, n: int, seed: int = 0) -> None:
         cells = [f"{acc.get(s, 0.0):>8.2f}{'*' if s in own else ' '}" for s in skills]
         print(f"{name:16} {role:10} " + " ".join(cells))
     print(
-        "* = the expert's own skills (trained on); keyword: names the gold skill; aggregator: states the majority"
+        "* = the expert's own skills (trained on); keyword: names the gold skill; "
+        "aggregator: states the majority"
     )
 
 

@@ -16,7 +16,8 @@ SPECIAL_TOKENS = ["<unk>", "<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|
 # No system turn: a 95k-parameter model follows no instructions, so the pipeline's system prompts would
 # only lengthen every sequence (training time grows with it). The user turn carries the whole task.
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages if m['role'] != 'system' %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> "
+    "{{ bos_token }}{% for m in messages if m['role'] != 'system' %}"
+    "<|{{ m['role'] }}|> {{ m['content'] }} <|end|> "
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|> {% endif %}"
 )

@@ -162,7 +162,8 @@ def plan_moa(ctx: MethodContext) -> list[MethodPlan]:
     proposers = list(ctx.moa_proposers or ranked(ctx)[: ctx.k])
     unknown = [p for p in proposers if p not in ctx.experts]
     if unknown:
-        raise ConfigError(f"compare.moa.proposers: unknown expert {unknown[0]!r}; experts: {', '.join(ctx.experts)}")
+        raise ConfigError(f"compare.moa.proposers: unknown expert {unknown[0]!r}; "
+                          f"experts: {', '.join(ctx.experts)}")
     if ctx.moa_layers < 1:
         raise ConfigError(f"compare.moa.layers must be >= 1, got {ctx.moa_layers}")
     aggregator = ctx.moa_aggregator or ctx.aggregator

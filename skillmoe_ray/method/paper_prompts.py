@@ -33,7 +33,8 @@ def answer_format(inst: Instance) -> str:
     if inst.answer_type == CHOICE:
         return ('Reason step by step, then end your reply with "The answer is (X)", where X is the capital '
                 "letter of the correct option.")
-    return 'Reason step by step, then end your reply with "The answer is \\boxed{X}", where X is the final answer.'
+    return ('Reason step by step, then end your reply with "The answer is \\boxed{X}", where X is the '
+            "final answer.")
 
 
 def user_turn(text: str) -> list[dict]:
@@ -51,6 +52,9 @@ def expert_messages(inst: Instance, question: str) -> list[dict]:
 
 
 def aggregator_messages(inst: Instance, question: str, responses: Sequence[str]) -> list[dict]:
-    """The synthesis request: the instruction, the numbered responses (already without reasoning), the question."""
+    """The synthesis request.
+
+    The instruction, the numbered responses (already without reasoning), the question.
+    """
     blocks = "".join(f"### Model {i}'s response:\n{r}\n\n" for i, r in enumerate(responses, 1))
     return user_turn(f"{SYNTHESIS}{blocks}Question: {question}\n{answer_format(inst)}")

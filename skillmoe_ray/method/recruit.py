@@ -162,7 +162,10 @@ def recruit_symbolic_moe(
     rc: RecruitConfig,
     seed: int,
 ) -> RecruitResult:
-    """Recruit k experts for every instance (in the order of ``instance_skills``): a :class:`RecruitPolicy`."""
+    """Recruit k experts for every instance (in the order of ``instance_skills``).
+
+    A :class:`RecruitPolicy`.
+    """
     out = []
     for iid, skills in instance_skills.items():
         probs = recruitment_distribution(profiles, skills, global_dist, pool)

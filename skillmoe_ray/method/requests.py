@@ -64,7 +64,10 @@ def answer_request(inst: Instance, spec: ModelSpec, gen: GenerationConfig, seed:
 
 def analysis_requests(instances: Sequence[Instance], experts: Sequence[ModelSpec], gen: GenerationConfig,
                       seed: int, prompts: str = "project") -> list[Pair]:
-    """DSMoE: each MoE expert reads each validation question (the answer prompt) for its routing statistics."""
+    """DSMoE: each MoE expert reads each validation question for its routing statistics.
+
+    The question is posed with the answer prompt.
+    """
     return [
         (
             spec.name,

@@ -24,7 +24,10 @@ class StageResult:
 
     @classmethod
     def from_json(cls: type[T], data: dict) -> T:
-        """The result stored as ``data``; a missing field without a default raises ValueError (a damaged entry)."""
+        """The result stored as ``data``.
+
+        A missing field without a default raises ValueError (a damaged entry).
+        """
         known = {f.name: f for f in dataclasses.fields(cls)}
         missing = [
             n

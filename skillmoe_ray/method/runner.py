@@ -150,7 +150,8 @@ class PlanRunner:
             for iid, slots in run.plan.slots.items():
                 inst = self.by_id[iid]
                 own = self.reply.get(run.plan.name) if run.plan.aggregator.get(iid) is None else None
-                answer_gen, seed = (own.over(gen), own.seed_over(self.cfg.seed)) if own else (gen, self.cfg.seed)
+                answer_gen, seed = ((own.over(gen), own.seed_over(self.cfg.seed)) if own
+                                    else (gen, self.cfg.seed))
                 for expert, sample in slots:
                     request = answer_request(
                         inst, self.cfg.pool[expert], answer_gen, seed, sample, self.cfg.prompts

@@ -47,7 +47,8 @@ def keyword_messages(inst: Instance, system_role: bool = True, prompts: str = "p
         from skillmoe_ray.method import paper_prompts
 
         return paper_prompts.keyword_messages(question_text(inst))
-    user = f"Question:\n{question_text(inst)}\n\nReply with one line of the form\n{KEYWORD_LINE} skill one, skill two, skill three"
+    user = (f"Question:\n{question_text(inst)}\n\nReply with one line of the form\n"
+            f"{KEYWORD_LINE} skill one, skill two, skill three")
     return chat(KEYWORD_SYSTEM, user, system_role)
 
 

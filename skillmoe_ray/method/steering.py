@@ -122,7 +122,10 @@ def score_experts(records: Sequence[tuple], st: SteeringConfig) -> dict[str, np.
 
 
 def choose_experts(scores: Mapping[str, np.ndarray], st: SteeringConfig) -> Table:
-    """The steered internal experts by the configured selection: the best per layer, or the global top share."""
+    """The steered internal experts by the configured selection.
+
+    The best per layer, or the global top share.
+    """
     if st.selection == "global":
         return select_global(scores, st.top_fraction)
     return select_experts(scores, st.experts_per_layer)

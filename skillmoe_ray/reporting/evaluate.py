@@ -47,7 +47,10 @@ def validation_accuracy(
 
 
 def has_gold_skills(instances: Sequence[Instance]) -> bool:
-    """Whether every instance records its gold skill (``subject``: the skill lab's, or a benchmark's subject)."""
+    """Whether every instance records its gold skill.
+
+    The gold skill is ``subject``: the skill lab's, or a benchmark's subject.
+    """
     return bool(instances) and all(inst.subject for inst in instances)
 
 
@@ -79,7 +82,10 @@ def specialist_share(
     recruitments: Sequence[Recruitment],
     skill_accuracy: Mapping[str, Mapping[str, float]],
 ) -> float | None:
-    """Share of recruited (instance, expert) slots whose expert is a specialist of the instance's gold skill."""
+    """Share of recruited (instance, expert) slots whose expert is a gold-skill specialist.
+
+    A slot counts when its expert is a specialist of the instance's gold skill.
+    """
     if not skill_accuracy or not has_gold_skills(test):
         return None
     gold = {inst.id: inst.subject for inst in test}
@@ -106,7 +112,10 @@ REFERENCE_METHOD = "symbolic_moe"
 def paired_differences(
     test: Sequence[Instance], correct: Mapping[str, Mapping[str, bool]], seed: int
 ) -> dict:
-    """Each method's accuracy minus Symbolic-MoE's on the same instances, with a seeded 95% bootstrap interval."""
+    """Each method's accuracy minus Symbolic-MoE's on the same instances.
+
+    Each difference comes with a seeded 95% bootstrap interval.
+    """
     reference = [correct[REFERENCE_METHOD][inst.id] for inst in test]
     return {
         name: paired_bootstrap(

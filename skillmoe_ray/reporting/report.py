@@ -113,7 +113,8 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
             intervals=_intervals(list(methods.values())),
         ),
         "accuracy_by_skill": plots.horizontal_bars(
-            [f"{plots.shorten(s, 24)} (n={per_skill[s]['n']})" for s in skills], [per_skill[s]["accuracy"] for s in skills],
+            [f"{plots.shorten(s, 24)} (n={per_skill[s]['n']})" for s in skills],
+            [per_skill[s]["accuracy"] for s in skills],
             f"Symbolic-MoE accuracy by skill ({len(skills)} of {len(per_skill)} skills, most frequent first)",
             "accuracy (error bars: 95% Wilson interval)", "skill (test instances)",
             intervals=_intervals([per_skill[s] for s in skills]),
@@ -124,7 +125,9 @@ def build_figures(results: dict, recruitments: Sequence[dict], limit: int = TOP_
             "expert", "skill", "recruited answers", marked=specialists,
         ),
         "timeline": plots.gantt(
-            timeline, f"Expert activations over time: {loads} activations, run of {results.get('wall_seconds', 0):.1f} s",
+            timeline,
+            f"Expert activations over time: {loads} activations, "
+            f"run of {results.get('wall_seconds', 0):.1f} s",
         ),
     }
 
@@ -158,7 +161,8 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
     lines = [
         f"# Run report: {results['experiment']}",
         "",
-        f"Mode {results.get('mode', 'run')}: {results['n_instances']} test and {results.get('n_validation', '-')} "
+        f"Mode {results.get('mode', 'run')}: {results['n_instances']} test and "
+        f"{results.get('n_validation', '-')} "
         f"validation instances, k={results.get('k', '-')}, aggregator {results['aggregator']['selected']}, "
         f"{results.get('wall_seconds', 0):.1f} s.",
         "",
@@ -168,7 +172,8 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
     lines += [f"## {PLOTS['accuracy_by_method']}", "", to_markdown(results),
               *_image(plots, "accuracy_by_method")]
     lines += [f"## {PLOTS['accuracy_by_skill']}", "",
-              f"Symbolic-MoE's accuracy on the test instances of each skill ({len(skills)} of {len(per_skill)} skills, "
+              f"Symbolic-MoE's accuracy on the test instances of each skill "
+              f"({len(skills)} of {len(per_skill)} skills, "
               "most frequent first).", "",
               markdown_table(["skill", "instances", "accuracy", "stderr", "95% Wilson interval"],
                              [[s, per_skill[s]["n"], per_skill[s]["accuracy"], per_skill[s].get("stderr"),
@@ -176,7 +181,8 @@ def report_markdown(results: dict, plots: Mapping[str, Path], missing_plots: str
               *_image(plots, "accuracy_by_skill")]
     lines += [f"## {PLOTS['expert_usage']}", "",
               "Recruited answers per skill and expert (each of an instance's k "
-              "slots counts once for each of its skills).", "", *_image(plots, "expert_usage"), markdown_table(
+              "slots counts once for each of its skills).", "", *_image(plots, "expert_usage"),
+              markdown_table(
         ["expert", "activations", "recruited", "accuracy", "stderr", "95% Wilson interval", "no answer",
          "output tokens"],
         [[e, results.get("activations", {}).get(e, 0), per_expert.get(e, {}).get("recruited", 0),
@@ -247,7 +253,8 @@ def seeds_table(files: Sequence[Path]) -> str:
     seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})
     summary = seeds_summary(runs)
     rows = [[name, f"{s['mean']:.3f} +/- {s['std']:.3f}", s["runs"]] for name, s in summary.items()]
-    head = f"{len(runs)} runs of {runs[0]['experiment']}" + (f" (seeds {', '.join(map(str, seeds))})" if seeds else "")
+    head = (f"{len(runs)} runs of {runs[0]['experiment']}"
+            + (f" (seeds {', '.join(map(str, seeds))})" if seeds else ""))
     return head + "\n\n" + markdown_table(["method", "accuracy (mean +/- std over runs)", "runs"], rows)
 
 
@@ -274,7 +281,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> None:
-    """Rebuild the report of earlier runs from their results.json; ``--seeds DIR...``: mean +/- std per method."""
+    """Rebuild the report of earlier runs from their results.json.
+
+    ``--seeds DIR...``: mean +/- std per method.
+    """
     args = parser().parse_args(list(argv))
     if not args.run_dirs and not args.seeds:
         parser().error("give a run directory, or --seeds DIR...")

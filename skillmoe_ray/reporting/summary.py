@@ -33,7 +33,10 @@ def _truncated(stage: dict) -> str:
 
 
 def retry_lines(results: dict) -> list[str]:
-    """One line per expert group that succeeded only after retries (the timeline's ``retries``), with its first error."""
+    """One line per expert group that succeeded only after retries, with its first error.
+
+    The groups are the timeline's ``retries``.
+    """
     lines = []
     for entry in results.get("timeline", []):
         failures = entry.get("retries") or []
@@ -67,7 +70,8 @@ def format_summary(results: dict, run_dir: str) -> str:
         ],
     )
     head = (
-        f"experiment {results['experiment']}: {results['n_instances']} test / {results['n_validation']} validation "
+        f"experiment {results['experiment']}: {results['n_instances']} test / "
+        f"{results['n_validation']} validation "
         f"instances, k={results['k']}, aggregator {results['aggregator']['selected']}, "
         f"pipeline {results['wall_seconds']:.1f} s{_all_cached_note(results)}"
     )

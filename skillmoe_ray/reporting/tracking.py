@@ -253,7 +253,8 @@ class WandbTracker:
 
     def _flush(self) -> None:
         """Offline, finish() may return before W&B's service has written the run's file; its teardown waits
-        for that, so the run on disk is whole when the status line names it (a later run starts a new service)."""
+        for that, so the run on disk is whole when the status line names it (a later run starts a new
+        service)."""
         if self.mode == "offline":
             self.wandb.teardown()
 
@@ -366,5 +367,8 @@ class LiveTracking:
 def track_run(
     cfg: TrackingConfig, run_dir: str | Path, config_tree: Mapping, results: dict, plots: Mapping[str, Path]
 ) -> str:
-    """Log a finished run at once and return the one status line; a tracking failure is reported, not raised."""
+    """Log a finished run at once and return the one status line.
+
+    A tracking failure is reported, not raised.
+    """
     return LiveTracking(cfg, run_dir, config_tree).finish(results, plots)

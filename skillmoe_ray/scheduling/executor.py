@@ -267,7 +267,8 @@ class SlotExecutor:
         if on_error is not None:
             on_error(group, exc)
             return
-        why = "(not retried: the same input fails again)" if is_deterministic(exc) else f"after {attempts} attempt(s)"
+        why = ("(not retried: the same input fails again)" if is_deterministic(exc)
+               else f"after {attempts} attempt(s)")
         raise ExpertFailed(
             f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "
             f"(finished work is kept in the cache; rerun to resume)"

@@ -1,4 +1,6 @@
-"""Per-request failure isolation: a batch that fails deterministically is split until the bad request is alone.
+"""Per-request failure isolation.
+
+A batch that fails deterministically is split until the bad request is alone.
 
 One request the engine cannot take (text its tokenizer rejects,
                                     a prompt too long) must not fail the micro-batch

@@ -54,7 +54,9 @@ def machine_memory() -> tuple[str, float] | None:
 
 
 def slot_memory_bytes(gpu_memory_gb: float | None, residency: str, n_slots: int) -> float | None:
-    """One slot's memory budget in bytes, the one rule of the executor and mode=plan; None: one model per slot.
+    """One slot's memory budget in bytes, the one rule of the executor and mode=plan.
+
+    None: one model per slot.
 
     ``gpu_memory_gb`` (``resources.gpu_memory_gb``) overrides the machine's figure; ``residency`` ``single``
     asks for one resident model per slot whatever the memory.

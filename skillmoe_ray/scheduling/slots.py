@@ -161,7 +161,8 @@ class SlotState:
         for previous in evict:
             again = needed_again(previous, self.expert_of(previous), keep, later)
             log.info("evicting %s from slot %d to make room for %s (%s)", previous, slot, copy,
-                     "needed later" if previous in keep else f"rank {self.rank.get(previous, 0):g}, least recent")
+                     "needed later" if previous in keep
+                     else f"rank {self.rank.get(previous, 0):g}, least recent")
             try:
                 self.deactivate(previous, again)
                 residents.remove(previous)

@@ -77,7 +77,10 @@ MESSAGE_EXTRAS = {"name": None, "refusal": (None,), "tool_calls": (None, []), "a
 
 
 class BadRequest(SkillMoEError):
-    """A request the service cannot accept (HTTP 400); the message says what is wrong, ``param`` which field."""
+    """A request the service cannot accept (HTTP 400).
+
+    The message says what is wrong, ``param`` which field.
+    """
 
     def __init__(self, message: str, param: str | None = None):
         super().__init__(message)
@@ -126,13 +129,15 @@ def resolve_model(name: str, default_k: int) -> tuple[str, int]:
         return "symbolic_moe", int(match.group(1))
     if name in BASELINES:
         return BASELINES[name], default_k
-    raise BadRequest(f"unknown model {name!r}; valid models: {', '.join(model_names(default_k))} (see GET /v1/models)", "model")
+    raise BadRequest(f"unknown model {name!r}; valid models: {', '.join(model_names(default_k))} "
+                     "(see GET /v1/models)", "model")
 
 
 def _conversation(messages: object) -> tuple[str, tuple[tuple[str, str], ...]]:
     """(the last user message's text, the (role, text) turns before it); BadRequest when malformed."""
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required: a non-empty list of {\"role\": ..., \"content\": ...} objects", "messages")
+        raise BadRequest("'messages' is required: a non-empty list of "
+                         "{\"role\": ..., \"content\": ...} objects", "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise BadRequest(f"messages[{i}] must be an object with 'role' and 'content'", "messages")
@@ -169,7 +174,8 @@ def _content(content: object, index: int) -> str:
 
 def _text_part(part: object, index: int, message: int) -> str:
     """The text of one OpenAI content part; only text parts are understood."""
-    if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
+    if (not isinstance(part, dict) or part.get("type", "text") != "text"
+            or not isinstance(part.get("text"), str)):
         raise BadRequest(f"content part {index} of messages[{message}] must be "
                          "{\"type\": \"text\", \"text\": a string}; only text parts are supported",
                          "messages")
@@ -211,7 +217,8 @@ def _integer(data: dict, name: str, low: int | None = None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-        raise BadRequest(f"'{name}' must be an integer{f' >= {low}' if low is not None else ''}, got {value!r}", name)
+        raise BadRequest(f"'{name}' must be an integer{f' >= {low}' if low is not None else ''}, "
+                         f"got {value!r}", name)
     return value
 
 

@@ -109,9 +109,9 @@ class OnlineRouter:
         self.generation.rank_residents(self._rank())
 
     def warm_order(self) -> list[str]:
-        """What the warm-up loads, in order: the keyword model, the aggregator, then the experts the validation
-        split would recruit most (estimated: each skill's share of the validation questions times the
-        expert's local suitability on it, summed)."""
+        """What the warm-up loads, in order: the keyword model, the aggregator, then the experts the
+        validation split would recruit most (estimated: each skill's share of the validation questions
+        times the expert's local suitability on it, summed)."""
         dist, profiles = self.prep.distribution, self.prep.profiles
 
         def weight(expert: str) -> float:
@@ -130,7 +130,10 @@ class OnlineRouter:
         }
 
     def _remember(self, recruits: dict[tuple[str, int], Recruitment]) -> None:
-        """Decay the recent recruitment counts and add this batch's: what the eviction rule ranks experts by."""
+        """Decay the recent recruitment counts and add this batch's.
+
+        These counts are what the eviction rule ranks experts by.
+        """
         self.recent = {e: n * RECENT_DECAY for e, n in self.recent.items()}
         for rec in recruits.values():
             for expert in rec.experts:
@@ -169,8 +172,8 @@ class OnlineRouter:
     def _recruit(
         self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int]]
     ) -> dict[tuple[str, int], Recruitment]:
-        """Recruitments of (instance, k) pairs with the configured policy (the batch path's own), one call per k:
-        ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
+        """Recruitments of (instance, k) pairs with the configured policy (the batch path's own), one call
+        per k: ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
         out = {}
         for k in dict.fromkeys(k for _, k in wanted):
             ids = list(dict.fromkeys(iid for iid, kk in wanted if kk == k))
@@ -262,7 +265,10 @@ class OnlineRouter:
         deliver: Callable[[int, Outcome], None] | None,
         deferrable: Sequence[bool] | None,
     ) -> list:
-        """Recruitment and answers of the jobs whose keywords were found, swap-aware when ``deliver`` is given."""
+        """Recruitment and answers of the jobs whose keywords were found.
+
+        Swap-aware when ``deliver`` is given.
+        """
         mapped = self._map(skills)
         recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
         self._remember(recruits)

@@ -29,7 +29,10 @@ def event(payload: dict) -> str:
 
 
 def chunk(job: Job, created: int, choices: list[dict], **extra) -> dict:
-    """A chat.completion.chunk of ``job``'s reply (``usage: null`` when the request asked for a usage chunk)."""
+    """A chat.completion.chunk of ``job``'s reply.
+
+    ``usage: null`` when the request asked for a usage chunk.
+    """
     body = {
         "id": job.request_id,
         "object": "chat.completion.chunk",

@@ -44,7 +44,10 @@ def test_different_seeds_sample_differently(engine):
 
 
 def test_chat_template_is_applied_exactly_once(engine):
-    """The template already holds BOS; tokenizing must not add a second one (a defect of the original code)."""
+    """The template already holds BOS; tokenizing must not add a second one.
+
+    Adding a second one was a defect of the original code.
+    """
     messages = [{"role": "user", "content": "hello"}]
     templated = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = engine.tokenizer(templated, add_special_tokens=False)["input_ids"]

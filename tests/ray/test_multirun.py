@@ -1,4 +1,7 @@
-"""Hydra multirun: one process, one Ray cluster, several runs sharing the expensive stages through the cache."""
+"""Hydra multirun: one process, one Ray cluster.
+
+Several runs share the expensive stages through the cache.
+"""
 
 from __future__ import annotations
 

@@ -358,7 +358,10 @@ def test_keys_json_bodies_and_openai_error_objects_on_every_status(fake_service)
 
 
 def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_cluster, tmp_path, service):
-    """Serve's max_ongoing_requests + max_queued_requests bound the answerer; the ingress answers 503 for the rest."""
+    """Serve's max_ongoing_requests + max_queued_requests bound the answerer.
+
+    The ingress answers 503 for the rest.
+    """
     import openai
 
     url = deploy(

@@ -13,7 +13,10 @@ THINK = (
     "<think>\nOkay, let me work through this. Option A looks tempting but A) ignores the constant. "
     "Maybe the answer is (C)? Wait, no, C fails the check. B and D remain... I think it's {x}.\n</think>\n\n"
 )
-COT = "Let's think step by step. First, eliminate the options that contradict the data. (A) is ruled out early.\n"
+COT = (
+    "Let's think step by step. First, eliminate the options that contradict the data. "
+    "(A) is ruled out early.\n"
+)
 OPTION_TEXT = {
     "A": "Mitochondria",
     "B": "Ribosome",

@@ -10,6 +10,8 @@ another object's) private names (issue #21: the direction of DESIGN section 2, h
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,3 +219,11 @@ def test_the_method_is_pure_it_imports_no_ray_executor_generation_or_pipeline():
                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             found += [f"{name}: {t}" for t in targets if any(t == b or t.startswith(b + ".") for b in banned)]
     assert found == []
+
+
+def test_no_line_is_over_110_columns():
+    """ruff's E501 at the project's line length (pyproject.toml), over everything ``make lint`` checks."""
+    targets = ["skillmoe_ray", "actors", "tests", "jobs", "skillmoe_ray_actors.py"]
+    found = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "E501", "--output-format",
+                            "concise", *targets], cwd=REPO, capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout[-3000:]

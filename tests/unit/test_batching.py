@@ -1,4 +1,7 @@
-"""The micro-batcher: bursts become batches, arrivals during a batch form the next one, failures reach every caller."""
+"""The micro-batcher: bursts become batches.
+
+Arrivals during a batch form the next one, failures reach every caller.
+"""
 
 from __future__ import annotations
 
@@ -87,7 +90,10 @@ def test_a_failing_batch_fails_its_callers_and_the_loop_keeps_going():
 
 
 def test_swap_aware_items_delivered_early_settle_before_the_batch_ends_and_deferred_ones_come_back():
-    """'warm' is delivered before the slow 'cold' work; 'later' is deferred once, then answered with the next."""
+    """'warm' is delivered before the slow 'cold' work.
+
+    'later' is deferred once, then answered with the next.
+    """
     release = threading.Event()
     calls = []
 

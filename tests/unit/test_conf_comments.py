@@ -10,7 +10,10 @@ KEY = re.compile(r"^\s*[\w.+/@-]+\s*:")
 
 
 def uncommented_keys(text: str) -> list[str]:
-    """Key lines of a YAML file whose previous non-blank line is not a comment (list items and defaults aside)."""
+    """Key lines of a YAML file whose previous non-blank line is not a comment.
+
+    List items and defaults aside.
+    """
     found, previous = [], ""
     for line in text.splitlines():
         stripped = line.strip()

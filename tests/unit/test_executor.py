@@ -298,7 +298,8 @@ def test_after_its_retries_a_dying_expert_stops_the_run_with_one_error_naming_ex
 
     ex = dying_executor(deaths=5, max_retries=1)
     done = []
-    with pytest.raises(ExpertFailed, match=r"expert a failed in stage inference after 2 attempt\(s\): RuntimeError: The actor died"):
+    with pytest.raises(ExpertFailed, match=r"expert a failed in stage inference after 2 attempt\(s\): "
+                                           r"RuntimeError: The actor died"):
         ex.run_stage("inference", groups("a", "b"), [], lambda g, outs, t: done.append(g.expert))
     assert done == []
     failed = []

@@ -124,7 +124,8 @@ def test_text_that_is_not_valid_unicode_in_a_data_file_is_one_error_naming_file_
     from skillmoe_ray.data.local import load_local
 
     path = tmp_path / "q.jsonl"
-    path.write_text('{"question": "ok?", "gold_answer": "1"}\n{"question": "bad \\ud800", "gold_answer": "2"}\n')
+    path.write_text('{"question": "ok?", "gold_answer": "1"}\n'
+                    '{"question": "bad \\ud800", "gold_answer": "2"}\n')
     with pytest.raises(DataError, match=rf"{path}:2: field question: character 4 is the lone surrogate"):
         load_local(path, "math")
 

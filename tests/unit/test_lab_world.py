@@ -71,7 +71,8 @@ def test_splits_are_disjoint_balanced_sized_and_seeded(seed):
 def test_a_split_larger_than_a_skills_question_space_is_an_error_naming_skill_and_key():
     with pytest.raises(
         ConfigError,
-        match=r"skill '[a-z ]+' has only about \d+ distinct questions per split, 125 asked for; lower data.test.size",
+        match=r"skill '[a-z ]+' has only about \d+ distinct questions per split, "
+              r"125 asked for; lower data.test.size",
     ):
         generate_split("test", 1000, 0)
     with pytest.raises(ConfigError, match="data.val.size must be >= 1"):

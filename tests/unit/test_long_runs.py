@@ -1,4 +1,7 @@
-"""Long runs in-process: chunked groups, progress lines on a timer, stage rows, the GPU-slot check, live W&B."""
+"""Long runs in-process.
+
+Chunked groups, progress lines on a timer, stage rows, the GPU-slot check, live W&B.
+"""
 
 from __future__ import annotations
 

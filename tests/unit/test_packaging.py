@@ -71,7 +71,10 @@ def test_runtime_dependencies_have_floors_and_ceilings():
 
 
 def test_a_plain_checkout_imports_the_actors_under_their_installed_name_without_any_install():
-    """The repository root on sys.path and nothing installed (-S: no site-packages), as in a Ray Job's working_dir."""
+    """The repository root on sys.path and nothing installed (-S: no site-packages).
+
+    As in a Ray Job's working_dir.
+    """
     code = (
         "import importlib.util, skillmoe_ray_actors as a; "
         "print(a.__file__); print(importlib.util.find_spec('skillmoe_ray_actors.driver').origin)"

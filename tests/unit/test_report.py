@@ -1,4 +1,7 @@
-"""The run report: report.md with the accuracy table, four PNG plots with labelled, unclipped, readable text."""
+"""The run report: report.md with the accuracy table.
+
+Four PNG plots with labelled, unclipped, readable text.
+"""
 
 from __future__ import annotations
 

@@ -50,7 +50,8 @@ def test_without_sleep_or_host_ram_a_second_activation_is_a_full_load():
 
 
 def test_an_expert_no_later_stage_needs_leaves_the_host_ram_to_one_that_is():
-    """As in the executor: with room for one sleeper, ``a`` (never needed again) is unloaded so ``b`` sleeps."""
+    """As in the executor: with room for one sleeper, ``a`` (never needed again) is unloaded
+    so ``b`` sleeps."""
     s1 = (Work("a", 1, 0, 300), Work("b", 1, 0, 200), Work("c", 1, 0, 100))
     known = [StageWork("s1", s1, later=("b",)), StageWork("s2", (Work("b", 1, 0, 0),), later=())]
     unknown = [StageWork("s1", s1), StageWork("s2", (Work("b", 1, 0, 0),))]

@@ -209,7 +209,8 @@ def test_keyword_messages_without_system_role():
 
 def test_parse_keywords_reads_items_listed_under_an_empty_skills_line():
     """Replies that put one skill per line under "Skills:" are read too."""
-    assert parse_keywords("Skills:\n- organic chemistry\n- stoichiometry") == ["organic chemistry", "stoichiometry"]
+    assert parse_keywords("Skills:\n- organic chemistry\n- stoichiometry") == ["organic chemistry",
+                                                                               "stoichiometry"]
 
 
 def test_repeated_mapped_skills_count_once_or_once_per_keyword():

@@ -1,4 +1,5 @@
-"""W&B sweep specs in jobs/sweeps/: each parses, and every command line its agent would run composes with Hydra.
+"""W&B sweep specs in jobs/sweeps/: each parses, and every command line its agent would run
+composes with Hydra.
 
 The agent's command is built with wandb's own helpers, the way ``wandb agent`` builds it
 (wandb_agent.Agent._command_run): macros like ``${env}`` and ``${args_no_hyphens}`` are replaced by
