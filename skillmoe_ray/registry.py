@@ -111,16 +111,8 @@ RECRUIT_POLICIES.register("symbolic_moe", "skillmoe_ray.method.recruit:recruit_s
 RECRUIT_POLICIES.register("budgeted", "skillmoe_ray.method.recruit:recruit_budgeted")
 
 METHODS = Registry("method", "compare.methods")
-for _name in (
-    "single",
-    "self_consistency",
-    "majority_vote",
-    "task_level",
-    "random",
-    "moa",
-    "self_moa",
-    "symbolic_moe",
-):
+for _name in ("single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa",
+              "symbolic_moe"):
     METHODS.register(_name, f"skillmoe_ray.method.catalog:plan_{_name}", servable=True)
 # oracle: the upper bound that routes each question by its gold skill, which a served request does not carry
 METHODS.register("oracle", "skillmoe_ray.method.catalog:plan_oracle")

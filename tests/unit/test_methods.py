@@ -128,16 +128,8 @@ def compared(tmp_path):
 
 def test_compare_reports_every_method_with_accuracy_and_costs(compared):
     results, run = compared
-    names = {
-        "single",
-        "self_consistency",
-        "majority_vote",
-        "task_level",
-        "random",
-        "moa",
-        "self_moa",
-        "symbolic_moe",
-    }
+    names = {"single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa",
+             "symbolic_moe"}
     assert names <= set(results["methods"])
     for name in names:
         m = results["methods"][name]
