@@ -65,7 +65,7 @@ def test_transformers_runs_the_keyword_model_in_the_skill_stages_format(lab_mode
     assert sum(named) / len(named) >= 0.9
 
 
-def test_a_question_too_long_for_an_experts_context_is_refused_before_any_model_loads(lab_models, tmp_path):
+def test_a_question_too_long_for_a_models_context_is_refused_before_any_model_loads(lab_models, tmp_path):
     import json
 
     from tests.conftest import run_cli
@@ -94,7 +94,7 @@ def test_a_question_too_long_for_an_experts_context_is_refused_before_any_model_
     line = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert (
         len(line) == 1
-        and "instance long-1: its prompt is 755 tokens" in line[0]
-        and "for expert 'lab-llama-a'" in line[0]
+        and "instance long-1: its prompt is 750 tokens" in line[0]
+        and "for the keyword model 'lab-keyword'" in line[0]  # the first model to read it
     )
     assert "Traceback" not in proc.stderr and not (tmp_path / "cache" / "stages").exists()  # nothing ran
