@@ -95,5 +95,8 @@ def test_killing_a_node_mid_stage_re_places_its_experts_and_the_answers_do_not_c
         rows = [row["node"] for row in results["placements"] if row["expert"] == expert]
         assert worker_id in rows and head_id in rows[rows.index(worker_id) + 1:], (expert, rows)
     assert "was lost with its node" in output
-    assert "Traceback" not in output
+    # Ray's own processes on the killed node may log their failed start ("(raylet)" lines); what the
+    # project prints (the CLI and its actors) holds no traceback.
+    ours = [line for line in output.splitlines() if not line.lstrip().startswith("(raylet)")]
+    assert not [line for line in ours if "Traceback" in line]
     assert final_answers(run_dir) == baseline_answers(tmp_path)

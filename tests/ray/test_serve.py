@@ -357,6 +357,15 @@ def test_keys_json_bodies_and_openai_error_objects_on_every_status(fake_service)
     assert status == 400 and "over 4300 digits" in body["error"]["message"]
 
 
+def test_a_lone_surrogate_request_among_normal_ones_gets_400_naming_the_field_and_they_get_200(fake_service):
+    questions = [f"{QUESTION} (variant {i})" for i in range(4)] + ["What is 2 + 2? \ud800"]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        replies = list(pool.map(lambda q: post(fake_service, ask(q)), questions))
+    assert [status for status, _, _ in replies] == [200, 200, 200, 200, 400]
+    error = replies[-1][1]["error"]
+    assert error["param"] == "messages" and "messages[0].content" in error["message"]
+
+
 def test_overload_past_the_queue_bound_gets_503_and_the_service_recovers(ray_cluster, tmp_path, service):
     """Serve's max_ongoing_requests + max_queued_requests bound the answerer.
 
@@ -479,15 +488,6 @@ def test_a_replica_whose_requests_all_fail_reports_unhealthy(ray_cluster, tmp_pa
     with pytest.raises(urllib.error.HTTPError) as failed:
         urllib.request.urlopen(url + "/healthz", timeout=30)
     assert failed.value.code == 503 and "the last 2 requests all failed" in failed.value.read().decode()
-
-
-def test_a_lone_surrogate_request_among_normal_ones_gets_400_naming_the_field_and_they_get_200(fake_service):
-    questions = [f"{QUESTION} (variant {i})" for i in range(4)] + ["What is 2 + 2? \ud800"]
-    with ThreadPoolExecutor(len(questions)) as pool:
-        replies = list(pool.map(lambda q: post(fake_service, ask(q)), questions))
-    assert [status for status, _, _ in replies] == [200, 200, 200, 200, 400]
-    error = replies[-1][1]["error"]
-    assert error["param"] == "messages" and "messages[0].content" in error["message"]
 
 
 def test_under_a_full_cache_disk_replies_are_still_200_counted_and_no_expert_loads_twice(
