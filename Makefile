@@ -14,13 +14,14 @@ comma := ,
 DEMO_COMMAND := $(PY) -m skillmoe_ray.run +experiment=skill_lab
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup demo demo-mechanics lab-models test test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
+.PHONY: setup demo demo-mechanics lab-models test test-all test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
 
 help:
 	@echo "make demo   - set up .venv if needed, then run the skill lab (trained tiny experts, offline)"
 	@echo "make demo-mechanics - the random-weight demo: every stage's mechanics, accuracy meaningless"
 	@echo "make lab-models - retrain the skill lab's shipped models (skillmoe_ray/lab/models), ~10 min on 2 cores"
-	@echo "make test   - set up .venv if needed, then run the whole test suite"
+	@echo "make test   - set up .venv if needed, then the test suite less the slow tier (2 workers)"
+	@echo "make test-all - the whole suite, slow tier included (about twice as long)"
 	@echo "make test-fast - unit tests only (no Ray, no engines)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (prints figures; no pass/fail)"
@@ -55,8 +56,16 @@ demo-mechanics: setup
 lab-models: setup
 	$(PY) -m skillmoe_ray.lab --out skillmoe_ray/lab/models --retrain
 
+# Tests run in 2 worker processes (pytest-xdist), each test file on one worker: most tests wait on Ray
+# starts, engine loads and subprocesses rather than compute, so two overlap well on 2 cores
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
+
+test-all: setup
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: setup
 	$(PY) -m pytest tests/unit

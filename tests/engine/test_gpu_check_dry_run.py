@@ -15,7 +15,9 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.engine, pytest.mark.ray]
+# slow: four vLLM engine starts; test_vllm_engine.py and test_vllm_process.py cover the same steps in the
+# default run
+pytestmark = [pytest.mark.engine, pytest.mark.ray, pytest.mark.slow]
 
 
 def test_the_vllm_check_runs_on_the_cpu_with_na_for_sleep(tmp_path):

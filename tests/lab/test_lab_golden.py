@@ -30,7 +30,7 @@ from skillmoe_ray.config import load_config
 from tests.conftest import compose_tree
 from tests.lab.test_skill_lab_e2e import run_lab
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+pytestmark = [pytest.mark.engine]
 GOLDEN = Path(__file__).parent / "golden"
 FILES = ("final_answers.jsonl", "recruitment.jsonl")
 OVERRIDES = ["+experiment=skill_lab", "engine=hf", "engine.options.batch_size=64", "lab.build_models=false",

@@ -14,6 +14,7 @@ from tests.conftest import compose_tree
 pytestmark = pytest.mark.engine
 
 
+@pytest.mark.slow  # trains two models; the shipped models' recipe check below runs by default
 def test_training_learns_is_seeded_and_a_rerun_trains_nothing(tmp_path):
     recipes = {"kw": {"role": "keyword", "arch": "qwen3", "seed": 3, "steps": 150},
                "kw-twin": {"role": "keyword", "arch": "qwen3", "seed": 3, "steps": 150}}

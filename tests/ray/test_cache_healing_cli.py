@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import FAKE_DEMO, run_cli
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray]
 
 
 def final_answers(run_dir) -> list:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import FAKE_DEMO, TEST_CONF, make_full, run_cli, unmount
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray]
 # Log records (ours forwarded from the DriverActor, and Ray's own) are not the error report.
 LOG_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+|^\d{4}-\d\d-\d\d[ T][\d:,.]+\s")
 

@@ -18,7 +18,7 @@ from tests.conftest import FAKE_DEMO, run_cli
 from tests.ray.test_resume import cli, kill_tree
 from tests.wandb_offline import offline_runs, read_offline_run
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray]
 
 CHUNK = 16
 # Each request takes 20 ms: the keyword model's group (80 questions x 5 samples) runs ~8 s in 25 chunks
@@ -117,6 +117,7 @@ def test_a_run_killed_mid_group_regenerates_at_most_one_chunk_and_activates_each
         assert set(counts.values()) == {1}, stage
 
 
+@pytest.mark.slow  # the SIGINT twin (test_faults_cli.py) runs by default
 def test_a_run_stopped_by_sigterm_mid_stage_leaves_a_failed_wandb_run_with_the_stages_that_finished(tmp_path):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     args = [f"cache_dir={cache}", *SLOW, "tracking.mode=offline", f"hydra.run.dir={run_dir}"]

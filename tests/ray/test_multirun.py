@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import FAKE_DEMO, run_cli
 from tests.wandb_offline import offline_runs, read_offline_run
 
-pytestmark = pytest.mark.ray
+# slow: three runs; test_sweeps.py composes every sweep command line in the default run
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_multirun_over_k_makes_three_runs_and_builds_the_profiles_once(tmp_path):

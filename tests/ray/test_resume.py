@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import FAKE_DEMO, TEST_CONF
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray]
 
 
 def inference_shards(cache: Path) -> list[Path]:

@@ -56,6 +56,7 @@ def test_offline_demo_run_leaves_a_wandb_run_with_accuracies_timings_and_the_res
     assert wandb_processes(wandb_sandbox) == []
 
 
+@pytest.mark.slow  # one more whole run; tests/unit/test_tracking.py covers the mode
 def test_auto_mode_without_a_login_tracks_offline_into_the_run_directory(tmp_path):
     env = {"WANDB_MODE": None, "NETRC": str(tmp_path / "no-netrc")}
     proc, run_dir = run_demo(tmp_path, env=env)
@@ -64,6 +65,7 @@ def test_auto_mode_without_a_login_tracks_offline_into_the_run_directory(tmp_pat
     assert len(offline_runs(run_dir)) == 1
 
 
+@pytest.mark.slow  # one more whole run; tests/unit/test_tracking.py covers the mode
 def test_disabled_tracking_completes_the_run_and_says_so_once(tmp_path):
     proc, run_dir = run_demo(tmp_path, "tracking.mode=disabled")
     assert (run_dir / "results.json").is_file() and (run_dir / "report.md").is_file()
@@ -72,6 +74,7 @@ def test_disabled_tracking_completes_the_run_and_says_so_once(tmp_path):
     assert not (run_dir / "wandb").exists()
 
 
+@pytest.mark.slow  # one more whole run; tests/unit/test_tracking.py covers the mode
 def test_without_wandb_installed_the_run_completes_and_says_so_once(tmp_path):
     shadow = tmp_path / "no-wandb" / "wandb"
     shadow.mkdir(parents=True)
