@@ -49,6 +49,7 @@ from skillmoe_ray.method.results import (
     SteeringPrep,
     SteeringTables,
 )
+from skillmoe_ray.method.rivals import QuestionEvidence
 from skillmoe_ray.method.runner import PlanRun, PlanRunner
 from skillmoe_ray.method.skills import (
     annotate,
@@ -56,9 +57,11 @@ from skillmoe_ray.method.skills import (
     load_embedder,
     map_instance_skills,
     map_keywords,
+    question_text,
 )
 from skillmoe_ray.method.steering import choose_experts, query_domains, score_experts, skill_domains, steerer
 from skillmoe_ray.records import GenerationCounts, StageRecord
+from skillmoe_ray.registry import METHODS, RECRUIT_POLICIES
 from skillmoe_ray.reporting import artifacts
 from skillmoe_ray.reporting.evaluate import evaluate, gold_skill_accuracy, validation_accuracy
 from skillmoe_ray.reporting.run_result import Execution, Routing, RunResult
@@ -140,20 +143,47 @@ class Pipeline:
         inputs = [vocabulary, test_skills, self.cfg.skills.embedding_model]
         return self.generation.cached_stage("mapping", inputs, compute, SkillMapping)
 
-    def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]],
-                profiles: ModelProfiles) -> RecruitmentStage:
-        """Recruit experts for every test instance with the configured policy: them, and its report."""
-        rc = self.cfg.recruit
+    def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]], profiles: ModelProfiles,
+                val: Sequence[Instance] = (), policy: str | None = None) -> RecruitmentStage:
+        """Recruit experts for every test instance with the configured policy (or ``policy``, a rival
+        router's recruitment in a comparison): them, and its report. A policy that routes by question
+        embeddings embeds the validation and test questions when its stage is not cached."""
+        rc = self.cfg.recruit if policy is None else replace(self.cfg.recruit, policy=policy)
         pool = [s.name for s in self.cfg.experts]
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
+        embeds = RECRUIT_POLICIES.get(rc.policy).embeds
 
         def compute() -> tuple[RecruitmentStage, None]:
+            evidence = self.question_evidence(val, test, profiles.correct) if embeds else None
             result = recruit_with_policy(instance_skills, profiles.profiles, profiles.distribution, pool, rc,
-                                         self.cfg.seed)
+                                         self.cfg.seed, evidence)
             return RecruitmentStage(result.recruitments, result.info), None
 
-        inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, asdict(rc), self.cfg.seed]
-        return self.generation.cached_stage("recruitment", inputs, compute, RecruitmentStage)
+        # the rival routers' settings enter the key of their own stages only
+        settings = {key: value for key, value in asdict(rc).items() if key not in ("avengers", "knn")}
+        inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, settings, self.cfg.seed]
+        if embeds:
+            questions = [[inst.id, question_text(inst)] for inst in [*val, *test]]
+            inputs += [asdict(rc), questions, profiles.correct, self.cfg.skills.embedding_model]
+        name = "recruitment" if policy is None else f"recruitment_{policy}"
+        return self.generation.cached_stage(name, inputs, compute, RecruitmentStage)
+
+    def question_evidence(self, val: Sequence[Instance], test: Sequence[Instance],
+                          correct: dict[str, dict[str, bool]]) -> QuestionEvidence:
+        """The validation and test questions embedded by the skill mapping's sentence encoder, with the
+        profiles' grading: what the embedding routers read."""
+        embed = self.embedder_factory(self.cfg.skills.embedding_model)
+        return QuestionEvidence.embed(embed, {i.id: question_text(i) for i in val}, correct,
+                                      {i.id: question_text(i) for i in test})
+
+    def rival_recruitments(self, val: Sequence[Instance], test: Sequence[Instance], mapped: dict,
+                           profiles: ModelProfiles) -> dict[str, RecruitmentStage]:
+        """The recruitments of the compared methods that recruit with a policy of their own (the rival
+        routers), from the same cached validation answers."""
+        if self.cfg.mode != "compare":
+            return {}
+        own = [name for name in dict.fromkeys(self.cfg.compare.methods) if METHODS.get(name).own_policy]
+        return {name: self.recruit(test, mapped, profiles, val, policy=name) for name in own}
 
     def profile_texts(self, val: Sequence[Instance]) -> dict[str, dict[str, str]]:
         """Every expert's profile answer text per validation instance, from the store.
@@ -213,9 +243,11 @@ class Pipeline:
                     ) -> tuple[PlanRunner, dict[str, PlanRun]]:
         """Build the configured methods' plans and run them together on the test set."""
         recruited = {r.instance_id: r for r in routing.recruitment.recruitments}
+        routed = {name: {r.instance_id: r for r in stage.recruitments}
+                  for name, stage in routing.rivals.items()}
         ctx = MethodContext.for_run(self.cfg, test, recruited, routing.selection.selected,
                                     validation_accuracy(val, routing.profiles.correct),
-                                    skill_accuracy=routing.skill_accuracy)
+                                    skill_accuracy=routing.skill_accuracy, routed=routed)
         names = self.cfg.compare.methods if self.cfg.mode == "compare" else RUN_METHODS
         # Several GPUs stream each instance's aggregation onto the aggregator's GPU as soon as its answers
         # exist; with replicas, the aggregation stage is instead dealt out over copies of the aggregator.
@@ -269,7 +301,8 @@ class Pipeline:
         """What online serving needs from a batch run, built (or read from the cache) on validation data.
 
         The vocabulary, the profiles and competence distribution, each model's validation accuracy
-        (for the baselines), the selected aggregator, and the DSMoE steering tables (None when off).
+        (for the baselines), the selected aggregator, the DSMoE steering tables (None when off), and the
+        validation questions with every model's grading on them (for the embedding routers).
         """
         skills = self.annotate_skills(val)
         val_skills = {inst.id: skills.skills[inst.id] for inst in val}
@@ -277,7 +310,8 @@ class Pipeline:
         selection = self.select_aggregator(val, profiles, [])
         return ServingPreparation(build_vocabulary(val_skills), profiles.profiles, profiles.distribution,
                                   validation_accuracy(val, profiles.correct), selection.selected,
-                                  self.steering_prep(val, val_skills))
+                                  self.steering_prep(val, val_skills),
+                                  {inst.id: question_text(inst) for inst in val}, profiles.correct)
 
     def route(self, val: list[Instance], test: list[Instance]) -> tuple[Routing, Callable | None]:
         """The stages before the test-time answers, in order (skills, profiles, mapping, recruitment, the
@@ -293,11 +327,14 @@ class Pipeline:
             mapping.mapped_with_repeats if self.cfg.skills.repeated == "count" else mapping.mapped
         )
         recruitment = self.recruit(test, recruited_skills, profiles)
-        recruited = {e for r in recruitment.recruitments for e in r.experts}
+        rivals = self.rival_recruitments(val, test, recruited_skills, profiles)
+        stages = [recruitment, *rivals.values()]
+        recruited = {e for stage in stages for r in stage.recruitments for e in r.experts}
         selection = self.select_aggregator(val, profiles, recruited)
         steer, steering = self.steering(val, val_skills, mapping.mapped)
         skill_accuracy = gold_skill_accuracy(val, profiles.correct)
-        return Routing(skills, profiles, mapping, recruitment, selection, skill_accuracy, steering), steer
+        routing = Routing(skills, profiles, mapping, recruitment, selection, skill_accuracy, steering, rivals)
+        return routing, steer
 
     def run(self, val: list[Instance], test: list[Instance]) -> dict:
         """Every stage in order; writes the run directory's artifacts and returns results.json's content."""

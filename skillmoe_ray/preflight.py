@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from skillmoe_ray.config import ModelSpec, RunConfig, check_model_paths, check_remote_code, load_config
+from skillmoe_ray.config.checks import check_router_sizes
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.engines import engine_entry
 from skillmoe_ray.errors import ConfigError, DataError
@@ -80,6 +81,7 @@ def load_checked(tree: dict, run_dir: str):
     cfg = load_config(tree, run_dir)
     check_writable(cfg.cache_dir, "cache_dir")
     val, test = load_data(cfg.data, cfg.seed)  # bad data fails here, before any model is built or trained
+    check_router_sizes(cfg, len(val))
     if cfg.demo.build_models:
         from skillmoe_ray.demo import ensure_demo_models
 

@@ -30,7 +30,10 @@ class Entry:
     (``gpu_memory_utilization``) whatever the model's size. Capabilities that depend on the engine's
     options (whether it can sleep) are the engine class's own ``sleeps_with``.
     Data sources: ``offline``, the split is read or generated here, with no download (``mode=plan`` loads it).
-    Methods: ``servable``, the method needs nothing a served request lacks (the service offers it).
+    Methods: ``servable``, the method needs nothing a served request lacks (the service offers it);
+    ``own_policy``, its experts are those the recruitment policy of its name recruits (the rival routers).
+    Recruitment policies: ``embeds``, the policy routes by question embeddings, so its caller gives it the
+    validation and test questions' embeddings and the profiles' grading (a ``QuestionEvidence``).
     """
 
     name: str
@@ -41,6 +44,8 @@ class Entry:
     reserves_gpu_share: bool = False
     offline: bool = False
     servable: bool = False
+    own_policy: bool = False
+    embeds: bool = False
 
 
 class Registry:
@@ -109,11 +114,17 @@ ENGINES.register("fake", "skillmoe_ray.engines.fake:FakeEngine", steerable=True,
 RECRUIT_POLICIES = Registry("recruitment policy", "recruit.policy")
 RECRUIT_POLICIES.register("symbolic_moe", "skillmoe_ray.method.recruit:recruit_symbolic_moe")
 RECRUIT_POLICIES.register("budgeted", "skillmoe_ray.method.recruit:recruit_budgeted")
+# The rival routers (DESIGN section 6): Avengers' cluster routing and a nearest-neighbour router
+RECRUIT_POLICIES.register("avengers", "skillmoe_ray.method.rivals:recruit_avengers", embeds=True)
+RECRUIT_POLICIES.register("knn", "skillmoe_ray.method.rivals:recruit_knn", embeds=True)
 
 METHODS = Registry("method", "compare.methods")
 for _name in ("single", "self_consistency", "majority_vote", "task_level", "random", "moa", "self_moa",
               "symbolic_moe"):
     METHODS.register(_name, f"skillmoe_ray.method.catalog:plan_{_name}", servable=True)
+# The rival routers' own recruitments, combined by vote or the aggregator (recruit.<name>.combine)
+for _name in ("avengers", "knn"):
+    METHODS.register(_name, f"skillmoe_ray.method.catalog:plan_{_name}", servable=True, own_policy=True)
 # oracle: the upper bound that routes each question by its gold skill, which a served request does not carry
 METHODS.register("oracle", "skillmoe_ray.method.catalog:plan_oracle")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skillmoe_ray.config.recruit import AvengersConfig, BudgetConfig, KnnConfig
 from skillmoe_ray.config.structured import build
 from skillmoe_ray.errors import ConfigError
 
@@ -131,20 +132,6 @@ class AggregatorConfig:
 
 
 @dataclass(frozen=True)
-class BudgetConfig:
-    """Settings of the budgeted (USMoE-style) policy; see skillmoe_ray.budget.assignment."""
-
-    per_instance: float = 2.0
-    k_min: int = 1
-    k_max: int | None = None
-    capacity: int | None = None
-    max_experts: int | None = None
-    activation_cost: float = 0.0
-    alpha: float = 0.5
-    temperature: float = 1.0
-
-
-@dataclass(frozen=True)
 class RecruitConfig:
     """Recruitment policy and its settings."""
 
@@ -154,6 +141,8 @@ class RecruitConfig:
     skip_aggregator_single: bool = False
     rare_expert_share: float | None = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    avengers: AvengersConfig = field(default_factory=AvengersConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
 
 
 @dataclass(frozen=True)

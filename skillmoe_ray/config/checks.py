@@ -23,6 +23,7 @@ STEERING_SCORES = ("share",
 STEERING_SELECTIONS = ("per_layer", "global")  # the best per layer, or DSMoE's global top fraction
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 REPEATED_SKILLS = ("once", "count")
+ROUTER_COMBINE = ("vote", "aggregator")  # the rival routers' experts: majority vote, or the aggregator
 PROMPT_SETS = ("project",
                "paper")  # the project's prompts, or the paper protocol's (skillmoe_ray.method.paper_prompts)
 
@@ -60,6 +61,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"recruit.k must be >= 1, got {cfg.recruit.k}")
     validate_names(cfg)
     validate_recruit_and_skills(cfg)
+    validate_routers(cfg)
     _check_serve(cfg.serve)
     validate_resources(cfg)
     if not cfg.experts:
@@ -94,6 +96,30 @@ def validate_recruit_and_skills(cfg: RunConfig) -> None:
             f"skills.min_votes must lie in [1, skills.samples={cfg.skills.samples}], "
             f"got {cfg.skills.min_votes}"
         )
+
+
+def validate_routers(cfg: RunConfig) -> None:
+    """The rival routers' settings (recruit.avengers, recruit.knn): sizes of at least 1, a known combine."""
+    sizes = {"recruit.avengers.n_clusters": cfg.recruit.avengers.n_clusters,
+             "recruit.knn.n_neighbors": cfg.recruit.knn.n_neighbors}
+    for key, value in sizes.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    for key, section in (("recruit.avengers", cfg.recruit.avengers), ("recruit.knn", cfg.recruit.knn)):
+        if section.combine not in ROUTER_COMBINE:
+            raise unknown_choice(f"{key}.combine", section.combine, ROUTER_COMBINE, "rule")
+
+
+def check_router_sizes(cfg: RunConfig, n_val: int) -> None:
+    """A rival router the run uses (its policy, a compare method, or a served model) needs at least
+    ``n_clusters`` / ``n_neighbors`` validation questions: refused before any model loads."""
+    used = {cfg.recruit.policy, *(cfg.compare.methods if cfg.mode == "compare" else ())}
+    sizes = (("avengers", "recruit.avengers.n_clusters", cfg.recruit.avengers.n_clusters),
+             ("knn", "recruit.knn.n_neighbors", cfg.recruit.knn.n_neighbors))
+    for name, key, value in sizes:
+        if (name in used or cfg.mode == "serve") and value > n_val:
+            raise ConfigError(f"{key}={value} exceeds the {n_val} validation questions; "
+                              f"set {key} to at most {n_val}")
 
 
 def validate_resources(cfg: RunConfig) -> None:

@@ -60,20 +60,26 @@ class MethodContext:
     self_model: str | None = None
     skip_aggregator_single: bool = False
     skill_accuracy: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # the rival routers' recruitments (policy -> instance id -> recruitment) and how each combines answers
+    routed: Mapping[str, Mapping[str, Recruitment]] = field(default_factory=dict)
+    combine: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_run(cls, cfg: RunConfig, test: Sequence[Instance], recruitments: Mapping[str, Recruitment],
                 aggregator: str, val_accuracy: Mapping[str, Mapping[str, float]], k: int | None = None,
-                skill_accuracy: Mapping[str, Mapping[str, float]] | None = None) -> MethodContext:
-        """The context of a run's configuration (the baselines' settings from ``cfg.compare``); the batch
-        pipeline and online serving (``k`` per request) build it here."""
+                skill_accuracy: Mapping[str, Mapping[str, float]] | None = None,
+                routed: Mapping[str, Mapping[str, Recruitment]] | None = None) -> MethodContext:
+        """The context of a run's configuration (the baselines' settings from ``cfg.compare``, a rival
+        router's from ``cfg.recruit.<its name>``); the batch pipeline and online serving (``k`` per
+        request) build it here."""
         cc = cfg.compare
         return cls(test=test, experts=[s.name for s in cfg.experts], recruitments=recruitments,
                    aggregator=aggregator,
                    val_accuracy=val_accuracy, k=cfg.recruit.k if k is None else k, seed=cfg.seed,
                    moa_layers=cc.moa.layers, moa_proposers=cc.moa.proposers, moa_aggregator=cc.moa.aggregator,
                    self_model=cc.self_model, skip_aggregator_single=cfg.recruit.skip_aggregator_single,
-                   skill_accuracy=skill_accuracy or {})
+                   skill_accuracy=skill_accuracy or {}, routed=routed or {},
+                   combine={name: getattr(cfg.recruit, name).combine for name in routed or {}})
 
 
 def with_samples(models: Sequence[str]) -> list[Slot]:
@@ -177,6 +183,29 @@ def plan_self_moa(ctx: MethodContext) -> list[MethodPlan]:
     best = best_model(ctx)
     slots = [(best, s) for s in range(ctx.k)]
     return [MethodPlan("self_moa", *_same_for_all(ctx, slots, best), note=f"model: {best}")]
+
+
+def plan_routed(ctx: MethodContext, name: str) -> list[MethodPlan]:
+    """The experts the rival router ``name`` recruited answer; their majority is the answer, or the selected
+    aggregator synthesizes it (``recruit.<name>.combine``)."""
+    if name not in ctx.routed:
+        raise ValueError(f"method {name!r} needs the recruitments of policy {name!r} in its context")
+    slots = {iid: with_samples(r.experts) for iid, r in ctx.routed[name].items()}
+    combine = ctx.combine.get(name, "vote")
+    aggregator = ctx.aggregator if combine == "aggregator" else None
+    return [MethodPlan(name, slots, {iid: aggregator for iid in slots}, note=f"combined by {combine}")]
+
+
+def plan_avengers(ctx: MethodContext) -> list[MethodPlan]:
+    """Avengers (arXiv 2505.19797): the k models best on the question's nearest validation cluster
+    (:func:`skillmoe_ray.method.rivals.recruit_avengers`), voted as Avengers does, or aggregated."""
+    return plan_routed(ctx, "avengers")
+
+
+def plan_knn(ctx: MethodContext) -> list[MethodPlan]:
+    """The nearest-neighbour router's k models (:func:`skillmoe_ray.method.rivals.recruit_knn`), voted or
+    aggregated."""
+    return plan_routed(ctx, "knn")
 
 
 def plan_oracle(ctx: MethodContext) -> list[MethodPlan]:

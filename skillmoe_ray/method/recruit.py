@@ -10,6 +10,9 @@ without skills (or without participants) gets k uniform draws over the pool.
 The ``budgeted`` policy (DESIGN section 6, USMoE) turns the same distributions into a suitability
 matrix, mixes an instance view and an expert view of it (:func:`unified_scores`), and chooses all
 (instance, expert) pairs at once under a global budget with :func:`assign_budgeted`.
+
+The rival routers ``avengers`` and ``knn`` (:mod:`skillmoe_ray.method.rivals`) route by question
+embeddings instead, given as a :class:`~skillmoe_ray.method.rivals.QuestionEvidence`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from skillmoe_ray.budget.assignment import Assignment, assign_budgeted, unified_scores  # noqa: F401 (re-exported)
 from skillmoe_ray.config import RecruitConfig
 from skillmoe_ray.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from skillmoe_ray.method.rivals import QuestionEvidence
 
 
 @dataclass(frozen=True)
@@ -100,11 +106,14 @@ class RecruitResult:
 class RecruitPolicy(Protocol):
     """What every recruitment policy is (registered in :data:`skillmoe_ray.registry.RECRUIT_POLICIES`):
     the recruitments of all instances at once, from their skills, the experts' profiles and global
-    competence distribution, the pool, the recruitment config and the run's seed."""
+    competence distribution, the pool, the recruitment config and the run's seed; a policy registered
+    with ``embeds`` also reads ``evidence`` (question embeddings and validation grading), the others
+    ignore it."""
 
     def __call__(self, instance_skills: Mapping[str, Sequence[str]],
                  profiles: Mapping[str, Mapping[str, int]], global_dist: Mapping[str, float],
-                 pool: Sequence[str], rc: RecruitConfig, seed: int) -> RecruitResult: ...
+                 pool: Sequence[str], rc: RecruitConfig, seed: int,
+                 evidence: QuestionEvidence | None = None) -> RecruitResult: ...
 
 
 def summarize(recruitments: Sequence[Recruitment], policy: str, budget: int, **extra) -> dict:
@@ -145,13 +154,13 @@ def replace_rare_experts(recruitments: Sequence[Recruitment], min_share: float,
 def recruit_with_policy(instance_skills: Mapping[str, Sequence[str]],
                         profiles: Mapping[str, Mapping[str, int]],
                         global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig,
-                        seed: int) -> RecruitResult:
+                        seed: int, evidence: QuestionEvidence | None = None) -> RecruitResult:
     """Recruitment with the policy ``rc.policy`` names (:data:`skillmoe_ray.registry.RECRUIT_POLICIES`):
     the one entry point of the batch pipeline and online serving."""
     from skillmoe_ray.registry import RECRUIT_POLICIES
 
     policy: RecruitPolicy = RECRUIT_POLICIES.load(rc.policy)
-    return policy(instance_skills, profiles, global_dist, pool, rc, seed)
+    return policy(instance_skills, profiles, global_dist, pool, rc, seed, evidence)
 
 
 def recruit_symbolic_moe(
@@ -161,6 +170,7 @@ def recruit_symbolic_moe(
     pool: Sequence[str],
     rc: RecruitConfig,
     seed: int,
+    evidence: QuestionEvidence | None = None,
 ) -> RecruitResult:
     """Recruit k experts for every instance (in the order of ``instance_skills``).
 
@@ -185,6 +195,7 @@ def recruit_budgeted(
     pool: Sequence[str],
     rc: RecruitConfig,
     seed: int,
+    evidence: QuestionEvidence | None = None,
 ) -> RecruitResult:
     """Choose all (instance, expert) pairs at once under the configured budget (a :class:`RecruitPolicy`).
 

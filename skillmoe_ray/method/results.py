@@ -126,3 +126,6 @@ class ServingPreparation(StageResult):
     val_accuracy: dict[str, dict[str, float]]
     aggregator: str
     steering: SteeringPrep | None = None
+    # the validation questions (id -> text) and every model's grading on them: the embedding routers' data
+    val_questions: dict[str, str] = field(default_factory=dict)
+    correct: dict[str, dict[str, bool]] = field(default_factory=dict)

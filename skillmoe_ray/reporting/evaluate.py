@@ -230,6 +230,8 @@ def evaluate(
     )
     if routing.steering:
         results["steering"] = routing.steering
+    if routing.rivals:  # the rival routers' own recruitments (policy, mean k, distinct experts, settings)
+        results["rival_recruitment"] = {name: stage.info for name, stage in routing.rivals.items()}
     if cfg.mode == "compare":
         results["comparison"] = comparison_summary(results)
     return results, rows

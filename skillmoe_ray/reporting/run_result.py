@@ -9,7 +9,7 @@ test-time answers decided (:class:`Routing`), the method runs, and how the run w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from skillmoe_ray.data.instances import Instance
 from skillmoe_ray.method.recruit import Recruitment
@@ -29,7 +29,8 @@ from skillmoe_ray.scheduling.timeline import ExecutorSummary
 class Routing:
     """What the stages before the test-time answers decided: every question's skills, the experts' profiles,
     the skill mapping, the recruitment, the aggregator; each expert's validation accuracy per gold skill
-    (empty without gold skills), and the steering summary for results.json (DSMoE; None when off)."""
+    (empty without gold skills), the steering summary for results.json (DSMoE; None when off), and the
+    rival routers' own recruitments, by policy (the compared methods that recruit for themselves)."""
 
     skills: SkillAnnotation
     profiles: ModelProfiles
@@ -38,6 +39,7 @@ class Routing:
     selection: AggregatorSelection
     skill_accuracy: dict[str, dict[str, float]]
     steering: dict | None = None
+    rivals: dict[str, RecruitmentStage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Pure functions, so every rule (what makes a request malformed, what the answer l
 tested without a server. The HTTP layer maps :class:`BadRequest` to a 400 with the message.
 
 The ``model`` field selects the routing method: ``symbolic-moe`` (recruit.k experts),
-``symbolic-moe-k<N>`` (N experts), or a baseline (``majority-vote``, ``single``,
-``self-consistency``, ``task-level``, ``random``, ``moa``, ``self-moa``). An optional ``skillmoe``
+``symbolic-moe-k<N>`` (N experts), a baseline (``majority-vote``, ``single``,
+``self-consistency``, ``task-level``, ``random``, ``moa``, ``self-moa``), or a rival router (``avengers``,
+``knn``: recruit.k experts by question embedding, recruit.<name>.combine). An optional ``skillmoe``
 object carries ``route_only`` (skills, recruited experts and cost estimate, no answer generation),
 ``choices`` (options of a multiple-choice question) and ``answer_type`` (auto, choice, math).
 

@@ -8,9 +8,11 @@ Each request becomes an Instance (its id a hash of the question, so a repeated q
 generation cache). The keyword model annotates every question of the batch in one call; keywords map
 onto the validation vocabulary; each request is recruited for by its method; then the requests'
 method plans run through :class:`PlanRunner`, which groups every phase by expert, so each expert
-serves the whole batch in one engine call. Route-only requests stop after recruitment. A request's
-own sampling (temperature, max_tokens, seed) gives its method a plan of its own, whose reply (the
-aggregation) is generated with that sampling; the experts' answers stay shared.
+serves the whole batch in one engine call. A rival router's method (``avengers``, ``knn``) recruits with
+its own policy, from the request's question embedded beside the validation questions (embedded once).
+Route-only requests stop after recruitment. A request's own sampling (temperature, max_tokens, seed)
+gives its method a plan of its own, whose reply (the aggregation) is generated with that sampling; the
+experts' answers stay shared.
 
 A conversation's skills are inferred from its last user message (the keyword model reads only that);
 the experts and the aggregator read the whole conversation (:attr:`Job.prompt`). The reply is cut at
@@ -24,6 +26,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
+
 from skillmoe_ray.config import RunConfig
 from skillmoe_ray.data.instances import CHOICE, MATH, Instance
 from skillmoe_ray.generation import GenerationService
@@ -32,14 +36,11 @@ from skillmoe_ray.method.catalog import MethodContext, build_plans
 from skillmoe_ray.method.recruit import Recruitment, recruit_with_policy
 from skillmoe_ray.method.requests import skill_requests
 from skillmoe_ray.method.results import ServingPreparation
+from skillmoe_ray.method.rivals import QuestionEvidence
 from skillmoe_ray.method.runner import PlanRun, PlanRunner, ReplySampling
-from skillmoe_ray.method.skills import (
-    Embedder,
-    annotate,
-    map_instance_skills,
-    map_keywords,
-)
+from skillmoe_ray.method.skills import Embedder, annotate, map_instance_skills, map_keywords, question_text
 from skillmoe_ray.method.steering import query_domains, steerer
+from skillmoe_ray.registry import METHODS, RECRUIT_POLICIES
 from skillmoe_ray.seeding import stable_hash
 from skillmoe_ray.serving.batching import DEFER
 from skillmoe_ray.serving.openai_api import Job, apply_stop
@@ -75,7 +76,7 @@ class Routed:
     instances: dict[str, Instance]
     skills: dict[str, list[str]]
     mapped: dict[str, list[str]]
-    recruits: dict[tuple[str, int], Recruitment]
+    recruits: dict[tuple[str, int, str], Recruitment]  # (instance, k, policy) -> its recruitment
 
 
 def job_instance(job: Job) -> Instance:
@@ -106,6 +107,7 @@ class OnlineRouter:
         self.experts = [s.name for s in self.cfg.experts]
         self.skill_usage: dict[str, dict] = {}  # instance id -> the keyword model's tokens of its last batch
         self.recent: dict[str, float] = {}  # expert -> decayed count of its recent recruitments
+        self.val_evidence: QuestionEvidence | None = None  # the validation side of the embedding routers
         self.generation.rank_residents(self._rank())
 
     def warm_order(self) -> list[str]:
@@ -129,7 +131,7 @@ class OnlineRouter:
             self.prep.aggregator: ALWAYS_NEEDED,
         }
 
-    def _remember(self, recruits: dict[tuple[str, int], Recruitment]) -> None:
+    def _remember(self, recruits: dict[tuple[str, int, str], Recruitment]) -> None:
         """Decay the recent recruitment counts and add this batch's.
 
         These counts are what the eviction rule ranks experts by.
@@ -169,24 +171,35 @@ class OnlineRouter:
         mapping = map_keywords(keywords, self.prep.vocabulary, self.embed)
         return map_instance_skills(skills, mapping, repeats=self.cfg.skills.repeated == "count")
 
-    def _recruit(
-        self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int]]
-    ) -> dict[tuple[str, int], Recruitment]:
-        """Recruitments of (instance, k) pairs with the configured policy (the batch path's own), one call
-        per k: ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
+    def _policy(self, method: str) -> str:
+        """The recruitment policy of a method: a rival router's own, else the configured one."""
+        return method if METHODS.get(method).own_policy else self.cfg.recruit.policy
+
+    def _key(self, job: Job, instances: dict[str, Instance]) -> tuple[str, int, str]:
+        """(instance, k, policy) of a job's recruitment."""
+        return instances[job.request_id].id, job.k, self._policy(job.method)
+
+    def _recruit(self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int, str]],
+                 questions: dict[str, Instance]) -> dict[tuple[str, int, str], Recruitment]:
+        """Recruitments of (instance, k, policy) triples with the batch path's policies, one call per (k,
+        policy): ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
         out = {}
-        for k in dict.fromkeys(k for _, k in wanted):
-            ids = list(dict.fromkeys(iid for iid, kk in wanted if kk == k))
-            result = recruit_with_policy(
-                {iid: mapped[iid] for iid in ids},
-                self.prep.profiles,
-                self.prep.distribution,
-                self.experts,
-                replace(self.cfg.recruit, k=k),
-                self.cfg.seed,
-            )
-            out.update({(r.instance_id, k): r for r in result.recruitments})
+        for k, policy in dict.fromkeys((k, p) for _, k, p in wanted):
+            ids = list(dict.fromkeys(iid for iid, kk, p in wanted if (kk, p) == (k, policy)))
+            evidence = self._evidence(ids, questions) if RECRUIT_POLICIES.get(policy).embeds else None
+            rc = replace(self.cfg.recruit, k=k, policy=policy)
+            result = recruit_with_policy({iid: mapped[iid] for iid in ids}, self.prep.profiles,
+                                         self.prep.distribution, self.experts, rc, self.cfg.seed, evidence)
+            out.update({(r.instance_id, k, policy): r for r in result.recruitments})
         return out
+
+    def _evidence(self, ids: Sequence[str], questions: dict[str, Instance]) -> QuestionEvidence:
+        """The embedding routers' data: the validation questions' (embedded on first use) and these."""
+        if self.val_evidence is None:
+            prep = self.prep
+            self.val_evidence = QuestionEvidence.embed(self.embed, prep.val_questions, prep.correct, {})
+        vectors = np.asarray(self.embed([question_text(questions[i]) for i in ids]), dtype=float)
+        return replace(self.val_evidence, test_embeddings=dict(zip(ids, vectors)))
 
     def _plans(
         self, jobs: Sequence[Job], instances: dict[str, Instance], recruits: dict
@@ -199,14 +212,11 @@ class OnlineRouter:
             ids = list(
                 dict.fromkeys(instances[j.request_id].id for j in jobs if (j.method, j.k, j.sampling) == key)
             )
-            ctx = MethodContext.for_run(
-                self.cfg,
-                [by_id[i] for i in ids],
-                {i: recruits[(i, k)] for i in ids},
-                self.prep.aggregator,
-                self.prep.val_accuracy,
-                k=k,
-            )
+            recruited = {i: recruits[(i, k, self._policy(method))] for i in ids}
+            own = METHODS.get(method).own_policy  # a rival router: its plan reads its own recruitments
+            ctx = MethodContext.for_run(self.cfg, [by_id[i] for i in ids], recruited, self.prep.aggregator,
+                                        self.prep.val_accuracy, k=k,
+                                        routed={method: recruited} if own else None)
             plan = next(p for p in build_plans([method], ctx) if p.name == method)
             plan.name = f"{method}/k{k}" + (
                 "" if sampling == ReplySampling() else f"/{stable_hash(asdict(sampling), 12)}"
@@ -270,7 +280,8 @@ class OnlineRouter:
         Swap-aware when ``deliver`` is given.
         """
         mapped = self._map(skills)
-        recruits = self._recruit(mapped, [(instances[j.request_id].id, j.k) for j in jobs])
+        questions = {inst.id: inst for inst in instances.values()}
+        recruits = self._recruit(mapped, [self._key(j, instances) for j in jobs], questions)
         self._remember(recruits)
         routed = Routed(instances, skills, mapped, recruits)
         if deliver is None:
@@ -292,7 +303,7 @@ class OnlineRouter:
         resident = set(self.generation.resident_experts())
         return [
             not j.route_only
-            and not {*routed.recruits[(routed.instances[j.request_id].id, j.k)].experts, self.prep.aggregator}
+            and not {*routed.recruits[self._key(j, routed.instances)].experts, self.prep.aggregator}
             <= resident
             for j in jobs
         ]
@@ -328,7 +339,7 @@ class OnlineRouter:
         return steerer(prep.tables, query_domains(mapped, prep.skill_domains), prep.alpha)
 
     def _outcome(self, job, inst, skills, mapped, recruits, runner, runs) -> Outcome:
-        rec = recruits[(inst.id, job.k)]
+        rec = recruits[(inst.id, job.k, self._policy(job.method))]
         details = {
             "method": job.method,
             "skills": skills[inst.id],

@@ -193,6 +193,30 @@ def test_online_symbolic_moe_recruitment_matches_the_batch_policy_per_instance(t
     assert [list(r.experts) for r in direct.recruitments] == [o.skillmoe["experts"] for o in outcomes]
 
 
+def test_the_rival_routers_model_names_are_answered_with_their_own_recruitment(tmp_path):
+    """avengers and knn (model names of /v1/models) recruit with their own policy from the question's
+    embedding, the same recruitment as the batch policy's; knn here combined by the aggregator."""
+    from skillmoe_ray.method.rivals import QuestionEvidence, recruit_avengers
+    from skillmoe_ray.serving.openai_api import model_names
+    from skillmoe_ray.serving.router import job_instance
+
+    assert {"avengers", "knn"} <= set(model_names(3))
+    router, _ = router_for(tmp_path, ["recruit.avengers.n_clusters=4", "recruit.knn.combine=aggregator"])
+    jobs = [job(QUESTIONS[0], "avengers"), job(QUESTIONS[0], "knn"),
+            job(QUESTIONS[3], "avengers", route_only=True)]
+    voted, aggregated, routed = router.answer(jobs)
+    assert [o.status for o in (voted, aggregated, routed)] == [200] * 3
+    assert voted.content and len(voted.skillmoe["experts"]) == 3 and voted.skillmoe["aggregator"] is None
+    assert aggregated.content and aggregated.skillmoe["aggregator"] == router.prep.aggregator
+    assert len(set(voted.skillmoe["experts"])) == 3  # the three best of its cluster, each once
+    inst = job_instance(jobs[2])
+    evidence = QuestionEvidence.embed(router.embed, router.prep.val_questions, router.prep.correct,
+                                      {inst.id: inst.question})
+    direct = recruit_avengers({inst.id: []}, {}, {}, router.experts, router.cfg.recruit, router.cfg.seed,
+                              evidence)
+    assert routed.skillmoe["experts"] == list(direct.recruitments[0].experts)
+
+
 def test_the_warm_up_loads_what_fits_and_a_warm_service_answers_without_loading(tmp_path):
     router, executor = router_for(tmp_path, policy=ExecutionPolicy(gpu_memory_bytes=float("inf")))
     order = router.warm_order()

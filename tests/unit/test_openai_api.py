@@ -43,7 +43,8 @@ def test_the_question_is_the_last_user_message():
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("symbolic-moe-k5", ("symbolic_moe", 5)), ("moa", ("moa", 3)), ("majority-vote", ("majority_vote", 3))],
+    [("symbolic-moe-k5", ("symbolic_moe", 5)), ("moa", ("moa", 3)), ("majority-vote", ("majority_vote", 3)),
+     ("avengers", ("avengers", 3)), ("knn", ("knn", 3))],
 )
 def test_model_names_select_method_and_k(name, expected):
     assert resolve_model(name, 3) == expected
@@ -179,6 +180,8 @@ def test_the_baseline_model_names_are_the_servable_methods_of_the_registry():
         "random": "random",
         "moa": "moa",
         "self-moa": "self_moa",
+        "avengers": "avengers",
+        "knn": "knn",
     }
 
 

@@ -216,5 +216,5 @@ def test_every_registered_policy_has_the_recruit_policy_signature():
     from skillmoe_ray.registry import RECRUIT_POLICIES
 
     wanted = list(inspect.signature(RecruitPolicy.__call__).parameters)[1:]  # without self
-    for name in ("symbolic_moe", "budgeted"):
+    for name in RECRUIT_POLICIES.names():
         assert list(inspect.signature(RECRUIT_POLICIES.load(name)).parameters) == wanted, name

@@ -54,7 +54,8 @@ def test_loading_the_registry_and_the_engine_classes_imports_no_backend():
 @pytest.mark.parametrize("override, message", [
     ("engine.name=turbo", "engine.name: unknown engine 'turbo'; available: vllm, hf, openai, fake"),
     ("recruit.policy=lottery",
-     "recruit.policy: unknown recruitment policy 'lottery'; available: symbolic_moe, budgeted"),
+     "recruit.policy: unknown recruitment policy 'lottery'; available: symbolic_moe, budgeted, avengers, "
+     "knn"),
     ("compare.methods=[single,prophet]", "compare.methods: unknown method 'prophet'; available: single,"),
     ("data.test.source=ftp", "data.test.source: unknown data source 'ftp'; available: local, demo, hub, lab"),
 ])
