@@ -82,6 +82,7 @@ class Pipeline:
         self.cfg = cfg
         self.executor = executor
         self.embedder_factory = embedder_factory
+        self.evidence: QuestionEvidence | None = None  # the questions, embedded once for all routers
         self.generation = GenerationService(cfg, executor, failures, on_stage)
         self.run_dir = Path(cfg.run_dir)
         self.measurements = Measurements(cfg.cache_dir)
@@ -171,10 +172,12 @@ class Pipeline:
     def question_evidence(self, val: Sequence[Instance], test: Sequence[Instance],
                           correct: dict[str, dict[str, bool]]) -> QuestionEvidence:
         """The validation and test questions embedded by the skill mapping's sentence encoder, with the
-        profiles' grading: what the embedding routers read."""
-        embed = self.embedder_factory(self.cfg.skills.embedding_model)
-        return QuestionEvidence.embed(embed, {i.id: question_text(i) for i in val}, correct,
-                                      {i.id: question_text(i) for i in test})
+        profiles' grading: what the embedding routers read (embedded once per run, whatever reads it)."""
+        if self.evidence is None:
+            embed = self.embedder_factory(self.cfg.skills.embedding_model)
+            self.evidence = QuestionEvidence.embed(embed, {i.id: question_text(i) for i in val}, correct,
+                                                   {i.id: question_text(i) for i in test})
+        return self.evidence
 
     def rival_recruitments(self, val: Sequence[Instance], test: Sequence[Instance], mapped: dict,
                            profiles: ModelProfiles) -> dict[str, RecruitmentStage]:
@@ -326,7 +329,7 @@ class Pipeline:
         recruited_skills = (
             mapping.mapped_with_repeats if self.cfg.skills.repeated == "count" else mapping.mapped
         )
-        recruitment = self.recruit(test, recruited_skills, profiles)
+        recruitment = self.recruit(test, recruited_skills, profiles, val)
         rivals = self.rival_recruitments(val, test, recruited_skills, profiles)
         stages = [recruitment, *rivals.values()]
         recruited = {e for stage in stages for r in stage.recruitments for e in r.experts}

@@ -139,7 +139,9 @@ def recruit_by_scores(instance_skills: Mapping[str, Sequence[str]], scores: np.n
     return out
 
 
-def _evidence_arrays(instance_skills, pool, evidence):
+def _evidence_arrays(instance_skills: Mapping[str, Sequence[str]], pool: Sequence[str],
+                     evidence: QuestionEvidence | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation embeddings, their grading (questions x pool models) and the instances' embeddings."""
     if evidence is None:
         raise ValueError("the embedding routers need a QuestionEvidence (embeddings and validation grading)")
     correct = correct_matrix(evidence, pool)

@@ -123,3 +123,25 @@ def test_more_clusters_or_neighbours_than_validation_questions_are_refused_where
     with pytest.raises(ConfigError, match=r"^recruit.knn.n_neighbors=50 exceeds the 40 .*at most 40$"):
         check_router_sizes(cfg, 40)
     check_router_sizes(make_config(tmp_path, ["recruit.knn.n_neighbors=50"]), 40)  # knn not used: fine
+
+
+@pytest.mark.slow
+def test_a_comparison_adds_the_rival_routers_without_generating_on_the_validation_split_again(tmp_path):
+    """mode=compare with avengers and knn after a comparison without them: the profiles stage (the
+    validation answers) is read from the cache, and each rival gets rows and a recruitment of its own;
+    recruit=avengers makes it a run's recruitment."""
+    from tests.unit.test_pipeline import run_pipeline
+
+    first, _ = run_pipeline(make_config(tmp_path, ["mode=compare", "compare.methods=[symbolic_moe]"]))
+    assert first["stages"]["profiles"]["cached"] is False
+    overrides = ["mode=compare", "compare.methods=[symbolic_moe,avengers,knn]",
+                 "recruit.knn.combine=aggregator"]
+    results, _ = run_pipeline(make_config(tmp_path, overrides))
+    assert results["stages"]["profiles"]["cached"] is True
+    assert {"recruitment_avengers", "recruitment_knn"} <= set(results["stages"])
+    assert results["methods"]["avengers"]["note"] == "combined by vote"
+    assert results["methods"]["knn"]["note"] == "combined by aggregator"
+    assert results["rival_recruitment"]["avengers"]["n_clusters"] == 8
+    assert results["rival_recruitment"]["knn"]["mean_k"] == 3.0
+    run, _ = run_pipeline(make_config(tmp_path, ["recruit=avengers"]))  # the run's own recruitment
+    assert run["recruitment"]["policy"] == "avengers" and run["stages"]["profiles"]["cached"] is True
