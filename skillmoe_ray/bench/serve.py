@@ -101,8 +101,8 @@ def positive_seconds(text: str) -> float:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m skillmoe_ray.bench.serve",
-                                     description=__doc__.split("\n\n")[0].strip("`: "))
+    parser = argparse.ArgumentParser(prog="python -m skillmoe_ray.bench.serve", description=(
+        "make bench-serve: the served skill lab under load, its residency configurations side by side"))
     parser.add_argument("--window-s", type=positive_seconds, default=20.0,
                         help="seconds each concurrency level is measured (default 20)")
     parser.add_argument("--configs", type=config_list, default="a,b,c,d",
