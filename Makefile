@@ -10,11 +10,13 @@ EXTRAS ?= cpu,serving,tracking,dev
 # The torch requirement installed first (the CPU build on a CPU-only machine)
 TORCH ?= torch==2.13.0
 comma := ,
+# Options of `make bench-serve`, e.g. BENCH_SERVE_ARGS="--configs a,c --window-s 5" (--help lists them)
+BENCH_SERVE_ARGS ?=
 # What `make demo` runs (the set-up's last line names it)
 DEMO_COMMAND := $(PY) -m skillmoe_ray.run +experiment=skill_lab
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup demo demo-mechanics lab-models test test-all test-fast lint bench bench-assign bench-schedule bench-activation clean-cache help
+.PHONY: setup demo demo-mechanics lab-models test test-all test-fast lint bench bench-assign bench-schedule bench-activation bench-serve clean-cache help
 
 help:
 	@echo "make demo   - set up .venv if needed, then run the skill lab (trained tiny experts, offline)"
@@ -26,6 +28,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (prints figures; no pass/fail)"
 	@echo "make bench-activation - one expert's load (cold, page cache), sleep/wake and warm-up costs (tiny, CPU)"
+	@echo "make bench-serve - the served skill lab under 1 and 32 clients, 4 residency configs side by side (~8 min)"
 
 # One line before each step says what it installs and about how long it takes (first time, a fast
 # connection; later runs of a step that has nothing to do take seconds).
@@ -83,6 +86,9 @@ bench-schedule: setup
 
 bench-activation: setup
 	$(PY) -m skillmoe_ray.bench.activation --preset tiny --device cpu
+
+bench-serve: setup
+	$(PY) -m skillmoe_ray.bench.serve $(BENCH_SERVE_ARGS)
 
 clean-cache:
 	rm -rf .cache/skillmoe

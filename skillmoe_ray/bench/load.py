@@ -2,6 +2,8 @@
 
     python -m skillmoe_ray.bench.load --url http://127.0.0.1:8000 --concurrency 1,4,16,32 --requests 32
 
+The closed-loop window of ``make bench-serve`` (:mod:`skillmoe_ray.bench.serve`) lives here too.
+
 Bounded on purpose: a fixed number of requests per level and a wall-clock cap per level, and only
 loopback addresses are accepted as targets. Questions come from the project's demo set; each
 request gets a distinct suffix so the service's generation cache cannot answer it for free.
@@ -10,13 +12,17 @@ request gets a distinct suffix so the service's generation cache cannot answer i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import json
+import math
 import statistics
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from skillmoe_ray.data import demo_data_path
@@ -64,10 +70,60 @@ def one_request(url: str, model: str, question: str, timeout: float) -> tuple[in
     return status, time.perf_counter() - start
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank) of ``values``."""
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile of ``values``, nearest rank: the smallest value with q% of them at or below it."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+@dataclass
+class Window:
+    """What a closed-loop window measured: the answered requests' latencies, the failures by HTTP status
+    (or error class when no status came back), and the seconds from the first request to the last reply."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def openai_client(url: str, timeout: float):
+    """The official async ``openai`` client of the service at ``url``; no retries: every failure counts."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=timeout)
+
+
+async def timed_request(client, model: str, question: str, window: Window) -> None:
+    """One chat completion, its latency or its failure recorded in ``window``."""
+    import openai
+
+    start = time.perf_counter()
+    try:
+        await client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}])
+        window.latencies.append(time.perf_counter() - start)
+    except openai.APIError as exc:  # a status (503, 504, ...), a refused connection or a client timeout
+        key = str(getattr(exc, "status_code", None) or type(exc).__name__)
+        window.errors[key] = window.errors.get(key, 0) + 1
+        await asyncio.sleep(0.05)  # a dead service fails at once: do not spin on it
+
+
+async def closed_loop(url: str, clients: int, window_s: float, next_question: Callable[[], str],
+                      timeout: float = 300.0, model: str = "symbolic-moe") -> Window:
+    """``clients`` concurrent clients, each its own ``openai`` client sending its next question as soon as
+    the last is answered, for ``window_s`` seconds; the requests in flight at the end are waited for."""
+    window = Window()
+    made = [openai_client(url, timeout) for _ in range(clients)]  # before the clock: the first imports openai
+    start = time.perf_counter()
+    deadline = start + window_s
+
+    async def one_client(client) -> None:
+        async with client:
+            while time.perf_counter() < deadline:
+                await timed_request(client, model, next_question(), window)
+
+    await asyncio.gather(*(one_client(client) for client in made))
+    window.wall_s = time.perf_counter() - start
+    return window
 
 
 def run_level(url: str, model: str, questions: list[str], concurrency: int, count: int, max_seconds: float,
