@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from skillmoe_ray.config import GenerationConfig, RunConfig
@@ -31,7 +31,7 @@ from skillmoe_ray.method.profiles import (
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.method.recruit import recruit_with_policy
+from skillmoe_ray.method.recruit import recruit_settings, recruit_with_policy
 from skillmoe_ray.method.requests import (
     aggregation_request,
     analysis_requests,
@@ -142,7 +142,10 @@ class Pipeline:
 
     def recruit(self, test: Sequence[Instance], mapped: dict[str, list[str]],
                 profiles: ModelProfiles) -> RecruitmentStage:
-        """Recruit experts for every test instance with the configured policy: them, and its report."""
+        """Recruit experts for every test instance with the configured policy: them, and its report.
+
+        Instances go in the test split's order; with ``recruit.cold_factor`` below 1 nothing is resident at
+        the start, and experts recruited for earlier instances count as resident (already planned)."""
         rc = self.cfg.recruit
         pool = [s.name for s in self.cfg.experts]
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
@@ -152,7 +155,8 @@ class Pipeline:
                                          self.cfg.seed)
             return RecruitmentStage(result.recruitments, result.info), None
 
-        inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, asdict(rc), self.cfg.seed]
+        inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, recruit_settings(rc),
+                  self.cfg.seed]
         return self.generation.cached_stage("recruitment", inputs, compute, RecruitmentStage)
 
     def profile_texts(self, val: Sequence[Instance]) -> dict[str, dict[str, str]]:

@@ -173,8 +173,10 @@ class OnlineRouter:
         self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int]]
     ) -> dict[tuple[str, int], Recruitment]:
         """Recruitments of (instance, k) pairs with the configured policy (the batch path's own), one call
-        per k: ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
+        per k: ``budgeted`` then assigns over the micro-batch as the batch path does over the test set.
+        The models resident in the scheduler now are passed as data (``recruit.cold_factor`` reads them)."""
         out = {}
+        resident = frozenset(self.generation.resident_experts())
         for k in dict.fromkeys(k for _, k in wanted):
             ids = list(dict.fromkeys(iid for iid, kk in wanted if kk == k))
             result = recruit_with_policy(
@@ -184,6 +186,7 @@ class OnlineRouter:
                 self.experts,
                 replace(self.cfg.recruit, k=k),
                 self.cfg.seed,
+                resident=resident,
             )
             out.update({(r.instance_id, k): r for r in result.recruitments})
         return out
