@@ -31,7 +31,7 @@ from skillmoe_ray.method.profiles import (
     global_competence,
     select_aggregator,
 )
-from skillmoe_ray.method.recruit import recruit_with_policy
+from skillmoe_ray.method.recruit import recruit_settings, recruit_with_policy
 from skillmoe_ray.method.requests import (
     aggregation_request,
     analysis_requests,
@@ -148,7 +148,10 @@ class Pipeline:
                 val: Sequence[Instance] = (), policy: str | None = None) -> RecruitmentStage:
         """Recruit experts for every test instance with the configured policy (or ``policy``, a rival
         router's recruitment in a comparison): them, and its report. A policy that routes by question
-        embeddings embeds the validation and test questions when its stage is not cached."""
+        embeddings embeds the validation and test questions when its stage is not cached.
+
+        Instances go in the test split's order; with ``recruit.cold_factor`` below 1 nothing is resident at
+        the start, and experts recruited for earlier instances count as resident (already planned)."""
         rc = self.cfg.recruit if policy is None else replace(self.cfg.recruit, policy=policy)
         pool = [s.name for s in self.cfg.experts]
         instance_skills = {inst.id: mapped.get(inst.id, []) for inst in test}
@@ -160,9 +163,8 @@ class Pipeline:
                                          self.cfg.seed, evidence)
             return RecruitmentStage(result.recruitments, result.info), None
 
-        # the rival routers' settings enter the key of their own stages only
-        settings = {key: value for key, value in asdict(rc).items() if key not in ("avengers", "knn")}
-        inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, settings, self.cfg.seed]
+        inputs = [instance_skills, profiles.profiles, profiles.distribution, pool, recruit_settings(rc),
+                  self.cfg.seed]
         if embeds:
             questions = [[inst.id, question_text(inst)] for inst in [*val, *test]]
             inputs += [asdict(rc), questions, profiles.correct, self.cfg.skills.embedding_model]

@@ -140,6 +140,7 @@ class RecruitConfig:
     competence_temperature: float = 0.5
     skip_aggregator_single: bool = False
     rare_expert_share: float | None = None
+    cold_factor: float = 1.0
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     avengers: AvengersConfig = field(default_factory=AvengersConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
@@ -356,8 +357,7 @@ def load_config(tree: dict, run_dir: str) -> RunConfig:
     tree = dict(tree)
     pool = build_pool((tree.pop("pool", None) or {}).get("models"))
     cache_dir = str(Path(os.path.expanduser(str(tree.pop("cache_dir", ".cache/skillmoe")))).absolute())
-    demo = tree.pop("demo", None) or {}
-    lab = tree.pop("lab", None) or {}
+    demo, lab = (tree.pop(group, None) or {} for group in ("demo", "lab"))
     cfg = build(RunConfig, {**tree, "pool": {}, "cache_dir": cache_dir, "run_dir": run_dir, "demo": demo,
                             "lab": lab})
     cfg = dataclasses.replace(cfg, pool=pool)

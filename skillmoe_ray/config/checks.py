@@ -83,6 +83,9 @@ def validate_recruit_and_skills(cfg: RunConfig) -> None:
         raise ConfigError(
             f"recruit.rare_expert_share must lie in [0, 1) or be null, got {cfg.recruit.rare_expert_share}"
         )
+    cold = cfg.recruit.cold_factor
+    if not 0 < cold <= 1:
+        raise ConfigError(f"recruit.cold_factor must lie in (0, 1] (1.0: off, the paper's rule), got {cold}")
     if cfg.recruit.competence_temperature <= 0:
         raise ConfigError("recruit.competence_temperature must be > 0")
     if cfg.prompts not in PROMPT_SETS:

@@ -7,6 +7,13 @@ local x global competence; otherwise every participant, weighted by (local - min
 k experts are drawn with replacement from that distribution, seeded per instance. An instance
 without skills (or without participants) gets k uniform draws over the pool.
 
+Swap-cost-aware recruitment (``recruit.cold_factor``, off at 1.0): the weight of every expert that is not
+resident is multiplied by the factor before normalizing, so a model already loaded is preferred and fewer
+loads are paid, at the cost of some skill fit. What "resident" means is data the caller passes in (this
+module knows nothing of the scheduler): online, the models resident in the scheduler now; in batch, none
+at the start. Either way the experts recruited for earlier instances of the same call count as resident
+(they will be loaded for those anyway), so a batch concentrates on fewer experts.
+
 The ``budgeted`` policy (DESIGN section 6, USMoE) turns the same distributions into a suitability
 matrix, mixes an instance view and an expert view of it (:func:`unified_scores`), and chooses all
 (instance, expert) pairs at once under a global budget with :func:`assign_budgeted`.
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -71,21 +78,27 @@ def recruitment_distribution(
     skills: Sequence[str],
     global_dist: Mapping[str, float],
     pool: Sequence[str],
+    resident: Collection[str] = (),
+    cold_factor: float = 1.0,
 ) -> dict[str, float]:
-    """Probability of recruiting each pool model for an instance with ``skills`` (0 for non-candidates)."""
+    """Probability of recruiting each pool model for an instance with ``skills`` (0 for non-candidates).
+
+    With ``cold_factor`` below 1, the weight of each candidate not in ``resident`` is multiplied by it
+    before normalizing (swap-cost-aware recruitment); at 1.0 ``resident`` is not read.
+    """
     local = local_scores(profiles, skills) if skills else {}
     if not local:
-        return {m: 1.0 / len(pool) for m in pool}
-    positive = {m: s for m, s in local.items() if s > 0}
-    if positive:
-        weights = {m: s * global_dist.get(m, 0.0) for m, s in positive.items()}
+        weights = {m: 1.0 for m in pool}
+    elif any(s > 0 for s in local.values()):
+        weights = {m: s * global_dist.get(m, 0.0) for m, s in local.items() if s > 0}
     else:
         lowest = min(local.values())
         weights = {m: (s - lowest + 1) * global_dist.get(m, 0.0) for m, s in local.items()}
-    total = sum(weights.values())
-    if total <= 0:  # every candidate has zero global competence: fall back to uniform over them
+    if sum(weights.values()) <= 0:  # every candidate has zero global competence: uniform over them
         weights = {m: 1.0 for m in weights}
-        total = float(len(weights))
+    if cold_factor != 1.0:
+        weights = {m: w if m in resident else w * cold_factor for m, w in weights.items()}
+    total = sum(weights.values())
     return {m: weights.get(m, 0.0) / total for m in pool}
 
 
@@ -108,12 +121,14 @@ class RecruitPolicy(Protocol):
     the recruitments of all instances at once, from their skills, the experts' profiles and global
     competence distribution, the pool, the recruitment config and the run's seed; a policy registered
     with ``embeds`` also reads ``evidence`` (question embeddings and validation grading), the others
-    ignore it."""
+    ignore it; ``resident``: the models resident now, read only when ``rc.cold_factor`` is below 1 (the
+    rival routers ignore it)."""
 
     def __call__(self, instance_skills: Mapping[str, Sequence[str]],
                  profiles: Mapping[str, Mapping[str, int]], global_dist: Mapping[str, float],
                  pool: Sequence[str], rc: RecruitConfig, seed: int,
-                 evidence: QuestionEvidence | None = None) -> RecruitResult: ...
+                 evidence: QuestionEvidence | None = None,
+                 resident: Collection[str] = ()) -> RecruitResult: ...
 
 
 def summarize(recruitments: Sequence[Recruitment], policy: str, budget: int, **extra) -> dict:
@@ -154,13 +169,33 @@ def replace_rare_experts(recruitments: Sequence[Recruitment], min_share: float,
 def recruit_with_policy(instance_skills: Mapping[str, Sequence[str]],
                         profiles: Mapping[str, Mapping[str, int]],
                         global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig,
-                        seed: int, evidence: QuestionEvidence | None = None) -> RecruitResult:
+                        seed: int, evidence: QuestionEvidence | None = None,
+                        resident: Collection[str] = ()) -> RecruitResult:
     """Recruitment with the policy ``rc.policy`` names (:data:`skillmoe_ray.registry.RECRUIT_POLICIES`):
     the one entry point of the batch pipeline and online serving."""
     from skillmoe_ray.registry import RECRUIT_POLICIES
 
     policy: RecruitPolicy = RECRUIT_POLICIES.load(rc.policy)
-    return policy(instance_skills, profiles, global_dist, pool, rc, seed, evidence)
+    return policy(instance_skills, profiles, global_dist, pool, rc, seed, evidence, resident=resident)
+
+
+# The rival routers' settings enter the key of their own recruitment stages only
+RIVAL_SETTINGS = ("avengers", "knn")
+
+
+def recruit_settings(rc: RecruitConfig) -> dict:
+    """The recruitment settings a recruitment stage is cached by: ``cold_factor`` only when it is on, so a
+    run with it off keeps the cache keys (and cached recruitments) it had before the setting existed; the
+    rival routers' settings never (their stages add them)."""
+    settings = {key: value for key, value in asdict(rc).items() if key not in RIVAL_SETTINGS}
+    if rc.cold_factor == 1.0:
+        del settings["cold_factor"]
+    return settings
+
+
+def _cold_info(rc: RecruitConfig) -> dict:
+    """The factor, for results.json, when swap-cost-aware recruitment is on (nothing when off)."""
+    return {} if rc.cold_factor == 1.0 else {"cold_factor": rc.cold_factor}
 
 
 def recruit_symbolic_moe(
@@ -171,17 +206,21 @@ def recruit_symbolic_moe(
     rc: RecruitConfig,
     seed: int,
     evidence: QuestionEvidence | None = None,
+    resident: Collection[str] = (),
 ) -> RecruitResult:
     """Recruit k experts for every instance (in the order of ``instance_skills``).
 
-    A :class:`RecruitPolicy`.
+    A :class:`RecruitPolicy`. With ``rc.cold_factor`` below 1, an instance's distribution favours the
+    ``resident`` models and those recruited for the instances before it.
     """
     out = []
+    planned = set(resident)
     for iid, skills in instance_skills.items():
-        probs = recruitment_distribution(profiles, skills, global_dist, pool)
+        probs = recruitment_distribution(profiles, skills, global_dist, pool, planned, rc.cold_factor)
         rng = random.Random(derive_seed(seed, "recruit", iid))
         out.append(Recruitment(iid, tuple(skills), draw_experts(probs, rc.k, rng), probs))
-    extra = {}
+        planned.update(out[-1].experts)
+    extra = _cold_info(rc)
     if rc.rare_expert_share:
         out, rare = replace_rare_experts(out, rc.rare_expert_share, seed)
         extra["rare_experts_replaced"] = rare
@@ -196,15 +235,20 @@ def recruit_budgeted(
     rc: RecruitConfig,
     seed: int,
     evidence: QuestionEvidence | None = None,
+    resident: Collection[str] = (),
 ) -> RecruitResult:
     """Choose all (instance, expert) pairs at once under the configured budget (a :class:`RecruitPolicy`).
 
-    Suitability is the Symbolic-MoE recruitment distribution of each instance; each chosen expert
-    answers once, and an instance's experts are listed by unified score, best first.
+    Suitability is the Symbolic-MoE recruitment distribution of each instance (with ``rc.cold_factor``
+    below 1, weighted against the models not in ``resident``); each chosen expert answers once, and an
+    instance's experts are listed by unified score, best first.
     """
     b = rc.budget
     ids = list(instance_skills)
-    dists = [recruitment_distribution(profiles, instance_skills[i], global_dist, pool) for i in ids]
+    dists = [
+        recruitment_distribution(profiles, instance_skills[i], global_dist, pool, resident, rc.cold_factor)
+        for i in ids
+    ]
     suitability = np.array([[d[m] for m in pool] for d in dists])
     scores = unified_scores(suitability, b.alpha, b.temperature)
     budget = int(round(b.per_instance * len(ids)))
@@ -229,5 +273,6 @@ def recruit_budgeted(
         objective=round(float(result.objective), 6),
         method=result.method,
         exact=result.exact,
+        **_cold_info(rc),
     )
     return RecruitResult(out, info)

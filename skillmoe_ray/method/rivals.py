@@ -25,7 +25,7 @@ A recruitment's ``probabilities`` are the models' routing scores, normalized to 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,9 +151,11 @@ def _evidence_arrays(instance_skills: Mapping[str, Sequence[str]], pool: Sequenc
 
 def recruit_avengers(instance_skills: Mapping[str, Sequence[str]], profiles: Mapping[str, Mapping[str, int]],
                      global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig, seed: int,
-                     evidence: QuestionEvidence | None = None) -> RecruitResult:
+                     evidence: QuestionEvidence | None = None,
+                     resident: Collection[str] = ()) -> RecruitResult:
     """Avengers (arXiv 2505.19797): the k models most accurate on the question's nearest cluster of
-    validation questions (k-means into ``rc.avengers.n_clusters``, seeded by ``seed``). A RecruitPolicy."""
+    validation questions (k-means into ``rc.avengers.n_clusters``, seeded by ``seed``). A RecruitPolicy
+    (``resident`` unused: the rule has no notion of a loaded model)."""
     val, correct, test = _evidence_arrays(instance_skills, pool, evidence)
     n_clusters = rc.avengers.n_clusters
     scores = test  # no question: no scores
@@ -165,7 +167,8 @@ def recruit_avengers(instance_skills: Mapping[str, Sequence[str]], profiles: Map
 
 def recruit_knn(instance_skills: Mapping[str, Sequence[str]], profiles: Mapping[str, Mapping[str, int]],
                 global_dist: Mapping[str, float], pool: Sequence[str], rc: RecruitConfig, seed: int,
-                evidence: QuestionEvidence | None = None) -> RecruitResult:
+                evidence: QuestionEvidence | None = None,
+                resident: Collection[str] = ()) -> RecruitResult:
     """Nearest neighbours: the k models most accurate (closeness-weighted) on the question's
     ``rc.knn.n_neighbors`` most similar validation questions. A RecruitPolicy (``seed`` unused: no draw)."""
     val, correct, test = _evidence_arrays(instance_skills, pool, evidence)

@@ -149,16 +149,12 @@ class OnlineRouter:
         keyword requests failed (the others of the batch go on). ``skill_usage`` keeps each instance's
         keyword-model tokens."""
         sk = self.cfg.skills
-        pairs = skill_requests(
-            instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed, self.cfg.prompts
-        )
+        pairs = skill_requests(instances, self.cfg.pool[sk.keyword_model], sk, self.cfg.seed,
+                               self.cfg.prompts)
         generations = self.generation.phase("online_skills", pairs, self.experts)
         errors = {request.instance_id: g.error for (_, request), g in zip(pairs, generations) if g.failed}
-        replies = [
-            (request.instance_id, g.text)
-            for (_, request), g in zip(pairs, generations)
-            if request.instance_id not in errors
-        ]
+        replies = [(request.instance_id, g.text) for (_, request), g in zip(pairs, generations)
+                   if request.instance_id not in errors]
         for inst in instances:
             own = [g for (_, r), g in zip(pairs, generations) if r.instance_id == inst.id]
             self.skill_usage[inst.id] = _tokens(own)
@@ -182,14 +178,17 @@ class OnlineRouter:
     def _recruit(self, mapped: dict[str, list[str]], wanted: Sequence[tuple[str, int, str]],
                  questions: dict[str, Instance]) -> dict[tuple[str, int, str], Recruitment]:
         """Recruitments of (instance, k, policy) triples with the batch path's policies, one call per (k,
-        policy): ``budgeted`` then assigns over the micro-batch as the batch path does over the test set."""
+        policy): ``budgeted`` then assigns over the micro-batch as the batch path does over the test set.
+        The models resident in the scheduler now are passed as data (``recruit.cold_factor`` reads them)."""
         out = {}
+        resident = frozenset(self.generation.resident_experts())
         for k, policy in dict.fromkeys((k, p) for _, k, p in wanted):
             ids = list(dict.fromkeys(iid for iid, kk, p in wanted if (kk, p) == (k, policy)))
             evidence = self._evidence(ids, questions) if RECRUIT_POLICIES.get(policy).embeds else None
             rc = replace(self.cfg.recruit, k=k, policy=policy)
             result = recruit_with_policy({iid: mapped[iid] for iid in ids}, self.prep.profiles,
-                                         self.prep.distribution, self.experts, rc, self.cfg.seed, evidence)
+                                         self.prep.distribution, self.experts, rc, self.cfg.seed, evidence,
+                                         resident=resident)
             out.update({(r.instance_id, k, policy): r for r in result.recruitments})
         return out
 
