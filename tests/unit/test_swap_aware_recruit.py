@@ -34,7 +34,8 @@ def test_off_recruitment_its_report_and_its_cache_key_are_those_of_before():
     given = recruit_symbolic_moe(skills, PROFILES, GLOBAL, POOL, rc, 7, resident={"m3"})
     assert [r.to_dict() for r in given.recruitments] == [r.to_dict() for r in plain.recruitments]
     assert given.info == plain.info and "cold_factor" not in plain.info
-    settings = {key: value for key, value in asdict(rc).items() if key not in ("cold_factor", "avengers", "knn")}
+    left_out = ("cold_factor", "avengers", "knn")
+    settings = {key: value for key, value in asdict(rc).items() if key not in left_out}
     assert recruit_settings(rc) == settings  # the key of before both settings existed
     assert recruit_settings(replace(rc, cold_factor=0.5))["cold_factor"] == 0.5
 
