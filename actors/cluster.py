@@ -25,6 +25,26 @@ def logical_slots_line(gpus: int) -> str:
             f"the CPU (up to {gpus} experts active side by side, sharing its cores), not GPUs")
 
 
+# What Ray raises when a new node's raylet misses its fixed registration window (30 s) with the GCS
+STARTUP_TIMEOUT = "timed out during startup"
+
+
+def init_local_ray(**kwargs):
+    """``ray.init`` of a new local cluster, tried twice: on a loaded machine the raylet can miss Ray's fixed
+    30 s registration window, and a second start usually succeeds. Other errors are raised at once."""
+    import ray
+
+    try:
+        return ray.init(**kwargs)
+    except Exception as exc:
+        if STARTUP_TIMEOUT not in str(exc):
+            raise
+        logging.getLogger(__name__).warning("Ray's local start timed out (a loaded machine?): starting it "
+                                            "again")
+        ray.shutdown()
+        return ray.init(**kwargs)
+
+
 def start_ray(cfg: RunConfig) -> None:
     """Connect to the configured cluster, or start a local one (logical GPUs where there are none).
 
@@ -44,7 +64,7 @@ def start_ray(cfg: RunConfig) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        context = ray.init(
+        context = init_local_ray(
             address="local",  # a new cluster, even where `ray start` left one that ray.init() would join
             num_cpus=cfg.resources.num_cpus,
             num_gpus=None if _has_cuda() else cfg.resources.gpus,

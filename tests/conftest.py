@@ -149,7 +149,9 @@ def ray_cluster():
     """A local Ray cluster with 2 CPUs and 4 logical GPUs, shut down after the session."""
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    from skillmoe_ray_actors.cluster import init_local_ray
+
+    init_local_ray(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -27,9 +27,10 @@ def test_help_says_what_the_tool_does_its_four_modes_examples_and_cfg_job():
 
 
 def test_the_setup_names_the_command_make_demo_runs():
+    # -B: the set-up's recipe is shown even where .venv is already installed (its stamp up to date);
     # --no-print-directory: under a parent make (CI runs `make test`) make would add "Leaving directory" lines
-    done = subprocess.run(["make", "--no-print-directory", "-n", "demo"], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    done = subprocess.run(["make", "--no-print-directory", "-B", "-n", "demo"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     command = lines[-1]
     assert command.endswith("-m skillmoe_ray.run +experiment=skill_lab")

@@ -78,3 +78,26 @@ def test_without_cuda_gpus_above_one_are_said_once_to_be_logical_slots(ray_init,
     monkeypatch.setattr(cluster, "_has_cuda", lambda: True)
     start_ray(make_config(tmp_path, ["resources.gpus=2"]))
     assert "logical" not in capsys.readouterr().out
+
+
+def test_a_local_start_that_timed_out_is_tried_once_more_and_other_errors_are_not(monkeypatch, tmp_path):
+    import ray
+
+    from skillmoe_ray_actors.cluster import init_local_ray
+
+    outcomes = [Exception("The current node timed out during startup. This could happen ..."), "context"]
+    calls, shutdowns = [], []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(True))
+    assert init_local_ray(address="local") == "context" and len(calls) == 2 and shutdowns == [True]
+    outcomes[:] = [ValueError("num_gpus must be >= 0")]
+    with pytest.raises(ValueError, match="num_gpus"):
+        init_local_ray(address="local")
