@@ -85,7 +85,7 @@ def test_with_recruitment_forced_uniform_the_gap_is_gone(lab_models, tmp_path, m
     monkeypatch.setattr(
         recruit,
         "recruitment_distribution",
-        lambda profiles, skills, global_dist, pool: {m: 1 / len(pool) for m in pool},
+        lambda profiles, skills, global_dist, pool, *cold: {m: 1 / len(pool) for m in pool},
     )
     uniform = run_lab(
         lab_config(tmp_path, lab_models, ["mode=compare", "compare.methods=[single,symbolic_moe]"])

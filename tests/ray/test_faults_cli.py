@@ -71,6 +71,9 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
+            # Ctrl-C's default action: a parent that ignores SIGINT (an xdist worker, a shell's `cmd &`)
+            # would pass the ignoring on, and the run would never see the signal
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             # two chunks (64 requests each) generated: the first is stored (the "chunk stored" log line is
