@@ -49,6 +49,9 @@ RESCHEDULE_WAIT_S = 5.0
 # Seconds a slot of one-engine-per-process experts (vLLM on CUDA) waits for its lost bundle: such experts
 # cannot share another slot's GPU (each sizes its memory from the whole device), so the run then stops
 EXCLUSIVE_RESCHEDULE_WAIT_S = 120.0
+# Seconds an unload of a one-engine-per-process expert waits for its killed actor to be gone: the next
+# engine sizes its memory from what is free on the device, which the old process holds until it ends
+ACTOR_EXIT_WAIT_S = 60.0
 
 
 class RayExpert:
@@ -83,7 +86,7 @@ class RayExpert:
             return {"unload": 0.0}
         timings = ray.get(self.actor.unload.remote())
         if self.fresh_per_load:
-            ray.kill(self.actor)
+            end_actor(self.actor)
             self.actor = None
         return timings
 
@@ -111,6 +114,23 @@ class RayExpert:
         finally:
             ray.kill(self.actor)
             self.actor = None
+
+
+def end_actor(actor, wait_s: float = ACTOR_EXIT_WAIT_S) -> None:
+    """Kill an actor and return once Ray reports it dead (``ray.kill`` only sends the request: a call made
+    right after may still reach the live process). Logs a warning if it is not gone within ``wait_s``."""
+    ray.kill(actor)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+        except ray.exceptions.RayActorError:  # dead (or its process unreachable): gone
+            return
+        except ray.exceptions.GetTimeoutError:
+            break
+        time.sleep(0.05)
+    log.warning("a killed expert actor was not reported dead within %.0f s; loading its next one anyway",
+                wait_s)
 
 
 def one_engine_per_process(engine: EngineConfig) -> bool:

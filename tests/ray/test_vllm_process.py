@@ -45,6 +45,23 @@ def test_an_unloaded_expert_ends_its_process_and_reloads_in_a_fresh_one(ray_clus
         handle.close()
 
 
+def test_ending_an_actor_returns_only_once_ray_reports_it_dead(ray_cluster):
+    from skillmoe_ray_actors.placement import end_actor
+
+    @ray_cluster.remote(num_cpus=0)
+    class Idle:
+        def pid(self) -> int:
+            import os
+            return os.getpid()
+
+    for _ in range(3):  # ray.kill alone returns before the kill lands; a call right after may still run
+        actor = Idle.remote()
+        ray_cluster.get(actor.pid.remote())
+        end_actor(actor)
+        with pytest.raises(ray_cluster.exceptions.RayActorError):
+            ray_cluster.get(actor.pid.remote(), timeout=30)
+
+
 def test_one_gpu_is_reserved_for_cuda_vllm_experts_and_a_lost_bundle_is_waited_for(
         ray_cluster, tmp_path, monkeypatch):
     from skillmoe_ray.errors import ExpertFailed
