@@ -119,7 +119,8 @@ def knn_scores(val: np.ndarray, correct: np.ndarray, test: np.ndarray, n_neighbo
     similarity = unit_rows(test) @ unit_rows(val).T
     n = min(n_neighbors, similarity.shape[1])
     nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :n]
-    weights = 1.0 / (1.0 - np.take_along_axis(similarity, nearest, axis=1) + DISTANCE_FLOOR)
+    distance = np.clip(1.0 - np.take_along_axis(similarity, nearest, axis=1), 0.0, None)  # rounding: >= 0
+    weights = 1.0 / (distance + DISTANCE_FLOOR)
     return np.einsum("tn,tnm->tm", weights, correct[nearest]) / weights.sum(axis=1, keepdims=True)
 
 

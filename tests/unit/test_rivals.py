@@ -84,6 +84,13 @@ def test_knn_weighs_a_neighbour_by_its_closeness():
     assert far[0].tolist() == [0.0, 1.0]
 
 
+def test_knn_an_identical_validation_question_weighs_most_even_when_rounding_puts_it_past_1():
+    val = np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]])
+    correct = np.array([[1.0, 0.0], [0.0, 1.0]])
+    scores = knn_scores(val, correct, val[:1] * 3.0, n_neighbors=2)  # cosine 1 up to rounding
+    assert np.all(np.isfinite(scores)) and scores[0, 0] > 0.99 > 0.01 > scores[0, 1] >= 0.0
+
+
 def test_the_embedding_routers_refuse_to_run_without_evidence():
     with pytest.raises(ValueError, match="QuestionEvidence"):
         recruit_knn({"q": []}, {}, {}, POOL, RecruitConfig(policy="knn"), 0)
