@@ -85,7 +85,7 @@ class HFEngine(Engine):
 
     @classmethod
     def sleeps_with(cls, options: dict) -> bool:
-        return True
+        return options.get("device", "auto") != "cpu"
 
     @classmethod
     def check_kwargs(cls, kwargs: dict, where: str) -> None:
@@ -95,7 +95,10 @@ class HFEngine(Engine):
 
     @property
     def can_sleep(self) -> bool:
-        return True
+        """On a GPU a sleep moves the weights to host RAM and frees the device. On the CPU they are in host
+        RAM already, so a sleep would free nothing: there an evicted model unloads (the residency budget,
+        which counts host RAM on the CPU, then holds) and its next use loads it again in the same process."""
+        return self.device is None or not self.device.startswith("cpu")
 
     def prepare(self) -> None:
         import transformers  # noqa: F401
