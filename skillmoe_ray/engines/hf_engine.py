@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
 from skillmoe_ray.engines.moe_hooks import common_token_mask, routing_statistics, steered
@@ -101,7 +102,21 @@ class HFEngine(Engine):
         return self.device is None or not self.device.startswith("cpu")
 
     def prepare(self) -> None:
-        import transformers  # noqa: F401
+        """Import what a load needs: torch, transformers' auto classes and, for a model on local disk, its
+        architecture's module. On a small CPU that is most of a first load (seconds to half a minute), paid
+        here when the expert's process starts (the serving warm-up starts every model) instead of at the
+        model's first use; a problem is left for the load to report."""
+        import torch  # noqa: F401
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        if os.path.isfile(os.path.join(self.model_path, "config.json")):
+            try:
+                remote = self.spec.trust_remote_code
+                config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=remote)
+                MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the architecture's modeling module
+            except Exception as exc:  # the load reports it, with the model's name
+                log.debug("preparing %s: %s", self.spec.name, exc)
 
     def _load(self) -> None:
         import torch
