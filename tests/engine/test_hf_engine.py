@@ -101,7 +101,8 @@ def test_prepare_imports_what_the_first_load_needs_before_it(tiny_model_dir):
         "from skillmoe_ray.config import ModelSpec\n"
         "from skillmoe_ray.engines.hf_engine import HFEngine\n"
         f"HFEngine(ModelSpec(name='tiny', path={str(tiny_model_dir)!r}), {{}}, 'float32').prepare()\n"
-        "print(sorted(m for m in ('torch', 'transformers.models.llama.modeling_llama') if m in sys.modules))\n"
+        "wanted = ('torch', 'transformers.models.llama.modeling_llama')\n"
+        "print(sorted(m for m in wanted if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "['torch', 'transformers.models.llama.modeling_llama']"
