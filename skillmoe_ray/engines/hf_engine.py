@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 
 from skillmoe_ray.engines.base import Engine, GenOutput, GenRequest
 from skillmoe_ray.engines.moe_hooks import common_token_mask, routing_statistics, steered
@@ -85,7 +86,7 @@ class HFEngine(Engine):
 
     @classmethod
     def sleeps_with(cls, options: dict) -> bool:
-        return True
+        return options.get("device", "auto") != "cpu"
 
     @classmethod
     def check_kwargs(cls, kwargs: dict, where: str) -> None:
@@ -95,10 +96,27 @@ class HFEngine(Engine):
 
     @property
     def can_sleep(self) -> bool:
-        return True
+        """On a GPU a sleep moves the weights to host RAM and frees the device. On the CPU they are in host
+        RAM already, so a sleep would free nothing: there an evicted model unloads (the residency budget,
+        which counts host RAM on the CPU, then holds) and its next use loads it again in the same process."""
+        return self.device is None or not self.device.startswith("cpu")
 
     def prepare(self) -> None:
-        import transformers  # noqa: F401
+        """Import what a load needs: torch, transformers' auto classes and, for a model on local disk, its
+        architecture's module. On a small CPU that is most of a first load (seconds to half a minute), paid
+        here when the expert's process starts (the serving warm-up starts every model) instead of at the
+        model's first use; a problem is left for the load to report."""
+        import torch  # noqa: F401
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        if os.path.isfile(os.path.join(self.model_path, "config.json")):
+            try:
+                remote = self.spec.trust_remote_code
+                config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=remote)
+                MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the architecture's modeling module
+            except Exception as exc:  # the load reports it, with the model's name
+                log.debug("preparing %s: %s", self.spec.name, exc)
 
     def _load(self) -> None:
         import torch

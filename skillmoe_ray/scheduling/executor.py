@@ -106,10 +106,15 @@ class SlotExecutor:
 
     def warm(self, models: Sequence[str]) -> list[str]:
         """Load ``models``, in order, while each fits beside those already resident (serving's warm-up before
-        it reports ready); none is evicted for another. Returns the models resident afterwards."""
+        it reports ready); none is evicted for another. Every other model is started without its weights
+        (:meth:`start`). Returns the models resident afterwards."""
+        later = []
         for model in models:
             slot = self.slots.room_for(model)
-            if slot is None or model in self.resident_experts():
+            if model in self.resident_experts():
+                continue
+            if slot is None:
+                later.append(model)
                 continue
             try:
                 activation = self.slots.activate(slot, model, set(self.resident_experts()), None)
@@ -119,7 +124,29 @@ class SlotExecutor:
                 continue
             self.activations[model] += activation.kind != "resident"
             log.info("warm-up: %s %s on slot %d", model, activation.kind, slot)
+        self.start(later)
         return self.resident_experts()
+
+    def start(self, models: Sequence[str]) -> None:
+        """Open the handles of ``models`` that have none yet, without loading their weights, and wait until
+        each is up: an expert actor's process starts and imports its engine (seconds to a minute on a
+        small CPU), so the model's first use pays a weight load only. Slots are dealt round-robin; a copy
+        that later runs on another slot gets a fresh handle there. A model that cannot start now starts
+        (or fails) on first use."""
+        opened = []
+        for index, model in enumerate(m for m in models if m not in self.slots.copies):
+            slot = index % self.policy.n_slots
+            try:
+                opened.append((model, slot, self.slots.handle(model, slot)))
+            except Exception as exc:  # the first use tries again and reports its own error
+                log.warning("warm-up: %s did not start (%s); it starts on first use", model, exc)
+        for model, slot, handle in opened:
+            try:
+                handle.info()  # answers once the handle's process is up (a Ray actor: its constructor ran)
+                log.info("warm-up: %s started on slot %d; its weights load on first use", model, slot)
+            except Exception as exc:
+                log.warning("warm-up: %s did not start (%s); it starts on first use", model, exc)
+                self.slots.discard(slot, model)
 
     def run_stage(self, stage: str, groups: Sequence[ExpertGroup], next_experts: Iterable[str],
                   on_group_done: GroupDone, on_group_error: GroupFailed | None = None,
@@ -138,7 +165,7 @@ class SlotExecutor:
         self.later = None if later is None else set(later)
         n_slots = self.policy.n_slots
         groups = spread(groups, n_slots, self.policy.max_replicas, self.policy.replica_min_requests)
-        ordered = order_groups(groups, self.resident_experts(), self.next_experts)
+        ordered = order_groups(groups, self.resident_experts(), self.next_experts, self.slots.rank)
         queues = assign_slots(ordered, n_slots, self.slots.homes())
         for slot, queue in enumerate(queues):
             for group in queue:

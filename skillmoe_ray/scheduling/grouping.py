@@ -129,17 +129,28 @@ def group_by_expert(pairs: Iterable[tuple[str, GenRequest]]) -> list[ExpertGroup
 
 
 def order_groups(
-    groups: Sequence[ExpertGroup], resident: Iterable[str] = (), next_experts: Iterable[str] = ()
+    groups: Sequence[ExpertGroup],
+    resident: Iterable[str] = (),
+    next_experts: Iterable[str] = (),
+    rank: Mapping[str, float] | None = None,
 ) -> list[ExpertGroup]:
-    """Resident experts first, experts needed by the next stage last, the rest by work (largest first)."""
-    resident, later = set(resident), set(next_experts)
+    """Resident experts first, experts needed by the next stage last, the rest by work (largest first).
+
+    Online, ``rank`` (how much each expert is worth keeping: its recent recruitment) orders the experts
+    to load, lowest first: the last loaded stay resident, so the micro-batch leaves the most recruited
+    ones loaded for the next. Without it (batch runs) the order is the work's alone.
+    """
+    resident, later, rank = set(resident), set(next_experts), rank or {}
 
     def band(group: ExpertGroup) -> int:
         if group.key in resident:
             return 0
         return 2 if group.expert in later else 1
 
-    return sorted(groups, key=lambda g: (band(g), -g.est_tokens, g.key))
+    def worth(group: ExpertGroup) -> float:  # only the experts to load are ordered by rank
+        return rank.get(group.expert, 0.0) if band(group) == 1 else 0.0
+
+    return sorted(groups, key=lambda g: (band(g), worth(g), -g.est_tokens, g.key))
 
 
 def assign_slots(

@@ -88,3 +88,21 @@ def test_max_model_len_is_applied_as_vllm_does_a_reply_stops_at_the_context_a_pr
             eng.generate([request("word " * 60, 1)])
     finally:
         eng.unload()
+
+
+def test_prepare_imports_what_the_first_load_needs_before_it(tiny_model_dir):
+    """An expert's process prepares its engine when it starts (the serving warm-up starts every model), so a
+    first load no longer pays for torch, transformers' auto classes and the architecture's module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from skillmoe_ray.config import ModelSpec\n"
+        "from skillmoe_ray.engines.hf_engine import HFEngine\n"
+        f"HFEngine(ModelSpec(name='tiny', path={str(tiny_model_dir)!r}), {{}}, 'float32').prepare()\n"
+        "wanted = ('torch', 'transformers.models.llama.modeling_llama')\n"
+        "print(sorted(m for m in wanted if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['torch', 'transformers.models.llama.modeling_llama']"

@@ -23,6 +23,12 @@ def test_order_puts_resident_first_and_next_stage_experts_last():
     assert [g.expert for g in ordered] == ["c", "a", "d", "b"]
 
 
+def test_online_the_experts_to_load_go_lowest_ranked_first_so_the_most_recruited_stay_loaded():
+    groups = [ExpertGroup(e, [req(e, 10)]) for e in ["a", "b", "c", "d"]]
+    ordered = order_groups(groups, resident=["d"], rank={"a": 5.0, "b": 1.0, "c": 3.0, "d": 0.0})
+    assert [g.expert for g in ordered] == ["d", "b", "c", "a"]
+    assert [g.expert for g in order_groups(groups)] == ["a", "b", "c", "d"]  # batch runs: no rank
+
 def test_assign_slots_balances_work_longest_first():
     groups = [ExpertGroup(e, [req(e, w)]) for e, w in [("a", 100), ("b", 60), ("c", 50), ("d", 10)]]
     slots = assign_slots(groups, 2)

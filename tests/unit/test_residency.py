@@ -132,3 +132,36 @@ def test_the_simulator_predicts_the_executors_activations(gpu_memory_bytes, acti
         ex.run_stage(name, groups("a", "b", "c"), [], lambda g, o, t: None)
     assert sim.activations == activations == sum(ex.activations.values())
     assert [(e["expert"], e["kind"]) for e in sim.entries] == [(t.expert, t.kind) for t in ex.timeline]
+
+
+def test_the_warm_up_starts_the_models_that_do_not_fit_and_their_first_use_only_loads():
+    """Serving's warm-up loads what fits and starts the rest (a Ray expert: its process, engine imported)
+    without their weights, so a first use pays a load and no process start."""
+    opened = []
+    ex = co_resident_executor(20)
+    open_expert = ex.slots.open_expert
+    ex.slots.open_expert = lambda name, slot: opened.append(name) or open_expert(name, slot)
+    assert ex.warm(["a", "b", "c", "d"]) == ["a", "b"]
+    assert opened == ["a", "b", "c", "d"]  # c and d started
+    assert [call for call in CountingEngine.calls if call[0] == "load"] == [("load", "a"), ("load", "b")]
+    ex.run_stage("s1", groups("c"), [], lambda g, o, t: None)
+    assert opened == ["a", "b", "c", "d"] and ex.timeline[-1].kind == "load"  # the started handle loads
+
+
+def test_on_the_cpu_an_evicted_transformers_model_unloads_instead_of_sleeping():
+    """A sleep keeps a CPU model's weights in the same host RAM, so it would free nothing of the budget."""
+    from skillmoe_ray.engines.hf_engine import HFEngine
+
+    engine = HFEngine(ModelSpec(name="m", path="unused"), {}, "bfloat16")
+    engine.device = "cpu"
+    assert not engine.can_sleep
+    engine.device = "cuda:0"
+    assert engine.can_sleep
+    assert not HFEngine.sleeps_with({"device": "cpu"}) and HFEngine.sleeps_with({"device": "auto"})
+
+
+def test_online_a_micro_batch_leaves_its_most_recruited_experts_resident():
+    ex = co_resident_executor(20)  # two models fit
+    ex.slots.rank = {"a": 5.0, "b": 1.0, "c": 3.0}  # recent recruitment counts (the online router's)
+    ex.run_stage("s1", groups("a", "b", "c"), [], lambda g, o, t: None)
+    assert sorted(ex.resident_experts()) == ["a", "c"] and sum(ex.activations.values()) == 3
