@@ -133,7 +133,7 @@ def test_the_closed_loop_keeps_every_client_busy_and_counts_failures_by_status()
         return sent[-1]
 
     with http_server(Alternating) as api:
-        window = asyncio.run(closed_loop(api.removesuffix("/v1"), 4, 0.3, next_question, timeout=10))
+        window = asyncio.run(closed_loop(api.removesuffix("/v1"), 4, 2.0, next_question, timeout=10))
     assert len(window.latencies) + window.errors["503"] == len(sent) >= 8
-    assert set(window.errors) == {"503"} and window.errors["503"] >= 2 and window.wall_s >= 0.3
+    assert set(window.errors) == {"503"} and window.errors["503"] >= 2 and window.wall_s >= 2.0
     json.dumps(window.errors)  # JSON-ready, as --json writes it
