@@ -7,13 +7,15 @@ the standard world lacks:
   most: "What is 47 plus 25?" / "What is 47 minus 25?"; "comes right after" / "right before" / "two after";
   "calling code" / "postal code" of the same invented countries). An embedding of the question alone
   places them side by side while the skill, and the expert that has it, differ (:data:`LOOKALIKES`);
-- **partly reliable specialists**: sums and differences with carries and borrows, and the second largest of
-  four numbers, are genuinely hard for a ~95k-parameter model trained on four skills for under a thousand
-  steps (the recipes' ``steps``), so their best specialists are right on only part of the questions
-  (a pilot of two-digit plus two-digit sums stayed at 0.0 after 1,000 steps: too hard to be routed to);
+- **partly reliable specialists**: sums and differences with carries and borrows, the second largest of
+  four numbers, counting on by two, are genuinely hard for a ~95k-parameter model trained on four skills
+  for 1,000 steps (the recipes' ``steps``), so their best specialists are right on only part of the
+  questions (a pilot with two-digit plus two-digit sums answered none right after 1,000 steps of 64:
+  too hard to be worth routing, hence a two-digit number plus a digit);
 - **a confusable keyword model**: its recipe's ``label_noise`` trains it on examples whose skill is, at
-  that rate, a look-alike of the gold one (:func:`skillmoe_ray.lab.examples.keyword_examples`), so a
-  sampled annotation names the wrong one of a look-alike group about a fifth of the time.
+  that rate, a look-alike of the gold one (:func:`skillmoe_ray.lab.examples.keyword_examples`), and
+  briefly, so a sampled annotation often names the wrong one of a look-alike group (measured in the
+  README's lab_hard section: ``python -m skillmoe_ray.lab --samples 5 +experiment=lab_hard``).
 
 Gold answers are computed, never written by hand; splits are disjoint as in the standard world.
 """
