@@ -7,6 +7,9 @@ a ~95k-parameter model learns in about 1,000 steps (measured; see the README's s
 
 Validation and test questions are disjoint by construction: a question belongs to the split its
 stable hash selects, so each split can be generated on its own, for any seed and size.
+
+This is the standard world (``skill_lab``); :data:`WORLDS` names the others (the hard one of ``lab_hard``,
+:mod:`skillmoe_ray.lab.hard_world`), which the same generator draws from when ``world`` says so.
 """
 
 from __future__ import annotations
