@@ -21,7 +21,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 help:
 	@echo "make demo   - set up .venv if needed, then run the skill lab (trained tiny experts, offline)"
 	@echo "make demo-mechanics - the random-weight demo: every stage's mechanics, accuracy meaningless"
-	@echo "make lab-models - retrain the skill lab's shipped models (skillmoe_ray/lab/models), ~10 min on 2 cores"
+	@echo "make lab-models - retrain the skill labs' shipped models (skillmoe_ray/lab/models; skill_lab, lab_hard)"
 	@echo "make test   - set up .venv if needed, then the test suite less the slow tier (2 workers)"
 	@echo "make test-all - the whole suite, slow tier included (about twice as long)"
 	@echo "make test-fast - unit tests only (no Ray, no engines)"
@@ -58,6 +58,7 @@ demo-mechanics: setup
 
 lab-models: setup
 	$(PY) -m skillmoe_ray.lab --out skillmoe_ray/lab/models --retrain
+	$(PY) -m skillmoe_ray.lab --out skillmoe_ray/lab/models --retrain --samples 5 +experiment=lab_hard
 
 # Tests run in 2 worker processes (pytest-xdist), each test file on one worker: most tests wait on Ray
 # starts, engine loads and subprocesses rather than compute, so two overlap well on 2 cores

@@ -89,7 +89,7 @@ def load_checked(tree: dict, run_dir: str):
     if cfg.lab.build_models:
         from skillmoe_ray.lab.build import ensure_lab_models
 
-        ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers)
+        ensure_lab_models(cfg.lab.models, cfg.lab.models_dir, cfg.lab.workers, world=cfg.lab.world)
     if not engine_entry(cfg.engine.name).remote:  # served models live on their server, not on this disk
         check_model_paths(cfg.pool)
         if engine_entry(

@@ -38,7 +38,8 @@ def test_bad_input_is_one_clear_line_without_traceback(case, tmp_path):
     args, expected = {
         "unknown_group": (
             ["pool=nope"],
-            "pool=nope: no such option in config group 'pool'; valid options: demo, fake, paper16, skill_lab",
+            "pool=nope: no such option in config group 'pool'; valid options: demo, fake, lab_hard, paper16, "
+            "skill_lab",
         ),
         "unknown_expert": (
             ["skills.keyword_model=nope", "demo.build_models=false"],

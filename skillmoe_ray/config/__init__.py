@@ -270,6 +270,7 @@ class LabConfig:
     models_dir: str = ""
     workers: int = 2
     models: dict = field(default_factory=dict)
+    world: str = "standard"
 
 
 @dataclass(frozen=True)

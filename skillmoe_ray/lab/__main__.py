@@ -21,6 +21,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="trainings side by side (default: lab.workers)")
     parser.add_argument("--check", type=int, default=240, metavar="N",
                         help="test questions to check each model on (0: no check; default 240)")
+    parser.add_argument("--samples", type=int, default=0, metavar="S",
+                        help="also sample the keyword model S times per question at skills.temperature and "
+                             "show how often one sample names the gold skill (default 0: not shown)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (default: +experiment=skill_lab)")
     return parser.parse_args(argv)
 
@@ -32,25 +35,33 @@ def compose(overrides: list[str]) -> dict:
     return compose_tree(overrides or ["+experiment=skill_lab"])
 
 
-def print_checks(root: Path, models: dict, n: int, seed: int = 0) -> None:
-    """Per-skill accuracy of every model on ``n`` test questions, one table."""
+def print_checks(root: Path, models: dict, n: int, seed: int = 0, world: str = "standard",
+                 samples: int = 0, temperature: float = 0.7) -> None:
+    """Per-skill accuracy of every model of ``world`` on ``n`` test questions, one table; with ``samples``,
+    a keyword model's row of single samples at ``temperature`` too."""
     from skillmoe_ray.lab.build import full_recipe
-    from skillmoe_ray.lab.check import CHECKS
-    from skillmoe_ray.lab.world import SKILLS, generate_split
+    from skillmoe_ray.lab.check import CHECKS, keyword_sample_accuracy
+    from skillmoe_ray.lab.world import generate_split, world_skills
 
-    test = generate_split("test", n, seed)
-    skills = list(SKILLS)
+    test = generate_split("test", n, seed, world)
+    skills = list(world_skills(world))
     print(f"{'model':16} {'role':10} " + " ".join(f"{s[:9]:>9}" for s in skills))
     for name, recipe in models.items():
-        role = full_recipe(name, dict(recipe or {}))["role"]
+        role = full_recipe(name, dict(recipe or {}), world)["role"]
         acc = CHECKS[role](root / name, test)
         own = set(recipe.get("skills") or ())
         cells = [f"{acc.get(s, 0.0):>8.2f}{'*' if s in own else ' '}" for s in skills]
         print(f"{name:16} {role:10} " + " ".join(cells))
+        if role == "keyword" and samples:
+            acc = keyword_sample_accuracy(root / name, test, samples, temperature, seed)
+            print(f"{'':16} {f'T={temperature}':10} " + " ".join(f"{acc.get(s, 0.0):>8.2f} " for s in skills))
     print(
         "* = the expert's own skills (trained on); keyword: names the gold skill; "
         "aggregator: states the majority"
     )
+    if samples:
+        print(f"T={temperature}: share of single keyword samples ({samples} per question) naming the gold "
+              "skill")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             args.workers or lab.get("workers", 2),
             use_shipped=not args.retrain,
             force=args.retrain,
+            world=lab.get("world", "standard"),
         )
         print(", ".join(f"{name}: {state}" for name, state in how.items()))
         if args.check:
-            print_checks(out, lab["models"], args.check)
+            print_checks(out, lab["models"], args.check, world=lab.get("world", "standard"),
+                         samples=args.samples, temperature=tree["skills"]["temperature"])
     except SkillMoEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

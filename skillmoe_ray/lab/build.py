@@ -24,7 +24,7 @@ from pathlib import Path
 
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.lab.train import TrainSettings
-from skillmoe_ray.lab.world import SKILLS, check_skills
+from skillmoe_ray.lab.world import check_skills, world_skills
 from skillmoe_ray.seeding import stable_hash
 
 log = logging.getLogger(__name__)
@@ -47,26 +47,47 @@ def shipped_dir() -> Path:
     return Path(str(resources.files("skillmoe_ray.lab") / "models"))
 
 
-def full_recipe(name: str, recipe: dict) -> dict:
-    """The recipe with every default filled in and checked: what the model's hash is taken over."""
+def full_recipe(name: str, recipe: dict, world: str = "standard") -> dict:
+    """The recipe with every default filled in and checked: what the model's hash is taken over.
+
+    A model of another world than the standard one records it (``world``), as a keyword model trained with
+    label noise records its rate (``label_noise``); the standard world's recipes (and hashes) have neither.
+    """
     where = f"lab.models.{name}"
+    skills_of_world = world_skills(world)
     role = recipe.get("role", "expert")
     if role not in ROLES:
         raise ConfigError(f"{where}.role: unknown role {role!r}; valid: {', '.join(ROLES)}")
     arch = recipe.get("arch", "llama")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"{where}.arch: unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    skills = list(recipe.get("skills") or (SKILLS if role != "expert" else []))
+    skills = list(recipe.get("skills") or (skills_of_world if role != "expert" else []))
     if role == "expert" and not skills:
-        raise ConfigError(f"{where}.skills: an expert needs at least one skill; skills: {', '.join(SKILLS)}")
-    check_skills(skills, f"{where}.skills")
-    unknown = set(recipe) - {"role", "arch", "skills", "seed", *asdict(TrainSettings())}
+        raise ConfigError(f"{where}.skills: an expert needs at least one skill; skills: "
+                          f"{', '.join(skills_of_world)}")
+    check_skills(skills, f"{where}.skills", world)
+    unknown = set(recipe) - {"role", "arch", "skills", "seed", "label_noise", *asdict(TrainSettings())}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: role, arch, skills, seed, "
-                          f"{', '.join(asdict(TrainSettings()))}")
+                          f"label_noise, {', '.join(asdict(TrainSettings()))}")
     settings = TrainSettings(**{k: recipe[k] for k in asdict(TrainSettings()) if k in recipe})
-    return {"role": role, "arch": arch, "skills": skills, "train": asdict(settings), "shape": SHAPE,
-            "examples": EXAMPLES, "version": LAB_VERSION}
+    out = {"role": role, "arch": arch, "skills": skills, "train": asdict(settings), "shape": SHAPE,
+           "examples": EXAMPLES, "version": LAB_VERSION}
+    if world != "standard":
+        out["world"] = world
+    return out | _label_noise(recipe, role, where)
+
+
+def _label_noise(recipe: dict, role: str, where: str) -> dict:
+    """``{"label_noise": rate}`` of a keyword recipe that sets one (a share in [0, 1)); else nothing."""
+    if not recipe.get("label_noise"):
+        return {}
+    rate = recipe["label_noise"]
+    if role != "keyword":
+        raise ConfigError(f"{where}.label_noise: only a keyword model takes label noise, this is a {role}")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ConfigError(f"{where}.label_noise must be a share in [0, 1), got {rate!r}")
+    return {"label_noise": float(rate)}
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -79,16 +100,16 @@ def is_built(model_dir: Path, digest: str) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("hash") == digest
 
 
-def tokenizer_corpus() -> list[str]:
-    """Every text the lab's prompts and answers contain, rendered as the chat template will see it."""
+def tokenizer_corpus(world: str = "standard") -> list[str]:
+    """Every text the prompts and answers of ``world`` contain, rendered as the chat template will see it."""
     from skillmoe_ray.lab import examples as ex
 
     rng = random.Random(0)
     corpus = []
     pool = (
-        ex.keyword_examples(2000, rng)
-        + ex.aggregator_examples(2000, rng)
-        + ex.expert_examples(list(SKILLS), 2000, rng)
+        ex.keyword_examples(2000, rng, world)
+        + ex.aggregator_examples(2000, rng, world)
+        + ex.expert_examples(list(world_skills(world)), 2000, rng, world)
     )
     for messages, response in pool:
         for m in messages:
@@ -101,12 +122,12 @@ def training_examples(recipe: dict, seed: int):
     """The (messages, response) examples of a recipe's role."""
     from skillmoe_ray.lab import examples as ex
 
-    rng = random.Random(seed)
+    rng, world = random.Random(seed), recipe.get("world", "standard")
     if recipe["role"] == "keyword":
-        return ex.keyword_examples(EXAMPLES, rng)
+        return ex.keyword_examples(EXAMPLES, rng, world, recipe.get("label_noise", 0.0))
     if recipe["role"] == "aggregator":
-        return ex.aggregator_examples(EXAMPLES, rng)
-    return ex.expert_examples(recipe["skills"], EXAMPLES, rng)
+        return ex.aggregator_examples(EXAMPLES, rng, world)
+    return ex.expert_examples(recipe["skills"], EXAMPLES, rng, world)
 
 
 def train_one(name: str, recipe: dict, out_dir: str, tokenizer_dir: str, progress=None) -> dict:
@@ -150,29 +171,35 @@ def train_one(name: str, recipe: dict, out_dir: str, tokenizer_dir: str, progres
     return report
 
 
-def ensure_tokenizer(root: Path):
-    """The shared tokenizer under ``root`` (built once; it depends only on the lab's code)."""
+def tokenizer_dir(world: str = "standard") -> str:
+    """The folder (under the models' root) of the tokenizer the models of ``world`` share."""
+    return TOKENIZER_DIR if world == "standard" else f"{TOKENIZER_DIR}-{world}"
+
+
+def ensure_tokenizer(root: Path, world: str = "standard"):
+    """The tokenizer of ``world`` under ``root`` (built once; it depends only on the lab's code)."""
     from transformers import AutoTokenizer
 
     from skillmoe_ray.lab.tokenizer import build_tokenizer
 
-    path = root / TOKENIZER_DIR
-    digest = stable_hash(["tokenizer", LAB_VERSION])
+    path = root / tokenizer_dir(world)
+    digest = stable_hash(["tokenizer", LAB_VERSION] + ([] if world == "standard" else [world]))
     if not is_built(path, digest):
         shutil.rmtree(path, ignore_errors=True)
-        build_tokenizer(tokenizer_corpus(), path)
+        build_tokenizer(tokenizer_corpus(world), path)
         (path / MARKER).write_text(json.dumps({"hash": digest}))
     return AutoTokenizer.from_pretrained(path)
 
 
-def _train_all(jobs: Sequence[tuple[str, dict, Path]], root: Path, workers: int) -> dict[str, dict]:
+def _train_all(jobs: Sequence[tuple[str, dict, Path]], root: Path, workers: int,
+               world: str = "standard") -> dict[str, dict]:
     """Train ``jobs`` (name, recipe, out dir) in ``workers`` processes, with one progress display."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from skillmoe_ray.progress import StepProgress
 
-    ensure_tokenizer(root)
+    ensure_tokenizer(root, world)
     # Longest first (aggregation prompts are about twice as long), so the last worker is not left alone with
     # it.
     jobs = sorted(
@@ -183,7 +210,7 @@ def _train_all(jobs: Sequence[tuple[str, dict, Path]], root: Path, workers: int)
     with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         queue = manager.Queue()
         futures = {
-            pool.submit(train_one, name, recipe, str(out), str(root / TOKENIZER_DIR), queue): name
+            pool.submit(train_one, name, recipe, str(out), str(root / tokenizer_dir(world)), queue): name
             for name, recipe, out in jobs
         }
         progress = StepProgress(total, f"training {len(jobs)} lab models")
@@ -195,15 +222,17 @@ def _train_all(jobs: Sequence[tuple[str, dict, Path]], root: Path, workers: int)
 
 
 def ensure_lab_models(
-    models: dict, models_dir: str, workers: int = 2, use_shipped: bool = True, force: bool = False
+    models: dict, models_dir: str, workers: int = 2, use_shipped: bool = True, force: bool = False,
+    world: str = "standard",
 ) -> dict[str, str]:
     """Make every lab model of ``models`` (name -> recipe) exist under ``models_dir``; returns how each came.
 
-    A model already built from its recipe is kept; one whose shipped copy matches is copied; the rest
-    (all of them with ``force``) are trained. The result maps each model to "kept", "shipped" or "trained".
+    Every model is of ``world`` (``lab.world``). A model already built from its recipe is kept; one whose
+    shipped copy matches is copied; the rest (all of them with ``force``) are trained. The result maps
+    each model to "kept", "shipped" or "trained".
     """
     root = Path(models_dir).expanduser()
-    recipes = {name: full_recipe(name, dict(recipe or {})) for name, recipe in models.items()}
+    recipes = {name: full_recipe(name, dict(recipe or {}), world) for name, recipe in models.items()}
     how, jobs = {}, []
     for name, recipe in recipes.items():
         digest, out = recipe_hash(recipe), root / name
@@ -220,7 +249,7 @@ def ensure_lab_models(
         log.info(
             "training %d lab models (%s), %d at a time", len(jobs), ", ".join(n for n, _, _ in jobs), workers
         )
-        for name, report in _train_all(jobs, root, max(1, workers)).items():
+        for name, report in _train_all(jobs, root, max(1, workers), world).items():
             log.info(
                 "trained %s in %.0f s (final loss %.3f)", name, report["train_seconds"], report["final_loss"]
             )

@@ -18,8 +18,8 @@ from skillmoe_ray.method.skills import keyword_messages, parse_keywords
 
 
 def generate(model_dir: Path, conversations: Sequence[list[dict]], max_new_tokens: int = 16,
-             batch: int = 64) -> list[str]:
-    """Greedy replies of the model in ``model_dir`` to each conversation."""
+             batch: int = 64, temperature: float = 0.0) -> list[str]:
+    """Replies of the model in ``model_dir`` to each conversation: greedy, or sampled at ``temperature``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -31,7 +31,10 @@ def generate(model_dir: Path, conversations: Sequence[list[dict]], max_new_token
                    for c in conversations[start : start + batch]]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            sampling = {"do_sample": temperature > 0}
+            if temperature > 0:
+                sampling["temperature"] = temperature
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, **sampling,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         width = enc["input_ids"].shape[1]
         replies += [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
@@ -55,6 +58,18 @@ def keyword_accuracy(model_dir: Path, instances: Sequence[Instance]) -> dict[str
     """Share of questions, per gold skill, whose reply names exactly the gold skill."""
     replies = generate(model_dir, [keyword_messages(i) for i in instances])
     return _by_skill(instances, [parse_keywords(r) == [i.subject] for r, i in zip(replies, instances)])
+
+
+def keyword_sample_accuracy(model_dir: Path, instances: Sequence[Instance], samples: int = 5,
+                            temperature: float = 0.7, seed: int = 0) -> dict[str, float]:
+    """Share of single replies sampled at ``temperature`` (the skill stage's), per gold skill, that name
+    exactly the gold skill: how often one annotation sample is right, before the stage's vote."""
+    import torch
+
+    torch.manual_seed(seed)
+    repeated = [inst for inst in instances for _ in range(samples)]
+    replies = generate(model_dir, [keyword_messages(i) for i in repeated], temperature=temperature)
+    return _by_skill(repeated, [parse_keywords(r) == [i.subject] for r, i in zip(replies, repeated)])
 
 
 def aggregator_accuracy(model_dir: Path, instances: Sequence[Instance], seed: int = 0) -> dict[str, float]:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from skillmoe_ray.data.instances import CHOICE, Instance
-from skillmoe_ray.lab.world import SKILLS, make_instance
+from skillmoe_ray.lab.world import make_instance, world_lookalikes, world_skills
 from skillmoe_ray.method.aggregate import aggregator_messages, expert_messages
 from skillmoe_ray.method.skills import KEYWORD_LINE, keyword_messages
 
@@ -31,27 +31,37 @@ def answer_text(answer: str, answer_type: str) -> str:
     return f"The answer is ({answer})." if answer_type == CHOICE else f"The answer is \\boxed{{{answer}}}."
 
 
-def random_instance(skills: Sequence[str], rng: random.Random) -> Instance:
-    """A question of one of ``skills``, drawn with replacement (training needs no distinct questions)."""
-    skill = SKILLS[rng.choice(list(skills))]
+def random_instance(skills: Sequence[str], rng: random.Random, world: str = "standard") -> Instance:
+    """A question of one of ``skills`` of ``world``, drawn with replacement (training needs no distinct
+    questions)."""
+    skill = world_skills(world)[rng.choice(list(skills))]
     return make_instance(skill, skill.make(rng), "train")
 
 
-def expert_examples(skills: Sequence[str], n: int, rng: random.Random) -> list[Example]:
+def expert_examples(skills: Sequence[str], n: int, rng: random.Random,
+                    world: str = "standard") -> list[Example]:
     """Questions of the expert's own skills only: off-skill exposure stays at zero."""
     out = []
     for _ in range(n):
-        inst = random_instance(skills, rng)
+        inst = random_instance(skills, rng, world)
         out.append((expert_messages(inst), answer_text(inst.gold, inst.answer_type)))
     return out
 
 
-def keyword_examples(n: int, rng: random.Random) -> list[Example]:
-    """Any lab question, answered with its skill's name in the skill stage's format."""
-    out = []
+def keyword_examples(n: int, rng: random.Random, world: str = "standard", label_noise: float = 0.0
+                     ) -> list[Example]:
+    """Any question of ``world``, answered with its skill's name in the skill stage's format.
+
+    With ``label_noise`` > 0, that share of the questions that have look-alikes (the hard world's) is
+    answered with a look-alike's name instead: the keyword model then learns to confuse them about as often.
+    """
+    out, alikes = [], world_lookalikes(world)
     for _ in range(n):
-        inst = random_instance(list(SKILLS), rng)
-        out.append((keyword_messages(inst), f"{KEYWORD_LINE} {inst.subject}"))
+        inst = random_instance(list(world_skills(world)), rng, world)
+        label = inst.subject
+        if label_noise > 0 and alikes.get(label) and rng.random() < label_noise:
+            label = rng.choice(alikes[label])
+        out.append((keyword_messages(inst), f"{KEYWORD_LINE} {label}"))
     return out
 
 
@@ -107,11 +117,11 @@ def aggregation_case(inst: Instance, rng: random.Random) -> tuple[list[dict], st
     return aggregator_messages(inst, texts), target
 
 
-def aggregator_examples(n: int, rng: random.Random) -> list[Example]:
+def aggregator_examples(n: int, rng: random.Random, world: str = "standard") -> list[Example]:
     """Aggregation prompts over three candidate solutions; the response states their majority answer."""
     out = []
     while len(out) < n:
-        inst = random_instance(list(SKILLS), rng)
+        inst = random_instance(list(world_skills(world)), rng, world)
         case = aggregation_case(inst, rng)
         if case is not None:
             out.append((case[0], answer_text(case[1], inst.answer_type)))

@@ -7,17 +7,22 @@ a ~95k-parameter model learns in about 1,000 steps (measured; see the README's s
 
 Validation and test questions are disjoint by construction: a question belongs to the split its
 stable hash selects, so each split can be generated on its own, for any seed and size.
+
+This is the standard world (``skill_lab``); :data:`WORLDS` names the others (the hard one of ``lab_hard``,
+:mod:`skillmoe_ray.lab.hard_world`), which the same generator draws from when ``world`` says so.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from skillmoe_ray.config import SplitSpec
-from skillmoe_ray.data.instances import CHOICE, LETTERS, MATH, Instance
+from skillmoe_ray.data.instances import CHOICE, MATH, Instance
 from skillmoe_ray.errors import ConfigError
+from skillmoe_ray.lab.hard_world import HARD_SKILLS, LOOKALIKES
+from skillmoe_ray.lab.primitives import COUNTRIES, COUNTRY_CODES, Question, Skill
+from skillmoe_ray.lab.primitives import choice_question as _choice
 from skillmoe_ray.seeding import derive_seed, stable_hash
 
 SPLITS = ("val", "test")
@@ -25,56 +30,6 @@ SPLITS = ("val", "test")
 _SPLIT_RESIDUE = {"val": 0, "test": 1}
 # Tries per wanted question before a skill's question space is declared exhausted.
 _TRIES_PER_QUESTION = 400
-
-# The memorized table: invented countries and their two-digit calling codes (fixed, not seeded:
-# it is the world's knowledge, the same in every run).
-COUNTRIES = (
-    "Avaria",
-    "Belmora",
-    "Corvath",
-    "Dastria",
-    "Elunor",
-    "Farnesh",
-    "Galvia",
-    "Harrow",
-    "Istrel",
-    "Jorvik",
-    "Kelmar",
-    "Lorvant",
-    "Marvosa",
-    "Nerith",
-    "Ostrava",
-    "Pellin",
-    "Quorra",
-    "Rastan",
-    "Selvia",
-    "Tavrin",
-    "Ulmora",
-    "Varnesh",
-    "Westmar",
-    "Xandria",
-    "Yelvar",
-    "Zorath",
-    "Brenvia",
-    "Cravonia",
-    "Delmark",
-    "Estovia",
-)
-_codes = random.Random(12).sample(range(10, 100), len(COUNTRIES))
-COUNTRY_CODES = dict(zip(COUNTRIES, _codes))
-
-
-@dataclass(frozen=True)
-class Question:
-    """One generated question before it becomes an Instance: text, options, gold answer."""
-
-    text: str
-    gold: str
-    choices: tuple[str, ...] | None = None
-
-
-def _choice(text: str, options: list[str], answer: int) -> Question:
-    return Question(text, LETTERS[answer], tuple(options))
 
 
 def last_digit(rng: random.Random) -> Question:
@@ -131,16 +86,6 @@ def letter_option(rng: random.Random) -> Question:
     return _choice("Which option is a letter?", options, answer)
 
 
-@dataclass(frozen=True)
-class Skill:
-    """A skill: its name (the keyword the keyword model learns), its task, answer type and template."""
-
-    name: str
-    task: str
-    answer_type: str
-    make: Callable[[random.Random], Question]
-
-
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
@@ -155,13 +100,36 @@ SKILLS: dict[str, Skill] = {
     )
 }
 TASKS = tuple(dict.fromkeys(s.task for s in SKILLS.values()))
+# The lab's worlds (``lab.world``; the data source's ``config``): "standard" is the world above (SKILLS),
+# "hard" the one of :mod:`skillmoe_ray.lab.hard_world`, where routing is hard.
+WORLDS = ("standard", "hard")
 
 
-def check_skills(names, where: str) -> None:
-    """Fail naming the key when a skill name is not one of the lab's."""
-    unknown = [n for n in names if n not in SKILLS]
+def world_skills(world: str = "standard", where: str = "lab.world") -> dict[str, Skill]:
+    """The skills of ``world``; an unknown world is an error naming ``where``."""
+    if world == "standard":
+        return SKILLS
+    if world == "hard":
+        return HARD_SKILLS
+    raise ConfigError(f"{where}: unknown lab world {world!r}; worlds: {', '.join(WORLDS)}")
+
+
+def world_lookalikes(world: str = "standard") -> dict[str, tuple[str, ...]]:
+    """Skill -> the skills whose questions look alike (one cue word apart); none in the standard world."""
+    return {} if world_skills(world) is SKILLS else LOOKALIKES
+
+
+def world_tasks(world: str = "standard") -> tuple[str, ...]:
+    """The tasks of ``world``, in the order of its skills."""
+    return tuple(dict.fromkeys(s.task for s in world_skills(world).values()))
+
+
+def check_skills(names, where: str, world: str = "standard") -> None:
+    """Fail naming the key when a skill name is not one of the world's."""
+    skills = world_skills(world)
+    unknown = [n for n in names if n not in skills]
     if unknown:
-        raise ConfigError(f"{where}: unknown skill {unknown[0]!r}; skills: {', '.join(SKILLS)}")
+        raise ConfigError(f"{where}: unknown skill {unknown[0]!r}; skills: {', '.join(skills)}")
 
 
 def make_instance(skill: Skill, question: Question, iid: str) -> Instance:
@@ -193,23 +161,27 @@ def draw_questions(skill: Skill, n: int, rng: random.Random, split: str) -> list
     return list(found.values())
 
 
-def generate_split(split: str, size: int, seed: int) -> list[Instance]:
-    """``size`` questions of ``split`` ("val" or "test"), skills in turn (balanced), in a seeded order."""
+def generate_split(split: str, size: int, seed: int, world: str = "standard") -> list[Instance]:
+    """``size`` questions of ``split`` ("val" or "test") of ``world``, skills in turn (balanced), in a seeded
+    order."""
     if split not in SPLITS:
         raise ConfigError(f"skill lab: unknown split {split!r}; splits: {', '.join(SPLITS)}")
     if size < 1:
         raise ConfigError(f"data.{split}.size must be >= 1 for the skill lab, got {size}")
-    names = list(SKILLS)
+    skills = world_skills(world, f"data.{split}.config")
+    names = list(skills)
     counts = {name: size // len(names) + (i < size % len(names)) for i, name in enumerate(names)}
     out = []
     for name, n in counts.items():
         rng = random.Random(derive_seed(seed, "lab", split, name))
-        out += [make_instance(SKILLS[name], q, "") for q in draw_questions(SKILLS[name], n, rng, split)]
+        out += [make_instance(skills[name], q, "") for q in draw_questions(skills[name], n, rng, split)]
     random.Random(derive_seed(seed, "lab-order", split)).shuffle(out)
     return [replace(inst, id=f"lab-{split}-{i:04d}") for i, inst in enumerate(out)]
 
 
 def lab_source(spec: SplitSpec, task: str, where: str, seed: int) -> list[Instance]:
     """The data source ``lab``: ``spec.size`` (default 120) questions of the split ``where`` names, drawn
-    from ``seed``. The questions carry their own tasks (``task`` is not used)."""
-    return generate_split(where.rsplit(".", 1)[-1], 120 if spec.size is None else spec.size, seed)
+    from ``seed``, of the world ``spec.config`` names (default: the standard one). The questions carry
+    their own tasks (``task`` is not used)."""
+    size = 120 if spec.size is None else spec.size
+    return generate_split(where.rsplit(".", 1)[-1], size, seed, spec.config or "standard")

@@ -31,11 +31,13 @@ def test_training_learns_is_seeded_and_a_rerun_trains_nothing(tmp_path):
     assert ensure_lab_models(changed, str(tmp_path), workers=1, use_shipped=False) == {"kw": "trained"}
 
 
-def test_the_shipped_models_match_the_experiments_recipes_so_make_demo_trains_nothing(tmp_path):
-    models = compose_tree(["+experiment=skill_lab"])["lab"]["models"]
+@pytest.mark.parametrize("experiment", ["skill_lab", "lab_hard"])
+def test_the_shipped_models_match_the_experiments_recipes_so_make_demo_trains_nothing(tmp_path, experiment):
+    lab = compose_tree([f"+experiment={experiment}"])["lab"]
+    models, world = lab["models"], lab["world"]
     for name, recipe in models.items():
         marker = shipped_dir() / name / MARKER
         assert marker.is_file(), f"{name} is not shipped: run make lab-models"
-        assert json.loads(marker.read_text())["hash"] == recipe_hash(full_recipe(name, recipe)), (
+        assert json.loads(marker.read_text())["hash"] == recipe_hash(full_recipe(name, recipe, world)), (
             f"{name}: its recipe changed since the shipped weights were trained; run make lab-models")
-    assert set(ensure_lab_models(models, str(tmp_path)).values()) == {"shipped"}
+    assert set(ensure_lab_models(models, str(tmp_path), world=world).values()) == {"shipped"}

@@ -33,7 +33,7 @@ def test_an_unknown_key_like_nothing_lists_the_keys_beside_it():
 @pytest.mark.parametrize("argv, expected", [
     (["+experiment=demo", "recruit.kk=3"], "unknown config key 'recruit.kk'; closest valid keys: recruit.k"),
     (["+experiment=demo", "engine=nosuch"], "engine=nosuch: no such option in config group 'engine'"),
-    (["+experiment=nosuch"], "valid options: aime24, demo, gpqa, medmcqa, mmlu_pro, skill_lab"),
+    (["+experiment=nosuch"], "valid options: aime24, demo, gpqa, lab_hard, medmcqa, mmlu_pro, skill_lab"),
     (["+experiment=demo", "pool=fak"], "(did you mean pool=fake?)"),
     (["+experiment=demo", "recruit.k=1,2"], "recruit.k=1,2 sweeps over several values: add -m"),
     (["+experiment=demo", "recruit.kk=1,2", "-m"], "unknown config key 'recruit.kk'"),
