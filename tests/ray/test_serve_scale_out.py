@@ -31,8 +31,8 @@ ON_NODE_B = ("tiny-llama-a", "tiny-qwen-b", "tiny-aggregator")
 PINNED = ["serve.topology=per_expert",
           "serve.deployments.default.ray_actor_options={resources: {node_a: 0.01}}",
           *(f"+serve.deployments.{m}.ray_actor_options={{resources: {{node_b: 0.01}}}}" for m in ON_NODE_B)]
-# Seconds each engine call takes: requests are still running when a replica is killed
-SLOW = ["engine.options.delay_s=0.5"]
+# Seconds each engine call takes: the call is still running when its replica is killed
+SLOW = ["engine.options.delay_s=1.0"]
 READY_LINE = "skillmoe-ray is serving on"
 
 
@@ -124,7 +124,10 @@ def test_two_nodes_place_models_as_pinned_answer_as_single_and_survive_a_killed_
     cluster, worker = two_nodes
     head, node_b = cluster.head_node.node_id, worker.node_id
     questions = [f"{QUESTION} (variant {i})" for i in range(32)]
-    with serving(cluster, tmp_path / "per_expert", [*PINNED, *SLOW]) as url:
+    marker = tmp_path / "expert-called"
+    marker.write_text("")  # present: the fake engine signals nothing until the test removes it
+    slow = [*SLOW, f"+engine.options.signal_once=answer:{marker}"]
+    with serving(cluster, tmp_path / "per_expert", [*PINNED, *slow]) as url:
         shutil.copytree(tmp_path / "per_expert" / "cache", tmp_path / "single" / "cache")  # the preparation
         where = wait_for(lambda: (p := placements(url)) and all(p.values()) and p)
         assert {m: w["node"] for m, w in where.items()} == {
@@ -133,24 +136,24 @@ def test_two_nodes_place_models_as_pinned_answer_as_single_and_survive_a_killed_
         assert [status for status, _ in answered] == [200] * 32
 
         # a killed replica: only requests that needed it may fail (cleanly), Serve starts another in its place
-        killed = where["tiny-llama-a"]
+        marker.unlink()  # the next expert call of the answer stage names its model in the marker, then sleeps
         faulted = [f"{QUESTION} (under fault {i})" for i in range(32)]
         load = ThreadPoolExecutor(1).submit(ask_all, url, faulted)
-        time.sleep(1.0)
-        os.kill(killed["pid"], signal.SIGKILL)
+        model = wait_for(lambda: marker.exists() and marker.read_text(), every_s=0.02)
+        os.kill(where[model]["pid"], signal.SIGKILL)  # while the router's call waits on it
         during = load.result(timeout=300)
         assert {status for status, _ in during} <= {200, 502, 503}, during
         for status, body in during:
             if status != 200:
                 assert set(body) >= {"message", "type", "code"}, body  # OpenAI's error object
         stats = get(url, "/v1/stats")["deployments"]
-        assert all(d["failures"] == 0 for m, d in stats.items() if m != "tiny-llama-a"), stats
-        replaced = wait_for(lambda: (w := placements(url)["tiny-llama-a"]) and w["pid"] != killed["pid"]
-                            and w)
-        assert replaced["node"] == node_b
+        assert stats[model]["failures"] >= 1  # the call in flight failed with its replica
+        assert all(d["failures"] == 0 for m, d in stats.items() if m != model), stats
+        replaced = wait_for(lambda: (w := placements(url)[model]) and w["pid"] != where[model]["pid"] and w)
+        assert replaced["node"] == where[model]["node"]
         after = ask_all(url, [f"{QUESTION} (after the fault {i})" for i in range(8)])
         assert [status for status, _ in after] == [200] * 8
-        assert get(url, "/healthz")["deployments"]["tiny-llama-a"]["replicas"] == 1
+        assert get(url, "/healthz")["deployments"][model]["replicas"] == 1
 
-    with serving(cluster, tmp_path / "single", SLOW) as url:
+    with serving(cluster, tmp_path / "single", slow) as url:
         assert ask_all(url, questions) == answered
