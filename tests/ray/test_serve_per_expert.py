@@ -4,10 +4,16 @@ with the fake engine and with real tiny models (transformers)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +131,56 @@ def test_an_autoscaled_model_goes_to_two_replicas_under_load_and_back_to_one(ser
     assert wait_for_replicas(url, "tiny-keyword", 1) == 1
     deployments = get(url, "/v1/stats")["deployments"]
     assert {d["replicas"] for m, d in deployments.items() if m != "tiny-keyword"} == {1}
+
+
+@pytest.mark.slow  # `serve run` starts a Ray of its own and prepares the service in it
+def test_serve_run_of_the_per_expert_job_config_serves_each_model_as_a_deployment(tmp_path):
+    """``serve run jobs/serve_per_expert.yaml`` as the README documents it (``--address local``), its
+    overrides extended with the fake engine, a free port and a cache here."""
+    import yaml
+
+    from tests.conftest import REPO, TEST_CONF
+    from tests.ray.serve_client import free_port
+
+    config = yaml.safe_load((REPO / "jobs" / "serve_per_expert.yaml").read_text())
+    port = free_port()
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    assert "serve.topology=per_expert" in app["args"]["overrides"]
+    app["args"]["overrides"] += ["engine=fake", "pool=fake", "demo.build_models=false",
+                                 f"cache_dir={tmp_path / 'cache'}", f"hydra.searchpath=[file://{TEST_CONF}]"]
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    serve_cli = str(Path(sys.executable).parent / "serve")
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen([serve_cli, "run", "--address", "local", str(tmp_path / "serve.yaml")],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "RAY_ADDRESS": ""})
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_healthy(url, proc, tmp_path / "serve.log")
+            reply = client(url).chat.completions.create(
+                model="symbolic-moe", messages=[{"role": "user", "content": QUESTION}])
+            assert reply.choices[0].message.content and len(reply.skillmoe["experts"]) == 3
+            deployments = get(url, "/v1/stats")["deployments"]
+            assert set(deployments) <= FAKE_MODELS and all(d["replicas"] == 1 for d in deployments.values())
+        finally:
+            proc.send_signal(signal.SIGINT)  # as Ctrl-C: serve run shuts the application and its Ray down
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen, log, timeout_s: float = 400) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not healthy(url) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(2)
+    assert healthy(url), log.read_text()[-3000:]
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
