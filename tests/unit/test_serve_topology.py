@@ -101,3 +101,16 @@ def test_each_model_is_called_once_per_stage_and_a_failed_call_is_retried_once()
     assert {name: (s["calls"], s["failures"], s["in_flight"]) for name, s in stats.items()} == {
         "a": (1, 0, 0), "b": (2, 1, 0), "c": (2, 2, 0)}
     assert executor.generate_calls == 5 and sorted(executor.resident_experts()) == ["a", "b"]  # c left
+
+
+def test_serve_options_take_replicas_or_autoscaling_and_default_the_actor_options():
+    from skillmoe_ray.config.serving import DeploymentOptions
+    from skillmoe_ray_actors.serve_experts import serve_options
+
+    fixed = serve_options(DeploymentOptions(num_replicas=3), gpus=0.01, quiet_env={"X": "1"})
+    assert fixed == {"num_replicas": 3, "max_ongoing_requests": 4, "ray_actor_options": {
+        "num_cpus": 0, "num_gpus": 0.01, "runtime_env": {"env_vars": {"X": "1"}}}}
+    auto = serve_options(DeploymentOptions(autoscaling_config={"min_replicas": 1, "max_replicas": 2},
+                                           ray_actor_options={"num_gpus": 1, "resources": {"node_b": 0.01}}))
+    assert "num_replicas" not in auto and auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 2}
+    assert auto["ray_actor_options"] == {"num_cpus": 0, "num_gpus": 1, "resources": {"node_b": 0.01}}
