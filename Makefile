@@ -28,7 +28,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (prints figures; no pass/fail)"
 	@echo "make bench-activation - one expert's load (cold, page cache), sleep/wake and warm-up costs (tiny, CPU)"
-	@echo "make bench-serve - the served skill lab under 1 and 32 clients, 4 residency configs side by side (~8 min)"
+	@echo "make bench-serve - the served skill lab under 1 and 32 clients, 4 residency configs and per_expert (~10 min)"
 
 # One line before each step says what it installs and about how long it takes (first time, a fast
 # connection; later runs of a step that has nothing to do take seconds).

@@ -1,11 +1,14 @@
 """Ray Serve application: skill-routed answers over an OpenAI-compatible HTTP API.
 
-Two deployments, so that Serve's own back-pressure bounds the work:
+Two deployments (three kinds under ``serve.topology=per_expert``), so that Serve's own back-pressure bounds
+the work:
 
-- :class:`SkillMoEAnswerer` owns a PlacementScheduler (whose ExpertActors hold the engines), the
-  micro-batcher and the OnlineRouter. Serve sends it at most ``serve.max_ongoing_requests`` requests
-  at a time and queues at most ``serve.max_queued_requests`` more; beyond that Serve rejects a call
-  with ``BackPressureError``. Its queue and ongoing requests are what Serve's metrics and autoscaling see.
+- :class:`~skillmoe_ray_actors.serve_answerer.SkillMoEAnswerer` (:mod:`skillmoe_ray_actors.serve_answerer`)
+  owns the micro-batcher and the OnlineRouter over the pool: its own expert actors (``single``) or each
+  model's deployment (``per_expert``, :mod:`skillmoe_ray_actors.serve_experts`). Serve sends it at most
+  ``serve.max_ongoing_requests`` requests at a time and queues at most ``serve.max_queued_requests`` more;
+  beyond that Serve rejects a call with ``BackPressureError``. Its queue and ongoing requests are what
+  Serve's metrics and autoscaling see.
 - :class:`SkillMoEService` is the HTTP ingress: it checks the API key (401) and the body's type (415),
   validates requests (400), hands them to the answerer, and maps what comes back to HTTP: 503 with
   Retry-After when Serve rejected the call, 502 when experts failed, 504 past ``serve.request_timeout_s``
@@ -34,13 +37,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from skillmoe_ray.config import RunConfig
-from skillmoe_ray.errors import one_line
-from skillmoe_ray.generation import GenerationService
-from skillmoe_ray.method.results import ServingPreparation
-from skillmoe_ray.method.skills import load_embedder
 from skillmoe_ray.serving import streaming
-from skillmoe_ray.serving.batching import MicroBatcher
-from skillmoe_ray.serving.choices import choice_jobs, merge
 from skillmoe_ray.serving.completions import parse_completion, text_completion_response
 from skillmoe_ray.serving.errors import Refused, api_keys, check_json, check_key, public_message
 from skillmoe_ray.serving.openai_api import (
@@ -52,9 +49,8 @@ from skillmoe_ray.serving.openai_api import (
     models_response,
     parse_request,
 )
-from skillmoe_ray.serving.router import OnlineRouter, Outcome
+from skillmoe_ray.serving.router import Outcome
 from skillmoe_ray_actors import serve_http
-from skillmoe_ray_actors.placement import PlacementScheduler
 from skillmoe_ray_actors.serve_http import error_response, guarded, request_id
 
 log = logging.getLogger(__name__)
@@ -72,77 +68,6 @@ PROBE_S = 2.0
 INGRESS_HEADROOM = 64
 # store_failures: chunks generated and answered whose cache write failed (a full or unwritable cache_dir)
 ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch", "store_failures")
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0}, health_check_period_s=10)
-class SkillMoEAnswerer:
-    """One answering replica: a micro-batch queue and an OnlineRouter over Ray experts."""
-
-    def __init__(self, cfg: RunConfig, preparation: ServingPreparation):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.cfg = cfg
-        self.scheduler = PlacementScheduler(cfg)
-        # failures="report": a failed expert's requests are answered 502, the others still 200
-        self.generation = GenerationService(cfg, self.scheduler, failures="report")
-        self.router = OnlineRouter(cfg, self.generation, preparation,
-                                   load_embedder(cfg.skills.embedding_model))
-        # swap-aware: requests whose models are resident are answered before a cold load for the others
-        self.batcher = MicroBatcher(self.router.answer, cfg.serve.window_ms / 1000, cfg.serve.max_batch,
-                                    cfg.serve.max_cold_wait_ms / 1000)
-        self.used = self.router.warm_order()  # every model a request may need
-        resident = self.generation.warm_up(self.used)  # before Serve counts this replica ready
-        log.info("warm-up: resident %s; on first use: %s", resident, self.cold() or "none")
-        self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
-
-    async def answer(self, job: Job):
-        """Streamed to the ingress: None once the request is here (Serve admitted it), then
-        (outcome, stats)."""
-        yield None
-        try:  # the n replies are submitted together, so they share one micro-batch (and its experts' answers)
-            outcome = merge(list(await asyncio.gather(*(self.batcher.submit(j) for j in choice_jobs(job)))))
-        except Exception as exc:  # the whole batch failed; this request's answer is lost, the service is not
-            log.error("request %s: answering failed", job.request_id, exc_info=exc)
-            outcome = Outcome(502, error=f"answering failed: {one_line(exc)}")
-        self.failure_streak = 0 if outcome.status == 200 else self.failure_streak + 1
-        yield outcome, await self.stats()
-
-    async def stats(self) -> dict:
-        b = self.batcher.stats
-        return {
-            "engine_generate_calls": self.scheduler.generate_calls,
-            "activations": sum(self.scheduler.activations.values()),
-            "batches": b.batches,
-            "largest_batch": b.largest_batch,
-            "store_failures": self.generation.store_failures,
-            "retry_after_s": self.batcher.retry_after(),
-            "resident_experts": self.scheduler.resident_experts(),
-            "resident": self.scheduler.resident_experts(),
-            "cold": self.cold(),
-        }
-
-    def cold(self) -> list[str]:
-        """The models a request may need that are not resident now: they load on first use."""
-        resident = set(self.scheduler.resident_experts())
-        return [m for m in self.used if m not in resident]
-
-    async def health(self) -> dict:
-        return {"unhealthy": self._unhealthy()}
-
-    def _unhealthy(self) -> str | None:
-        """Why this replica cannot serve, or None."""
-        if not self.batcher.alive():
-            return "the batching loop stopped"
-        limit = self.cfg.serve.unhealthy_after
-        if limit and self.failure_streak >= limit:
-            return f"the last {self.failure_streak} requests all failed upstream"
-        return None
-
-    def check_health(self) -> None:
-        """Serve's health check: a dead batching loop, or requests that all fail, make the replica unhealthy
-        (and restarted)."""
-        why = self._unhealthy()
-        if why:
-            raise RuntimeError(why)
 
 
 class PendingAnswer:
@@ -372,7 +297,10 @@ class SkillMoEService:
             why = "the answerer does not answer"
         elif answered:
             why = reply["unhealthy"]
-        return error_response(503, why, request_id(request)) if why else JSONResponse({"status": "ok"})
+        if why:
+            return error_response(503, why, request_id(request))
+        deployments = reply.get("deployments") if answered and isinstance(reply, dict) else None
+        return JSONResponse({"status": "ok", **({"deployments": deployments} if deployments else {})})
 
     @app.get("/v1/stats")
     @guarded
@@ -392,5 +320,7 @@ class SkillMoEService:
                 "queue_depth": self.in_flight,
                 "resident_experts": b.get("resident_experts", []),
                 "resident": b.get("resident", []),
+                # per_expert: each model's deployment (replicas, the router's calls in flight, failures)
+                **({"deployments": b["deployments"]} if "deployments" in b else {}),
             }
         )

@@ -1,6 +1,7 @@
 """The Serve application built from a config: the deployments bound with their options, and its start.
 
-Apart from the deployment classes (:mod:`skillmoe_ray_actors.serve`), as Ray Serve LLM's builders are:
+Apart from the deployment classes (:mod:`skillmoe_ray_actors.serve`, ``serve_answerer``, ``serve_experts``),
+as Ray Serve LLM's builders are:
 :func:`application` applies ``cfg.serve``'s deployment options (Serve's back-pressure bounds),
 :func:`build_app` is ``serve run jobs/serve_config.yaml``'s entry (it composes the config from Hydra
 overrides and prepares the profiles on the cluster first), and :func:`deploy` starts the HTTP proxy
@@ -19,14 +20,25 @@ from skillmoe_ray.config.compose import compose_tree
 from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.preflight import load_checked
 from skillmoe_ray_actors.cluster import on_driver
-from skillmoe_ray_actors.serve import INGRESS_HEADROOM, SkillMoEAnswerer, SkillMoEService
+from skillmoe_ray_actors.serve import INGRESS_HEADROOM, SkillMoEService
+from skillmoe_ray_actors.serve_answerer import SkillMoEAnswerer
+from skillmoe_ray_actors.serve_experts import model_deployments, serve_options
 
 
 def application(cfg: RunConfig, preparation: ServingPreparation) -> serve.Application:
-    """The ingress over the answerer, with Serve's back-pressure bounds from cfg.serve."""
+    """The ingress over the answerer, with Serve's back-pressure bounds from cfg.serve; under
+    ``serve.topology=per_expert`` the answerer calls each model's own deployment (``serve.deployments``)."""
     s = cfg.serve
+    models = None
+    if s.topology == "per_expert":
+        import ray
+
+        models = model_deployments(cfg, preparation, ray.cluster_resources().get("GPU", 0) > 0)
+    router = serve_options(s.router)
+    router.pop("max_ongoing_requests")  # the answerer's bounds are serve.max_ongoing/queued_requests
     answerer = SkillMoEAnswerer.options(max_ongoing_requests=s.max_ongoing_requests,
-                                        max_queued_requests=s.max_queued_requests).bind(cfg, preparation)
+                                        max_queued_requests=s.max_queued_requests,
+                                        **router).bind(cfg, preparation, models)
     ingress_limit = s.max_ongoing_requests + s.max_queued_requests + INGRESS_HEADROOM
     return SkillMoEService.options(max_ongoing_requests=ingress_limit).bind(cfg, answerer)
 

@@ -1,16 +1,19 @@
-"""``make bench-serve``: the skill lab's service under load, its residency configurations side by side.
+"""``make bench-serve``: the skill lab's service under load, its residency configurations and its two
+topologies side by side.
 
-    python -m skillmoe_ray.bench.serve [--window-s 20] [--configs a,b,c,d] [--concurrency 1,32] [--json PATH]
+    python -m skillmoe_ray.bench.serve [--window-s 20] [--configs a,b,c,d,e] [--concurrency 1,32] [--json P]
 
 Each configuration is served in turn by the README's serve command (``python -m skillmoe_ray.run
 +experiment=skill_lab engine=hf mode=serve``: a process of its own, on a free loopback port, with its own
-local Ray), with one residency setting:
+local Ray), with one residency setting or topology:
 
 - a: the default (no residency setting: the machine's memory budget);
 - b: ``scheduler.residency=single``: one resident model per slot (the behaviour before the budget);
 - c: every model resident: ``resources.gpu_memory_gb`` twice the whole pool's footprint;
 - d: a budget that holds half of the pool: half the pool's footprints per slot, as the scheduler counts
-  them (:func:`~skillmoe_ray.scheduling.residency.footprints_from_config`).
+  them (:func:`~skillmoe_ray.scheduling.residency.footprints_from_config`);
+- e: ``serve.topology=per_expert``: each model a Serve deployment of its own, all resident, called side by
+  side (a..d are the ``single`` topology: one answering replica holding the pool).
 
 Once a configuration's ready line is printed (after its warm-up), its first request is timed alone, then at
 each concurrency a closed-loop window (:func:`~skillmoe_ray.bench.load.closed_loop`: the official
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from skillmoe_ray.config import RunConfig
     from skillmoe_ray.data.instances import Instance
 
-CONFIGS = {"a": "default", "b": "single", "c": "all resident", "d": "half the pool"}
+CONFIGS = {"a": "default", "b": "single", "c": "all resident", "d": "half the pool", "e": "per_expert"}
 # The README's serve command of the skill lab; each configuration adds its port and its residency setting.
 BASE = ("+experiment=skill_lab", "engine=hf", "mode=serve")
 SERVING_LINE = "skillmoe-ray is serving on"
@@ -105,8 +108,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "make bench-serve: the served skill lab under load, its residency configurations side by side"))
     parser.add_argument("--window-s", type=positive_seconds, default=20.0,
                         help="seconds each concurrency level is measured (default 20)")
-    parser.add_argument("--configs", type=config_list, default="a,b,c,d",
-                        help="configurations to run, in order: a default, b single, c all resident, d half")
+    parser.add_argument("--configs", type=config_list, default="a,b,c,d,e",
+                        help="configurations to run, in order: a default, b single, c all resident, d half, "
+                             "e per_expert topology")
     parser.add_argument("--concurrency", type=level_list, default="1,32",
                         help="concurrent clients per window, comma-separated (default 1,32)")
     parser.add_argument("--json", metavar="PATH", help="also write the table's rows to this JSON file")
@@ -150,6 +154,7 @@ def config_overrides(letter: str, footprints: Mapping[str, float], slots: int) -
         "b": ["scheduler.residency=single"],
         "c": [f"resources.gpu_memory_gb={whole_pool_gb(footprints):.9g}"],
         "d": [f"resources.gpu_memory_gb={half_pool_gb(footprints, slots):.9g}"],
+        "e": ["serve.topology=per_expert"],
     }[letter]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from skillmoe_ray.config.recruit import AvengersConfig, BudgetConfig, KnnConfig
+from skillmoe_ray.config.serving import ServeConfig
 from skillmoe_ray.config.structured import build
 from skillmoe_ray.errors import ConfigError
 
@@ -230,27 +231,6 @@ class ResourcesConfig:
         """One GPU's memory in bytes as given; None: the machine's
         (:func:`~skillmoe_ray.scheduling.residency.slot_memory_bytes`)."""
         return None if self.gpu_memory_gb is None else self.gpu_memory_gb * 1e9
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """The HTTP service: address, micro-batching window, Serve's back-pressure bounds and timeouts, the
-    replies a request may ask for, and what an exposed service needs (API keys, CORS origins)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    window_ms: float = 50.0
-    max_batch: int = 64
-    max_cold_wait_ms: float = 200.0
-    max_ongoing_requests: int = 128
-    max_queued_requests: int = 256
-    request_timeout_s: float = 600.0
-    max_body_bytes: int = 1_000_000
-    unhealthy_after: int = 20
-    max_n: int = 4
-    # repr=False: a printed config does not show the keys ($SKILLMOE_API_KEYS keeps them out of config files)
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

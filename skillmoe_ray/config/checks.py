@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
+from skillmoe_ray.config.serving import check_topology
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.registry import DATA_SOURCES, ENGINES, METHODS, RECRUIT_POLICIES
 
@@ -63,6 +64,7 @@ def validate(cfg: RunConfig) -> None:
     validate_recruit_and_skills(cfg)
     validate_routers(cfg)
     _check_serve(cfg.serve)
+    check_topology(cfg.serve, cfg.pool)
     validate_resources(cfg)
     if not cfg.experts:
         raise ConfigError("the pool has no experts: set expert: true on at least one of pool.models")

@@ -83,6 +83,7 @@ def test_the_configurations_settings_on_the_lab_pool(tmp_path):
     assert set(footprints) == set(cfg.pool) and min(footprints.values()) > 0
     assert config_overrides("a", footprints, 1) == []
     assert config_overrides("b", footprints, 1) == ["scheduler.residency=single"]
+    assert config_overrides("e", footprints, 1) == ["serve.topology=per_expert"]
     budgets = {c: float(config_overrides(c, footprints, 1)[0].split("=")[1]) for c in "cd"}
     assert models_held(footprints, budgets["c"]) == len(footprints)  # the lab's 8 models are alike in size
     assert models_held(footprints, budgets["d"]) == len(footprints) // 2
@@ -90,10 +91,10 @@ def test_the_configurations_settings_on_the_lab_pool(tmp_path):
 
 def test_the_command_line_defaults_and_refusals(capsys):
     args = parse_args([])
-    assert (args.configs, args.concurrency, args.window_s, args.json) == (list("abcd"), [1, 32], 20.0, None)
+    assert (args.configs, args.concurrency, args.window_s, args.json) == (list("abcde"), [1, 32], 20.0, None)
     args = parse_args(["--configs", "c,a,c", "--concurrency", "4", "--window-s", "3", "--json", "out.json"])
     assert (args.configs, args.concurrency, args.window_s, args.json) == (["c", "a"], [4], 3.0, "out.json")
-    for bad, named in ((["--configs", "a,e"], "unknown configuration 'e'; valid: a, b, c, d"),
+    for bad, named in ((["--configs", "a,f"], "unknown configuration 'f'; valid: a, b, c, d, e"),
                        (["--concurrency", "0,32"], "positive integers"), (["--window-s", "-1"], "positive")):
         with pytest.raises(SystemExit) as exit_:
             parse_args(bad)
