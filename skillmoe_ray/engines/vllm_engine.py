@@ -284,8 +284,29 @@ class VLLMEngine(Engine):
 
 
 def parameter_bytes(model) -> int:
-    """Bytes of a model's parameters (run inside vLLM's worker by ``LLM.apply_model``)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """Bytes of a model's weights (run inside vLLM's worker by ``LLM.apply_model``).
+
+    On CPUs with oneDNN (AVX-512, AMX) vLLM repacks each linear layer's weight into a kernel handle and
+    leaves an empty parameter in its place, so the parameters alone would miss most of a model; such a
+    layer is counted by its shape (the packed copy is the same size, give or take its padding)."""
+    total, seen = 0, set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen:  # tied weights count once
+                continue
+            seen.add(id(param))
+            if name == "weight" and param.numel() == 0 and hasattr(module, "cpu_linear"):
+                total += repacked_linear_elements(module) * param.element_size()
+            else:
+                total += param.numel() * param.element_size()
+    return total
+
+
+def repacked_linear_elements(layer) -> int:
+    """Elements of a vLLM linear layer's weight from its partition's input and output sizes."""
+    rows = getattr(layer, "output_size_per_partition", getattr(layer, "output_size", 0))
+    columns = getattr(layer, "input_size_per_partition", getattr(layer, "input_size", 0))
+    return int(rows) * int(columns)
 
 
 def release_host_cache() -> None:
