@@ -12,15 +12,18 @@ TORCH ?= torch==2.13.0
 comma := ,
 # Options of `make bench-serve`, e.g. BENCH_SERVE_ARGS="--configs a,c --window-s 5" (--help lists them)
 BENCH_SERVE_ARGS ?=
+# Options of `make lab-table`, e.g. LAB_TABLE_ARGS="--seeds 0 1 2 3" (--help lists them)
+LAB_TABLE_ARGS ?=
 # What `make demo` runs (the set-up's last line names it)
 DEMO_COMMAND := $(PY) -m skillmoe_ray.run +experiment=skill_lab
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup demo demo-mechanics lab-models test test-all test-fast lint bench bench-assign bench-schedule bench-activation bench-serve clean-cache help
+.PHONY: setup demo demo-mechanics lab-models test test-all test-fast lint bench bench-assign bench-schedule bench-activation bench-serve lab-table clean-cache help
 
 help:
 	@echo "make demo   - set up .venv if needed, then run the skill lab (trained tiny experts, offline)"
 	@echo "make demo-mechanics - the random-weight demo: every stage's mechanics, accuracy meaningless"
+	@echo "make lab-table - the hard lab's Table 1: every compare method x 4 tasks x seeds 0-2, mean +/- std (~15 min; cached: s)"
 	@echo "make lab-models - retrain the skill labs' shipped models (skillmoe_ray/lab/models; skill_lab, lab_hard)"
 	@echo "make test   - set up .venv if needed, then the test suite less the slow tier (2 workers)"
 	@echo "make test-all - the whole suite, slow tier included (about twice as long)"
@@ -59,6 +62,9 @@ demo-mechanics: setup
 lab-models: setup
 	$(PY) -m skillmoe_ray.lab --out skillmoe_ray/lab/models --retrain
 	$(PY) -m skillmoe_ray.lab --out skillmoe_ray/lab/models --retrain --samples 5 +experiment=lab_hard
+
+lab-table: setup
+	$(PY) -m skillmoe_ray.reporting.lab_table $(LAB_TABLE_ARGS)
 
 # Tests run in 2 worker processes (pytest-xdist), each test file on one worker: most tests wait on Ray
 # starts, engine loads and subprocesses rather than compute, so two overlap well on 2 cores
