@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 help:
 	@echo "make demo   - set up .venv if needed, then run the skill lab (trained tiny experts, offline)"
 	@echo "make demo-mechanics - the random-weight demo: every stage's mechanics, accuracy meaningless"
-	@echo "make lab-table - the hard lab's Table 1: every compare method x 4 tasks x seeds 0-2, mean +/- std (~15 min; cached: s)"
+	@echo "make lab-table - the hard lab's Table 1: every compare method x 4 tasks x seeds 0-2, mean +/- std (~9 min on 2 cores; cached: seconds)"
 	@echo "make lab-models - retrain the skill labs' shipped models (skillmoe_ray/lab/models; skill_lab, lab_hard)"
 	@echo "make test   - set up .venv if needed, then the test suite less the slow tier (2 workers)"
 	@echo "make test-all - the whole suite, slow tier included (about twice as long)"
