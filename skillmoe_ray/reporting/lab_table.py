@@ -107,7 +107,7 @@ def ensure_runs(experiment: str, seeds: Sequence[int], out: Path, extra: Sequenc
         if finished(run_dir):
             print(f"{head}: cached, results in {run_dir}", flush=True)
             continue
-        print(f"{head}: running mode=compare of {experiment} (lab_hard: about 4-5 min on 2 cores), "
+        print(f"{head}: running mode=compare of {experiment} (lab_hard: 2-4 min on 2 cores), "
               f"log in {run_dir / 'compare.log'}", flush=True)
         start = time.monotonic()
         run_seed(overrides, run_dir)
@@ -128,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from skillmoe_ray.errors import SkillMoEError
 
     args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    if len(set(args.seeds)) < len(args.seeds):
+        parser().error(f"--seeds repeats a seed ({' '.join(map(str, args.seeds))}): the std is over seeds")
     out = Path(args.out)
     try:
         dirs = ensure_runs(args.experiment, args.seeds, out, args.overrides)
@@ -135,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SkillMoEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): finished seeds and stages are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     markdown = seed_table.to_markdown(table)
     print("\n" + markdown, flush=True)
     md = write_atomic(out / args.experiment / "table.md", markdown)

@@ -116,3 +116,11 @@ def test_a_bad_override_is_one_line_before_any_run(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown config key 'recruit.kk'") and err.count("\n") == 1
     assert not (tmp_path / "lab_hard").exists()  # nothing was run
+
+
+def test_a_repeated_seed_is_refused(capsys):
+    from skillmoe_ray.reporting.lab_table import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--seeds", "0", "0"])
+    assert exit_info.value.code == 2 and "--seeds repeats a seed (0 0)" in capsys.readouterr().err
