@@ -41,6 +41,7 @@ from skillmoe_ray.method.runner import PlanRun, PlanRunner, ReplySampling
 from skillmoe_ray.method.skills import Embedder, annotate, map_instance_skills, map_keywords, question_text
 from skillmoe_ray.method.steering import query_domains, steerer
 from skillmoe_ray.registry import METHODS, RECRUIT_POLICIES
+from skillmoe_ray.scheduling.residency import ALWAYS_NEEDED
 from skillmoe_ray.seeding import stable_hash
 from skillmoe_ray.serving.batching import DEFER
 from skillmoe_ray.serving.openai_api import Job, apply_stop
@@ -48,8 +49,6 @@ from skillmoe_ray.serving.openai_api import Job, apply_stop
 log = logging.getLogger(__name__)
 # Share of an expert's recent recruitment count carried into the next micro-batch: its eviction rank online
 RECENT_DECAY = 0.9
-# Rank of the keyword model and the aggregator, which every request needs: evicted last
-ALWAYS_NEEDED = float("inf")
 
 
 @dataclass
