@@ -174,6 +174,7 @@ class Row:
     resident: int  # models resident at the window's end
     first_request_s: float | None  # the configuration's first request after its ready line
     window_s: float
+    loads_ahead: int = 0  # of those activations, loads started while another model generated (load-ahead)
 
 
 def row_of(config: str, clients: int, window: Window, stats: tuple[dict, dict], first_s: float | None) -> Row:
@@ -184,7 +185,8 @@ def row_of(config: str, clients: int, window: Window, stats: tuple[dict, dict], 
     rate = round(len(lat) / window.wall_s, 3) if window.wall_s else 0.0
     return Row(config, clients, rate, pct[50], pct[95], pct[99], len(lat), dict(window.errors),
                after["activations"] - before["activations"], len(after["resident"]),
-               None if first_s is None else round(first_s, 3), round(window.wall_s, 2))
+               None if first_s is None else round(first_s, 3), round(window.wall_s, 2),
+               after.get("loads_ahead", 0) - before.get("loads_ahead", 0))
 
 
 def ratios_to_c(rows: Sequence[Row]) -> list[float | None]:
@@ -199,7 +201,7 @@ def spread(row: Row) -> float | None:
 
 
 COLUMNS = ("config", "clients", "req/s", "vs (c)", "p50 s", "p95 s", "p99 s", "p95/p50", "errors",
-           "activations", "resident", "first s")
+           "activations", "ahead", "resident", "first s")
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -208,7 +210,8 @@ def format_table(rows: Sequence[Row]) -> str:
         return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
     lines = [[f"({r.config}) {CONFIGS[r.config]}", r.clients, r.requests_per_s, ratio, r.p50_s, r.p95_s,
-              r.p99_s, spread(r), sum(r.errors.values()), r.activations, r.resident, r.first_request_s]
+              r.p99_s, spread(r), sum(r.errors.values()), r.activations, r.loads_ahead, r.resident,
+              r.first_request_s]
              for r, ratio in zip(rows, ratios_to_c(rows))]
     table = [list(COLUMNS)] + [[cell(v) for v in line] for line in lines]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
