@@ -8,10 +8,11 @@ every request needs, its load starts in a thread of its own as the current group
 load runs in the expert's own process (a Ray actor; on a GPU, a wake's host-to-device copy), so it overlaps
 the generation; the next group then finds its expert resident.
 
-The slot's records change only on the slot's own thread: room is made before the load's thread starts,
-and the copy becomes resident when the slot's thread settles the load (before it activates anything else
-on that slot). ``scheduler.load_ahead`` turns it off; without a memory budget (one model per slot,
-``scheduler.residency=single``) there is never room, so nothing loads ahead.
+The load's thread evicts what makes room (decided on the slot's thread, among copies no one on the slot
+touches meanwhile), then wakes or loads the copy; the copy becomes resident when the slot's thread settles
+the load, which it does before it activates anything else on that slot. ``scheduler.load_ahead`` turns it
+off; without a memory budget (one model per slot, ``scheduler.residency=single``) there is never room, so
+nothing loads ahead.
 """
 
 from __future__ import annotations
@@ -58,15 +59,15 @@ class LoadAhead:
         if target is None:
             return None
         try:
-            prepared = self.slots.prepare_ahead(slot, target.key, target.expert, keep | {current}, later)
+            bring = self.slots.plan_ahead(slot, target.key, target.expert, keep | {current}, later)
         except Exception as exc:  # an optimization: the group loads its expert as usual when its turn comes
             log.warning("load-ahead of %s on slot %d not started: %s", target.key, slot, one_line(exc))
             return None
-        if prepared is None:
+        if bring is None:
             return None
-        handle, phases = prepared
         log.info("expert %s: loading ahead on slot %d while %s generates", target.key, slot, current)
-        future = self._threads().submit(self.slots.bring_in, target.key, handle, phases)
+        phases: dict[str, float] = {}
+        future = self._threads().submit(bring, phases)
         self.pending[slot] = PendingLoad(target.key, future, phases)
         self.started += 1
         return target.key
