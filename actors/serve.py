@@ -67,7 +67,9 @@ PROBE_S = 2.0
 # Requests the ingress takes beyond what the answerer can hold: /healthz, /v1/stats, 400s, rejections.
 INGRESS_HEADROOM = 64
 # store_failures: chunks generated and answered whose cache write failed (a full or unwritable cache_dir)
-ANSWERER_STATS = ("engine_generate_calls", "activations", "batches", "largest_batch", "store_failures")
+# loads_ahead: of the activations, loads started while another model generated (scheduler.load_ahead)
+ANSWERER_STATS = ("engine_generate_calls", "activations", "loads_ahead", "batches", "largest_batch",
+                  "store_failures")
 
 
 class PendingAnswer:

@@ -88,6 +88,7 @@ class SkillMoEAnswerer:
         stats = {
             "engine_generate_calls": self.scheduler.generate_calls,
             "activations": sum(self.scheduler.activations.values()),
+            "loads_ahead": self.scheduler.ahead.started,
             "batches": b.batches,
             "largest_batch": b.largest_batch,
             "store_failures": self.generation.store_failures,

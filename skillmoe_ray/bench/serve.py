@@ -46,14 +46,14 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skillmoe_ray.bench.load import Window, closed_loop, openai_client, percentile, timed_request
+from skillmoe_ray.bench.load import Window, closed_loop, openai_client, timed_request
+from skillmoe_ray.bench.serve_table import CONFIGS, Row, format_table, ratios_to_c, row_of, spread
 from skillmoe_ray.scheduling.residency import GB, footprints_from_config, slot_memory_bytes
 
 if TYPE_CHECKING:
     from skillmoe_ray.config import RunConfig
     from skillmoe_ray.data.instances import Instance
 
-CONFIGS = {"a": "default", "b": "single", "c": "all resident", "d": "half the pool", "e": "per_expert"}
 # The README's serve command of the skill lab; each configuration adds its port and its residency setting.
 BASE = ("+experiment=skill_lab", "engine=hf", "mode=serve")
 SERVING_LINE = "skillmoe-ray is serving on"
@@ -114,7 +114,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=level_list, default="1,32",
                         help="concurrent clients per window, comma-separated (default 1,32)")
     parser.add_argument("--json", metavar="PATH", help="also write the table's rows to this JSON file")
+    parser.add_argument("--set", dest="extra", metavar="KEY=VALUE", action="append", type=override,
+                        default=[],
+                        help="a config override added to every configuration's serve command, after its own "
+                             "(repeatable; e.g. --set serve.max_cold_wait_ms=1000)")
     return parser.parse_args(argv)
+
+
+def override(text: str) -> str:
+    """A Hydra override as the serve command takes it: key=value, +key=value or ~key."""
+    key = text.split("=", 1)[0].lstrip("+~")
+    if not key or ("=" not in text and not text.startswith("~")) or " " in key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (a config override), got {text!r}")
+    return text
 
 
 def pool_footprints(cfg: RunConfig) -> dict[str, float]:
@@ -156,65 +168,6 @@ def config_overrides(letter: str, footprints: Mapping[str, float], slots: int) -
         "d": [f"resources.gpu_memory_gb={half_pool_gb(footprints, slots):.9g}"],
         "e": ["serve.topology=per_expert"],
     }[letter]
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One configuration at one concurrency: what its window measured."""
-
-    config: str
-    clients: int
-    requests_per_s: float
-    p50_s: float | None
-    p95_s: float | None
-    p99_s: float | None
-    ok: int
-    errors: dict[str, int]
-    activations: int  # loads and wakes during the window (``/v1/stats`` after minus before)
-    resident: int  # models resident at the window's end
-    first_request_s: float | None  # the configuration's first request after its ready line
-    window_s: float
-
-
-def row_of(config: str, clients: int, window: Window, stats: tuple[dict, dict], first_s: float | None) -> Row:
-    """The row of one window, ``stats`` the service's ``/v1/stats`` before and after it."""
-    before, after = stats
-    lat = window.latencies
-    pct = {q: round(percentile(lat, q), 3) if lat else None for q in (50, 95, 99)}
-    rate = round(len(lat) / window.wall_s, 3) if window.wall_s else 0.0
-    return Row(config, clients, rate, pct[50], pct[95], pct[99], len(lat), dict(window.errors),
-               after["activations"] - before["activations"], len(after["resident"]),
-               None if first_s is None else round(first_s, 3), round(window.wall_s, 2))
-
-
-def ratios_to_c(rows: Sequence[Row]) -> list[float | None]:
-    """Each row's requests/s over that of configuration (c) at the same concurrency (None without one)."""
-    c = {r.clients: r.requests_per_s for r in rows if r.config == "c"}
-    return [round(r.requests_per_s / c[r.clients], 2) if c.get(r.clients) else None for r in rows]
-
-
-def spread(row: Row) -> float | None:
-    """p95 / p50 of a row (None without latencies)."""
-    return round(row.p95_s / row.p50_s, 2) if row.p50_s and row.p95_s is not None else None
-
-
-COLUMNS = ("config", "clients", "req/s", "vs (c)", "p50 s", "p95 s", "p99 s", "p95/p50", "errors",
-           "activations", "resident", "first s")
-
-
-def format_table(rows: Sequence[Row]) -> str:
-    """The rows side by side, with each one's requests/s relative to (c) at the same concurrency."""
-    def cell(value) -> str:
-        return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-    lines = [[f"({r.config}) {CONFIGS[r.config]}", r.clients, r.requests_per_s, ratio, r.p50_s, r.p95_s,
-              r.p99_s, spread(r), sum(r.errors.values()), r.activations, r.resident, r.first_request_s]
-             for r, ratio in zip(rows, ratios_to_c(rows))]
-    table = [list(COLUMNS)] + [[cell(v) for v in line] for line in lines]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    aligned = [[v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))]
-               for row in table]
-    return "\n".join("  ".join(row) for row in aligned)
 
 
 def question_source(instances: Sequence[Instance], tag: str) -> Callable[[], str]:
@@ -376,8 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, code = [], 0
     try:
         for letter in args.configs:
-            rows += run_config(letter, config_overrides(letter, footprints, cfg.resources.gpus), args, work,
-                               next_question)
+            overrides = config_overrides(letter, footprints, cfg.resources.gpus) + args.extra
+            rows += run_config(letter, overrides, args, work, next_question)
     except KeyboardInterrupt:
         progress("interrupted (Ctrl-C): the service is stopped; the table holds what was measured")
         code = 130

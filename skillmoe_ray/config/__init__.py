@@ -199,6 +199,7 @@ class SchedulerConfig:
     replica_min_requests: int = 8
     max_retries: int = 2
     chunk_requests: int = 64
+    load_ahead: bool = True
     progress_every_s: float = 15.0
     cost: CostConfig = field(default_factory=CostConfig)
 

@@ -21,7 +21,9 @@ probes) is :class:`~skillmoe_ray.scheduling.slots.SlotState`'s, and every settin
   (``later``: a sleep would only cost a device-to-host copy and host RAM).
 - After a wake, a warm-up and a greedy probe compared with the one recorded at first load catch a
   wake that corrupted weights; a failed probe reloads the expert from disk.
-- While a group generates, the next expert of that slot reads its weight files ahead (page cache).
+- While a group generates, the next cold expert of that slot loads ahead where the slot's memory budget has
+  room for it beside the one generating (:mod:`skillmoe_ray.scheduling.load_ahead`); otherwise the next
+  expert reads its weight files ahead (page cache).
 - With ``max_replicas`` > 1 and several slots, a group much larger than its fair share is split
   over replicas of its expert on other slots (:func:`skillmoe_ray.scheduling.grouping.spread`). A replica is a
   copy named ``expert#i``; it is unloaded, never put to sleep, when its slot needs the room.
@@ -53,6 +55,7 @@ from skillmoe_ray.scheduling.grouping import (
 )
 from skillmoe_ray.scheduling.handles import ExpertHandle
 from skillmoe_ray.scheduling.isolation import generate_isolating
+from skillmoe_ray.scheduling.load_ahead import LoadAhead
 from skillmoe_ray.scheduling.policy import ExecutionPolicy
 from skillmoe_ray.scheduling.slots import Activation, SlotState
 from skillmoe_ray.scheduling.timeline import ExecutorSummary, FailedAttempt, TimelineEntry
@@ -86,6 +89,7 @@ class SlotExecutor:
                  progress: ProgressFactory = no_progress, t0: float | None = None):
         self.policy = policy or ExecutionPolicy()  # the defaults: one slot, one resident expert, no retries
         self.slots = SlotState(open_expert, self.policy)
+        self.ahead = LoadAhead(self.slots, self.policy.load_ahead)
         self.progress = progress
         self.next_experts: set[str] = set()
         self.later: set[str] | None = None
@@ -179,6 +183,9 @@ class SlotExecutor:
                 homes = self.slots.homes()
                 FanOut(queues, partial(self.run_group, run), self.condition, homes, followup).run()
         finally:
+            # a copy loaded ahead for a group that never ran (the stage failed first) still counts
+            for copy, activation in self.ahead.settle_all().items():
+                self._count(stage, self.slots.expert_of(copy), activation)
             run.bar.close()
 
     def run_queue(self, run: StageRun, slot: int, queue: Sequence[ExpertGroup]) -> None:
@@ -227,14 +234,18 @@ class SlotExecutor:
         chunks not done. Returns the activation and when it was done."""
         group = work.group
         keep = {g.key for g in rest} | self.next_experts
+        if group.key not in self.slots.resident[slot]:
+            self.ahead.settle(slot)  # the slot's records change only once its load-ahead (this one?) is in
         if group.key not in self.slots.resident[slot]:  # loading can take a minute: say so before it starts
             verb = "waking" if self.slots.state(group.key) == SLEEPING else "loading"
             log.info("[%s] expert %s: %s on slot %d", label, group.key, verb, slot)
         activation = self.slots.activate(slot, group.key, keep, self.later)
+        if activation.kind == "resident":
+            activation = self.ahead.taken(group.key) or activation
         ready = self.now()
         log.info("[%s] expert %s active on slot %d (%s, %.1f s): %d requests%s", label, group.key, slot,
                  activation.kind, ready - start, len(group.requests), work.chunk_note())
-        if rest:
+        if rest and self.ahead.start(slot, group.key, rest, keep, self.later) is None:
             self.slots.read_ahead(rest[0].key, slot, rest[0].expert)
         self._generate_chunks(label, slot, work, run)
         return activation, ready
@@ -252,9 +263,14 @@ class SlotExecutor:
                 prompt_tokens=work.prompt_tokens, output_tokens=work.output_tokens,
                 replica=group.replica, retries=failures,
             ))
+        self._count(label, group.expert, activation)
+
+    def _count(self, label: str, expert: str, activation: Activation) -> None:
+        """Count an activation that loaded or woke ``expert`` (a resident one costs nothing)."""
+        with self.slots.lock:
             if activation.kind != "resident":
-                self.activations[group.expert] += 1
-                self.stage_activations[label][group.expert] += 1
+                self.activations[expert] += 1
+                self.stage_activations[label][expert] += 1
 
     def _generate_chunks(self, label: str, slot: int, work: GroupChunks, run: StageRun) -> None:
         """Generate the chunks not done yet on the active expert; each is stored before the next starts."""
@@ -310,8 +326,10 @@ class SlotExecutor:
                 deactivations=dict(self.slots.deactivations),
                 generate_calls=self.generate_calls,
                 timeline=tuple(self.timeline),
+                loads_ahead=self.ahead.started,
             )
 
     def close(self) -> None:
         """Unload every expert and release its handle."""
+        self.ahead.close()
         self.slots.close()

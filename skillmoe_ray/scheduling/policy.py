@@ -31,7 +31,9 @@ class ExecutionPolicy:
     model per slot; ``footprint``: (expert, measured weight bytes or 0) -> device
     bytes it holds while resident; ``max_replicas`` and ``replica_min_requests``: when a large group is
     split over copies of its expert; ``max_retries``: a failed group runs again on a fresh expert this many
-    times; ``chunk_requests``: a group generates (and is stored) this many requests at a time, 0 for all.
+    times; ``chunk_requests``: a group generates (and is stored) this many requests at a time, 0 for all;
+    ``load_ahead``: a slot's next cold expert loads while the current one generates, where the budget has room
+    (:mod:`~skillmoe_ray.scheduling.load_ahead`).
     """
 
     n_slots: int = 1
@@ -44,6 +46,7 @@ class ExecutionPolicy:
     replica_min_requests: int = 8
     max_retries: int = 0
     chunk_requests: int = 0
+    load_ahead: bool = False
 
 
 def execution_policy(cfg: RunConfig) -> ExecutionPolicy:
@@ -60,4 +63,5 @@ def execution_policy(cfg: RunConfig) -> ExecutionPolicy:
         replica_min_requests=scheduler.replica_min_requests,
         max_retries=scheduler.max_retries,
         chunk_requests=scheduler.chunk_requests,
+        load_ahead=scheduler.load_ahead,
     )

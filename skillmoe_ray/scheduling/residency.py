@@ -30,6 +30,9 @@ GB = 1e9
 # Without a GPU, resident models share this fraction of the host's physical RAM (the rest stays for the OS,
 # Ray, the sleepers' budget and the other processes of the machine)
 HOST_RAM_SHARE = 0.5
+# Rank of a model every request needs (online: the keyword model and the aggregator): evicted last, and never
+# to make room for a load-ahead
+ALWAYS_NEEDED = float("inf")
 
 log = logging.getLogger(__name__)
 

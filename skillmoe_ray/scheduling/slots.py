@@ -29,7 +29,13 @@ from skillmoe_ray.engines.base import ACTIVE, SLEEPING, UNLOADED
 from skillmoe_ray.engines.gpu_memory import sleeping_host_bytes
 from skillmoe_ray.scheduling.handles import ExpertHandle
 from skillmoe_ray.scheduling.policy import ExecutionPolicy
-from skillmoe_ray.scheduling.residency import evictions, needed_again, sleeps_on_deactivation, touch
+from skillmoe_ray.scheduling.residency import (
+    ALWAYS_NEEDED,
+    evictions,
+    needed_again,
+    sleeps_on_deactivation,
+    touch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,20 +125,52 @@ class SlotState:
         ``keep``: copies needed later in this stage, evicted only when nothing else frees enough memory;
         ``later``: the experts any later stage uses (None: not known, every one may be needed again).
         """
-        residents = self.resident[slot]
-        if touch(residents, copy):
+        if touch(self.resident[slot], copy):
             return Activation("resident")
         phases: dict[str, float] = {}
         self._make_room(slot, copy, keep, later, phases)
         handle = self.handle(copy, slot)
+        kind = self.bring_in(copy, handle, phases)
+        return self.admit(slot, copy, kind, phases)
+
+    def bring_in(self, copy: str, handle: ExpertHandle, phases: dict) -> str:
+        """Wake or load ``copy`` through ``handle`` (its room made already). Returns wake | reload | load.
+
+        Touches only the copy's record, so a load-ahead runs it in a thread of its own."""
         record = self.copies[copy]
         if record.state == SLEEPING:
-            kind = self._wake(record, handle, phases)
-        else:
-            kind = self._load(record, handle, phases)
-        record.state = ACTIVE
-        residents.append(copy)
+            return self._wake(record, handle, phases)
+        return self._load(record, handle, phases)
+
+    def admit(self, slot: int, copy: str, kind: str, phases: dict) -> Activation:
+        """Record ``copy``, brought in by ``kind``, as active and resident on ``slot``."""
+        self.copies[copy].state = ACTIVE
+        self.resident[slot].append(copy)
         return Activation(kind, {k: round(v, 3) for k, v in phases.items()})
+
+    def plan_ahead(self, slot: int, copy: str, expert: str, protect: set[str],
+                   later: set[str] | None) -> Callable[[dict], str] | None:
+        """A load-ahead of ``copy`` on ``slot``: a call that evicts what makes room for it, then wakes or
+        loads it (recording its phases; run in a thread of its own). None when it may not run now: the copy
+        is resident already, the slot has no memory budget (one model at a time), or making room would evict
+        a copy in ``protect`` (the one generating, the rest of the stage, the next stage's) or one ranked
+        :data:`ALWAYS_NEEDED` (online: the keyword model, the aggregator). The copy is not resident until
+        :meth:`admit` (on the slot's own thread)."""
+        residents, budget = self.resident[slot], self.policy.gpu_memory_bytes
+        if copy in residents or budget is None:
+            return None
+        footprint = self.policy.footprint
+        footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
+        evict = evictions(residents, footprints, copy, budget, protect, self.rank)
+        if any(e in protect or self.rank.get(e, 0.0) >= ALWAYS_NEEDED for e in evict):
+            return None
+        handle = self.handle(copy, slot, expert)
+
+        def bring(phases: dict) -> str:
+            self._make_room(slot, copy, protect, later, phases, evict)
+            return self.bring_in(copy, handle, phases)
+
+        return bring
 
     def room_for(self, copy: str) -> int | None:
         """The slot where ``copy`` fits beside the residents without evicting one (the emptiest), or None.
@@ -149,12 +187,15 @@ class SlotState:
         best = max(range(len(free)), key=free.__getitem__, default=None)
         return best if best is not None and free[best] >= 0 else None
 
-    def _make_room(self, slot: int, copy: str, keep: set[str], later: set[str] | None, phases: dict) -> None:
-        """Deactivate the residents ``copy`` evicts; a resident that cannot be deactivated leaves the slot."""
+    def _make_room(self, slot: int, copy: str, keep: set[str], later: set[str] | None, phases: dict,
+                   evict: list[str] | None = None) -> None:
+        """Deactivate the residents ``copy`` evicts (``evict`` when decided already); a resident that cannot
+        be deactivated leaves the slot."""
         residents = self.resident[slot]
-        footprint = self.policy.footprint
-        footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
-        evict = evictions(residents, footprints, copy, self.policy.gpu_memory_bytes, keep, self.rank)
+        if evict is None:
+            footprint = self.policy.footprint
+            footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
+            evict = evictions(residents, footprints, copy, self.policy.gpu_memory_bytes, keep, self.rank)
         if not evict:
             return
         t = time.perf_counter()

@@ -59,8 +59,9 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class ExecutorSummary:
-    """Activation counts (total and per stage), deactivations by kind (sleep | unload), generate calls and
-    the timeline; ``placements``, where the Ray layer adds them: each expert actor's slot, bundle and node."""
+    """Activation counts (total and per stage), deactivations by kind (sleep | unload), generate calls, loads
+    started ahead and the timeline; ``placements``, where the Ray layer adds them: each expert actor's slot,
+    bundle and node."""
 
     activations: dict[str, int]
     activations_per_stage: dict[str, dict[str, int]]
@@ -68,6 +69,7 @@ class ExecutorSummary:
     generate_calls: int
     timeline: tuple[TimelineEntry, ...] = ()
     placements: tuple[dict, ...] | None = field(default=None)
+    loads_ahead: int = 0  # loads started while another expert of the slot generated (load-ahead)
 
     def to_json(self) -> dict:
         """The summary as results.json holds it."""
@@ -78,4 +80,5 @@ class ExecutorSummary:
             "generate_calls": self.generate_calls,
             "timeline": [t.to_json() for t in self.timeline],
             **({"placements": list(self.placements)} if self.placements is not None else {}),
+            **({"loads_ahead": self.loads_ahead} if self.loads_ahead else {}),
         }

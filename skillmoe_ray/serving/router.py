@@ -41,6 +41,7 @@ from skillmoe_ray.method.runner import PlanRun, PlanRunner, ReplySampling
 from skillmoe_ray.method.skills import Embedder, annotate, map_instance_skills, map_keywords, question_text
 from skillmoe_ray.method.steering import query_domains, steerer
 from skillmoe_ray.registry import METHODS, RECRUIT_POLICIES
+from skillmoe_ray.scheduling.residency import ALWAYS_NEEDED
 from skillmoe_ray.seeding import stable_hash
 from skillmoe_ray.serving.batching import DEFER
 from skillmoe_ray.serving.openai_api import Job, apply_stop
@@ -48,8 +49,6 @@ from skillmoe_ray.serving.openai_api import Job, apply_stop
 log = logging.getLogger(__name__)
 # Share of an expert's recent recruitment count carried into the next micro-batch: its eviction rank online
 RECENT_DECAY = 0.9
-# Rank of the keyword model and the aggregator, which every request needs: evicted last
-ALWAYS_NEEDED = float("inf")
 
 
 @dataclass
@@ -236,8 +235,9 @@ class OnlineRouter:
         Swap-aware (``deliver`` given, :class:`~skillmoe_ray.serving.batching.MicroBatcher` with
         ``max_defer_s``): the jobs whose models (recruited experts and aggregator) are all resident are
         answered first and delivered at once; a job needing a cold model that is still ``deferrable`` gets
-        :data:`~skillmoe_ray.serving.batching.DEFER` (it waits for the next batch, to share the load); the
-        other cold jobs are answered last."""
+        :data:`~skillmoe_ray.serving.batching.DEFER` (it waits for the next batch, to share the load) unless
+        the loads of the jobs that may not wait cover its cold models; the other cold jobs are answered
+        last, together."""
         instances = {j.request_id: job_instance(j) for j in jobs}
         # the keyword model reads the last user message only; the answers phases the whole conversation
         last_turns = {
@@ -288,22 +288,24 @@ class OnlineRouter:
         cold = self._cold(jobs, routed)
         outcomes: list = [None] * len(jobs)
         deferrable = deferrable or [False] * len(jobs)
+        # the loads this batch pays anyway (for the jobs that may not wait longer) also serve any other job
+        # whose cold models they cover: it joins them instead of waiting for a later load
+        loading = set().union(*(cold[i] for i in range(len(jobs)) if cold[i] and not deferrable[i]))
         for part in (
             [i for i in range(len(jobs)) if not cold[i]],
-            [i for i in range(len(jobs)) if cold[i] and not deferrable[i]],
+            [i for i in range(len(jobs)) if cold[i] and (not deferrable[i] or cold[i] <= loading)],
         ):
             for i, outcome in zip(part, self._answer_jobs([jobs[i] for i in part], routed) if part else []):
                 outcomes[i] = outcome
                 deliver(i, outcome)
         return [DEFER if o is None else o for o in outcomes]
 
-    def _cold(self, jobs: Sequence[Job], routed: Routed) -> list[bool]:
-        """Per job: it needs a model that is not resident now (a recruited expert or the aggregator)."""
+    def _cold(self, jobs: Sequence[Job], routed: Routed) -> list[set[str]]:
+        """Per job: the models it needs that are not resident now (recruited experts, the aggregator)."""
         resident = set(self.generation.resident_experts())
         return [
-            not j.route_only
-            and not {*routed.recruits[self._key(j, routed.instances)].experts, self.prep.aggregator}
-            <= resident
+            set() if j.route_only
+            else {*routed.recruits[self._key(j, routed.instances)].experts, self.prep.aggregator} - resident
             for j in jobs
         ]
 

@@ -54,21 +54,24 @@ def test_each_row_is_compared_to_c_at_the_same_concurrency():
 
 
 def test_the_table_puts_the_configurations_side_by_side():
-    rows = [row("a", 32, 18.0), Row("b", 32, 6.0, None, None, None, 0, {"503": 4}, 12, 1, None, 20.0),
+    rows = [row("a", 32, 18.0), Row("b", 32, 6.0, None, None, None, 0, {"503": 4}, 12, 1, None, 20.0, 5),
             row("c", 32, 20.0)]
     header, *lines = format_table(rows).splitlines()
     assert header.split()[:4] == ["config", "clients", "req/s", "vs"]
-    assert lines[0].split() == ["(a)", "default", "32", "18", "0.9", "1", "2", "2", "2", "0", "0", "8", "0.5"]
-    assert lines[1].split() == ["(b)", "single", "32", "6", "0.3", "-", "-", "-", "-", "4", "12", "1", "-"]
+    assert lines[0].split() == ["(a)", "default", "32", "18", "0.9", "1", "2", "2", "2", "0", "0", "0", "8",
+                                "0.5"]
+    assert lines[1].split() == ["(b)", "single", "32", "6", "0.3", "-", "-", "-", "-", "4", "12", "5", "1",
+                                "-"]
     assert len({len(line) for line in [header, *lines]}) == 1  # aligned columns
 
 
 def test_a_row_counts_the_activations_of_its_window_and_the_models_resident_at_its_end():
     window = Window([0.4, 0.2, 0.3, 0.1], {"503": 1}, 2.0)
-    stats = ({"activations": 10, "resident": []}, {"activations": 13, "resident": ["x", "y"]})
+    stats = ({"activations": 10, "resident": []},
+             {"activations": 13, "loads_ahead": 2, "resident": ["x", "y"]})
     r = row_of("d", 4, window, stats, 1.23456)
     assert (r.requests_per_s, r.p50_s, r.p99_s, r.ok, r.errors) == (2.0, 0.2, 0.4, 4, {"503": 1})
-    assert (r.activations, r.resident, r.first_request_s) == (3, 2, 1.235)
+    assert (r.activations, r.loads_ahead, r.resident, r.first_request_s) == (3, 2, 2, 1.235)
 
 
 def test_the_half_budget_holds_half_of_the_pool_by_its_footprints():

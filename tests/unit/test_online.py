@@ -298,3 +298,24 @@ def test_stop_usage_and_a_conversation_in_one_batch(tmp_path):
     # the experts and the aggregator read the system message above the question
     assert talk.skillmoe["usage"]["experts"]["prompt_tokens"] > stages["experts"]["prompt_tokens"]
     assert talk.usage["prompt_tokens"] > plain.usage["prompt_tokens"]
+
+
+def test_a_waiting_request_joins_a_load_that_the_batch_pays_anyway(tmp_path):
+    """A deferrable request whose cold models another request's load covers is answered with it; one needing
+    a model nobody loads waits."""
+    router, executor = router_for(tmp_path, policy=ExecutionPolicy(gpu_memory_bytes=float("inf")))
+    router.generation.warm_up(router.warm_order())
+    asked = [q + " Once more." for q in QUESTIONS]
+    routes = [set(o.skillmoe["experts"]) for o in router.answer([job(q, route_only=True) for q in asked])]
+    due, joining, other, cold = next(
+        (i, j, m, e)
+        for i, j, m in itertools.permutations(range(12), 3)
+        for e in routes[i] & routes[j]
+        if routes[j] <= routes[i] and routes[m] - routes[i]
+    )
+    executor.slots.discard(0, cold)
+    executor.slots.discard(0, next(iter(routes[other] - routes[due])))  # cold too, and nobody loads it
+    outcomes = router.answer([job(asked[q]) for q in (due, joining, other)],
+                             lambda i, o: None, [False, True, True])
+    assert outcomes[0].status == outcomes[1].status == 200 and outcomes[2] is DEFER
+    assert cold in executor.resident_experts()
