@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from skillmoe_ray.config import RunConfig
-from skillmoe_ray.scheduling.residency import footprints_from_config, slot_memory_bytes
+from skillmoe_ray.scheduling.residency import footprints_from_config, machine_memory, slot_memory_bytes
 
 
 def weights_only(expert: str, weight_bytes: int) -> float:
@@ -33,7 +33,8 @@ class ExecutionPolicy:
     split over copies of its expert; ``max_retries``: a failed group runs again on a fresh expert this many
     times; ``chunk_requests``: a group generates (and is stored) this many requests at a time, 0 for all;
     ``load_ahead``: a slot's next cold expert loads while the current one generates, where the budget has room
-    (:mod:`~skillmoe_ray.scheduling.load_ahead`).
+    (:mod:`~skillmoe_ray.scheduling.load_ahead`); ``load_ahead_loads``: it may also start an engine from disk
+    (False: it only wakes sleeping experts).
     """
 
     n_slots: int = 1
@@ -47,6 +48,7 @@ class ExecutionPolicy:
     max_retries: int = 0
     chunk_requests: int = 0
     load_ahead: bool = False
+    load_ahead_loads: bool = True
 
 
 def execution_policy(cfg: RunConfig) -> ExecutionPolicy:
@@ -64,4 +66,14 @@ def execution_policy(cfg: RunConfig) -> ExecutionPolicy:
         max_retries=scheduler.max_retries,
         chunk_requests=scheduler.chunk_requests,
         load_ahead=scheduler.load_ahead,
+        load_ahead_loads=not profiles_device_memory_at_start(cfg),
     )
+
+
+def profiles_device_memory_at_start(cfg: RunConfig) -> bool:
+    """Whether a starting engine sizes itself from the GPU's free memory (vLLM on CUDA profiles it while
+    it starts): another engine's generation on the same GPU meanwhile could skew that, so a load-ahead
+    there only wakes sleeping experts and leaves fresh starts to their turn."""
+    machine = machine_memory()
+    return cfg.engine.name == "vllm" and machine is not None and machine[0] == "cuda"
+

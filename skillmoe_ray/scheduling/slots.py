@@ -152,12 +152,15 @@ class SlotState:
                    later: set[str] | None) -> Callable[[dict], str] | None:
         """A load-ahead of ``copy`` on ``slot``: a call that evicts what makes room for it, then wakes or
         loads it (recording its phases; run in a thread of its own). None when it may not run now: the copy
-        is resident already, the slot has no memory budget (one model at a time), or making room would evict
+        is resident already, the slot has no memory budget (one model at a time), it would start an engine
+        where the policy allows wakes only (``load_ahead_loads``: vLLM on CUDA), or making room would evict
         a copy in ``protect`` (the one generating, the rest of the stage, the next stage's) or one ranked
         :data:`ALWAYS_NEEDED` (online: the keyword model, the aggregator). The copy is not resident until
         :meth:`admit` (on the slot's own thread)."""
         residents, budget = self.resident[slot], self.policy.gpu_memory_bytes
         if copy in residents or budget is None:
+            return None
+        if not self.policy.load_ahead_loads and self.state(copy) != SLEEPING:  # wakes only
             return None
         footprint = self.policy.footprint
         footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import threading
+from pathlib import Path
 
 from skillmoe_ray.config import ModelSpec
 from skillmoe_ray.scheduling.executor import SlotExecutor
@@ -41,13 +44,13 @@ class OverlapEngine(CountingEngine):
         return super()._generate(requests)
 
 
-def overlap_executor(gpu_memory_bytes, load_ahead=True, awaited=None, failing=(), wait_s=10.0):
-    OverlapEngine.wait_s = wait_s
+def overlap_executor(gpu_memory_bytes, load_ahead=True, awaited=None, failing=(), wait_s=10.0, loads=True):
+    OverlapEngine.wait_s, OverlapEngine.sleepable = wait_s, True
     OverlapEngine.calls, OverlapEngine.events, OverlapEngine.load_began = [], [], {}
     OverlapEngine.awaited, OverlapEngine.failing_loads = dict(awaited or {}), set(failing)
     return SlotExecutor(
         lambda name, slot=0: LocalExpert(OverlapEngine(ModelSpec(name=name, path=f"fake/{name}"))),
-        ExecutionPolicy(gpu_memory_bytes=gpu_memory_bytes, load_ahead=load_ahead,
+        ExecutionPolicy(gpu_memory_bytes=gpu_memory_bytes, load_ahead=load_ahead, load_ahead_loads=loads,
                         footprint=lambda expert, weight_bytes: float(weight_bytes or 10)),
     )
 
@@ -108,3 +111,25 @@ def test_a_failed_load_ahead_is_loaded_again_when_its_group_runs():
     assert set(done) == {"a", "b"} and ex.summary().loads_ahead == 1
     assert [e for e in OverlapEngine.events if e == ("load", "b")] == [("load", "b")] * 2
     assert ex.timeline[-1].kind == "load" and "b" in ex.resident_experts()
+
+
+def test_where_engines_size_themselves_at_start_a_load_ahead_only_wakes(monkeypatch):
+    """vLLM on CUDA sizes a starting engine from the GPU's free memory: no fresh start runs beside another
+    engine's generation; a sleeping expert still wakes ahead."""
+    ex = overlap_executor(20, loads=False)
+    run(ex, "a", "b")  # b starts from disk in its turn
+    assert ex.summary().loads_ahead == 0
+    run(ex, "c", stage="s2")  # c evicts one of them, which sleeps (the fake engine can)
+    asleep = ({"a", "b"} - set(ex.resident_experts())).pop()
+    run(ex, "c", asleep, stage="s3")
+    assert ex.summary().loads_ahead == 1 and ex.timeline[-1].kind == "wake"
+
+    from skillmoe_ray.scheduling import policy
+    from tests.conftest import make_config
+
+    cfg = make_config(Path(tempfile.mkdtemp()), [])
+    for machine, engine, wakes_only in [(("cuda", 8e10), "vllm", True), (("cpu", 8e10), "vllm", False),
+                                        (("cuda", 8e10), "hf", False)]:
+        monkeypatch.setattr(policy, "machine_memory", lambda machine=machine: machine)
+        with_engine = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, name=engine))
+        assert policy.profiles_device_memory_at_start(with_engine) == wakes_only
