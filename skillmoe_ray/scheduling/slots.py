@@ -154,8 +154,9 @@ class SlotState:
         loads it (recording its phases; run in a thread of its own). None when it may not run now: the copy
         is resident already, the slot has no memory budget (one model at a time), it would start an engine
         where the policy allows wakes only (``load_ahead_loads``: vLLM on CUDA), or making room would evict
-        a copy in ``protect`` (the one generating, the rest of the stage, the next stage's) or one ranked
-        :data:`ALWAYS_NEEDED` (online: the keyword model, the aggregator). The copy is not resident until
+        a copy in ``protect`` (the one generating, the rest of the stage, the next stage's), one ranked above
+        ``copy`` (online: recruited more often lately; its turn evicts by the plain rule instead) or one
+        ranked :data:`ALWAYS_NEEDED` (the keyword model, the aggregator). The copy is not resident until
         :meth:`admit` (on the slot's own thread)."""
         residents, budget = self.resident[slot], self.policy.gpu_memory_bytes
         if copy in residents or budget is None:
@@ -165,7 +166,7 @@ class SlotState:
         footprint = self.policy.footprint
         footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
         evict = evictions(residents, footprints, copy, budget, protect, self.rank)
-        if any(e in protect or self.rank.get(e, 0.0) >= ALWAYS_NEEDED for e in evict):
+        if any(e in protect or not self._evictable_for(e, copy) for e in evict):
             return None
         handle = self.handle(copy, slot, expert)
 
@@ -174,6 +175,12 @@ class SlotState:
             return self.bring_in(copy, handle, phases)
 
         return bring
+
+    def _evictable_for(self, resident: str, incoming: str) -> bool:
+        """A load-ahead of ``incoming`` may evict ``resident``: it ranks neither above ``incoming`` nor as
+        :data:`ALWAYS_NEEDED`."""
+        rank = self.rank.get(resident, 0.0)
+        return rank < ALWAYS_NEEDED and rank <= self.rank.get(incoming, 0.0)
 
     def room_for(self, copy: str) -> int | None:
         """The slot where ``copy`` fits beside the residents without evicting one (the emptiest), or None.

@@ -133,3 +133,14 @@ def test_where_engines_size_themselves_at_start_a_load_ahead_only_wakes(monkeypa
         monkeypatch.setattr(policy, "machine_memory", lambda machine=machine: machine)
         with_engine = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, name=engine))
         assert policy.profiles_device_memory_at_start(with_engine) == wakes_only
+
+
+def test_a_load_ahead_never_evicts_a_model_recruited_more_than_the_one_it_brings():
+    """Online the popular expert stays: when only it could make room, the rare one loads in its turn instead
+    (evicting by the plain rule then)."""
+    ex = overlap_executor(20)
+    run(ex, "a", "b")
+    ex.slots.rank = {"a": 5.0, "b": 1.0, "c": 1.0}
+    assert ex.slots.plan_ahead(0, "c", "c", set(), None) is not None  # b, ranked as low as c, makes room
+    assert ex.slots.plan_ahead(0, "c", "c", {"b"}, None) is None  # only a could, ranked above c
+    assert sorted(ex.resident_experts()) == ["a", "b"]  # deciding evicts nothing
