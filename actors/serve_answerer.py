@@ -40,7 +40,8 @@ def pool_executor(cfg: RunConfig, models: dict[str, DeploymentHandle] | None):
     if models:
         from skillmoe_ray_actors.serve_experts import DeploymentExecutor
 
-        return DeploymentExecutor(models)
+        return DeploymentExecutor(models, max_retries=cfg.scheduler.max_retries,
+                                  call_timeout_s=cfg.serve.request_timeout_s)
     from skillmoe_ray_actors.placement import PlacementScheduler
 
     return PlacementScheduler(cfg)
