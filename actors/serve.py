@@ -205,8 +205,8 @@ class SkillMoEService:
             outcome, stats = await pending.outcome()
         finally:
             self.in_flight -= 1
-        if stats:
-            self.answerer_stats = stats
+        if stats:  # the answer's counters; the deployments' state stays the last /v1/stats asked for
+            self.answerer_stats = {**self.answerer_stats, **stats}
         return self._count(outcome)
 
     async def _stream(self, job: Job, pending: PendingAnswer, rid: str):

@@ -8,8 +8,9 @@
   DeploymentHandle: generate is one call, the lifecycle is the deployment's own (nothing to load or sleep).
 - :class:`DeploymentExecutor` is the library's SlotExecutor with one slot per model and every model
   resident: each micro-batch still makes one call per model it needs (its requests grouped by expert),
-  the models' calls run side by side, and a call that fails (its replica died) is retried once, after the
-  deployment answers again, on the replica Serve started in its place.
+  the models' calls run side by side, and a call that fails (its replica died) or gets no answer in
+  ``serve.request_timeout_s`` (a hung replica) is retried up to ``scheduler.max_retries`` times, after the
+  deployment answers again, on the replica Serve routes it to (one it started in a dead one's place).
 """
 
 from __future__ import annotations
@@ -76,12 +77,15 @@ class ModelDeployment:
 
 
 class DeploymentExpert:
-    """An ExpertHandle over a model's deployment: one call per generate, counted in ``counts``."""
+    """An ExpertHandle over a model's deployment: one call per generate, counted in ``counts``, that fails
+    after ``timeout_s`` without an answer (None: waits as long as it takes)."""
 
-    def __init__(self, handle: DeploymentHandle, counts: Counter, lock: threading.Lock):
+    def __init__(self, handle: DeploymentHandle, counts: Counter, lock: threading.Lock,
+                 timeout_s: float | None = None):
         self.handle = handle
         self.counts = counts
         self.lock = lock
+        self.timeout_s = timeout_s
 
     def _count(self, key: str, by: int = 1) -> None:
         with self.lock:
@@ -103,8 +107,14 @@ class DeploymentExpert:
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         self._count("calls")
         self._count("in_flight")
+        response = self.handle.generate.remote(requests)
         try:
-            return self.handle.generate.remote(requests).result()
+            return response.result(timeout_s=self.timeout_s)
+        except TimeoutError:  # a hung replica: the micro-batch's thread is not held forever
+            self._count("failures")
+            response.cancel()
+            raise TimeoutError(f"deployment {self.handle.deployment_name} did not answer a call of "
+                               f"{len(requests)} requests in {self.timeout_s:g} s") from None
         except Exception:
             self._count("failures")
             raise
@@ -134,13 +144,18 @@ class DeploymentExpert:
 
 
 class DeploymentExecutor(SlotExecutor):
-    """The slot executor over the models' deployments: a slot per model, retries once on a fresh handle."""
+    """The slot executor over the models' deployments: a slot per model; a failed or timed-out call is
+    retried up to ``max_retries`` times (``scheduler.max_retries``; 0: never) on a fresh handle, which waits
+    until the deployment answers again; each call waits at most ``call_timeout_s``
+    (``serve.request_timeout_s``: by then every request the call answers has had its 504)."""
 
-    def __init__(self, models: dict[str, DeploymentHandle]):
+    def __init__(self, models: dict[str, DeploymentHandle], max_retries: int = 1,
+                 call_timeout_s: float | None = None):
         policy = ExecutionPolicy(n_slots=len(models), deactivate="unload", probe_after_wake=False,
-                                 max_retries=1, chunk_requests=0)
+                                 max_retries=max_retries, chunk_requests=0)
         super().__init__(self._open, policy)
         self.handles = dict(models)
+        self.call_timeout_s = call_timeout_s
         self.counts: dict[str, Counter] = {name: Counter() for name in models}
         self.count_lock = threading.Lock()
         try:
@@ -149,7 +164,7 @@ class DeploymentExecutor(SlotExecutor):
             self.app_name = None
 
     def _open(self, name: str, slot: int) -> DeploymentExpert:
-        return DeploymentExpert(self.handles[name], self.counts[name], self.count_lock)
+        return DeploymentExpert(self.handles[name], self.counts[name], self.count_lock, self.call_timeout_s)
 
     def deployment_stats(self) -> dict[str, dict]:
         """Per model: its deployment, Serve's status and replica count, the router's calls (in flight, made,

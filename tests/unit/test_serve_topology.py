@@ -1,5 +1,6 @@
 """serve.topology and serve.deployments (config), and the per-expert executor over stand-in deployment
-handles (no Ray): one call per model per stage, a failed call retried once, failures counted."""
+handles (no Ray): one call per model per stage, a failed call retried scheduler.max_retries times, a hung
+replica's call timed out, failures counted."""
 
 from __future__ import annotations
 
@@ -86,11 +87,11 @@ def run(executor, groups):
     return done, failed
 
 
-def test_each_model_is_called_once_per_stage_and_a_failed_call_is_retried_once():
+def test_each_model_is_called_once_per_stage_and_a_failed_call_is_retried():
     from skillmoe_ray_actors.serve_experts import DeploymentExecutor
 
     handles = {"a": StubDeployment("a"), "b": StubDeployment("b", failures=1), "c": StubDeployment("c", 2)}
-    executor = DeploymentExecutor(handles)
+    executor = DeploymentExecutor(handles, max_retries=1)
     assert sorted(executor.warm(list(handles))) == ["a", "b", "c"]
     done, failed = run(executor, [ExpertGroup(name, requests(3)) for name in handles])
     assert handles["a"].calls == [3]  # the model's whole group in one call
@@ -114,3 +115,88 @@ def test_serve_options_take_replicas_or_autoscaling_and_default_the_actor_option
                                            ray_actor_options={"num_gpus": 1, "resources": {"node_b": 0.01}}))
     assert "num_replicas" not in auto and auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 2}
     assert auto["ray_actor_options"] == {"num_cpus": 0, "num_gpus": 1, "resources": {"node_b": 0.01}}
+
+
+class HungCall(Call):
+    """A call to a replica that never answers: it times out, if the caller gave it a timeout."""
+
+    cancelled = 0
+
+    def result(self, timeout_s=None):
+        assert timeout_s is not None, "a call without a timeout waits forever on a hung replica"
+        raise TimeoutError
+
+    def cancel(self):
+        HungCall.cancelled += 1
+
+
+class HungDeployment(StubDeployment):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.generate.remote = lambda requests: (self.calls.append(len(requests)), HungCall(None, ()))[1]
+
+
+def test_a_call_to_a_hung_replica_fails_after_the_timeout_and_is_cancelled():
+    from skillmoe_ray_actors.serve_experts import DeploymentExecutor
+
+    HungCall.cancelled = 0
+    handles = {"a": StubDeployment("a"), "hung": HungDeployment("hung")}
+    executor = DeploymentExecutor(handles, max_retries=0, call_timeout_s=5.0)
+    done, failed = run(executor, [ExpertGroup(name, requests(2)) for name in handles])
+    assert set(done) == {"a"} and set(failed) == {"hung"}
+    assert "deployment model-hung did not answer a call of 2 requests in 5 s" in str(failed["hung"])
+    assert handles["hung"].calls == [2] and HungCall.cancelled == 1
+    assert executor.deployment_stats()["hung"]["failures"] == 1
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 2])
+def test_a_failed_call_is_retried_scheduler_max_retries_times(max_retries):
+    from skillmoe_ray_actors.serve_experts import DeploymentExecutor
+
+    handles = {"a": StubDeployment("a", failures=10)}
+    done, failed = run(DeploymentExecutor(handles, max_retries=max_retries), [ExpertGroup("a", requests(2))])
+    assert handles["a"].calls == [2] * (1 + max_retries) and set(failed) == {"a"} and not done
+
+
+def test_the_answerer_gives_its_executor_the_configured_retries_and_timeout(tmp_path):
+    from skillmoe_ray_actors.serve_answerer import pool_executor
+
+    cfg = make_config(tmp_path, ["serve.topology=per_expert", "scheduler.max_retries=0",
+                                 "serve.request_timeout_s=30"])
+    executor = pool_executor(cfg, {"a": StubDeployment("a")})
+    assert executor.policy.max_retries == 0 and executor.call_timeout_s == 30.0
+
+
+def test_an_answer_carries_the_counters_and_only_stats_ask_the_deployments():
+    """Asking Serve's controller and every model's deployment once per answered request held per_expert to
+    a sixth of single's requests/s: an answer carries the answerer's own counters only."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from skillmoe_ray.serving.openai_api import Job
+    from skillmoe_ray.serving.router import Outcome
+    from skillmoe_ray_actors.serve_answerer import SkillMoEAnswerer
+    from skillmoe_ray_actors.serve_experts import DeploymentExecutor
+
+    asked = []
+    executor = DeploymentExecutor({"a": StubDeployment("a")})
+    executor.deployment_stats = lambda: asked.append(1) or {"a": {"replicas": 1}}
+
+    async def submit(job):
+        return Outcome(200, content="A")
+
+    cls = SkillMoEAnswerer.func_or_class
+    answerer = cls.__new__(cls)
+    answerer.scheduler, answerer.used, answerer.failure_streak = executor, ["a"], 0
+    answerer.generation = SimpleNamespace(store_failures=0)
+    answerer.batcher = SimpleNamespace(submit=submit, retry_after=lambda: 1.0,
+                                       stats=SimpleNamespace(batches=1, largest_batch=1))
+
+    async def answer_then_stats():
+        replies = [r async for r in answerer.answer(Job("r1", "symbolic-moe", "skillmoe", 1, "q?"))]
+        return replies, await answerer.stats()
+
+    replies, stats = asyncio.run(answer_then_stats())
+    outcome, counters = replies[-1]
+    assert outcome.content == "A" and "deployments" not in counters and counters["batches"] == 1
+    assert stats["deployments"] == {"a": {"replicas": 1}} and len(asked) == 1
