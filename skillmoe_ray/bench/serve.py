@@ -73,13 +73,15 @@ def progress(line: str) -> None:
 
 
 def config_list(text: str) -> list[str]:
-    """``a,b,c,d`` -> the configurations in that order (each once)."""
+    """``a,b,c,d`` -> the configurations in that order; one named twice is measured twice (interleaving
+    ``b,d,b,d`` exposes a drift of the machine's speed during the run, which a single pass would read as a
+    difference between configurations)."""
     letters = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in letters if c not in CONFIGS]
     if unknown or not letters:
         bad = repr(unknown[0]) if unknown else "none"
         raise argparse.ArgumentTypeError(f"unknown configuration {bad}; valid: {', '.join(CONFIGS)}")
-    return list(dict.fromkeys(letters))
+    return letters
 
 
 def level_list(text: str) -> list[int]:
@@ -110,7 +112,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds each concurrency level is measured (default 20)")
     parser.add_argument("--configs", type=config_list, default="a,b,c,d,e",
                         help="configurations to run, in order: a default, b single, c all resident, d half, "
-                             "e per_expert topology")
+                             "e per_expert topology (repeat one to measure it again, e.g. b,d,b,d)")
     parser.add_argument("--concurrency", type=level_list, default="1,32",
                         help="concurrent clients per window, comma-separated (default 1,32)")
     parser.add_argument("--json", metavar="PATH", help="also write the table's rows to this JSON file")

@@ -96,7 +96,7 @@ def test_the_command_line_defaults_and_refusals(capsys):
     args = parse_args([])
     assert (args.configs, args.concurrency, args.window_s, args.json) == (list("abcde"), [1, 32], 20.0, None)
     args = parse_args(["--configs", "c,a,c", "--concurrency", "4", "--window-s", "3", "--json", "out.json"])
-    assert (args.configs, args.concurrency, args.window_s, args.json) == (["c", "a"], [4], 3.0, "out.json")
+    assert (args.configs, args.concurrency, args.window_s, args.json) == (list("cac"), [4], 3.0, "out.json")
     for bad, named in ((["--configs", "a,f"], "unknown configuration 'f'; valid: a, b, c, d, e"),
                        (["--concurrency", "0,32"], "positive integers"), (["--window-s", "-1"], "positive")):
         with pytest.raises(SystemExit) as exit_:
