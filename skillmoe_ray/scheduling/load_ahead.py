@@ -51,7 +51,7 @@ class LoadAhead:
     def start(self, slot: int, current: str, rest: Sequence[ExpertGroup], keep: set[str],
               later: set[str] | None) -> str | None:
         """Start loading the first copy of ``rest`` (the slot's queue after ``current``) that is not resident,
-        where the budget allows (:meth:`SlotState.prepare_ahead`, protecting ``current`` and ``keep``).
+        where the budget allows (:meth:`SlotState.plan_ahead`, protecting ``current`` and ``keep``).
         Returns the copy, or None when nothing was started."""
         if not self.enabled or slot in self.pending:
             return None

@@ -76,4 +76,3 @@ def profiles_device_memory_at_start(cfg: RunConfig) -> bool:
     there only wakes sleeping experts and leaves fresh starts to their turn."""
     machine = machine_memory()
     return cfg.engine.name == "vllm" and machine is not None and machine[0] == "cuda"
-

@@ -158,14 +158,11 @@ class SlotState:
         ``copy`` (online: recruited more often lately; its turn evicts by the plain rule instead) or one
         ranked :data:`ALWAYS_NEEDED` (the keyword model, the aggregator). The copy is not resident until
         :meth:`admit` (on the slot's own thread)."""
-        residents, budget = self.resident[slot], self.policy.gpu_memory_bytes
-        if copy in residents or budget is None:
+        if copy in self.resident[slot] or self.policy.gpu_memory_bytes is None:
             return None
         if not self.policy.load_ahead_loads and self.state(copy) != SLEEPING:  # wakes only
             return None
-        footprint = self.policy.footprint
-        footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
-        evict = evictions(residents, footprints, copy, budget, protect, self.rank)
+        evict = self._evictions(slot, copy, protect)
         if any(e in protect or not self._evictable_for(e, copy) for e in evict):
             return None
         handle = self.handle(copy, slot, expert)
@@ -202,10 +199,7 @@ class SlotState:
         """Deactivate the residents ``copy`` evicts (``evict`` when decided already); a resident that cannot
         be deactivated leaves the slot."""
         residents = self.resident[slot]
-        if evict is None:
-            footprint = self.policy.footprint
-            footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
-            evict = evictions(residents, footprints, copy, self.policy.gpu_memory_bytes, keep, self.rank)
+        evict = self._evictions(slot, copy, keep) if evict is None else evict
         if not evict:
             return
         t = time.perf_counter()
@@ -223,6 +217,12 @@ class SlotState:
                 )
                 self.discard(slot, previous)
         phases["deactivate_previous"] = round(time.perf_counter() - t, 3)
+
+    def _evictions(self, slot: int, copy: str, keep: set[str]) -> list[str]:
+        """The residents of ``slot`` that ``copy`` evicts by the residency rule (``keep`` evicted last)."""
+        residents, footprint = self.resident[slot], self.policy.footprint
+        footprints = {e: footprint(self.expert_of(e), self._weight_bytes(e)) for e in [*residents, copy]}
+        return evictions(residents, footprints, copy, self.policy.gpu_memory_bytes, keep, self.rank)
 
     def _weight_bytes(self, copy: str) -> int:
         """Weight bytes measured at the copy's load (0 before its first, or where memory is not counted)."""
