@@ -8,9 +8,10 @@
   DeploymentHandle: generate is one call, the lifecycle is the deployment's own (nothing to load or sleep).
 - :class:`DeploymentExecutor` is the library's SlotExecutor with one slot per model and every model
   resident: each micro-batch still makes one call per model it needs (its requests grouped by expert),
-  the models' calls run side by side, and a call that fails (its replica died) or gets no answer in
-  ``serve.request_timeout_s`` (a hung replica) is retried up to ``scheduler.max_retries`` times, after the
-  deployment answers again, on the replica Serve routes it to (one it started in a dead one's place).
+  the models' calls run side by side, and a call that fails (its replica died) is retried up to
+  ``scheduler.max_retries`` times, after the deployment answers again, on the replica Serve routes it to
+  (one it started in a dead one's place). A call with no answer in ``serve.request_timeout_s`` (a hung
+  replica) is cancelled and not retried: every client it would answer has had its 504 by then.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from skillmoe_ray.config import EngineConfig, ModelSpec, RunConfig
 from skillmoe_ray.config.serving import DeploymentOptions, deployment_options
 from skillmoe_ray.engines import create_engine
 from skillmoe_ray.engines.base import ACTIVE, EngineInfo, GenOutput, GenRequest
+from skillmoe_ray.errors import PastDeadline
 from skillmoe_ray.method.results import ServingPreparation
 from skillmoe_ray.scheduling.executor import SlotExecutor
 from skillmoe_ray.scheduling.handles import LocalExpert
@@ -113,7 +115,7 @@ class DeploymentExpert:
         except TimeoutError:  # a hung replica: the micro-batch's thread is not held forever
             self._count("failures")
             response.cancel()
-            raise TimeoutError(f"deployment {self.handle.deployment_name} did not answer a call of "
+            raise PastDeadline(f"deployment {self.handle.deployment_name} did not answer a call of "
                                f"{len(requests)} requests in {self.timeout_s:g} s") from None
         except Exception:
             self._count("failures")
@@ -144,10 +146,10 @@ class DeploymentExpert:
 
 
 class DeploymentExecutor(SlotExecutor):
-    """The slot executor over the models' deployments: a slot per model; a failed or timed-out call is
-    retried up to ``max_retries`` times (``scheduler.max_retries``; 0: never) on a fresh handle, which waits
-    until the deployment answers again; each call waits at most ``call_timeout_s``
-    (``serve.request_timeout_s``: by then every request the call answers has had its 504)."""
+    """The slot executor over the models' deployments: a slot per model; a failed call is retried up to
+    ``max_retries`` times (``scheduler.max_retries``; 0: never) on a fresh handle, which waits until the
+    deployment answers again; each call waits at most ``call_timeout_s`` (``serve.request_timeout_s``: by
+    then every request the call answers has had its 504, so a timed-out call is never retried)."""
 
     def __init__(self, models: dict[str, DeploymentHandle], max_retries: int = 1,
                  call_timeout_s: float | None = None):

@@ -99,6 +99,19 @@ def is_deterministic(exc: BaseException) -> bool:
     return isinstance(root_cause(exc), DETERMINISTIC)
 
 
+class PastDeadline(TimeoutError):
+    """A call that got no answer before its requests' deadline (online: ``serve.request_timeout_s``, when
+    every client it would answer has had its 504): a retry would answer no one, and would wait as long
+    again on a replica that is likely the same hung one."""
+
+
+def retry_helps(exc: BaseException) -> bool:
+    """Whether running the failed work again on a fresh expert can help: not for an error the same input
+    raises again (:func:`is_deterministic`), nor for a call past its requests' deadline
+    (:class:`PastDeadline`)."""
+    return not (is_deterministic(exc) or isinstance(root_cause(exc), PastDeadline))
+
+
 def free_space(path: str) -> str:
     """Free bytes on the disk holding ``path`` (its nearest existing folder), in words."""
 

@@ -42,7 +42,14 @@ from dataclasses import dataclass
 from functools import partial
 
 from skillmoe_ray.engines.base import SLEEPING, GenOutput
-from skillmoe_ray.errors import ExpertFailed, StoreFailed, is_deterministic, one_line
+from skillmoe_ray.errors import (
+    ExpertFailed,
+    PastDeadline,
+    StoreFailed,
+    is_deterministic,
+    one_line,
+    retry_helps,
+)
 from skillmoe_ray.progress import Bar, ProgressFactory, no_progress
 from skillmoe_ray.scheduling.fanout import FanOut
 from skillmoe_ray.scheduling.grouping import (
@@ -220,7 +227,7 @@ class SlotExecutor:
             except Exception as exc:
                 self.slots.discard(slot, group.key)
                 failures.append(FailedAttempt(round(start, 3), round(self.now(), 3), one_line(exc)[:300]))
-                if attempt < self.policy.max_retries and not is_deterministic(exc):
+                if attempt < self.policy.max_retries and retry_helps(exc):
                     log.warning("[%s] expert %s failed (%s): retrying on a fresh expert (%d of %d)",
                                 label, group.expert, one_line(exc), attempt + 1, self.policy.max_retries)
                     continue
@@ -311,6 +318,7 @@ class SlotExecutor:
             on_error(group, exc)
             return
         why = ("(not retried: the same input fails again)" if is_deterministic(exc)
+               else "(not retried: past its requests' deadline)" if isinstance(exc, PastDeadline)
                else f"after {attempts} attempt(s)")
         raise ExpertFailed(
             f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "

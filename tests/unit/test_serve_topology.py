@@ -149,6 +149,17 @@ def test_a_call_to_a_hung_replica_fails_after_the_timeout_and_is_cancelled():
     assert executor.deployment_stats()["hung"]["failures"] == 1
 
 
+def test_a_timed_out_call_is_not_retried_its_clients_have_had_their_504():
+    from skillmoe_ray_actors.serve_experts import DeploymentExecutor
+
+    HungCall.cancelled = 0
+    handles = {"hung": HungDeployment("hung")}
+    executor = DeploymentExecutor(handles, max_retries=2, call_timeout_s=5.0)
+    done, failed = run(executor, [ExpertGroup("hung", requests(3))])
+    assert not done and set(failed) == {"hung"}
+    assert handles["hung"].calls == [3] and HungCall.cancelled == 1  # one call, not 1 + max_retries
+
+
 @pytest.mark.parametrize("max_retries", [0, 1, 2])
 def test_a_failed_call_is_retried_scheduler_max_retries_times(max_retries):
     from skillmoe_ray_actors.serve_experts import DeploymentExecutor
