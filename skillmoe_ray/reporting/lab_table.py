@@ -8,8 +8,9 @@ accuracy's mean +/- std over seeds per task and on average, and the paired diffe
 with its 95% bootstrap interval over every (seed, question) pair. The table is also written as Markdown
 and CSV beside the runs.
 
-A seed whose run directory already holds its results (same experiment, seed, overrides and config) is
-not run again, so a second call takes seconds; a run that did not finish is resumed from the stage cache.
+A seed whose run directory already holds its results (same experiment, seed, overrides, config and
+project code) is not run again, so a second call takes seconds; a run that did not finish, or one of
+changed code, runs from the shared stage cache (its generations are reused where their prompts are).
 """
 
 from __future__ import annotations
@@ -56,12 +57,30 @@ def seed_overrides(experiment: str, seed: int, extra: Sequence[str]) -> list[str
     return [f"+experiment={experiment}", "mode=compare", f"seed={seed}", *extra]
 
 
-def run_dir_of(out: Path, experiment: str, seed: int, tree: dict) -> Path:
-    """The seed's run directory: named by the seed and the composed config, so that a changed config
-    (another override, a new recipe) gets a run of its own instead of reusing an older one."""
+def code_fingerprint(root: Path | None = None) -> str:
+    """A hash of the Python sources under ``root`` (default: the installed ``skillmoe_ray`` package), their
+    paths and contents: results computed by other code (a fixed extraction, a changed method) are not taken
+    for this code's."""
+    import hashlib
+
+    if root is None:
+        import skillmoe_ray
+
+        root = Path(skillmoe_ray.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def run_dir_of(out: Path, experiment: str, seed: int, tree: dict, code: str = "") -> Path:
+    """The seed's run directory: named by the seed, the composed config and the project's code
+    (:func:`code_fingerprint`), so that a changed config (another override, a new recipe) or changed code
+    gets a run of its own instead of reusing an older one."""
     from skillmoe_ray.seeding import stable_hash
 
-    return out / experiment / f"seed{seed}-{stable_hash(tree, 10)}"
+    return out / experiment / f"seed{seed}-{stable_hash({'config': tree, 'code': code}, 10)}"
 
 
 def finished(run_dir: Path) -> bool:
@@ -91,11 +110,11 @@ def planned_runs(experiment: str, seeds: Sequence[int], out: Path,
     from skillmoe_ray.config.compose import compose_tree
     from skillmoe_ray.config.hydra_checks import check_command_line
 
-    planned = []
+    planned, code = [], code_fingerprint()
     for seed in seeds:
         overrides = seed_overrides(experiment, seed, extra)
         check_command_line([*overrides, f"hydra.run.dir={out}"], CONF_DIR)
-        planned.append((seed, overrides, run_dir_of(out, experiment, seed, compose_tree(overrides))))
+        planned.append((seed, overrides, run_dir_of(out, experiment, seed, compose_tree(overrides), code)))
     return planned
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from skillmoe_ray.errors import DataError
 from skillmoe_ray.reporting import seed_table
-from skillmoe_ray.reporting.lab_table import finished, run_dir_of, seed_overrides
+from skillmoe_ray.reporting.lab_table import code_fingerprint, finished, run_dir_of, seed_overrides
 
 
 def compare_run(seed: int, answers: dict[str, dict[str, list[int]]]) -> seed_table.SeedRun:
@@ -99,6 +99,7 @@ def test_each_seed_and_config_gets_its_own_run_directory(tmp_path: Path):
     first = run_dir_of(tmp_path, "lab_hard", 0, tree)
     assert first == run_dir_of(tmp_path, "lab_hard", 0, dict(tree))  # the same config: the same directory
     assert first != run_dir_of(tmp_path, "lab_hard", 0, {**tree, "recruit": {"k": 2}})
+    assert first != run_dir_of(tmp_path, "lab_hard", 0, tree, code="other sources")  # changed code: a new run
     assert first.name.startswith("seed0-")
     assert seed_overrides("lab_hard", 1, ["recruit.k=2"]) == [
         "+experiment=lab_hard", "mode=compare", "seed=1", "recruit.k=2"]
@@ -124,3 +125,16 @@ def test_a_repeated_seed_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--seeds", "0", "0"])
     assert exit_info.value.code == 2 and "--seeds repeats a seed (0 0)" in capsys.readouterr().err
+
+
+def test_the_code_fingerprint_changes_with_a_python_source_only(tmp_path: Path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("notes")
+    first = code_fingerprint(tmp_path)
+    assert first == code_fingerprint(tmp_path)
+    (tmp_path / "notes.md").write_text("other notes")
+    assert code_fingerprint(tmp_path) == first  # not a Python source
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert code_fingerprint(tmp_path) != first
+    assert code_fingerprint() == code_fingerprint()  # the installed package's
