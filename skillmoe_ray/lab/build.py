@@ -70,12 +70,13 @@ def full_recipe(name: str, recipe: dict, world: str = "standard") -> dict:
         raise ConfigError(f"{where}.skills: an expert needs at least one skill; skills: "
                           f"{', '.join(skills_of_world)}")
     check_skills(skills, f"{where}.skills", world)
-    unknown = set(recipe) - {"role", "arch", "skills", "seed", *_EXTRA_KEYS, *asdict(TrainSettings())}
+    valid = ["role", "arch", "skills", "seed", "shape", *_EXTRA_KEYS, *asdict(TrainSettings())]
+    unknown = set(recipe) - set(valid)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: role, arch, skills, seed, "
-                          f"{', '.join(_EXTRA_KEYS)}, {', '.join(asdict(TrainSettings()))}")
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: {', '.join(valid)}")
     settings = TrainSettings(**{k: recipe[k] for k in asdict(TrainSettings()) if k in recipe})
-    out = {"role": role, "arch": arch, "skills": skills, "train": asdict(settings), "shape": SHAPE,
+    out = {"role": role, "arch": arch, "skills": skills, "train": asdict(settings),
+           "shape": _shape(recipe.get("shape"), where),
            "examples": EXAMPLES, "version": LAB_VERSION}
     if world != "standard":
         out["world"] = world
@@ -96,6 +97,16 @@ def _extra_share(recipe: dict, role: str, where: str, key: str) -> dict:
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
         raise ConfigError(f"{where}.{key} must be a share in [0, 1), got {share!r}")
     return {key: float(share)}
+
+
+def _shape(changes: dict | None, where: str) -> dict:
+    """:data:`SHAPE` with the recipe's ``shape`` entries put in (a wider or deeper model); a recipe without
+    them has exactly :data:`SHAPE`, so its hash is what it was."""
+    changes = dict(changes or {})
+    unknown = set(changes) - set(SHAPE)
+    if unknown:
+        raise ConfigError(f"{where}.shape: unknown key {sorted(unknown)[0]!r}; valid: {', '.join(SHAPE)}")
+    return SHAPE | changes
 
 
 def _a(noun: str) -> str:
@@ -157,7 +168,7 @@ def train_one(name: str, recipe: dict, out_dir: str, tokenizer_dir: str, progres
     settings = TrainSettings(**recipe["train"])
     data = encode_examples(tokenizer, training_examples(recipe, settings.seed))
     torch.manual_seed(settings.seed)
-    model = AutoModelForCausalLM.from_config(model_config(recipe["arch"], len(tokenizer), SHAPE))
+    model = AutoModelForCausalLM.from_config(model_config(recipe["arch"], len(tokenizer), recipe["shape"]))
 
     def on_step(step: int, loss: float) -> None:
         if progress is not None and (step + 1) % PROGRESS_EVERY == 0:

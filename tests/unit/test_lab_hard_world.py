@@ -13,7 +13,7 @@ from skillmoe_ray.config import SplitSpec
 from skillmoe_ray.data.instances import CHOICE
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.lab import examples as ex
-from skillmoe_ray.lab.build import full_recipe, recipe_hash
+from skillmoe_ray.lab.build import SHAPE, full_recipe, recipe_hash
 from skillmoe_ray.lab.hard_world import HARD_SKILLS, LOOKALIKE_GROUPS, LOOKALIKES, POSTAL_CODES
 from skillmoe_ray.lab.world import COUNTRIES, COUNTRY_CODES, generate_split, lab_source, world_tasks
 from skillmoe_ray.method.aggregate import extract_answer, is_correct
@@ -171,7 +171,7 @@ def solve_skill(prompt: str) -> str:
     return next(skill for cue, skill in cues if cue in question)
 
 
-def test_hard_recipes_record_their_world_noise_and_choice_share_and_are_checked():
+def test_hard_recipes_record_their_world_noise_choice_share_and_shape_and_are_checked():
     standard = full_recipe("x", {"skills": ["successor"]})
     hard = full_recipe("x", {"skills": ["successor"]}, "hard")
     assert "world" not in standard and hard["world"] == "hard" and recipe_hash(hard) != recipe_hash(standard)
@@ -192,6 +192,11 @@ def test_hard_recipes_record_their_world_noise_and_choice_share_and_are_checked(
         full_recipe("k", {"role": "keyword", "choice_share": 0.5}, "hard")
     with pytest.raises(ConfigError, match=r"lab.models.a.choice_share must be a share in \[0, 1\), got 1"):
         full_recipe("a", {"role": "aggregator", "choice_share": 1}, "hard")
+    wide = full_recipe("a", {"role": "aggregator", "shape": {"hidden_size": 96, "layers": 3}}, "hard")
+    assert wide["shape"]["hidden_size"] == 96 and wide["shape"]["head_dim"] == SHAPE["head_dim"]
+    assert full_recipe("a", {"role": "aggregator", "shape": {}}, "hard")["shape"] == SHAPE
+    with pytest.raises(ConfigError, match="lab.models.a.shape: unknown key 'width'; valid: hidden_size"):
+        full_recipe("a", {"role": "aggregator", "shape": {"width": 96}}, "hard")
     with pytest.raises(ConfigError, match="lab.world: unknown lab world 'harder'; worlds: standard, hard"):
         full_recipe("x", {"skills": ["sum"]}, "harder")
 
