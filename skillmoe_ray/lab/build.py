@@ -55,7 +55,9 @@ def full_recipe(name: str, recipe: dict, world: str = "standard") -> dict:
     """The recipe with every default filled in and checked: what the model's hash is taken over.
 
     A model of another world than the standard one records it (``world``), as a keyword model trained with
-    label noise records its rate (``label_noise``); the standard world's recipes (and hashes) have neither.
+    label noise records its rate (``label_noise``) and an aggregator its share of multiple-choice examples
+    (``choice_share``); the standard world's recipes (and hashes) have none of them. ``shape`` changes
+    entries of :data:`SHAPE`; unset, the recipe's shape is :data:`SHAPE` and its hash what it was.
     """
     where = f"lab.models.{name}"
     skills_of_world = world_skills(world)

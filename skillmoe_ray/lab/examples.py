@@ -121,9 +121,9 @@ def aggregator_examples(n: int, rng: random.Random, world: str = "standard",
                         choice_share: float | None = None) -> list[Example]:
     """Aggregation prompts over three candidate solutions; the response states their majority answer.
 
-    Questions are of any skill of ``world``, drawn alike; with ``choice_share``, that share of them is of a
-    multiple-choice skill instead (copying one option letter out of three candidates, past the four letters
-    the options list, takes a tiny model more examples than copying a number).
+    Questions are of any skill of ``world``, drawn alike; with ``choice_share`` (the recipe key), that share
+    of them is of a multiple-choice skill, the rest of the others (the hard lab's aggregator states the
+    majority letter far less often than the majority number; see the README's hard-lab section).
     """
     out, skills = [], world_skills(world)
     choice = [name for name, skill in skills.items() if skill.answer_type == CHOICE]
