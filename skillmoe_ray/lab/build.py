@@ -39,6 +39,10 @@ SHAPE = {"hidden_size": 64, "layers": 2, "head_dim": 32, "num_attention_heads": 
          "max_position_embeddings": 512}
 EXAMPLES = 8000  # distinct training examples per model (batches are drawn from them)
 TOKENIZER_DIR = "_tokenizer"
+# Recipe keys beyond the common ones, each taken by one role and hashed only when set: the keyword model's
+# label noise, the aggregator's share of multiple-choice examples.
+_EXTRA_KEYS = {"label_noise": "keyword", "choice_share": "aggregator"}
+_KEY_WORDS = {"label_noise": "label noise", "choice_share": "a choice share"}
 PROGRESS_EVERY = 25  # steps between a worker's progress reports
 
 
@@ -51,7 +55,9 @@ def full_recipe(name: str, recipe: dict, world: str = "standard") -> dict:
     """The recipe with every default filled in and checked: what the model's hash is taken over.
 
     A model of another world than the standard one records it (``world``), as a keyword model trained with
-    label noise records its rate (``label_noise``); the standard world's recipes (and hashes) have neither.
+    label noise records its rate (``label_noise``) and an aggregator its share of multiple-choice examples
+    (``choice_share``); the standard world's recipes (and hashes) have none of them. ``shape`` changes
+    entries of :data:`SHAPE`; unset, the recipe's shape is :data:`SHAPE` and its hash what it was.
     """
     where = f"lab.models.{name}"
     skills_of_world = world_skills(world)
@@ -66,28 +72,47 @@ def full_recipe(name: str, recipe: dict, world: str = "standard") -> dict:
         raise ConfigError(f"{where}.skills: an expert needs at least one skill; skills: "
                           f"{', '.join(skills_of_world)}")
     check_skills(skills, f"{where}.skills", world)
-    unknown = set(recipe) - {"role", "arch", "skills", "seed", "label_noise", *asdict(TrainSettings())}
+    valid = ["role", "arch", "skills", "seed", "shape", *_EXTRA_KEYS, *asdict(TrainSettings())]
+    unknown = set(recipe) - set(valid)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: role, arch, skills, seed, "
-                          f"label_noise, {', '.join(asdict(TrainSettings()))}")
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: {', '.join(valid)}")
     settings = TrainSettings(**{k: recipe[k] for k in asdict(TrainSettings()) if k in recipe})
-    out = {"role": role, "arch": arch, "skills": skills, "train": asdict(settings), "shape": SHAPE,
+    out = {"role": role, "arch": arch, "skills": skills, "train": asdict(settings),
+           "shape": _shape(recipe.get("shape"), where),
            "examples": EXAMPLES, "version": LAB_VERSION}
     if world != "standard":
         out["world"] = world
-    return out | _label_noise(recipe, role, where)
+    for key in _EXTRA_KEYS:
+        out |= _extra_share(recipe, role, where, key)
+    return out
 
 
-def _label_noise(recipe: dict, role: str, where: str) -> dict:
-    """``{"label_noise": rate}`` of a keyword recipe that sets one (a share in [0, 1)); else nothing."""
-    if not recipe.get("label_noise"):
+def _extra_share(recipe: dict, role: str, where: str, key: str) -> dict:
+    """``{key: share}`` of a recipe that sets one of the role's :data:`_EXTRA_KEYS` (a share in [0, 1));
+    else nothing, so recipes without it keep their hashes (and their shipped copies)."""
+    if recipe.get(key) is None or (key == "label_noise" and not recipe[key]):
         return {}
-    rate = recipe["label_noise"]
-    if role != "keyword":
-        raise ConfigError(f"{where}.label_noise: only a keyword model takes label noise, this is a {role}")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ConfigError(f"{where}.label_noise must be a share in [0, 1), got {rate!r}")
-    return {"label_noise": float(rate)}
+    share, owner = recipe[key], _EXTRA_KEYS[key]
+    if role != owner:
+        raise ConfigError(f"{where}.{key}: only {_a(owner)} model takes {_KEY_WORDS[key]}, "
+                          f"this is {_a(role)}")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        raise ConfigError(f"{where}.{key} must be a share in [0, 1), got {share!r}")
+    return {key: float(share)}
+
+
+def _shape(changes: dict | None, where: str) -> dict:
+    """:data:`SHAPE` with the recipe's ``shape`` entries put in (a wider or deeper model); a recipe without
+    them has exactly :data:`SHAPE`, so its hash is what it was."""
+    changes = dict(changes or {})
+    unknown = set(changes) - set(SHAPE)
+    if unknown:
+        raise ConfigError(f"{where}.shape: unknown key {sorted(unknown)[0]!r}; valid: {', '.join(SHAPE)}")
+    return SHAPE | changes
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -126,7 +151,7 @@ def training_examples(recipe: dict, seed: int):
     if recipe["role"] == "keyword":
         return ex.keyword_examples(EXAMPLES, rng, world, recipe.get("label_noise", 0.0))
     if recipe["role"] == "aggregator":
-        return ex.aggregator_examples(EXAMPLES, rng, world)
+        return ex.aggregator_examples(EXAMPLES, rng, world, recipe.get("choice_share"))
     return ex.expert_examples(recipe["skills"], EXAMPLES, rng, world)
 
 
@@ -145,7 +170,7 @@ def train_one(name: str, recipe: dict, out_dir: str, tokenizer_dir: str, progres
     settings = TrainSettings(**recipe["train"])
     data = encode_examples(tokenizer, training_examples(recipe, settings.seed))
     torch.manual_seed(settings.seed)
-    model = AutoModelForCausalLM.from_config(model_config(recipe["arch"], len(tokenizer), SHAPE))
+    model = AutoModelForCausalLM.from_config(model_config(recipe["arch"], len(tokenizer), recipe["shape"]))
 
     def on_step(step: int, loss: float) -> None:
         if progress is not None and (step + 1) % PROGRESS_EVERY == 0:

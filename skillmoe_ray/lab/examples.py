@@ -117,11 +117,20 @@ def aggregation_case(inst: Instance, rng: random.Random) -> tuple[list[dict], st
     return aggregator_messages(inst, texts), target
 
 
-def aggregator_examples(n: int, rng: random.Random, world: str = "standard") -> list[Example]:
-    """Aggregation prompts over three candidate solutions; the response states their majority answer."""
-    out = []
+def aggregator_examples(n: int, rng: random.Random, world: str = "standard",
+                        choice_share: float | None = None) -> list[Example]:
+    """Aggregation prompts over three candidate solutions; the response states their majority answer.
+
+    Questions are of any skill of ``world``, drawn alike; with ``choice_share`` (the recipe key), that share
+    of them is of a multiple-choice skill, the rest of the others (the hard lab's aggregator states the
+    majority letter far less often than the majority number; see the README's hard-lab section).
+    """
+    out, skills = [], world_skills(world)
+    choice = [name for name, skill in skills.items() if skill.answer_type == CHOICE]
+    other = [name for name in skills if name not in choice]
     while len(out) < n:
-        inst = random_instance(list(world_skills(world)), rng, world)
+        pool = list(skills) if choice_share is None else choice if rng.random() < choice_share else other
+        inst = random_instance(pool, rng, world)
         case = aggregation_case(inst, rng)
         if case is not None:
             out.append((case[0], answer_text(case[1], inst.answer_type)))

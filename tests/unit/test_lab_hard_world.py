@@ -13,7 +13,7 @@ from skillmoe_ray.config import SplitSpec
 from skillmoe_ray.data.instances import CHOICE
 from skillmoe_ray.errors import ConfigError
 from skillmoe_ray.lab import examples as ex
-from skillmoe_ray.lab.build import full_recipe, recipe_hash
+from skillmoe_ray.lab.build import SHAPE, full_recipe, recipe_hash
 from skillmoe_ray.lab.hard_world import HARD_SKILLS, LOOKALIKE_GROUPS, LOOKALIKES, POSTAL_CODES
 from skillmoe_ray.lab.world import COUNTRIES, COUNTRY_CODES, generate_split, lab_source, world_tasks
 from skillmoe_ray.method.aggregate import extract_answer, is_correct
@@ -147,6 +147,19 @@ def test_keyword_label_noise_names_a_look_alike_at_its_rate_and_only_when_asked(
     assert all(gold == said for gold, said in zip(solved, named) if not LOOKALIKES.get(gold))
 
 
+def test_aggregator_choice_share_draws_multiple_choice_questions_at_its_rate_and_only_when_asked():
+    def choice_rate(examples) -> float:
+        return sum("Options:" in m[-1]["content"] for m, _ in examples) / len(examples)
+
+    plain = ex.aggregator_examples(1200, random.Random(0), "hard")
+    assert plain == ex.aggregator_examples(1200, random.Random(0), "hard", None)  # unset: as before
+    assert 0.28 < choice_rate(plain) < 0.39  # four of the twelve skills, drawn alike
+    shared = ex.aggregator_examples(1200, random.Random(0), "hard", 0.6)
+    assert 0.55 < choice_rate(shared) < 0.65
+    assert {solve_skill(m[-1]["content"]) for m, _ in shared} == set(HARD_SKILLS)
+    assert choice_rate(ex.aggregator_examples(200, random.Random(0), "hard", 0.0)) == 0
+
+
 def solve_skill(prompt: str) -> str:
     """The skill of a keyword prompt's question, read from its cue words."""
     cues = [("plus", "sum"), ("minus", "difference"), ("times ten", "times ten"),
@@ -158,7 +171,7 @@ def solve_skill(prompt: str) -> str:
     return next(skill for cue, skill in cues if cue in question)
 
 
-def test_hard_recipes_record_their_world_and_noise_and_are_checked():
+def test_hard_recipes_record_their_world_noise_choice_share_and_shape_and_are_checked():
     standard = full_recipe("x", {"skills": ["successor"]})
     hard = full_recipe("x", {"skills": ["successor"]}, "hard")
     assert "world" not in standard and hard["world"] == "hard" and recipe_hash(hard) != recipe_hash(standard)
@@ -171,6 +184,19 @@ def test_hard_recipes_record_their_world_and_noise_and_are_checked():
         full_recipe("x", {"skills": ["sum"], "label_noise": 0.2}, "hard")
     with pytest.raises(ConfigError, match=r"lab.models.k.label_noise must be a share in \[0, 1\), got 1.5"):
         full_recipe("k", {"role": "keyword", "label_noise": 1.5}, "hard")
+    aggregator = full_recipe("a", {"role": "aggregator", "choice_share": 0.5}, "hard")
+    assert aggregator["choice_share"] == 0.5
+    assert "choice_share" not in full_recipe("a", {"role": "aggregator"})
+    assert recipe_hash(aggregator) != recipe_hash(full_recipe("a", {"role": "aggregator"}, "hard"))
+    with pytest.raises(ConfigError, match="models.k.choice_share: only an aggregator model takes a choice"):
+        full_recipe("k", {"role": "keyword", "choice_share": 0.5}, "hard")
+    with pytest.raises(ConfigError, match=r"lab.models.a.choice_share must be a share in \[0, 1\), got 1"):
+        full_recipe("a", {"role": "aggregator", "choice_share": 1}, "hard")
+    wide = full_recipe("a", {"role": "aggregator", "shape": {"hidden_size": 96, "layers": 3}}, "hard")
+    assert wide["shape"]["hidden_size"] == 96 and wide["shape"]["head_dim"] == SHAPE["head_dim"]
+    assert full_recipe("a", {"role": "aggregator", "shape": {}}, "hard")["shape"] == SHAPE
+    with pytest.raises(ConfigError, match="lab.models.a.shape: unknown key 'width'; valid: hidden_size"):
+        full_recipe("a", {"role": "aggregator", "shape": {"width": 96}}, "hard")
     with pytest.raises(ConfigError, match="lab.world: unknown lab world 'harder'; worlds: standard, hard"):
         full_recipe("x", {"skills": ["sum"]}, "harder")
 
