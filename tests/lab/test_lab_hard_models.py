@@ -1,6 +1,6 @@
 """The hard lab's shipped models have the properties lab_hard is for: partly reliable specialists and a
 keyword model that often confuses look-alike skills (greedy and sampled answers of the shipped copies),
-and an aggregator that states its candidates' majority on most boxed-number questions."""
+and an aggregator that states its candidates' majority on most questions of both answer types."""
 
 from __future__ import annotations
 
@@ -36,9 +36,11 @@ def test_single_keyword_samples_name_the_gold_skill_at_most_about_80_percent_of_
     assert max(alike) < 0.95 and min(alone) >= 0.9  # the confusions are among look-alikes
 
 
-def test_the_aggregator_states_the_majority_of_three_boxed_number_candidates_most_of_the_time():
+def test_the_aggregator_states_the_majority_of_three_candidates_on_both_answer_types():
     test = generate_split("test", 240, 0, "hard")
     acc = aggregator_accuracy(shipped_dir() / "hard-aggregator", test)
     boxed = [acc[s] for s, skill in HARD_SKILLS.items() if skill.answer_type != "choice"]
-    # 2,000 steps of 32 stated it on 0.68 of the boxed-number sets on average; 2,000 of 64: 0.90
-    assert sum(boxed) / len(boxed) >= 0.85
+    choice = [acc[s] for s, skill in HARD_SKILLS.items() if skill.answer_type == "choice"]
+    # 2,000 steps with multiple choice at its natural third of the sets: boxed 0.91, multiple choice 0.44 (it
+    # stated "(B)" whatever the candidates said); 5,000 steps, half of them multiple choice: 0.80 and 0.97
+    assert sum(boxed) / len(boxed) >= 0.75 and sum(choice) / len(choice) >= 0.9
