@@ -105,11 +105,16 @@ class PastDeadline(TimeoutError):
     again on a replica that is likely the same hung one."""
 
 
+def is_past_deadline(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the error a Ray wrapper carries) is a :class:`PastDeadline`."""
+    return isinstance(root_cause(exc), PastDeadline)
+
+
 def retry_helps(exc: BaseException) -> bool:
     """Whether running the failed work again on a fresh expert can help: not for an error the same input
     raises again (:func:`is_deterministic`), nor for a call past its requests' deadline
-    (:class:`PastDeadline`)."""
-    return not (is_deterministic(exc) or isinstance(root_cause(exc), PastDeadline))
+    (:func:`is_past_deadline`)."""
+    return not (is_deterministic(exc) or is_past_deadline(exc))
 
 
 def free_space(path: str) -> str:

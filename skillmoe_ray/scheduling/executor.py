@@ -44,9 +44,9 @@ from functools import partial
 from skillmoe_ray.engines.base import SLEEPING, GenOutput
 from skillmoe_ray.errors import (
     ExpertFailed,
-    PastDeadline,
     StoreFailed,
     is_deterministic,
+    is_past_deadline,
     one_line,
     retry_helps,
 )
@@ -318,7 +318,7 @@ class SlotExecutor:
             on_error(group, exc)
             return
         why = ("(not retried: the same input fails again)" if is_deterministic(exc)
-               else "(not retried: past its requests' deadline)" if isinstance(exc, PastDeadline)
+               else "(not retried: past its requests' deadline)" if is_past_deadline(exc)
                else f"after {attempts} attempt(s)")
         raise ExpertFailed(
             f"expert {group.expert} failed in stage {label} {why}: {one_line(exc)} "
