@@ -63,15 +63,15 @@ def code_fingerprint(root: Path | None = None) -> str:
     for this code's."""
     import hashlib
 
+    from skillmoe_ray.seeding import stable_hash
+
     if root is None:
         import skillmoe_ray
 
         root = Path(skillmoe_ray.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    sources = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in root.rglob("*.py")}
+    return stable_hash(sources, 64)
 
 
 def run_dir_of(out: Path, experiment: str, seed: int, tree: dict, code: str = "") -> Path:
