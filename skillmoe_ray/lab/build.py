@@ -18,7 +18,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -39,11 +39,24 @@ SHAPE = {"hidden_size": 64, "layers": 2, "head_dim": 32, "num_attention_heads": 
          "max_position_embeddings": 512}
 EXAMPLES = 8000  # distinct training examples per model (batches are drawn from them)
 TOKENIZER_DIR = "_tokenizer"
-# Recipe keys beyond the common ones, each taken by one role and hashed only when set: the keyword model's
-# label noise, the aggregator's share of multiple-choice examples.
-_EXTRA_KEYS = {"label_noise": "keyword", "choice_share": "aggregator"}
-_KEY_WORDS = {"label_noise": "label noise", "choice_share": "a choice share"}
 PROGRESS_EVERY = 25  # steps between a worker's progress reports
+
+
+@dataclass(frozen=True)
+class ExtraKey:
+    """A recipe key beyond the common ones: the one role that takes it, how an error names it, and whether a
+    share of 0 means the same as no key (no label noise does; a choice share of 0, no multiple choice, does
+    not: unset keeps the natural mix)."""
+
+    role: str
+    words: str
+    zero_is_unset: bool
+
+
+# Recipe keys beyond the common ones, each a share in [0, 1) hashed only when set: the keyword model's
+# label noise, the aggregator's share of multiple-choice examples.
+_EXTRA_KEYS = {"label_noise": ExtraKey("keyword", "label noise", zero_is_unset=True),
+               "choice_share": ExtraKey("aggregator", "a choice share", zero_is_unset=False)}
 
 
 def shipped_dir() -> Path:
@@ -90,11 +103,11 @@ def full_recipe(name: str, recipe: dict, world: str = "standard") -> dict:
 def _extra_share(recipe: dict, role: str, where: str, key: str) -> dict:
     """``{key: share}`` of a recipe that sets one of the role's :data:`_EXTRA_KEYS` (a share in [0, 1));
     else nothing, so recipes without it keep their hashes (and their shipped copies)."""
-    if recipe.get(key) is None or (key == "label_noise" and not recipe[key]):
+    share, extra = recipe.get(key), _EXTRA_KEYS[key]
+    if share is None or (extra.zero_is_unset and not share):
         return {}
-    share, owner = recipe[key], _EXTRA_KEYS[key]
-    if role != owner:
-        raise ConfigError(f"{where}.{key}: only {_a(owner)} model takes {_KEY_WORDS[key]}, "
+    if role != extra.role:
+        raise ConfigError(f"{where}.{key}: only {_a(extra.role)} model takes {extra.words}, "
                           f"this is {_a(role)}")
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
         raise ConfigError(f"{where}.{key} must be a share in [0, 1), got {share!r}")
