@@ -8,7 +8,9 @@ Each configuration is served in turn by the README's serve command (``python -m 
 local Ray), with one residency setting or topology:
 
 - a: the default (no residency setting: the machine's memory budget);
-- b: ``scheduler.residency=single``: one resident model per slot (the behaviour before the budget);
+- b: the behaviour before the residency budget and swap-aware batching: ``scheduler.residency=single``
+  (one resident model per slot, so every micro-batch swaps) and ``serve.max_cold_wait_ms=0`` (no request
+  waits to share a load with a later batch: each micro-batch loads what its own requests need);
 - c: every model resident: ``resources.gpu_memory_gb`` twice the whole pool's footprint;
 - d: a budget that holds half of the pool: half the pool's footprints per slot, as the scheduler counts
   them (:func:`~skillmoe_ray.scheduling.residency.footprints_from_config`);
@@ -165,7 +167,7 @@ def config_overrides(letter: str, footprints: Mapping[str, float], slots: int) -
     """The command-line settings of configuration ``letter`` beyond the README's serve command."""
     return {
         "a": [],
-        "b": ["scheduler.residency=single"],
+        "b": ["scheduler.residency=single", "serve.max_cold_wait_ms=0"],
         "c": [f"resources.gpu_memory_gb={whole_pool_gb(footprints):.9g}"],
         "d": [f"resources.gpu_memory_gb={half_pool_gb(footprints, slots):.9g}"],
         "e": ["serve.topology=per_expert"],

@@ -85,7 +85,7 @@ def test_the_configurations_settings_on_the_lab_pool(tmp_path):
     footprints = pool_footprints(cfg)
     assert set(footprints) == set(cfg.pool) and min(footprints.values()) > 0
     assert config_overrides("a", footprints, 1) == []
-    assert config_overrides("b", footprints, 1) == ["scheduler.residency=single"]
+    assert config_overrides("b", footprints, 1) == ["scheduler.residency=single", "serve.max_cold_wait_ms=0"]
     assert config_overrides("e", footprints, 1) == ["serve.topology=per_expert"]
     budgets = {c: float(config_overrides(c, footprints, 1)[0].split("=")[1]) for c in "cd"}
     assert models_held(footprints, budgets["c"]) == len(footprints)  # the lab's 8 models are alike in size
