@@ -9,6 +9,7 @@ starts a fresh one (``skillmoe_ray_actors.placement.RayExpert``).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -27,6 +28,9 @@ class ExpertActor(LocalExpert):
         logging.basicConfig(level=logging.WARNING)
         super().__init__(create_engine(engine, spec))
         self.engine.prepare()
+        # Everything imported so far lives as long as the process; frozen, the full collection at each
+        # unload scans only the model's own objects (0.3-1.1 s a swap on 2 cores without it).
+        gc.freeze()
 
     def node_id(self) -> str:
         """The Ray node this actor runs on (the run's summary lists where each expert ran)."""

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -58,6 +59,7 @@ class ModelDeployment:
         self.expert = LocalExpert(create_engine(engine, spec))
         self.expert.engine.prepare()
         self.expert.load()
+        gc.freeze()  # the engine and its model live as long as the replica: the collector stops scanning them
         self.lock = threading.Lock()  # Serve runs sync methods in a thread pool: one generation at a time
 
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:

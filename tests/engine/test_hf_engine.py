@@ -106,3 +106,24 @@ def test_prepare_imports_what_the_first_load_needs_before_it(tiny_model_dir):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "['torch', 'transformers.models.llama.modeling_llama']"
+
+
+def test_an_expert_actors_unload_frees_its_model_though_its_imports_are_frozen(tiny_model_dir):
+    """ExpertActor freezes what its engine imported (``gc.freeze``), so that each unload's full collection
+    scans the model's objects only; a model loaded after the freeze is still freed by the unload."""
+    import gc
+    import weakref
+
+    from skillmoe_ray.config import EngineConfig
+    from skillmoe_ray_actors.expert import ExpertActor
+
+    try:
+        actor = ExpertActor(ModelSpec(name="tiny", path=str(tiny_model_dir)),
+                            EngineConfig(name="hf", dtype="float32", options={"device": "cpu"}))
+        assert gc.get_freeze_count() > 0
+        actor.load()
+        model = weakref.ref(actor.engine.model)
+        actor.unload()
+        assert model() is None
+    finally:
+        gc.unfreeze()
