@@ -16,6 +16,7 @@ the ingress (:mod:`skillmoe_ray_actors.serve`) maps what it answers to HTTP.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,6 +72,9 @@ class SkillMoEAnswerer:
             resident = warming.submit(self.generation.warm_up, self.used).result()
         log.info("warm-up: resident %s; on first use: %s", resident, self.cold() or "none")
         self.failure_streak = 0  # requests in a row that failed upstream: a replica that cannot serve
+        # What the replica holds now (its imports, the preparation, the embedder) lives as long as it does:
+        # frozen, Python's full collections scan only what batches create (over this heap one took 0.4 s)
+        gc.freeze()
 
     async def answer(self, job: Job):
         """Streamed to the ingress: None once the request is here (Serve admitted it), then
