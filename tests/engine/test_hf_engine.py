@@ -117,6 +117,7 @@ def test_an_expert_actors_unload_frees_its_model_though_its_imports_are_frozen(t
     from skillmoe_ray.config import EngineConfig
     from skillmoe_ray_actors.expert import ExpertActor
 
+    gc.unfreeze()  # whatever an earlier test froze: the count below is this construction's alone
     try:
         actor = ExpertActor(ModelSpec(name="tiny", path=str(tiny_model_dir)),
                             EngineConfig(name="hf", dtype="float32", options={"device": "cpu"}))
