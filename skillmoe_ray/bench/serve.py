@@ -148,9 +148,14 @@ def whole_pool_gb(footprints: Mapping[str, float]) -> float:
     return 2 * sum(footprints.values()) / GB
 
 
+# (d)'s budget is half of the pool's footprint plus this share: the printed budget is rounded, and a model's
+# footprint after its load (measured weights) may exceed the estimate from its files by a little.
+HALF_POOL_SLACK = 0.02
+
+
 def half_pool_gb(footprints: Mapping[str, float], slots: int) -> float:
-    """A slot budget (GB) under which the slots together hold half of the pool's footprint."""
-    return sum(footprints.values()) / 2 / max(slots, 1) / GB
+    """A slot budget (GB) under which the slots together hold half of the pool's footprint (and the slack)."""
+    return sum(footprints.values()) / 2 / max(slots, 1) / GB * (1 + HALF_POOL_SLACK)
 
 
 def models_held(footprints: Mapping[str, float], budget_gb: float) -> int:
@@ -310,12 +315,13 @@ def run_config(letter: str, overrides: list[str], args: argparse.Namespace, work
     return rows
 
 
-def lab_setup(run_dir: Path) -> tuple[RunConfig, list[Instance]]:
-    """The lab's serve config (its models built or copied first, as the service would) and test questions."""
+def lab_setup(run_dir: Path, extra: Sequence[str] = ()) -> tuple[RunConfig, list[Instance]]:
+    """The lab's serve config with the run's ``--set`` overrides (its models built or copied first, as the
+    service would) and test questions: (c) and (d) budget the footprints of the engine the services run."""
     from skillmoe_ray.config.compose import compose_tree
     from skillmoe_ray.preflight import load_checked
 
-    cfg, _, test = load_checked(compose_tree(list(BASE)), str(run_dir))
+    cfg, _, test = load_checked(compose_tree([*BASE, *extra]), str(run_dir))
     return cfg, test
 
 
@@ -323,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="skillmoe-bench-serve-"))
     progress(f"the skill lab's config and test questions (service logs under {work})")
-    cfg, test = lab_setup(work / "setup")
+    cfg, test = lab_setup(work / "setup", args.extra)
     footprints = pool_footprints(cfg)
     half = half_pool_gb(footprints, cfg.resources.gpus)
     progress(f"pool: {len(footprints)} models, {sum(footprints.values()) / 1e6:.3f} MB resident together; "

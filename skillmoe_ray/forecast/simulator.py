@@ -133,7 +133,7 @@ def expert_figures(cfg: RunConfig, measured: Mapping[str, dict], fingerprints: M
     start's compile: a measured model is charged neither again.
     """
     out = {}
-    footprint_of = footprints_from_config(cfg)
+    footprint_of = footprints_from_config(cfg, planning=True)
     compiles = cfg.engine.name == "vllm" and not cfg.engine.options.get("enforce_eager", False)
     for name, spec in cfg.pool.items():
         base = modeled_figures(cfg.scheduler.cost, spec.params_b, can_sleep, compiles)

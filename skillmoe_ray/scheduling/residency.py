@@ -155,11 +155,13 @@ def footprint(
     cost: CostConfig,
     headroom: float,
     weight_bytes: float = 0,
+    in_host_ram: bool | None = None,
 ) -> float:
     """Device bytes an expert holds while resident on a GPU slot: the one rule of the executor and mode=plan.
 
-    On the CPU (``gpu_memory_gb`` None and no GPU reported) a model holds its weights times ``headroom``
-    and the KV cache its engine reserves in RAM (``cpu_kvcache_gb``). The weight bytes are the measured ones
+    In host RAM (``in_host_ram``: the engine runs on the CPU; None reads it as mode=plan does: no GPU
+    reported and no ``gpu_memory_gb`` given, which otherwise models a GPU of that size) a model holds its
+    weights times ``headroom`` and the KV cache its engine reserves in RAM (``cpu_kvcache_gb``). The weight bytes are the measured ones
     (``weight_bytes``: after a load, or the weight files' size on
     disk) or else estimated from the pool's ``params_b``. A vLLM engine holds its weights, its KV cache
     (``kv_cache_memory_bytes`` or the default rule of :mod:`skillmoe_ray.engines.gpu_memory`), workspace
@@ -168,7 +170,7 @@ def footprint(
     """
     if weight_bytes <= 0:
         weight_bytes = (spec.params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
-    if on_cpu(gpu_memory_gb):
+    if on_cpu(gpu_memory_gb) if in_host_ram is None else in_host_ram:
         return weight_bytes * headroom + float(engine.options.get("cpu_kvcache_gb", 0)) * 2**30
     share = engine.options.get("gpu_memory_utilization")
     if engine_entry(engine.name).reserves_gpu_share and gpu_memory_gb:
@@ -204,13 +206,18 @@ def weight_bytes_on_disk(spec: ModelSpec) -> int:
     return sum(p.stat().st_size for p in root.glob("*.safetensors")) if root.is_dir() else 0
 
 
-def footprints_from_config(cfg: RunConfig) -> Callable[[str, int], float]:
-    """(expert, measured weight bytes or 0) -> its resident footprint, for the executor.
+def footprints_from_config(cfg: RunConfig, planning: bool = False) -> Callable[[str, int], float]:
+    """(expert, measured weight bytes or 0) -> its resident footprint, for the executor (or, ``planning``,
+    for mode=plan).
 
-    Before an expert's first load, a local model's weight files on disk stand in for the measure.
+    Before an expert's first load, a local model's weight files on disk stand in for the measure. A run on
+    a machine without a GPU counts host RAM even where ``resources.gpu_memory_gb`` overrides the budget
+    (a vLLM CPU engine reserves ``cpu_kvcache_gb``, not a share of a GPU); a plan made there with
+    ``gpu_memory_gb`` set models a GPU of that size.
     """
     on_disk = {name: weight_bytes_on_disk(spec) for name, spec in cfg.pool.items()}
     engine = engine_for_run(cfg)
+    in_host_ram = None if planning else on_cpu(None)
     gpu_memory_gb = cfg.resources.gpu_memory_gb
     if gpu_memory_gb is None and not on_cpu(None):  # a GPU machine's own memory sizes vLLM's share
         gpu_memory_gb = (slot_memory_bytes(None, "budget", cfg.resources.gpus) or 0) / GB or None
@@ -223,6 +230,7 @@ def footprints_from_config(cfg: RunConfig) -> Callable[[str, int], float]:
             cfg.scheduler.cost,
             cfg.scheduler.memory_headroom,
             weight_bytes or on_disk[expert],
+            in_host_ram,
         )
 
     return of

@@ -16,6 +16,7 @@ from skillmoe_ray.bench.serve import (
     config_overrides,
     format_table,
     half_pool_gb,
+    lab_setup,
     models_held,
     parse_args,
     pool_footprints,
@@ -76,7 +77,7 @@ def test_a_row_counts_the_activations_of_its_window_and_the_models_resident_at_i
 
 def test_the_half_budget_holds_half_of_the_pool_by_its_footprints():
     footprints = {"k": 1 * GB, "e1": 1 * GB, "e2": 2 * GB, "agg": 4 * GB}
-    assert half_pool_gb(footprints, 1) == 4.0 and half_pool_gb(footprints, 2) == 2.0
+    assert half_pool_gb(footprints, 1) == pytest.approx(4.08) and half_pool_gb(footprints, 2) == pytest.approx(2.04)
     assert models_held(footprints, 4.0) == 3 and models_held(footprints, 0.5) == 0
 
 
@@ -90,6 +91,16 @@ def test_the_configurations_settings_on_the_lab_pool(tmp_path):
     budgets = {c: float(config_overrides(c, footprints, 1)[0].split("=")[1]) for c in "cd"}
     assert models_held(footprints, budgets["c"]) == len(footprints)  # the lab's 8 models are alike in size
     assert models_held(footprints, budgets["d"]) == len(footprints) // 2
+
+
+def test_the_budgets_count_the_footprints_of_the_engine_the_services_run(tmp_path):
+    """``--set engine=...`` reaches the footprints that size (c) and (d), not only the serve commands."""
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    hf, _ = lab_setup(tmp_path / "hf", [cache])
+    vllm, _ = lab_setup(tmp_path / "vllm", [cache, "engine=vllm_cpu"])
+    assert (hf.engine.name, vllm.engine.name) == ("hf", "vllm")
+    hf_sizes, vllm_sizes = pool_footprints(hf), pool_footprints(vllm)
+    assert all(vllm_sizes[name] > hf_sizes[name] for name in hf.pool)  # vLLM reserves its KV cache
 
 
 def test_the_command_line_defaults_and_refusals(capsys):
