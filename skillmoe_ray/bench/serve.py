@@ -12,8 +12,9 @@ local Ray), with one residency setting or topology:
   (one resident model per slot, so every micro-batch swaps) and ``serve.max_cold_wait_ms=0`` (no request
   waits to share a load with a later batch: each micro-batch loads what its own requests need);
 - c: every model resident: ``resources.gpu_memory_gb`` twice the whole pool's footprint;
-- d: a budget that holds half of the pool: half the pool's footprints per slot, as the scheduler counts
-  them (:func:`~skillmoe_ray.scheduling.residency.footprints_from_config`);
+- d: a budget that holds half of the pool: half the pool's footprints per slot (plus 2%), as the scheduler
+  counts them (:func:`~skillmoe_ray.scheduling.residency.footprints_from_config`) for the engine the services
+  run (``--set engine=vllm_cpu`` makes a load an engine start);
 - e: ``serve.topology=per_expert``: each model a Serve deployment of its own, all resident, called side by
   side (a..d are the ``single`` topology: one answering replica holding the pool).
 

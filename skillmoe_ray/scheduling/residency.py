@@ -161,9 +161,9 @@ def footprint(
 
     In host RAM (``in_host_ram``: the engine runs on the CPU; None reads it as mode=plan does: no GPU
     reported and no ``gpu_memory_gb`` given, which otherwise models a GPU of that size) a model holds its
-    weights times ``headroom`` and the KV cache its engine reserves in RAM (``cpu_kvcache_gb``). The weight bytes are the measured ones
-    (``weight_bytes``: after a load, or the weight files' size on
-    disk) or else estimated from the pool's ``params_b``. A vLLM engine holds its weights, its KV cache
+    weights times ``headroom`` and the KV cache its engine reserves in RAM (``cpu_kvcache_gb``). The weight
+    bytes are the measured ones (``weight_bytes``: after a load, or the weight files' size on disk) or else
+    estimated from the pool's ``params_b``. A vLLM engine holds its weights, its KV cache
     (``kv_cache_memory_bytes`` or the default rule of :mod:`skillmoe_ray.engines.gpu_memory`), workspace
     and residue; where its KV cache cannot be sized (a hub model not on disk), the share of the GPU it may
     take (``gpu_memory_utilization``). Other engines hold ``headroom`` times the weights.

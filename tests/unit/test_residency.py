@@ -70,7 +70,7 @@ def test_on_the_cpu_a_vllm_model_holds_its_weights_and_its_kv_space(monkeypatch)
     assert footprint(spec, vllm, None, CostConfig(), 1.2, weight_bytes=1e6) == pytest.approx(1.2e6 + 2**30)
 
 
-def test_a_budget_override_on_the_cpu_still_counts_host_ram_but_a_plan_there_models_a_gpu(tmp_path, monkeypatch):
+def test_a_budget_override_on_the_cpu_counts_host_ram_but_a_plan_there_models_a_gpu(tmp_path, monkeypatch):
     """``resources.gpu_memory_gb`` on a machine without a GPU sizes the RAM budget of a run (vLLM's CPU engine
     reserves ``cpu_kvcache_gb``); in mode=plan it stands for the GPU planned for (a share of its memory)."""
     from skillmoe_ray.scheduling.residency import footprints_from_config
@@ -79,12 +79,15 @@ def test_a_budget_override_on_the_cpu_still_counts_host_ram_but_a_plan_there_mod
     monkeypatch.setattr(residency, "machine_memory", lambda: ("cpu", 64e9))
     cfg = make_config(tmp_path, ["engine=vllm_cpu", "resources.gpu_memory_gb=40"])
     name = next(iter(cfg.pool))
-    run, plan = footprints_from_config(cfg)(name, 10**6), footprints_from_config(cfg, planning=True)(name, 10**6)
+    run = footprints_from_config(cfg)(name, 10**6)
+    plan = footprints_from_config(cfg, planning=True)(name, 10**6)
     assert run == pytest.approx(10**6 * cfg.scheduler.memory_headroom + 2**30)
-    assert plan == pytest.approx(cfg.engine.options["gpu_memory_utilization"] * 40 * residency.GB)  # its share
+    share = cfg.engine.options["gpu_memory_utilization"]
+    assert plan == pytest.approx(share * 40 * residency.GB)  # its share of the GPU planned for
     spec = ModelSpec(name="m", path="org/m", params_b=0.0001)
     vllm = EngineConfig("vllm", options={"gpu_memory_utilization": 0.4, "cpu_kvcache_gb": 1})
-    assert footprint(spec, vllm, 80.0, CostConfig(), 1.2, 1e6, in_host_ram=True) == pytest.approx(1.2e6 + 2**30)
+    in_ram = footprint(spec, vllm, 80.0, CostConfig(), 1.2, 1e6, in_host_ram=True)
+    assert in_ram == pytest.approx(1.2e6 + 2**30)
     assert footprint(spec, vllm, 80.0, CostConfig(), 1.2, 1e6) == pytest.approx(32e9)
 
 
