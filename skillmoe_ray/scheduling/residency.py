@@ -170,7 +170,9 @@ def footprint(
     """
     if weight_bytes <= 0:
         weight_bytes = (spec.params_b or cost.default_params_b) * 1e9 * cost.bytes_per_param
-    if on_cpu(gpu_memory_gb) if in_host_ram is None else in_host_ram:
+    if in_host_ram is None:
+        in_host_ram = on_cpu(gpu_memory_gb)
+    if in_host_ram:
         return weight_bytes * headroom + float(engine.options.get("cpu_kvcache_gb", 0)) * 2**30
     share = engine.options.get("gpu_memory_utilization")
     if engine_entry(engine.name).reserves_gpu_share and gpu_memory_gb:
@@ -217,9 +219,10 @@ def footprints_from_config(cfg: RunConfig, planning: bool = False) -> Callable[[
     """
     on_disk = {name: weight_bytes_on_disk(spec) for name, spec in cfg.pool.items()}
     engine = engine_for_run(cfg)
-    in_host_ram = None if planning else on_cpu(None)
+    machine_has_no_gpu = on_cpu(None)
+    in_host_ram = None if planning else machine_has_no_gpu
     gpu_memory_gb = cfg.resources.gpu_memory_gb
-    if gpu_memory_gb is None and not on_cpu(None):  # a GPU machine's own memory sizes vLLM's share
+    if gpu_memory_gb is None and not machine_has_no_gpu:  # a GPU machine's own memory sizes vLLM's share
         gpu_memory_gb = (slot_memory_bytes(None, "budget", cfg.resources.gpus) or 0) / GB or None
 
     def of(expert: str, weight_bytes: int) -> float:
